@@ -1,0 +1,31 @@
+"""The workflow engine: definitions, execution, resume rules and errors. No grpc, no SQL."""
+
+from waystation.engine.commands import ResumeCommand, StartCommand
+from waystation.engine.context import StepContext
+from waystation.engine.definition import RetryConfig, Step, Workflow, create_step, create_workflow
+from waystation.engine.engine import Engine
+from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
+from waystation.engine.paths import Path, format_path, parse_path
+from waystation.engine.registry import load_workflows
+from waystation.engine.result import WorkflowResultData
+
+__all__ = [
+    "Engine",
+    "Path",
+    "ResumeCommand",
+    "RetryConfig",
+    "RunRecord",
+    "RunStatus",
+    "StartCommand",
+    "Step",
+    "StepContext",
+    "StepRecord",
+    "StepStatus",
+    "Workflow",
+    "WorkflowResultData",
+    "create_step",
+    "create_workflow",
+    "format_path",
+    "load_workflows",
+    "parse_path",
+]

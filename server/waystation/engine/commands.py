@@ -1,0 +1,36 @@
+"""The engine's inputs: what a StartRun or ResumeRun asks for, in domain terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from waystation.engine.model import JSON
+from waystation.engine.paths import Path
+
+
+@dataclass
+class StartCommand:
+    workflow_id: str
+    run_id: str = ""
+    resource_id: str = ""
+    input_data: JSON = None
+    initial_state: dict[str, Any] | None = None
+    request_context: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    return_immediately: bool = False
+
+
+@dataclass
+class ResumeCommand:
+    run_id: str
+    workflow_id: str = ""
+    resume_data: JSON = None
+    step: Path = ()
+    label: str = ""
+    foreach_index: int | None = None
+    request_context: dict[str, Any] = field(default_factory=dict)
+    retry_count: int = 0
+    request_id: str = ""
+    validate_only: bool = False
+    expected_version: int | None = None

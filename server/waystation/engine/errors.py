@@ -1,0 +1,248 @@
+"""The domain error tree. The transport layer maps it to gRPC in exactly one place.
+
+    WaystationError
+    ├── NotFoundError
+    │   ├── RunNotFound                 RUN_NOT_FOUND
+    │   └── WorkflowNotFound            WORKFLOW_NOT_FOUND
+    ├── AlreadyExistsError
+    │   └── RunAlreadyExists            RUN_ALREADY_EXISTS
+    ├── PreconditionError
+    │   ├── RunNotSuspended             RUN_NOT_SUSPENDED
+    │   ├── StepNotSuspended            STEP_NOT_SUSPENDED (also a path to no such step)
+    │   ├── StepAmbiguous               STEP_AMBIGUOUS
+    │   ├── LabelNotFound               LABEL_NOT_FOUND
+    │   ├── ForeachIndexNotSuspended    FOREACH_INDEX_NOT_SUSPENDED
+    │   └── RunNotActive                RUN_NOT_ACTIVE
+    ├── InvalidDataError                (carries field violations)
+    │   ├── InvalidResumeData           INVALID_RESUME_DATA
+    │   ├── InvalidInput                INVALID_INPUT
+    │   └── InvalidArgument             INVALID_ARGUMENT
+    └── ConflictError
+        ├── ResumeConflict              RESUME_CONFLICT
+        └── VersionMismatch             VERSION_MISMATCH
+
+Constructors take ids and build the message, so every raise site reads the same way and
+the metadata a client sees (run_id, step_path, ...) is always present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from waystation.engine.paths import Path, format_path
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One problem with one field of a request (becomes a google.rpc.BadRequest entry)."""
+
+    field: str
+    description: str
+
+
+class WaystationError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = {k: v for k, v in metadata.items() if v}
+
+
+class NotFoundError(WaystationError):
+    """Something named by the request does not exist."""
+
+
+class RunNotFound(NotFoundError):
+    reason = "RUN_NOT_FOUND"
+
+    def __init__(self, run_id: str, workflow_id: str = "") -> None:
+        of = f" of workflow {workflow_id!r}" if workflow_id else ""
+        super().__init__(f"run {run_id!r}{of} not found", run_id=run_id, workflow_id=workflow_id)
+
+
+class WorkflowNotFound(NotFoundError):
+    reason = "WORKFLOW_NOT_FOUND"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} is not registered", workflow_id=workflow_id)
+
+
+class AlreadyExistsError(WaystationError):
+    """The request would create something that exists."""
+
+
+class RunAlreadyExists(AlreadyExistsError):
+    reason = "RUN_ALREADY_EXISTS"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} already exists (status {status})", run_id=run_id, status=status
+        )
+
+
+class PreconditionError(WaystationError):
+    """The run is not in a state where the request makes sense."""
+
+
+class RunNotSuspended(PreconditionError):
+    reason = "RUN_NOT_SUSPENDED"
+
+    def __init__(self, run_id: str, status: str, detail: str = "") -> None:
+        text = f"run {run_id!r} is not suspended (status {status})"
+        super().__init__(f"{text}: {detail}" if detail else text, run_id=run_id, status=status)
+
+
+class _SuspendedListError(PreconditionError):
+    """A precondition error that lists the run's suspended steps for the caller."""
+
+    def __init__(self, message: str, run_id: str, suspended: Sequence[Path], **meta: str) -> None:
+        listed = ", ".join(f"[{format_path(p)}]" for p in suspended) or "none"
+        super().__init__(f"{message}; suspended steps: {listed}", run_id=run_id, **meta)
+        self.suspended = list(suspended)
+
+
+class StepNotSuspended(_SuspendedListError):
+    reason = "STEP_NOT_SUSPENDED"
+
+    def __init__(self, run_id: str, step: Path, suspended: Sequence[Path]) -> None:
+        text = format_path(step)
+        super().__init__(
+            f"step [{text}] of run {run_id!r} is not suspended",
+            run_id,
+            suspended,
+            step_path=text,
+        )
+
+
+class StepAmbiguous(_SuspendedListError):
+    reason = "STEP_AMBIGUOUS"
+
+    def __init__(self, run_id: str, suspended: Sequence[Path], under: Path = ()) -> None:
+        where = f" under [{format_path(under)}]" if under else ""
+        super().__init__(
+            f"several steps of run {run_id!r} are suspended{where}; name one in `step`",
+            run_id,
+            suspended,
+            step_path=format_path(under),
+        )
+
+
+class LabelNotFound(_SuspendedListError):
+    reason = "LABEL_NOT_FOUND"
+
+    def __init__(self, run_id: str, label: str, suspended: Sequence[Path], known: Iterable[str]):
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"resume label {label!r} not found in run {run_id!r} (labels: {names})",
+            run_id,
+            suspended,
+            label=label,
+        )
+
+
+class ForeachIndexNotSuspended(_SuspendedListError):
+    reason = "FOREACH_INDEX_NOT_SUSPENDED"
+
+    def __init__(self, run_id: str, step: Path, index: int, suspended: Sequence[Path]) -> None:
+        text = format_path(step)
+        super().__init__(
+            f"item {index} of step [{text}] of run {run_id!r} is not suspended",
+            run_id,
+            suspended,
+            step_path=text,
+            foreach_index=str(index),
+        )
+
+
+class RunNotActive(PreconditionError):
+    reason = "RUN_NOT_ACTIVE"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is not active (status {status})", run_id=run_id, status=status
+        )
+
+
+class InvalidDataError(WaystationError):
+    """Data in the request is invalid; `violations` says where and why."""
+
+    def __init__(self, message: str, violations: Sequence[FieldViolation], **meta: str) -> None:
+        super().__init__(message, **meta)
+        self.violations = list(violations)
+
+
+class InvalidResumeData(InvalidDataError):
+    reason = "INVALID_RESUME_DATA"
+
+    def __init__(self, run_id: str, step: Path, violations: Sequence[FieldViolation]) -> None:
+        text = format_path(step)
+        super().__init__(
+            f"invalid resume data for step [{text}] of run {run_id!r}: "
+            + "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations,
+            run_id=run_id,
+            step_path=text,
+        )
+
+
+class InvalidInput(InvalidDataError):
+    reason = "INVALID_INPUT"
+
+    def __init__(self, workflow_id: str, violations: Sequence[FieldViolation]) -> None:
+        super().__init__(
+            f"invalid input for workflow {workflow_id!r}: "
+            + "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations,
+            workflow_id=workflow_id,
+        )
+
+
+class InvalidArgument(InvalidDataError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}", [FieldViolation(field, description)])
+
+
+class ConflictError(WaystationError):
+    """Another writer changed the run first; re-read it and retry."""
+
+
+class ResumeConflict(ConflictError):
+    reason = "RESUME_CONFLICT"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} was resumed by another caller (status now {status}); "
+            "only one resume continues a suspension, re-read the run before resuming again",
+            run_id=run_id,
+            status=status,
+        )
+
+
+class VersionMismatch(ConflictError):
+    reason = "VERSION_MISMATCH"
+
+    def __init__(self, run_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"run {run_id!r} is at version {actual}, not the expected {expected}",
+            run_id=run_id,
+            expected_version=str(expected),
+            actual_version=str(actual),
+        )
+
+
+def violations_from(error: ValidationError, prefix: str) -> list[FieldViolation]:
+    """One FieldViolation per pydantic error, the field written as `prefix.loc.loc`."""
+    out = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"])
+        field = f"{prefix}.{loc}" if loc else prefix
+        out.append(FieldViolation(field, item["msg"]))
+    return out

@@ -1,0 +1,305 @@
+"""Drives one execution of a run (a start, a resume, a recovery) until it settles.
+
+The executor walks the workflow from the top every time and lets the step records decide:
+a SUCCESS record is skipped (its stored output is used), a SUSPENDED record stays suspended,
+anything else runs. A resume's claim has already marked the resumed step (and the nested
+workflows around it) RUNNING with the resume data, so resuming, recovering after a crash and
+starting are the same walk, and a completed step never runs again.
+
+Every transition is committed before the run moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from waystation.engine import schema
+from waystation.engine.context import (
+    AbortSignal,
+    BailSignal,
+    RunScope,
+    StepContext,
+    SuspendSignal,
+)
+from waystation.engine.definition import Step, Workflow
+from waystation.engine.model import (
+    JSON,
+    LabelTarget,
+    RunSnapshot,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    now,
+)
+from waystation.engine.paths import Path, format_path
+from waystation.engine.result import WorkflowResultData, build_result
+from waystation.storage.protocol import Commit, RequestKey, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["success", "suspended", "failed", "bailed", "canceled"]
+
+
+@dataclass
+class Outcome:
+    kind: Kind
+    output: JSON = None
+    error: dict[str, Any] | None = None
+
+
+def error_json(
+    reason: str, message: str, path: Path = (), exc: BaseException | None = None, **details: Any
+) -> dict[str, Any]:
+    """A stored error (the API's RunError)."""
+    out: dict[str, Any] = {"reason": reason, "message": message, "step": list(path)}
+    if exc is not None:
+        out["type"] = type(exc).__name__
+    if details:
+        out["details"] = details
+    return out
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]), "description": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+
+
+@dataclass
+class Execution:
+    store: SnapshotStore
+    workflow: Workflow
+    snapshot: RunSnapshot
+    requests: list[RequestKey] = field(default_factory=list)
+    shutting_down: bool = False
+    _last_error: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.snapshot.run.run_id
+
+    async def drive(self) -> WorkflowResultData:
+        """Execute until the run settles, commit the settled state, return the result."""
+        try:
+            outcome = await self._sequence(self.workflow, (), self.snapshot.run.input)
+        except asyncio.CancelledError:
+            if self.shutting_down:
+                raise  # the run stays RUNNING; the next process continues it
+            outcome = Outcome("canceled", error=error_json("CANCELED", "run canceled"))
+        return await self._settle(outcome)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    async def _commit(self, steps: dict[Path, StepRecord], **extra: Any) -> None:
+        run = self.snapshot.run
+        for path, record in steps.items():
+            self.snapshot.steps[path] = record
+        expected = run.version
+        run.version += 1  # before the await: a commit whose waiter is cancelled still lands
+        run.update_time = now()
+        await self.store.commit(
+            Commit(run, expected, {format_path(p): r for p, r in steps.items()}, **extra)
+        )
+
+    async def _settle(self, outcome: Outcome) -> WorkflowResultData:
+        run = self.snapshot.run
+        run.status = {
+            "success": RunStatus.SUCCESS,
+            "bailed": RunStatus.SUCCESS,
+            "suspended": RunStatus.SUSPENDED,
+            "failed": RunStatus.FAILED,
+            "canceled": RunStatus.CANCELED,
+        }[outcome.kind]
+        run.result = outcome.output if run.status is RunStatus.SUCCESS else None
+        run.error = outcome.error if outcome.kind in ("failed", "canceled") else None
+        result = build_result(self.workflow, replace(run, version=run.version + 1),
+                              self.snapshot.steps)
+        outcome_json = result.to_json()
+        await self._commit({}, settled_requests={key: outcome_json for key in self.requests})
+        return result
+
+    # -- the walk -------------------------------------------------------------------------
+
+    async def _sequence(self, workflow: Workflow, prefix: Path, input_json: JSON) -> Outcome:
+        value = input_json
+        for entry in workflow.entries:
+            path = (*prefix, entry.id)
+            if isinstance(entry, Workflow):
+                outcome = await self._nested(entry, path, value)
+            else:
+                outcome = await self._step(entry, path, value, input_json)
+            if outcome.kind != "success":
+                return outcome
+            value = outcome.output
+        try:
+            return Outcome("success", schema.normalize(workflow.output_schema, value))
+        except ValidationError as exc:
+            return Outcome("failed", error=error_json(
+                "INVALID_WORKFLOW_OUTPUT", f"workflow {workflow.id!r} output is invalid",
+                prefix, exc, violations=_validation_details(exc)))
+
+    async def _nested(self, workflow: Workflow, path: Path, input_json: JSON) -> Outcome:
+        record = self.snapshot.steps.get(path)
+        if record is not None and record.status is StepStatus.SUCCESS:
+            return Outcome("success", record.output)
+        if record is not None and record.status is StepStatus.SUSPENDED:
+            return Outcome("suspended")
+        if record is None or record.status is not StepStatus.RUNNING:
+            record = StepRecord(StepStatus.RUNNING, payload=input_json, started_at=now())
+            try:
+                schema.normalize(workflow.input_schema, input_json)
+            except ValidationError as exc:
+                return await self._fail(path, record, error_json(
+                    "INVALID_STEP_INPUT", f"input of nested workflow [{format_path(path)}] is "
+                    "invalid", path, exc, violations=_validation_details(exc)))
+            await self._commit({path: record})
+        outcome = await self._sequence(workflow, path, record.payload)
+        return await self._close_nested(path, record, outcome)
+
+    async def _close_nested(self, path: Path, record: StepRecord, outcome: Outcome) -> Outcome:
+        if outcome.kind in ("success", "bailed"):
+            # bail() ends the innermost workflow: its value is the nested workflow's output.
+            done = replace(record, status=StepStatus.SUCCESS, output=outcome.output,
+                           ended_at=now())
+            await self._commit({path: done})
+            return Outcome("success", outcome.output)
+        status = {"suspended": StepStatus.SUSPENDED, "failed": StepStatus.FAILED,
+                  "canceled": StepStatus.CANCELED}[outcome.kind]
+        await self._commit({path: replace(record, status=status, error=outcome.error)})
+        return outcome
+
+    async def _fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
+        await self._commit({path: replace(record, status=StepStatus.FAILED, error=error,
+                                          ended_at=now())})
+        return Outcome("failed", error=error)
+
+    async def _step(self, step: Step, path: Path, input_json: JSON, init: JSON) -> Outcome:
+        record = self.snapshot.steps.get(path)
+        if record is not None and record.status is StepStatus.SUCCESS:
+            return Outcome("success", record.output)
+        if record is not None and record.status is StepStatus.SUSPENDED:
+            return Outcome("suspended")
+        if record is None or record.status is not StepStatus.RUNNING:
+            record = StepRecord(StepStatus.RUNNING, payload=input_json, started_at=now())
+            await self._commit({path: record})
+        retries = step.retries if step.retries is not None else self._retry_config().attempts
+        first = record.attempt
+        for attempt in range(first, first + retries + 1):
+            record = replace(record, attempt=attempt)
+            outcome = await self._attempt(step, path, record, init)
+            if outcome is not None:
+                return outcome
+            if attempt < first + retries and self._retry_config().delay:
+                await asyncio.sleep(self._retry_config().delay)
+        return await self._fail(path, record, self._last_error)
+
+    def _retry_config(self) -> Any:
+        return self.workflow.retry_config
+
+    async def _attempt(
+        self, step: Step, path: Path, record: StepRecord, init: JSON
+    ) -> Outcome | None:
+        """One try of a step; None means it raised and may be retried."""
+        try:
+            input_data = schema.parse(step.input_schema, record.payload)
+        except ValidationError as exc:
+            return await self._fail(path, record, error_json(
+                "INVALID_STEP_INPUT", f"input of step [{format_path(path)}] is invalid",
+                path, exc, violations=_validation_details(exc)))
+        resuming = record.resumed_at is not None
+        ctx = StepContext(
+            self._scope(path[:-1], init),
+            step,
+            input_data,
+            resume_data=schema.parse(step.resume_schema, record.resume_payload)
+            if resuming else None,
+            suspend_data=schema.parse(step.suspend_schema, record.suspend_payload)
+            if resuming and record.suspend_payload is not None else None,
+            retry_count=record.attempt,
+        )
+        try:
+            value = await step.execute(ctx)
+            output = schema.dump(step.output_schema, value)
+        except SuspendSignal as signal:
+            return await self._suspend(step, path, record, signal)
+        except BailSignal as signal:
+            await self._succeed(path, record, schema.dump(None, signal.value))
+            return Outcome("bailed", schema.dump(None, signal.value))
+        except AbortSignal:
+            error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
+            await self._commit({path: replace(record, status=StepStatus.CANCELED, error=error)})
+            return Outcome("canceled", error=error)
+        except asyncio.CancelledError:
+            if not self.shutting_down:
+                await self._commit({path: replace(record, status=StepStatus.CANCELED)})
+            raise
+        except Exception as exc:  # the step's own failure: retried, then recorded
+            log.info("step %s of run %s failed: %r", format_path(path), self.run_id, exc)
+            self._last_error = error_json(
+                "STEP_FAILED", str(exc) or type(exc).__name__, path, exc,
+                traceback="".join(traceback.format_exception(exc))[-2000:])
+            return None
+        await self._succeed(path, record, output)
+        return Outcome("success", output)
+
+    async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
+        self._drop_labels(record)
+        done = replace(record, status=StepStatus.SUCCESS, output=output, ended_at=now(),
+                       suspend_payload=None, suspended_at=None, resume_labels=[], error=None)
+        await self._commit({path: done})
+
+    async def _suspend(
+        self, step: Step, path: Path, record: StepRecord, signal: SuspendSignal
+    ) -> Outcome | None:
+        try:
+            payload = schema.dump(step.suspend_schema, signal.payload)
+        except (ValidationError, TypeError) as exc:
+            self._last_error = error_json(
+                "INVALID_SUSPEND_PAYLOAD", f"suspend payload of step [{format_path(path)}] "
+                "is invalid", path, exc)
+            return None
+        self._drop_labels(record)
+        for label in signal.labels:
+            self.snapshot.run.resume_labels[label] = LabelTarget(path)
+        suspended = replace(record, status=StepStatus.SUSPENDED, suspend_payload=payload,
+                            suspended_at=now(), resume_labels=signal.labels)
+        await self._commit({path: suspended})
+        return Outcome("suspended")
+
+    def _drop_labels(self, record: StepRecord) -> None:
+        for label in record.resume_labels:
+            self.snapshot.run.resume_labels.pop(label, None)
+
+    def _scope(self, prefix: Path, init: JSON) -> RunScope:
+        run = self.snapshot.run
+
+        def get_output(step_id: str) -> JSON:
+            rec = self.snapshot.steps.get((*prefix, step_id)) or self.snapshot.steps.get(
+                (step_id,))
+            return rec.output if rec is not None and rec.status is StepStatus.SUCCESS else None
+
+        def set_state(update: dict[str, Any], step: Step | None) -> None:
+            merged = {**run.state, **update}
+            if self.workflow.state_schema is not None:
+                merged = schema.normalize(self.workflow.state_schema, merged)
+            if step is not None and step.state_schema is not None:
+                schema.normalize(step.state_schema, merged)
+            run.state = merged
+
+        return RunScope(
+            run_id=run.run_id,
+            workflow_id=run.workflow_id,
+            resource_id=run.resource_id,
+            request_context=run.request_context,
+            get_state=lambda: run.state,
+            set_state=set_state,
+            get_output=get_output,
+            init_data=init,
+        )

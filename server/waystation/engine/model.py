@@ -1,0 +1,165 @@
+"""Run state as the engine keeps it and the store persists it.
+
+A run is a header (`RunRecord`: status, version, input, state, request context, result)
+plus one `StepRecord` per step path. A transition rewrites the header and the records of the
+steps it touched, never the whole run, so its cost does not grow with the run's length.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+from waystation.engine.paths import Path, parse_path
+
+JSON = Any
+"""A value that json.dumps accepts: what crosses the API as google.protobuf.Value."""
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    WAITING = "waiting"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SUSPENDED = "suspended"
+    WAITING = "waiting"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch: the unit of every stored time."""
+    return time.time()
+
+
+@dataclass
+class StepRecord:
+    """The result of one step path. `resumed_at` set while RUNNING means: re-execute with
+    `resume_payload` (written by the resume's claim, so a crash cannot lose the data)."""
+
+    status: StepStatus
+    payload: JSON = None
+    output: JSON = None
+    suspend_payload: JSON = None
+    resume_payload: JSON = None
+    error: dict[str, Any] | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    suspended_at: float | None = None
+    resumed_at: float | None = None
+    attempt: int = 0
+    resume_labels: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status.value}
+        for f in fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value not in (None, [], 0):
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepRecord:
+        return cls(**{**data, "status": StepStatus(data["status"])})
+
+    def resumed(self, data: JSON, retry_count: int) -> StepRecord:
+        """The record a resume's claim writes: running again, with the resume data."""
+        return replace(
+            self,
+            status=StepStatus.RUNNING,
+            resume_payload=data,
+            resumed_at=now(),
+            attempt=retry_count,
+            error=None,
+        )
+
+
+@dataclass
+class LabelTarget:
+    """Where a resume label points."""
+
+    path: Path
+    foreach_index: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": list(self.path), "foreach_index": self.foreach_index}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabelTarget:
+        return cls(tuple(data["path"]), data.get("foreach_index"))
+
+
+@dataclass
+class RunRecord:
+    """A run's header. `version` increases by one with every committed change."""
+
+    run_id: str
+    workflow_id: str
+    resource_id: str = ""
+    status: RunStatus = RunStatus.PENDING
+    version: int = 0
+    create_time: float = field(default_factory=now)
+    update_time: float = field(default_factory=now)
+    input: JSON = None
+    state: dict[str, Any] = field(default_factory=dict)
+    request_context: dict[str, Any] = field(default_factory=dict)
+    result: JSON = None
+    error: dict[str, Any] | None = None
+    resume_labels: dict[str, LabelTarget] = field(default_factory=dict)
+    resume_count: int = 0
+    trace: dict[str, str] = field(default_factory=dict)
+
+    def header_json(self) -> dict[str, Any]:
+        """The fields stored in the header's JSON column (the rest have columns)."""
+        return {
+            "input": self.input,
+            "state": self.state,
+            "request_context": self.request_context,
+            "result": self.result,
+            "error": self.error,
+            "resume_labels": {k: v.to_json() for k, v in self.resume_labels.items()},
+            "resume_count": self.resume_count,
+            "trace": self.trace,
+        }
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any], header: dict[str, Any]) -> RunRecord:
+        labels = {k: LabelTarget.from_json(v) for k, v in header.get("resume_labels", {}).items()}
+        return cls(
+            **columns,
+            input=header.get("input"),
+            state=header.get("state") or {},
+            request_context=header.get("request_context") or {},
+            result=header.get("result"),
+            error=header.get("error"),
+            resume_labels=labels,
+            resume_count=header.get("resume_count", 0),
+            trace=header.get("trace") or {},
+        )
+
+
+@dataclass
+class RunSnapshot:
+    """A run as read from the store: its header and every step record, by path."""
+
+    run: RunRecord
+    steps: dict[Path, StepRecord]
+
+    @classmethod
+    def from_keys(cls, run: RunRecord, steps: dict[str, StepRecord]) -> RunSnapshot:
+        return cls(run, {parse_path(k): v for k, v in steps.items()})

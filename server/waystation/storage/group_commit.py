@@ -1,0 +1,52 @@
+"""Group commit: concurrent writers share one database transaction (one fsync for many).
+
+Callers `submit` an operation and wait; one writer task takes everything queued, hands the
+batch to the backend's `apply_batch` (one transaction), and answers each caller with its own
+result or error. A caller never waits for more than the batch in flight plus its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+Op = TypeVar("Op")
+
+ApplyBatch = Callable[[list[Op]], Awaitable[list[BaseException | None]]]
+
+
+class GroupCommitter(Generic[Op]):
+    def __init__(self, apply_batch: ApplyBatch[Op]) -> None:
+        self._apply_batch = apply_batch
+        self._queue: list[tuple[Op, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, op: Op) -> None:
+        """Queue `op` and wait until its transaction committed (or raise its error)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        # The writer owns the transaction: a caller that is cancelled must not cancel it.
+        await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Wait for queued operations to be written."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._apply_batch([op for op, _ in batch])
+            except BaseException as exc:  # the whole transaction failed
+                results = [exc] * len(batch)
+            for (_, future), error in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)

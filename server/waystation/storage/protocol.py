@@ -1,0 +1,113 @@
+"""The SnapshotStore protocol: the whole contract between the engine and a database.
+
+Every method is async. Writes are atomic: a `commit` either applies entirely or not at all.
+Error contract:
+- `create_run` raises `StoreConflict` when the run id exists.
+- `commit` raises `StoreConflict` when the stored version is not `expected_version` (the
+  compare-and-set that gives concurrent resumes exactly one winner); nothing is written then.
+- Any other failure (disk full, database locked past the busy timeout) raises
+  `StoreUnavailable`; nothing is written then either.
+Reads never raise for a missing run: they return None (or nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepRecord
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises."""
+
+
+class StoreConflict(StoreError):
+    """The row exists (create) or its version moved on (commit)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not complete the operation; nothing was written."""
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """An idempotency key: `scope` names the operation ("start:wf", "resume:run")."""
+
+    scope: str
+    request_id: str
+
+
+@dataclass
+class RequestRecord:
+    """What a request id led to: the run, and the outcome once the call settled."""
+
+    run_id: str
+    outcome: dict[str, Any] | None = None
+
+
+@dataclass
+class Commit:
+    """One transition: the run header as it is now, and the step records it changed."""
+
+    run: RunRecord
+    expected_version: int
+    steps: Mapping[str, StepRecord] = field(default_factory=dict)
+    new_request: RequestKey | None = None
+    settled_requests: Mapping[RequestKey, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    workflow_id: str = ""
+    statuses: Sequence[RunStatus] = ()
+    resource_id: str = ""
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of ListRuns ended (runs are ordered newest first)."""
+
+    create_time: float
+    run_id: str
+
+
+class SnapshotStore(Protocol):
+    async def setup(self) -> None:
+        """Create or migrate the schema; idempotent, safe to call on every start."""
+
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+
+    async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
+        """Insert a new run at `run.version` (and its request key). StoreConflict if it exists."""
+
+    async def commit(self, commit: Commit) -> None:
+        """Apply one transition atomically: the header is written with version
+        `commit.expected_version + 1` only if the stored version equals `expected_version`;
+        the changed step records are upserted; request keys are recorded and settled.
+        StoreConflict otherwise. Concurrent commits may share one database transaction."""
+
+    async def load(self, run_id: str) -> RunSnapshot | None:
+        """The run's header and every step record, or None."""
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        """The run's header only, or None."""
+
+    async def list_runs(
+        self, where: RunFilter, limit: int, after: Cursor | None
+    ) -> list[RunRecord]:
+        """Headers matching `where`, newest first (create_time, then run_id, descending),
+        strictly after `after`, at most `limit`."""
+
+    async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
+        """Ids of runs in `status` (recovery at start-up), at most `limit`."""
+
+    async def get_request(self, key: RequestKey) -> RequestRecord | None:
+        """What an idempotency key led to, or None."""
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete the run, its steps and its request keys; False if there was none."""

@@ -1,0 +1,345 @@
+"""The SQLite backend (aiosqlite): the embedded default, one file, one process.
+
+Tables: `runs` (one row per run: indexed columns plus a JSON header), `steps` (one row per
+step path of a run) and `requests` (idempotency keys). A transition updates one `runs` row
+and upserts the step rows it changed, so its cost does not depend on how many steps the run
+has or how many runs the file holds (every statement is a primary-key or index lookup).
+
+Two connections: one writer, used only by the group committer, and one reader. WAL lets the
+reader see every committed transaction while the writer works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepRecord
+from waystation.storage.group_commit import GroupCommitter
+from waystation.storage.protocol import (
+    Commit,
+    Cursor,
+    RequestKey,
+    RequestRecord,
+    RunFilter,
+    StoreConflict,
+    StoreUnavailable,
+)
+
+# Append-only: a migration's position in this list is its version. Never edit or reorder.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        workflow_id TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        create_time REAL NOT NULL,
+        update_time REAL NOT NULL,
+        header      TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_time ON runs (create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_workflow ON runs (workflow_id, create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_resource ON runs (resource_id, create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_status ON runs (status, create_time DESC, run_id DESC);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (run_id, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE requests (
+        scope      TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        run_id     TEXT NOT NULL,
+        outcome    TEXT,
+        PRIMARY KEY (scope, request_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_by_run ON requests (run_id);
+    """,
+]
+
+PRAGMAS = [
+    # WAL: readers do not block the writer and the writer does not block readers.
+    "PRAGMA journal_mode=WAL",
+    # FULL: a commit is on disk (WAL fsynced) before it is acknowledged, as DESIGN.md §4
+    # promises; NORMAL could lose the last transactions on power loss.
+    "PRAGMA synchronous=FULL",
+    # Wait for a lock held by another connection instead of failing at once.
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=OFF",
+]
+
+_RUN_COLUMNS = "run_id, workflow_id, resource_id, status, version, create_time, update_time, header"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _run_from_row(row: Sequence[Any]) -> RunRecord:
+    columns = dict(
+        run_id=row[0],
+        workflow_id=row[1],
+        resource_id=row[2],
+        status=RunStatus(row[3]),
+        version=row[4],
+        create_time=row[5],
+        update_time=row[6],
+    )
+    return RunRecord.from_columns(columns, json.loads(row[7]))
+
+
+def path_from_url(url: str) -> str:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite://:memory:`."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    rest = url[len("sqlite://") :]
+    return rest[1:] if rest.startswith("/") else rest
+
+
+class SqliteStore:
+    """SnapshotStore on one SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._read_lock = asyncio.Lock()
+        self._committer: GroupCommitter[Commit | tuple[RunRecord, RequestKey | None]] = (
+            GroupCommitter(self._apply_batch)
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        return cls(path_from_url(url))
+
+    async def setup(self) -> None:
+        if self._path not in ("", ":memory:"):
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await aiosqlite.connect(self._path, isolation_level=None)
+        for pragma in PRAGMAS:
+            await self._writer.execute(pragma)
+        await self._migrate(self._writer)
+        self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+        await self._reader.execute("PRAGMA busy_timeout=5000")
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        # BEGIN IMMEDIATE takes the write lock first, so two processes starting on one file
+        # apply each migration once.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            async with db.execute("SELECT max(version) FROM schema_version") as cur:
+                row = await cur.fetchone()
+            current = row[0] if row and row[0] is not None else 0
+            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._committer.close()
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
+        await self._committer.submit((run, request))
+
+    async def commit(self, commit: Commit) -> None:
+        await self._committer.submit(commit)
+
+    async def _apply_batch(
+        self, ops: list[Commit | tuple[RunRecord, RequestKey | None]]
+    ) -> list[BaseException | None]:
+        db = self._writer
+        assert db is not None, "store is not set up"
+        results: list[BaseException | None] = []
+        try:
+            # IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
+            await db.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                # A savepoint per operation: one that conflicts leaves no trace, the others
+                # in the same transaction still commit.
+                await db.execute("SAVEPOINT op")
+                ok = await (self._apply_commit(db, op) if isinstance(op, Commit)
+                            else self._apply_create(db, *op))
+                await db.execute("RELEASE op" if ok else "ROLLBACK TO op")
+                if not ok:
+                    await db.execute("RELEASE op")
+                results.append(None if ok else StoreConflict(self._conflict_text(op)))
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            error = StoreUnavailable(f"sqlite: {exc}")
+            return [error] * len(ops)
+        return results
+
+    @staticmethod
+    def _conflict_text(op: Commit | tuple[RunRecord, RequestKey | None]) -> str:
+        if isinstance(op, Commit):
+            return f"run {op.run.run_id!r} is no longer at version {op.expected_version}"
+        return f"run {op[0].run_id!r} or its request id exists"
+
+    async def _apply_create(
+        self, db: aiosqlite.Connection, run: RunRecord, request: RequestKey | None
+    ) -> bool:
+        cur = await db.execute(
+            f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.run_id, run.workflow_id, run.resource_id, run.status.value, run.version,
+             run.create_time, run.update_time, _dumps(run.header_json())),
+        )
+        if cur.rowcount != 1:
+            return False
+        return request is None or await self._insert_request(db, request, run.run_id)
+
+    async def _apply_commit(self, db: aiosqlite.Connection, c: Commit) -> bool:
+        run = c.run
+        cur = await db.execute(
+            "UPDATE runs SET status = ?, version = ?, update_time = ?, header = ?"
+            " WHERE run_id = ? AND version = ?",
+            (run.status.value, c.expected_version + 1, run.update_time,
+             _dumps(run.header_json()), run.run_id, c.expected_version),
+        )
+        if cur.rowcount != 1:
+            return False
+        if c.steps:
+            await db.executemany(
+                "INSERT INTO steps (run_id, path, record) VALUES (?, ?, ?)"
+                " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
+                [(run.run_id, key, _dumps(rec.to_json())) for key, rec in c.steps.items()],
+            )
+        if c.new_request is not None and not await self._insert_request(
+            db, c.new_request, run.run_id
+        ):
+            return False
+        for key, outcome in c.settled_requests.items():
+            await db.execute(
+                "UPDATE requests SET outcome = ? WHERE scope = ? AND request_id = ?",
+                (_dumps(outcome), key.scope, key.request_id),
+            )
+        return True
+
+    @staticmethod
+    async def _insert_request(db: aiosqlite.Connection, key: RequestKey, run_id: str) -> bool:
+        cur = await db.execute(
+            "INSERT OR IGNORE INTO requests (scope, request_id, run_id) VALUES (?, ?, ?)",
+            (key.scope, key.request_id, run_id),
+        )
+        return cur.rowcount == 1
+
+    async def delete_run(self, run_id: str) -> bool:
+        db = self._writer
+        assert db is not None, "store is not set up"
+        # Goes through the writer's lock order: wait for queued commits first.
+        await self._committer.close()
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = await db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            deleted = cur.rowcount == 1
+            await db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+            await db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        db = self._reader
+        assert db is not None, "store is not set up"
+        try:
+            async with db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        rows = await self._fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return _run_from_row(rows[0]) if rows else None
+
+    async def load(self, run_id: str) -> RunSnapshot | None:
+        db = self._reader
+        assert db is not None, "store is not set up"
+        # One read transaction, so the header and the steps are of the same version; the
+        # lock keeps two loads from opening transactions on the one reader connection.
+        async with self._read_lock:
+            await db.execute("BEGIN")
+            try:
+                run = await self.load_run(run_id)
+                rows = await self._fetchall(
+                    "SELECT path, record FROM steps WHERE run_id = ?", (run_id,)
+                ) if run else []
+            finally:
+                await db.execute("COMMIT")
+        if run is None:
+            return None
+        steps = {path: StepRecord.from_json(json.loads(rec)) for path, rec in rows}
+        return RunSnapshot.from_keys(run, steps)
+
+    async def list_runs(
+        self, where: RunFilter, limit: int, after: Cursor | None
+    ) -> list[RunRecord]:
+        clauses, params = _filter_sql(where)
+        if after is not None:
+            clauses.append("(create_time < ? OR (create_time = ? AND run_id < ?))")
+            params += [after.create_time, after.create_time, after.run_id]
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY create_time DESC, run_id DESC LIMIT ?"
+        rows = await self._fetchall(sql, [*params, limit])
+        return [_run_from_row(r) for r in rows]
+
+    async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT run_id FROM runs WHERE status = ? LIMIT ?", (status.value, limit)
+        )
+        return [r[0] for r in rows]
+
+    async def get_request(self, key: RequestKey) -> RequestRecord | None:
+        rows = await self._fetchall(
+            "SELECT run_id, outcome FROM requests WHERE scope = ? AND request_id = ?",
+            (key.scope, key.request_id),
+        )
+        if not rows:
+            return None
+        run_id, outcome = rows[0]
+        return RequestRecord(run_id, json.loads(outcome) if outcome else None)
+
+
+def _filter_sql(where: RunFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("workflow_id", where.workflow_id), ("resource_id", where.resource_id)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(where.statuses))})")
+        params += [s.value for s in where.statuses]
+    if where.created_after is not None:
+        clauses.append("create_time >= ?")
+        params.append(where.created_after)
+    if where.created_before is not None:
+        clauses.append("create_time < ?")
+        params.append(where.created_before)
+    return clauses, params
