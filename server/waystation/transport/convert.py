@@ -1,0 +1,141 @@
+"""Proto messages to domain values and back. No logic beyond translation lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from waystation.api.v1 import enums_pb2, message_pb2
+from waystation.engine import RunRecord, RunStatus, StepRecord, StepStatus, WorkflowResultData
+from waystation.engine.model import JSON, LabelTarget
+from waystation.engine.paths import Path
+
+RUN_STATUS_TO_PROTO = {
+    RunStatus.PENDING: enums_pb2.RUN_STATUS_PENDING,
+    RunStatus.RUNNING: enums_pb2.RUN_STATUS_RUNNING,
+    RunStatus.SUSPENDED: enums_pb2.RUN_STATUS_SUSPENDED,
+    RunStatus.WAITING: enums_pb2.RUN_STATUS_WAITING,
+    RunStatus.SUCCESS: enums_pb2.RUN_STATUS_SUCCESS,
+    RunStatus.FAILED: enums_pb2.RUN_STATUS_FAILED,
+    RunStatus.CANCELED: enums_pb2.RUN_STATUS_CANCELED,
+}
+RUN_STATUS_FROM_PROTO = {v: k for k, v in RUN_STATUS_TO_PROTO.items()}
+
+STEP_STATUS_TO_PROTO = {
+    StepStatus.RUNNING: enums_pb2.STEP_STATUS_RUNNING,
+    StepStatus.SUCCESS: enums_pb2.STEP_STATUS_SUCCESS,
+    StepStatus.FAILED: enums_pb2.STEP_STATUS_FAILED,
+    StepStatus.SUSPENDED: enums_pb2.STEP_STATUS_SUSPENDED,
+    StepStatus.WAITING: enums_pb2.STEP_STATUS_WAITING,
+    StepStatus.SKIPPED: enums_pb2.STEP_STATUS_SKIPPED,
+    StepStatus.CANCELED: enums_pb2.STEP_STATUS_CANCELED,
+}
+
+
+def value_to_json(value: struct_pb2.Value) -> JSON:
+    return json_format.MessageToDict(value)
+
+
+def struct_to_json(value: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+def json_to_value(data: JSON, out: struct_pb2.Value) -> None:
+    json_format.ParseDict(data, out)
+
+
+def optional_value(message: Any, field: str) -> JSON:
+    """A Value field as JSON, or None when the field is unset."""
+    return value_to_json(getattr(message, field)) if message.HasField(field) else None
+
+
+def timestamp(seconds: float | None, out: timestamp_pb2.Timestamp) -> None:
+    if seconds is not None:
+        out.FromNanoseconds(int(seconds * 1e9))
+
+
+def seconds(value: timestamp_pb2.Timestamp) -> float:
+    return value.ToNanoseconds() / 1e9
+
+
+def path_from_proto(path: message_pb2.StepPath) -> Path:
+    return tuple(path.segments)
+
+
+def error_to_proto(error: dict[str, Any], out: message_pb2.RunError) -> None:
+    out.message = error.get("message", "")
+    out.reason = error.get("reason", "")
+    out.type = error.get("type", "")
+    out.step.segments.extend(error.get("step") or [])
+    details = {k: v for k, v in (error.get("details") or {}).items() if k != "traceback"}
+    if details:
+        json_format.ParseDict(details, out.details)
+
+
+def step_to_proto(record: StepRecord, out: message_pb2.StepResult) -> None:
+    out.status = STEP_STATUS_TO_PROTO[record.status]
+    for name in ("output", "payload", "suspend_payload", "resume_payload"):
+        value = getattr(record, name)
+        if value is not None:
+            json_to_value(value, getattr(out, name))
+    if record.error:
+        error_to_proto(record.error, out.error)
+    for name in ("started_at", "ended_at", "suspended_at", "resumed_at"):
+        timestamp(getattr(record, name), getattr(out, name))
+    out.attempt = record.attempt
+
+
+def label_to_proto(target: LabelTarget, out: message_pb2.ResumeLabel) -> None:
+    out.step.segments.extend(target.path)
+    if target.foreach_index is not None:
+        out.foreach_index = target.foreach_index
+
+
+def result_to_proto(
+    result: WorkflowResultData, options: message_pb2.OutputOptions
+) -> message_pb2.WorkflowResult:
+    out = message_pb2.WorkflowResult(
+        run_id=result.run_id,
+        workflow_id=result.workflow_id,
+        status=RUN_STATUS_TO_PROTO[result.status],
+        version=result.version,
+        trace_id=result.trace_id,
+        span_id=result.span_id,
+    )
+    if result.input is not None:
+        json_to_value(result.input, out.input)
+    if result.result is not None and result.status is RunStatus.SUCCESS:
+        json_to_value(result.result, out.result)
+    if result.error:
+        error_to_proto(result.error, out.error)
+    for key, record in result.steps.items():
+        step_to_proto(record, out.steps[key])
+    for path in result.suspended:
+        out.suspended.add(segments=path)
+    for key, payload in result.suspend_payload.items():
+        json_to_value(payload, out.suspend_payload[key])
+    if options.include_state:
+        json_format.ParseDict(result.state, out.state)
+    if options.include_resume_labels:
+        for label, target in result.resume_labels.items():
+            label_to_proto(target, out.resume_labels[label])
+    return out
+
+
+def run_to_proto(
+    run: RunRecord,
+    result: WorkflowResultData | None = None,
+    options: message_pb2.OutputOptions | None = None,
+) -> message_pb2.Run:
+    out = message_pb2.Run(
+        run_id=run.run_id,
+        workflow_id=run.workflow_id,
+        resource_id=run.resource_id,
+        status=RUN_STATUS_TO_PROTO[run.status],
+    )
+    timestamp(run.create_time, out.create_time)
+    timestamp(run.update_time, out.update_time)
+    if result is not None:
+        out.result.CopyFrom(result_to_proto(result, options or message_pb2.OutputOptions()))
+    return out

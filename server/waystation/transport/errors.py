@@ -1,0 +1,117 @@
+"""The one place where errors become gRPC statuses.
+
+`ERROR_TABLE` maps an error class to a status code; a raised error is looked up along its
+MRO, so a new subclass of a mapped class needs no new row. `handle_errors` wraps every
+servicer method and turns a mapped error into a `google.rpc.Status` with an `ErrorInfo`
+(stable reason, domain "waystation.dev", ids in metadata) and, for invalid data, a
+`BadRequest` with one field violation per problem. Anything unmapped is INTERNAL with a
+generic message; its details go to the log only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from waystation.api.v1 import errordetails_pb2, message_pb2
+from waystation.engine import errors
+from waystation.storage import StoreConflict, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "waystation.dev"
+
+ERROR_TABLE: dict[type[BaseException], grpc.StatusCode] = {
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InvalidDataError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ConflictError: grpc.StatusCode.ABORTED,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    StoreConflict: grpc.StatusCode.ABORTED,
+}
+
+_STORE_REASONS: dict[type[BaseException], str] = {
+    StoreUnavailable: "STORE_UNAVAILABLE",
+    StoreConflict: "RUN_CHANGED",
+}
+
+
+def lookup(exc: BaseException) -> grpc.StatusCode | None:
+    """The status code for `exc`, found along its class's MRO."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return None
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
+    """The rich status for a mapped error."""
+    reason = getattr(exc, "reason", None) or _STORE_REASONS.get(type(exc), "INTERNAL")
+    metadata = getattr(exc, "metadata", {})
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name),
+        message=getattr(exc, "message", None) or str(exc),
+    )
+    status.details.append(
+        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
+    )
+    violations = getattr(exc, "violations", None)
+    if violations:
+        status.details.append(_pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in violations
+        ])))
+    suspended = getattr(exc, "suspended", None)
+    if suspended is not None:
+        status.details.append(_pack(errordetails_pb2.SuspendedStepsDetail(
+            suspended=[message_pb2.StepPath(segments=p) for p in suspended]
+        )))
+    return status
+
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+
+
+def handle_errors(method: Method) -> Method:
+    """Wrap a unary servicer method: mapped errors abort with their rich status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort_for(exc, context, method.__name__)
+
+    return wrapper  # type: ignore[return-value]
+
+
+async def abort_for(
+    exc: Exception, context: grpc.aio.ServicerContext[Any, Any], rpc: str
+) -> None:
+    code = lookup(exc)
+    if code is None:
+        log.exception("unexpected error in %s", rpc)
+        code, exc = grpc.StatusCode.INTERNAL, _Internal()
+    status = rpc_status.to_status(to_status(exc, code))
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
+
+
+class _Internal(Exception):
+    reason = "INTERNAL"
+    message = "internal error; the server log has the details"

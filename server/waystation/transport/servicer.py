@@ -1,0 +1,173 @@
+"""The grpc.aio servicer: requests to engine commands, results to responses.
+
+Every method is wrapped by `handle_errors`, the one place where errors become statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
+from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand
+from waystation.engine.errors import InvalidArgument
+from waystation.storage import RunFilter
+from waystation.transport import convert
+from waystation.transport.errors import handle_errors
+from waystation.transport.workflows import workflow_to_proto
+
+Context = grpc.aio.ServicerContext[Any, Any]
+rr = request_response_pb2
+
+
+class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @handle_errors
+    async def ListWorkflows(
+        self, request: rr.ListWorkflowsRequest, context: Context
+    ) -> rr.ListWorkflowsResponse:
+        workflows = self.engine.workflows()
+        start = _offset_token(request.page_token)
+        size = request.page_size or 100
+        if size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        page = workflows[start : start + min(size, 1000)]
+        more = start + len(page) < len(workflows)
+        return rr.ListWorkflowsResponse(
+            workflows=[workflow_to_proto(wf) for wf in page],
+            next_page_token=str(start + len(page)) if more else "",
+        )
+
+    @handle_errors
+    async def GetWorkflow(
+        self, request: rr.GetWorkflowRequest, context: Context
+    ) -> message_pb2.Workflow:
+        return workflow_to_proto(self.engine.workflow(request.workflow_id))
+
+    @handle_errors
+    async def CreateRun(self, request: rr.CreateRunRequest, context: Context) -> message_pb2.Run:
+        run = await self.engine.create_run(
+            request.workflow_id, request.run_id, request.resource_id, request.request_id
+        )
+        return convert.run_to_proto(run)
+
+    @handle_errors
+    async def StartRun(
+        self, request: rr.StartRunRequest, context: Context
+    ) -> message_pb2.WorkflowResult:
+        command = StartCommand(
+            workflow_id=request.workflow_id,
+            run_id=request.run_id,
+            resource_id=request.resource_id,
+            input_data=convert.optional_value(request, "input_data"),
+            initial_state=convert.struct_to_json(request.initial_state),
+            request_context=convert.struct_to_json(request.request_context),
+            request_id=request.request_id,
+            return_immediately=request.return_immediately,
+        )
+        result = await self.engine.start_run(command)
+        return convert.result_to_proto(result, request.output_options)
+
+    @handle_errors
+    async def ResumeRun(
+        self, request: rr.ResumeRequest, context: Context
+    ) -> message_pb2.WorkflowResult:
+        command = ResumeCommand(
+            run_id=request.run_id,
+            workflow_id=request.workflow_id,
+            resume_data=convert.optional_value(request, "resume_data"),
+            step=convert.path_from_proto(request.step),
+            label=request.label,
+            foreach_index=request.foreach_index if request.HasField("foreach_index") else None,
+            request_context=convert.struct_to_json(request.request_context),
+            retry_count=_non_negative("retry_count", request.retry_count),
+            request_id=request.request_id,
+            validate_only=request.validate_only,
+            expected_version=(
+                request.expected_version if request.HasField("expected_version") else None
+            ),
+        )
+        result = await self.engine.resume_run(command)
+        return convert.result_to_proto(result, request.output_options)
+
+    @handle_errors
+    async def CancelRun(self, request: rr.CancelRunRequest, context: Context) -> message_pb2.Run:
+        result = await self.engine.cancel_run(request.run_id, request.reason)
+        run, _ = await self.engine.get_run(result.run_id)
+        return convert.run_to_proto(run, result)
+
+    @handle_errors
+    async def GetRun(self, request: rr.GetRunRequest, context: Context) -> message_pb2.Run:
+        run, result = await self.engine.get_run(request.run_id)
+        return convert.run_to_proto(run, result, request.output_options)
+
+    @handle_errors
+    async def ListRuns(self, request: rr.ListRunsRequest, context: Context) -> rr.ListRunsResponse:
+        where = RunFilter(
+            workflow_id=request.workflow_id,
+            statuses=[_run_status(s) for s in request.statuses],
+            resource_id=request.resource_id,
+            created_after=_time_or_none(request, "create_time_after"),
+            created_before=_time_or_none(request, "create_time_before"),
+        )
+        runs, token = await self.engine.list_runs(where, request.page_size, request.page_token)
+        return rr.ListRunsResponse(
+            runs=[convert.run_to_proto(r) for r in runs], next_page_token=token
+        )
+
+    async def WatchRun(
+        self, request: rr.WatchRunRequest, context: Context
+    ) -> AsyncIterator[message_pb2.RunEvent]:
+        await _unimplemented(context, "WatchRun")
+        yield message_pb2.RunEvent()  # pragma: no cover - abort raises
+
+    async def RestartRun(
+        self, request: rr.RestartRunRequest, context: Context
+    ) -> message_pb2.WorkflowResult:
+        await _unimplemented(context, "RestartRun")
+        raise AssertionError("unreachable")
+
+    async def TimeTravelRun(
+        self, request: rr.TimeTravelRunRequest, context: Context
+    ) -> message_pb2.WorkflowResult:
+        await _unimplemented(context, "TimeTravelRun")
+        raise AssertionError("unreachable")
+
+    async def DeleteRun(
+        self, request: rr.DeleteRunRequest, context: Context
+    ) -> rr.DeleteRunResponse:
+        await _unimplemented(context, "DeleteRun")
+        raise AssertionError("unreachable")
+
+
+async def _unimplemented(context: Context, rpc: str) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented yet")
+
+
+def _non_negative(field: str, value: int) -> int:
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return value
+
+
+def _run_status(value: int) -> RunStatus:
+    status: RunStatus | None = convert.RUN_STATUS_FROM_PROTO.get(value)  # type: ignore[call-overload]
+    if status is None:
+        raise InvalidArgument("statuses", f"unknown run status {value}")
+    return status
+
+
+def _time_or_none(request: Any, field: str) -> float | None:
+    return convert.seconds(getattr(request, field)) if request.HasField(field) else None
+
+
+def _offset_token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidArgument("page_token", "malformed page token")
+    return int(token)

@@ -1,0 +1,139 @@
+"""Workflows for tests. Steps record their side effects by appending a line to the file
+named in the input (`log`), so tests can count how often each step ran, also across
+processes killed with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from waystation import StepContext, create_step, create_workflow
+
+
+class Logged(BaseModel):
+    log: str
+    seconds: float = 0.0
+
+
+class Value(BaseModel):
+    value: int
+
+
+class Ok(BaseModel):
+    ok: bool
+
+
+class Count(BaseModel):
+    n: int = Field(ge=0)
+
+
+def record(log: str, line: str) -> None:
+    with Path(log).open("a") as f:
+        f.write(line + "\n")
+
+
+def lines(log: str | Path) -> list[str]:
+    path = Path(log)
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def _one(ctx: StepContext) -> Logged:
+    record(ctx.input_data.log, "one")
+    return ctx.input_data
+
+
+async def _gate(ctx: StepContext) -> dict[str, object]:
+    if ctx.resume_data is None:
+        ctx.suspend({"waiting_for": "value"}, resume_label="gate")
+    if ctx.input_data.seconds:
+        await asyncio.sleep(ctx.input_data.seconds)
+    record(ctx.input_data.log, "gate")
+    return {"log": ctx.input_data.log, "value": ctx.resume_data.value}
+
+
+async def _two(ctx: StepContext) -> dict[str, object]:
+    record(ctx.input_data["log"], "two")
+    return {"value": ctx.input_data["value"] + 1}
+
+
+one = create_step(id="one", input_schema=Logged, output_schema=Logged, execute=_one)
+gate = create_step(id="gate", input_schema=Logged, resume_schema=Value, execute=_gate)
+two = create_step(id="two", execute=_two)
+
+# one -> gate (suspends; resume {value}) -> two: returns {value: value + 1}
+counted = create_workflow(id="counted", input_schema=Logged).then(one).then(gate).then(two).commit()
+
+
+async def _a(ctx: StepContext) -> Logged:
+    if ctx.resume_data is None:
+        ctx.suspend({"step": "a"})
+    record(ctx.input_data.log, "a")
+    return ctx.input_data
+
+
+async def _b(ctx: StepContext) -> dict[str, object]:
+    if ctx.resume_data is None:
+        ctx.suspend({"step": "b"}, resume_label="inner-b")
+    record(ctx.input_data.log, "b")
+    return {"log": ctx.input_data.log, "n": ctx.resume_data.n}
+
+
+async def _last(ctx: StepContext) -> dict[str, object]:
+    record(ctx.input_data["log"], "last")
+    return {"n": ctx.input_data["n"], "done": True}
+
+
+inner = (
+    create_workflow(id="inner", input_schema=Logged)
+    .then(create_step(id="a", input_schema=Logged, resume_schema=Ok, execute=_a))
+    .then(create_step(id="b", input_schema=Logged, resume_schema=Count, execute=_b))
+    .commit()
+)
+
+# first -> inner [a (suspends; resume {ok}) -> b (suspends; resume {n >= 0})] -> last
+nested_counted = (
+    create_workflow(id="nested-counted", input_schema=Logged)
+    .then(create_step(id="first", input_schema=Logged, output_schema=Logged, execute=_one))
+    .then(inner)
+    .then(create_step(id="last", execute=_last))
+    .commit()
+)
+
+
+async def _slow(ctx: StepContext) -> dict[str, object]:
+    await asyncio.sleep(ctx.input_data.seconds)
+    record(ctx.input_data.log, "slow")
+    return {"slept": ctx.input_data.seconds}
+
+
+# slow: sleeps `seconds`, then records "slow"
+slow = create_workflow(id="slow", input_schema=Logged).then(
+    create_step(id="slow", input_schema=Logged, execute=_slow)
+).commit()
+
+
+async def _remember(ctx: StepContext) -> dict[str, object]:
+    if ctx.resume_data is None:
+        await ctx.set_state({"count": ctx.state.get("count", 0) + 1})
+        ctx.suspend({"state": ctx.state})
+    return {"state": ctx.state, "request_context": ctx.request_context,
+            "resume": ctx.resume_data, "suspend_data": ctx.suspend_data}
+
+
+# remember: sets state {count: +1}, suspends; on resume returns state, request context,
+# resume data and suspend data as it saw them
+remember = create_workflow(id="remember").then(
+    create_step(id="remember", execute=_remember)
+).commit()
+
+
+async def _fail(ctx: StepContext) -> None:
+    raise ValueError(f"boom on attempt {ctx.retry_count}")
+
+
+# fails: one step that always raises ValueError, retried twice
+fails = create_workflow(id="fails").then(
+    create_step(id="explode", retries=2, execute=_fail)
+).commit()
