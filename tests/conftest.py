@@ -15,8 +15,9 @@ TEST_WORKFLOWS = ["waystation.examples", "tests.support.workflows"]
 
 
 def settings_for(db_path: Path, **overrides: object) -> ServerSettings:
-    base = ServerSettings(listen="127.0.0.1:0", db=f"sqlite:///{db_path}",
-                          workflows=list(TEST_WORKFLOWS))
+    base = ServerSettings(
+        listen="127.0.0.1:0", db=f"sqlite:///{db_path}", workflows=list(TEST_WORKFLOWS)
+    )
     for name, setting in overrides.items():
         setattr(base, name, setting)
     return base

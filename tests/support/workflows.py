@@ -109,24 +109,30 @@ async def _slow(ctx: StepContext) -> dict[str, object]:
 
 
 # slow: sleeps `seconds`, then records "slow"
-slow = create_workflow(id="slow", input_schema=Logged).then(
-    create_step(id="slow", input_schema=Logged, execute=_slow)
-).commit()
+slow = (
+    create_workflow(id="slow", input_schema=Logged)
+    .then(create_step(id="slow", input_schema=Logged, execute=_slow))
+    .commit()
+)
 
 
 async def _remember(ctx: StepContext) -> dict[str, object]:
     if ctx.resume_data is None:
         await ctx.set_state({"count": ctx.state.get("count", 0) + 1})
         ctx.suspend({"state": ctx.state})
-    return {"state": ctx.state, "request_context": ctx.request_context,
-            "resume": ctx.resume_data, "suspend_data": ctx.suspend_data}
+    return {
+        "state": ctx.state,
+        "request_context": ctx.request_context,
+        "resume": ctx.resume_data,
+        "suspend_data": ctx.suspend_data,
+    }
 
 
 # remember: sets state {count: +1}, suspends; on resume returns state, request context,
 # resume data and suspend data as it saw them
-remember = create_workflow(id="remember").then(
-    create_step(id="remember", execute=_remember)
-).commit()
+remember = (
+    create_workflow(id="remember").then(create_step(id="remember", execute=_remember)).commit()
+)
 
 
 async def _fail(ctx: StepContext) -> None:
@@ -134,6 +140,6 @@ async def _fail(ctx: StepContext) -> None:
 
 
 # fails: one step that always raises ValueError, retried twice
-fails = create_workflow(id="fails").then(
-    create_step(id="explode", retries=2, execute=_fail)
-).commit()
+fails = (
+    create_workflow(id="fails").then(create_step(id="explode", retries=2, execute=_fail)).commit()
+)

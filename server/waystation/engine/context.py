@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from waystation.engine.definition import Step, Workflow
 
 
-class ControlSignal(BaseException):  # noqa: N818 - a signal, not an error
+class ControlSignal(BaseException):
     """Base of the signals a step raises to steer its run."""
 
 
@@ -98,7 +98,9 @@ class StepContext:
         self._scope.set_state(dict(update), self._step if isinstance(self._step, Step) else None)
         return _Done()
 
-    def suspend(self, payload: Any = None, resume_label: str | Sequence[str] | None = None) -> NoReturn:
+    def suspend(
+        self, payload: Any = None, resume_label: str | Sequence[str] | None = None
+    ) -> NoReturn:
         """Suspend this step with `payload`; the run waits for ResumeRun."""
         labels = [resume_label] if isinstance(resume_label, str) else list(resume_label or [])
         raise SuspendSignal(payload, labels)

@@ -72,7 +72,6 @@ class Step:
         return f"Step(id={self.id!r})"
 
 
-
 class Workflow:
     """A sequence of steps built with `.then(...)` and frozen with `.commit()`."""
 

@@ -34,6 +34,7 @@ from waystation.engine.errors import (
 )
 from waystation.engine.executor import Execution, error_json
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus
+from waystation.engine.paths import format_path
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.resume import (
     ResumeTarget,
@@ -42,7 +43,6 @@ from waystation.engine.resume import (
     resolve_path,
     validate_resume_data,
 )
-from waystation.engine.paths import format_path
 from waystation.storage.protocol import (
     Commit,
     Cursor,
@@ -164,8 +164,9 @@ class Engine:
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
         run = await self._prepare_start(workflow, cmd, key)
-        task = self._launch(Execution(self.store, workflow, RunSnapshot(run, {}),
-                                      [key] if key else []))
+        task = self._launch(
+            Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
+        )
         if cmd.return_immediately:
             return build_result(workflow, run, {})
         return await asyncio.shield(task)
@@ -183,9 +184,16 @@ class Engine:
             raise InvalidInput(workflow.id, violations_from(exc, "initial_state")) from exc
         existing = await self.store.load_run(cmd.run_id) if cmd.run_id else None
         if existing is None:
-            run = RunRecord(_run_id(cmd.run_id), workflow.id, cmd.resource_id, RunStatus.RUNNING,
-                            version=1, input=input_json, state=state,
-                            request_context=dict(cmd.request_context))
+            run = RunRecord(
+                _run_id(cmd.run_id),
+                workflow.id,
+                cmd.resource_id,
+                RunStatus.RUNNING,
+                version=1,
+                input=input_json,
+                state=state,
+                request_context=dict(cmd.request_context),
+            )
             await self._insert(run, key)
             return run
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
@@ -212,8 +220,9 @@ class Engine:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)
         path = resolve_path(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
-        target = ResumeTarget(path, validate_resume_data(workflow, run.run_id, path,
-                                                         cmd.resume_data))
+        target = ResumeTarget(
+            path, validate_resume_data(workflow, run.run_id, path, cmd.resume_data)
+        )
         if cmd.validate_only:
             return build_result(workflow, run, snapshot.steps)
         await self._claim(snapshot, target, cmd, key)
@@ -221,7 +230,10 @@ class Engine:
         return await asyncio.shield(task)
 
     async def _claim(
-        self, snapshot: RunSnapshot, target: ResumeTarget, cmd: ResumeCommand,
+        self,
+        snapshot: RunSnapshot,
+        target: ResumeTarget,
+        cmd: ResumeCommand,
         key: RequestKey | None,
     ) -> None:
         """Compare-and-set SUSPENDED -> RUNNING on the version that was read; the records it
@@ -234,9 +246,11 @@ class Engine:
         run.resume_count += 1
         run.request_context = merge_context(run.request_context, cmd.request_context)
         try:
-            await self.store.commit(Commit(run, expected,
-                                           {format_path(p): r for p, r in records.items()},
-                                           new_request=key))
+            await self.store.commit(
+                Commit(
+                    run, expected, {format_path(p): r for p, r in records.items()}, new_request=key
+                )
+            )
         except StoreConflict:
             now_run = await self.store.load_run(run.run_id)
             raise ResumeConflict(run.run_id, now_run.status if now_run else "deleted") from None
@@ -333,8 +347,15 @@ def _run_id(requested: str) -> str:
 
 
 def _fingerprint(where: RunFilter) -> str:
-    text = json.dumps([where.workflow_id, sorted(s.value for s in where.statuses),
-                       where.resource_id, where.created_after, where.created_before])
+    text = json.dumps(
+        [
+            where.workflow_id,
+            sorted(s.value for s in where.statuses),
+            where.resource_id,
+            where.created_after,
+            where.created_before,
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -119,8 +119,9 @@ class Execution:
         }[outcome.kind]
         run.result = outcome.output if run.status is RunStatus.SUCCESS else None
         run.error = outcome.error if outcome.kind in ("failed", "canceled") else None
-        result = build_result(self.workflow, replace(run, version=run.version + 1),
-                              self.snapshot.steps)
+        result = build_result(
+            self.workflow, replace(run, version=run.version + 1), self.snapshot.steps
+        )
         outcome_json = result.to_json()
         await self._commit({}, settled_requests={key: outcome_json for key in self.requests})
         return result
@@ -141,9 +142,16 @@ class Execution:
         try:
             return Outcome("success", schema.normalize(workflow.output_schema, value))
         except ValidationError as exc:
-            return Outcome("failed", error=error_json(
-                "INVALID_WORKFLOW_OUTPUT", f"workflow {workflow.id!r} output is invalid",
-                prefix, exc, violations=_validation_details(exc)))
+            return Outcome(
+                "failed",
+                error=error_json(
+                    "INVALID_WORKFLOW_OUTPUT",
+                    f"workflow {workflow.id!r} output is invalid",
+                    prefix,
+                    exc,
+                    violations=_validation_details(exc),
+                ),
+            )
 
     async def _nested(self, workflow: Workflow, path: Path, input_json: JSON) -> Outcome:
         record = self.snapshot.steps.get(path)
@@ -156,9 +164,17 @@ class Execution:
             try:
                 schema.normalize(workflow.input_schema, input_json)
             except ValidationError as exc:
-                return await self._fail(path, record, error_json(
-                    "INVALID_STEP_INPUT", f"input of nested workflow [{format_path(path)}] is "
-                    "invalid", path, exc, violations=_validation_details(exc)))
+                return await self._fail(
+                    path,
+                    record,
+                    error_json(
+                        "INVALID_STEP_INPUT",
+                        f"input of nested workflow [{format_path(path)}] is invalid",
+                        path,
+                        exc,
+                        violations=_validation_details(exc),
+                    ),
+                )
             await self._commit({path: record})
         outcome = await self._sequence(workflow, path, record.payload)
         return await self._close_nested(path, record, outcome)
@@ -166,18 +182,21 @@ class Execution:
     async def _close_nested(self, path: Path, record: StepRecord, outcome: Outcome) -> Outcome:
         if outcome.kind in ("success", "bailed"):
             # bail() ends the innermost workflow: its value is the nested workflow's output.
-            done = replace(record, status=StepStatus.SUCCESS, output=outcome.output,
-                           ended_at=now())
+            done = replace(record, status=StepStatus.SUCCESS, output=outcome.output, ended_at=now())
             await self._commit({path: done})
             return Outcome("success", outcome.output)
-        status = {"suspended": StepStatus.SUSPENDED, "failed": StepStatus.FAILED,
-                  "canceled": StepStatus.CANCELED}[outcome.kind]
+        status = {
+            "suspended": StepStatus.SUSPENDED,
+            "failed": StepStatus.FAILED,
+            "canceled": StepStatus.CANCELED,
+        }[outcome.kind]
         await self._commit({path: replace(record, status=status, error=outcome.error)})
         return outcome
 
     async def _fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
-        await self._commit({path: replace(record, status=StepStatus.FAILED, error=error,
-                                          ended_at=now())})
+        await self._commit(
+            {path: replace(record, status=StepStatus.FAILED, error=error, ended_at=now())}
+        )
         return Outcome("failed", error=error)
 
     async def _step(self, step: Step, path: Path, input_json: JSON, init: JSON) -> Outcome:
@@ -210,18 +229,28 @@ class Execution:
         try:
             input_data = schema.parse(step.input_schema, record.payload)
         except ValidationError as exc:
-            return await self._fail(path, record, error_json(
-                "INVALID_STEP_INPUT", f"input of step [{format_path(path)}] is invalid",
-                path, exc, violations=_validation_details(exc)))
+            return await self._fail(
+                path,
+                record,
+                error_json(
+                    "INVALID_STEP_INPUT",
+                    f"input of step [{format_path(path)}] is invalid",
+                    path,
+                    exc,
+                    violations=_validation_details(exc),
+                ),
+            )
         resuming = record.resumed_at is not None
         ctx = StepContext(
             self._scope(path[:-1], init),
             step,
             input_data,
             resume_data=schema.parse(step.resume_schema, record.resume_payload)
-            if resuming else None,
+            if resuming
+            else None,
             suspend_data=schema.parse(step.suspend_schema, record.suspend_payload)
-            if resuming and record.suspend_payload is not None else None,
+            if resuming and record.suspend_payload is not None
+            else None,
             retry_count=record.attempt,
         )
         try:
@@ -243,16 +272,28 @@ class Execution:
         except Exception as exc:  # the step's own failure: retried, then recorded
             log.info("step %s of run %s failed: %r", format_path(path), self.run_id, exc)
             self._last_error = error_json(
-                "STEP_FAILED", str(exc) or type(exc).__name__, path, exc,
-                traceback="".join(traceback.format_exception(exc))[-2000:])
+                "STEP_FAILED",
+                str(exc) or type(exc).__name__,
+                path,
+                exc,
+                traceback="".join(traceback.format_exception(exc))[-2000:],
+            )
             return None
         await self._succeed(path, record, output)
         return Outcome("success", output)
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
         self._drop_labels(record)
-        done = replace(record, status=StepStatus.SUCCESS, output=output, ended_at=now(),
-                       suspend_payload=None, suspended_at=None, resume_labels=[], error=None)
+        done = replace(
+            record,
+            status=StepStatus.SUCCESS,
+            output=output,
+            ended_at=now(),
+            suspend_payload=None,
+            suspended_at=None,
+            resume_labels=[],
+            error=None,
+        )
         await self._commit({path: done})
 
     async def _suspend(
@@ -262,14 +303,22 @@ class Execution:
             payload = schema.dump(step.suspend_schema, signal.payload)
         except (ValidationError, TypeError) as exc:
             self._last_error = error_json(
-                "INVALID_SUSPEND_PAYLOAD", f"suspend payload of step [{format_path(path)}] "
-                "is invalid", path, exc)
+                "INVALID_SUSPEND_PAYLOAD",
+                f"suspend payload of step [{format_path(path)}] is invalid",
+                path,
+                exc,
+            )
             return None
         self._drop_labels(record)
         for label in signal.labels:
             self.snapshot.run.resume_labels[label] = LabelTarget(path)
-        suspended = replace(record, status=StepStatus.SUSPENDED, suspend_payload=payload,
-                            suspended_at=now(), resume_labels=signal.labels)
+        suspended = replace(
+            record,
+            status=StepStatus.SUSPENDED,
+            suspend_payload=payload,
+            suspended_at=now(),
+            resume_labels=signal.labels,
+        )
         await self._commit({path: suspended})
         return Outcome("suspended")
 
@@ -281,8 +330,7 @@ class Execution:
         run = self.snapshot.run
 
         def get_output(step_id: str) -> JSON:
-            rec = self.snapshot.steps.get((*prefix, step_id)) or self.snapshot.steps.get(
-                (step_id,))
+            rec = self.snapshot.steps.get((*prefix, step_id)) or self.snapshot.steps.get((step_id,))
             return rec.output if rec is not None and rec.status is StepStatus.SUCCESS else None
 
         def set_state(update: dict[str, Any], step: Step | None) -> None:

@@ -52,8 +52,10 @@ def resolve_path(
         target = snapshot.run.resume_labels.get(label)
         if target is None:
             raise LabelNotFound(run_id, label, leaves, snapshot.run.resume_labels)
-        step, foreach_index = target.path, (
-            foreach_index if foreach_index is not None else target.foreach_index)
+        step, foreach_index = (
+            target.path,
+            (foreach_index if foreach_index is not None else target.foreach_index),
+        )
     if foreach_index is not None:
         # No foreach shape exists yet: no item of any step can be suspended.
         raise ForeachIndexNotSuspended(run_id, step or leaves[0], foreach_index, leaves)
@@ -67,9 +69,7 @@ def resolve_path(
     return under[0]
 
 
-def validate_resume_data(
-    workflow: Workflow, run_id: str, path: Path, data: JSON
-) -> JSON:
+def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON) -> JSON:
     """The leaf's resume data, normalized by its resume schema; InvalidResumeData if not."""
     node = find(workflow, path)
     assert isinstance(node, Step), f"{path} is not a step"

@@ -177,8 +177,11 @@ class SqliteStore:
                 # A savepoint per operation: one that conflicts leaves no trace, the others
                 # in the same transaction still commit.
                 await db.execute("SAVEPOINT op")
-                ok = await (self._apply_commit(db, op) if isinstance(op, Commit)
-                            else self._apply_create(db, *op))
+                ok = await (
+                    self._apply_commit(db, op)
+                    if isinstance(op, Commit)
+                    else self._apply_create(db, *op)
+                )
                 await db.execute("RELEASE op" if ok else "ROLLBACK TO op")
                 if not ok:
                     await db.execute("RELEASE op")
@@ -202,8 +205,16 @@ class SqliteStore:
     ) -> bool:
         cur = await db.execute(
             f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.run_id, run.workflow_id, run.resource_id, run.status.value, run.version,
-             run.create_time, run.update_time, _dumps(run.header_json())),
+            (
+                run.run_id,
+                run.workflow_id,
+                run.resource_id,
+                run.status.value,
+                run.version,
+                run.create_time,
+                run.update_time,
+                _dumps(run.header_json()),
+            ),
         )
         if cur.rowcount != 1:
             return False
@@ -214,8 +225,14 @@ class SqliteStore:
         cur = await db.execute(
             "UPDATE runs SET status = ?, version = ?, update_time = ?, header = ?"
             " WHERE run_id = ? AND version = ?",
-            (run.status.value, c.expected_version + 1, run.update_time,
-             _dumps(run.header_json()), run.run_id, c.expected_version),
+            (
+                run.status.value,
+                c.expected_version + 1,
+                run.update_time,
+                _dumps(run.header_json()),
+                run.run_id,
+                c.expected_version,
+            ),
         )
         if cur.rowcount != 1:
             return False
@@ -285,9 +302,13 @@ class SqliteStore:
             await db.execute("BEGIN")
             try:
                 run = await self.load_run(run_id)
-                rows = await self._fetchall(
-                    "SELECT path, record FROM steps WHERE run_id = ?", (run_id,)
-                ) if run else []
+                rows = (
+                    await self._fetchall(
+                        "SELECT path, record FROM steps WHERE run_id = ?", (run_id,)
+                    )
+                    if run
+                    else []
+                )
             finally:
                 await db.execute("COMMIT")
         if run is None:

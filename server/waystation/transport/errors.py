@@ -71,15 +71,27 @@ def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     )
     violations = getattr(exc, "violations", None)
     if violations:
-        status.details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in violations
-        ])))
+        status.details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in violations
+                    ]
+                )
+            )
+        )
     suspended = getattr(exc, "suspended", None)
     if suspended is not None:
-        status.details.append(_pack(errordetails_pb2.SuspendedStepsDetail(
-            suspended=[message_pb2.StepPath(segments=p) for p in suspended]
-        )))
+        status.details.append(
+            _pack(
+                errordetails_pb2.SuspendedStepsDetail(
+                    suspended=[message_pb2.StepPath(segments=p) for p in suspended]
+                )
+            )
+        )
     return status
 
 
@@ -101,9 +113,7 @@ def handle_errors(method: Method) -> Method:
     return wrapper  # type: ignore[return-value]
 
 
-async def abort_for(
-    exc: Exception, context: grpc.aio.ServicerContext[Any, Any], rpc: str
-) -> None:
+async def abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> None:
     code = lookup(exc)
     if code is None:
         log.exception("unexpected error in %s", rpc)

@@ -63,13 +63,18 @@ async def create_server(settings: ServerSettings) -> RunningServer:
     await store.setup()
     if settings.recovery not in ("continue", "fail"):
         raise ValueError(f"recovery must be 'continue' or 'fail', not {settings.recovery!r}")
-    engine = Engine(store, load_workflows(settings.workflows),
-                    recovery="fail" if settings.recovery == "fail" else "continue")
+    engine = Engine(
+        store,
+        load_workflows(settings.workflows),
+        recovery="fail" if settings.recovery == "fail" else "continue",
+    )
     limit = settings.max_message_bytes
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
     service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -83,8 +88,13 @@ async def create_server(settings: ServerSettings) -> RunningServer:
     recovered = await engine.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving on %s (port %d), %d workflows, %d runs recovered",
-             settings.listen, port, len(engine.workflows()), recovered)
+    log.info(
+        "serving on %s (port %d), %d workflows, %d runs recovered",
+        settings.listen,
+        port,
+        len(engine.workflows()),
+        recovered,
+    )
     return RunningServer(server, port, engine, store, health_servicer)
 
 
