@@ -97,9 +97,7 @@ async def _publish(ctx: StepContext) -> Publication:
     return Publication(document_id=reviewed.document_id, published=published, reviewers=reviewers)
 
 
-prepare = create_step(
-    id="prepare", input_schema=Document, output_schema=Draft, execute=_prepare
-)
+prepare = create_step(id="prepare", input_schema=Document, output_schema=Draft, execute=_prepare)
 
 legal_review = create_step(
     id="legal-review",
