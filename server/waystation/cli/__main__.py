@@ -1,0 +1,5 @@
+"""`python -m waystation.cli`."""
+
+from waystation.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""The connection to a server: global options, one channel per command, errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from waystation.api.v1 import service_pb2_grpc
+from waystation.cli.errors import exit_code, report_rpc_error
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """The global options of the client commands (`waystation --server ... runs ...`)."""
+
+    server: str = "127.0.0.1:50051"
+    timeout: float = 30.0
+    as_json: bool = False
+
+
+def options(ctx: typer.Context) -> ClientOptions:
+    """The global options stored by the root callback (defaults when run without it)."""
+    found = ctx.find_object(ClientOptions)
+    return found if found is not None else ClientOptions()
+
+
+@contextmanager
+def connect(opts: ClientOptions) -> Iterator[service_pb2_grpc.WorkflowServiceStub]:
+    """A stub on a fresh channel; a failed call prints its status and exits with its code."""
+    try:
+        with grpc.insecure_channel(opts.server) as channel:
+            yield service_pb2_grpc.WorkflowServiceStub(channel)
+    except grpc.RpcError as err:
+        if not isinstance(err, grpc.Call):
+            raise
+        report_rpc_error(err)
+        raise typer.Exit(code=exit_code(err)) from None
+
+
+def emit(opts: ClientOptions, message: M, render: Callable[[M], None]) -> None:
+    """Print a response: its proto3 JSON form with `--json`, otherwise for people."""
+    if opts.as_json:
+        sys.stdout.write(json_format.MessageToJson(message) + "\n")
+    else:
+        render(message)

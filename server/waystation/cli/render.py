@@ -1,0 +1,167 @@
+"""Responses for people: run results, runs and run lists as rich text and tables.
+
+User data is printed as compact JSON inside `Text`, never as console markup, so that a
+payload containing `[bold]` prints as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from waystation.api.v1 import enums_pb2, message_pb2, request_response_pb2
+
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+def dotted(path: message_pb2.StepPath) -> str:
+    """The text form of a step path: segments joined with `.`."""
+    return ".".join(path.segments)
+
+
+def run_status_name(status: enums_pb2.RunStatus.ValueType) -> str:
+    """`suspended` for RUN_STATUS_SUSPENDED."""
+    return enums_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_").lower()
+
+
+def step_status_name(status: enums_pb2.StepStatus.ValueType) -> str:
+    """`success` for STEP_STATUS_SUCCESS."""
+    return enums_pb2.StepStatus.Name(status).removeprefix("STEP_STATUS_").lower()
+
+
+def json_text(value: struct_pb2.Value | struct_pb2.Struct, *, sort_keys: bool = False) -> str:
+    """Compact JSON of a `Value` or `Struct`; whole numbers print without `.0`."""
+    data = _whole_numbers(json_format.MessageToDict(value))
+    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "), sort_keys=sort_keys)
+
+
+def _whole_numbers(data: Any) -> Any:
+    # A Value stores every number as a double, so 3 comes back as 3.0.
+    if isinstance(data, float) and data.is_integer() and abs(data) < 2**53:
+        return int(data)
+    if isinstance(data, dict):
+        return {key: _whole_numbers(item) for key, item in data.items()}
+    if isinstance(data, list):
+        return [_whole_numbers(item) for item in data]
+    return data
+
+
+def timestamp(ts: timestamp_pb2.Timestamp) -> str:
+    """A UTC time to the second, or an empty string for an unset timestamp."""
+    if not ts.seconds and not ts.nanos:
+        return ""
+    return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    """A table whose cells fold instead of being cut off: ids must stay whole."""
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    return grid
+
+
+def fields(rows: Iterable[tuple[str, str]]) -> None:
+    """Print `name  value` lines, names aligned, skipping empty values."""
+    shown = [(name, value) for name, value in rows if value]
+    width = max((len(name) for name, _ in shown), default=0)
+    for name, value in shown:
+        stdout.print(Text.assemble((f"{name:<{width}}  ", "bold"), value))
+
+
+def render_result(result: message_pb2.WorkflowResult) -> None:
+    """Status, ids, version, suspended paths with payloads, result or error, step table."""
+    fields(
+        [
+            ("status", run_status_name(result.status)),
+            ("run", result.run_id),
+            ("workflow", result.workflow_id),
+            ("version", str(result.version)),
+            ("trace", result.trace_id),
+        ]
+    )
+    _suspended(result)
+    if result.HasField("result"):
+        fields([("result", json_text(result.result))])
+    if result.HasField("error"):
+        fields([("error", _error_text(result.error))])
+    if result.HasField("state"):
+        fields([("state", json_text(result.state))])
+    if result.steps:
+        stdout.print(_steps_table(result))
+
+
+def _suspended(result: message_pb2.WorkflowResult) -> None:
+    if not result.suspended:
+        return
+    stdout.print(Text("suspended", "bold"))
+    for path in result.suspended:
+        key = dotted(path)
+        payload = result.suspend_payload.get(key)
+        shown = f"  {json_text(payload)}" if payload is not None else ""
+        stdout.print(Text(f"  {key}{shown}"))
+    for label in sorted(result.resume_labels):
+        target = result.resume_labels[label]
+        stdout.print(Text(f"  label {label} -> {dotted(target.step)}"))
+
+
+def _error_text(error: message_pb2.RunError) -> str:
+    parts = [error.reason, error.type, error.message]
+    where = f" (step {dotted(error.step)})" if error.step.segments else ""
+    return ": ".join(p for p in parts if p) + where
+
+
+def _steps_table(result: message_pb2.WorkflowResult) -> Table:
+    grid = table("step", "status", "attempt", title="steps")
+    for path, step in sorted(result.steps.items(), key=_execution_order):
+        grid.add_row(Text(path), step_status_name(step.status), str(step.attempt))
+        for index in sorted(step.items):
+            item = step.items[index]
+            grid.add_row(Text(f"{path}[{index}]"), step_status_name(item.status), str(item.attempt))
+    return grid
+
+
+def _execution_order(item: tuple[str, message_pb2.StepResult]) -> tuple[bool, int, str]:
+    path, step = item
+    return (not step.HasField("started_at"), step.started_at.ToNanoseconds(), path)
+
+
+def render_run(run: message_pb2.Run) -> None:
+    """The run's ids, status and times, then its latest result."""
+    fields(
+        [
+            ("run", run.run_id),
+            ("workflow", run.workflow_id),
+            ("resource", run.resource_id),
+            ("status", run_status_name(run.status)),
+            ("created", timestamp(run.create_time)),
+            ("updated", timestamp(run.update_time)),
+        ]
+    )
+    if run.HasField("result"):
+        stdout.print()
+        render_result(run.result)
+
+
+def render_runs(response: request_response_pb2.ListRunsResponse) -> None:
+    """A table of runs, then the token of the next page when there is one."""
+    grid = table("run", "workflow", "status", "resource", "created", "updated")
+    for run in response.runs:
+        grid.add_row(
+            Text(run.run_id),
+            Text(run.workflow_id),
+            run_status_name(run.status),
+            Text(run.resource_id),
+            timestamp(run.create_time),
+            timestamp(run.update_time),
+        )
+    stdout.print(grid)
+    if response.next_page_token:
+        fields([("next page", f"--page-token {response.next_page_token}")])

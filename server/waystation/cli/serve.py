@@ -1,0 +1,85 @@
+"""`waystation serve`: run the gRPC server until SIGTERM or SIGINT.
+
+Every option also reads a `WAYSTATION_*` environment variable. The transport is imported only
+here, inside the command, so that the client commands work without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+
+class LogLevel(StrEnum):
+    """Python logging levels, in lower case."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
+class Recovery(StrEnum):
+    """What a starting server does with runs that were running when a process died."""
+
+    continue_ = "continue"
+    fail = "fail"
+
+
+def serve_command(
+    listen: Annotated[
+        str, typer.Option(envvar="WAYSTATION_LISTEN", help="host:port to listen on.")
+    ] = "127.0.0.1:50051",
+    db: Annotated[
+        str, typer.Option(envvar="WAYSTATION_DB", help="sqlite:///path or postgresql://...")
+    ] = "sqlite:///waystation.db",
+    workflows: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="WAYSTATION_WORKFLOWS",
+            help="Module whose workflows to serve (repeatable; the variable is comma-separated)."
+            " Default: the shipped examples, waystation.examples.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar="WAYSTATION_LOG_LEVEL", case_sensitive=False)
+    ] = LogLevel.info,
+    max_message_bytes: Annotated[
+        int,
+        typer.Option(envvar="WAYSTATION_MAX_MESSAGE_BYTES", min=1, help="Largest gRPC message."),
+    ] = 4 * 1024 * 1024,
+    grace: Annotated[
+        float,
+        typer.Option(envvar="WAYSTATION_GRACE", min=0, help="Seconds to drain calls on shutdown."),
+    ] = 10.0,
+    recovery: Annotated[
+        Recovery,
+        typer.Option(
+            envvar="WAYSTATION_RECOVERY",
+            case_sensitive=False,
+            help="Runs interrupted by a crash: continue them, or mark them failed.",
+        ),
+    ] = Recovery.continue_,
+) -> None:
+    """Serve workflows over gRPC until SIGTERM or SIGINT."""
+    from waystation.transport.server import ServerSettings, serve
+
+    settings = ServerSettings(
+        listen=listen,
+        db=db,
+        workflows=split_modules(workflows or []) or ["waystation.examples"],
+        log_level=log_level.value,
+        max_message_bytes=max_message_bytes,
+        grace_seconds=grace,
+        recovery=recovery.value,
+    )
+    asyncio.run(serve(settings))
+
+
+def split_modules(values: list[str]) -> list[str]:
+    """Module names from repeated options or a comma- or space-separated variable."""
+    return [name for value in values for name in value.replace(",", " ").split()]
