@@ -1,6 +1,6 @@
 """The workflow engine: definitions, execution, resume rules and errors. No grpc, no SQL."""
 
-from waystation.engine.commands import ResumeCommand, StartCommand
+from waystation.engine.commands import ResumeCommand, StartCommand, TimeTravelCommand
 from waystation.engine.context import StepContext
 from waystation.engine.definition import RetryConfig, Step, Workflow, create_step, create_workflow
 from waystation.engine.engine import Engine
@@ -21,6 +21,7 @@ __all__ = [
     "StepContext",
     "StepRecord",
     "StepStatus",
+    "TimeTravelCommand",
     "Workflow",
     "WorkflowResultData",
     "create_step",

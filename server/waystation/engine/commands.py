@@ -34,3 +34,13 @@ class ResumeCommand:
     request_id: str = ""
     validate_only: bool = False
     expected_version: int | None = None
+
+
+@dataclass
+class TimeTravelCommand:
+    run_id: str
+    step: Path
+    input_data: JSON = None
+    resume_data: JSON = None
+    initial_state: dict[str, Any] | None = None
+    request_context: dict[str, Any] = field(default_factory=dict)

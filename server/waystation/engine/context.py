@@ -69,7 +69,7 @@ class StepContext:
     def __init__(
         self,
         scope: RunScope,
-        step: Step | Workflow,
+        step: Step | Workflow | None,
         input_data: Any,
         resume_data: Any = None,
         suspend_data: Any = None,
@@ -85,6 +85,8 @@ class StepContext:
         self.workflow_id = scope.workflow_id
         self.resource_id = scope.resource_id
         self.request_context = scope.request_context
+        self.foreach_index: int | None = None
+        self.iteration_count = 0
 
     @property
     def state(self) -> dict[str, Any]:

@@ -1,21 +1,28 @@
-"""The Python workflow API (DESIGN.md §2): `create_step`, `create_workflow`, `.then`, `.commit`.
+"""The Python workflow API (DESIGN.md §2): `create_step`, `create_workflow` and the builder
+(`.then`, `.parallel`, `.branch`, `.dowhile`, `.dountil`, `.foreach`, `.map`, `.sleep`,
+`.sleep_until`, `.commit`).
 
-A committed workflow is itself a step, so workflows nest. Step ids are unique among their
-siblings and may not contain "." (the separator of a path's text form).
+A committed workflow is itself a step, so workflows nest. Steps inside `.parallel`,
+`.branch`, loops and `.foreach` sit at the same level of paths as `.then` steps (as in Mastra:
+a parallel branch `a` is resumed as `["a"]`), so step ids are unique within a workflow and
+may not contain "." (the separator of a path's text form) or "#" (which marks foreach items).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 from waystation.engine import schema
 from waystation.engine.context import StepContext
-from waystation.engine.paths import SEPARATOR
+from waystation.engine.paths import ITEM_MARK, SEPARATOR
 
 Execute = Callable[[StepContext], Awaitable[Any]]
+Condition = Callable[[StepContext], Awaitable[bool] | bool]
+MapFn = Callable[[StepContext], Awaitable[Any] | Any]
 
 
 @dataclass(frozen=True)
@@ -29,8 +36,9 @@ class RetryConfig:
 def _check_id(kind: str, value: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{kind} id must be a non-empty string")
-    if SEPARATOR in value:
-        raise ValueError(f"{kind} id {value!r} may not contain {SEPARATOR!r}")
+    for reserved in (SEPARATOR, ITEM_MARK):
+        if reserved in value:
+            raise ValueError(f"{kind} id {value!r} may not contain {reserved!r}")
     return value
 
 
@@ -96,13 +104,53 @@ class Workflow:
         self.output_schema = output_schema
         self.state_schema = state_schema
         self.retry_config = retry_config or RetryConfig()
-        self.entries: list[Step | Workflow] = []
+        self.entries: list[Entry] = []
         self.committed = False
 
     def then(self, step: Step | Workflow) -> Self:
         """Run `step` after the previous entries, with the previous output as its input."""
-        self._add(step)
-        return self
+        return self._add(step)
+
+    def parallel(self, steps: Sequence[Step | Workflow], id: str = "") -> Self:
+        """Run every step on the previous output; the output maps step id to output."""
+        return self._add(Parallel(self._block_id(id, "parallel"), list(steps)))
+
+    def branch(self, arms: Sequence[tuple[Condition, Step | Workflow]], id: str = "") -> Self:
+        """Run every step whose condition holds for the previous output; the output maps the
+        ids of the steps that ran to their outputs. Conditions are not evaluated again when
+        a suspended arm resumes."""
+        return self._add(Branch(self._block_id(id, "branch"), list(arms)))
+
+    def dowhile(self, step: Step | Workflow, condition: Condition) -> Self:
+        """Run `step`, then again on its own output while `condition` holds (the condition
+        sees the output as `input_data` and the iterations done as `iteration_count`)."""
+        return self._add(Loop(step.id, step, condition, until=False))
+
+    def dountil(self, step: Step | Workflow, condition: Condition) -> Self:
+        """Run `step`, then again on its own output until `condition` holds."""
+        return self._add(Loop(step.id, step, condition, until=True))
+
+    def foreach(self, step: Step | Workflow, concurrency: int = 1) -> Self:
+        """Run `step` on every item of the previous output (a list); the output is the list
+        of outputs in input order. Items start in windows of `concurrency`; once an item
+        suspends, no further window starts until every suspended item is resumed."""
+        if concurrency < 1:
+            raise ValueError("foreach concurrency must be at least 1")
+        return self._add(Foreach(step.id, step, concurrency))
+
+    def map(self, fn: MapFn, id: str = "") -> Self:
+        """Reshape the previous output with `fn(ctx)` (sync or async)."""
+        return self._add(Step(id=self._block_id(id, "map"), execute=_map_execute(fn)))
+
+    def sleep(self, seconds: float, id: str = "") -> Self:
+        """Pause the run for `seconds` (durable: the wake-up time is stored)."""
+        return self._add(Sleep(self._block_id(id, "sleep"), seconds=float(seconds)))
+
+    def sleep_until(self, when: datetime, id: str = "") -> Self:
+        """Pause the run until `when` (an aware datetime; durable)."""
+        if when.tzinfo is None:
+            raise ValueError("sleep_until needs a timezone-aware datetime")
+        return self._add(Sleep(self._block_id(id, "sleep-until"), until=when.timestamp()))
 
     def commit(self) -> Self:
         """Freeze the workflow; only a committed workflow can run or be nested."""
@@ -112,26 +160,116 @@ class Workflow:
         return self
 
     def child(self, step_id: str) -> Step | Workflow | None:
-        """The entry with this id, if any."""
-        return next((e for e in self.entries if e.id == step_id), None)
+        """The step or nested workflow with this id at this level (inside blocks too)."""
+        return next((s for s in self.steps() if s.id == step_id), None)
+
+    def steps(self) -> list[Step | Workflow]:
+        """Every step and nested workflow at this level, blocks unfolded, in order."""
+        return [s for entry in self.entries for s in _members(entry)]
 
     @property
     def can_suspend(self) -> bool:
-        return any(e.can_suspend for e in self.entries)
+        return any(s.can_suspend for s in self.steps())
 
-    def _add(self, step: Step | Workflow) -> None:
+    def _block_id(self, given: str, kind: str) -> str:
+        return given or f"{kind}-{len(self.entries) + 1}"
+
+    def _add(self, entry: Entry) -> Self:
         if self.committed:
             raise ValueError(f"workflow {self.id!r} is committed; build a new one to change it")
-        if isinstance(step, Workflow) and not step.committed:
-            raise ValueError(f"nested workflow {step.id!r} must be committed before use")
-        if not isinstance(step, Step | Workflow):
-            raise TypeError(f"workflow {self.id!r}: expected a step or workflow, got {step!r}")
-        if self.child(step.id) is not None:
-            raise ValueError(f"workflow {self.id!r} already has a step with id {step.id!r}")
-        self.entries.append(step)
+        ids = [e.id for e in self.entries] + [s.id for s in self.steps()]
+        for member in _members(entry):
+            if isinstance(member, Workflow) and not member.committed:
+                raise ValueError(f"nested workflow {member.id!r} must be committed before use")
+            if not isinstance(member, Step | Workflow):
+                raise TypeError(
+                    f"workflow {self.id!r}: expected a step or workflow, got {member!r}"
+                )
+        new_ids = {entry.id, *(m.id for m in _members(entry))}
+        _check_id("step", entry.id)
+        clash = new_ids.intersection(ids)
+        if clash:
+            raise ValueError(
+                f"workflow {self.id!r} already has a step with id {sorted(clash)[0]!r}"
+            )
+        self.entries.append(entry)
+        return self
 
     def __repr__(self) -> str:
         return f"Workflow(id={self.id!r}, steps={[e.id for e in self.entries]})"
+
+
+@dataclass(frozen=True)
+class Parallel:
+    id: str
+    members: list[Step | Workflow]
+    kind = "parallel"
+
+
+@dataclass(frozen=True)
+class Branch:
+    id: str
+    arms: list[tuple[Condition, Step | Workflow]]
+    kind = "branch"
+
+    @property
+    def members(self) -> list[Step | Workflow]:
+        return [step for _, step in self.arms]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop's id is its body's id: the body is what suspends and what a path names."""
+
+    id: str
+    body: Step | Workflow
+    condition: Condition
+    until: bool
+    kind = "loop"
+
+    @property
+    def members(self) -> list[Step | Workflow]:
+        return [self.body]
+
+
+@dataclass(frozen=True)
+class Foreach:
+    """A foreach's id is its body's id; item `i` of it runs under the path segment `id#i`."""
+
+    id: str
+    body: Step | Workflow
+    concurrency: int
+    kind = "foreach"
+
+    @property
+    def members(self) -> list[Step | Workflow]:
+        return [self.body]
+
+
+@dataclass(frozen=True)
+class Sleep:
+    id: str
+    seconds: float | None = None
+    until: float | None = None
+    kind = "sleep"
+    members: tuple[()] = ()
+
+
+Entry = Step | Workflow | Parallel | Branch | Loop | Foreach | Sleep
+
+
+def _members(entry: Entry) -> list[Step | Workflow]:
+    if isinstance(entry, Step | Workflow):
+        return [entry]
+    return list(entry.members)
+
+
+def _map_execute(fn: MapFn) -> Execute:
+    async def execute(ctx: StepContext) -> Any:
+        value = fn(ctx)
+        return await value if inspect.isawaitable(value) else value
+
+    return execute
 
 
 def create_step(**kwargs: Any) -> Step:

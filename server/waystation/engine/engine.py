@@ -8,30 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from waystation.engine import schema
-from waystation.engine.commands import ResumeCommand, StartCommand
+from waystation.engine import schema, travel
+from waystation.engine.commands import ResumeCommand, StartCommand, TimeTravelCommand
 from waystation.engine.definition import Workflow
 from waystation.engine.errors import (
     InvalidArgument,
     InvalidInput,
     ResumeConflict,
+    RunActive,
     RunAlreadyExists,
+    RunNotActive,
     RunNotFound,
     RunNotSuspended,
     VersionMismatch,
     WorkflowNotFound,
     violations_from,
 )
+from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.executor import Execution, error_json
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus
 from waystation.engine.paths import format_path
@@ -40,7 +45,7 @@ from waystation.engine.resume import (
     ResumeTarget,
     claimed_records,
     merge_context,
-    resolve_path,
+    resolve,
     validate_resume_data,
 )
 from waystation.storage.protocol import (
@@ -75,19 +80,23 @@ class Engine:
         self._recovery = recovery
         self._resume_grace = resume_grace
         self._active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]] = {}
+        self._changes: dict[str, asyncio.Event] = {}
         self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Continue (or fail) every run left RUNNING by a process that died; returns how many."""
+        """Continue (or fail) every run left RUNNING or WAITING by a process that died;
+        returns how many. A sleeping run wakes at its stored time either way."""
         run_ids = await self.store.runs_with_status(RunStatus.RUNNING, limit=1_000_000)
+        run_ids += await self.store.runs_with_status(RunStatus.WAITING, limit=1_000_000)
         for run_id in run_ids:
             snapshot = await self.store.load(run_id)
             if snapshot is None or run_id in self._active:
                 continue
             workflow = self._workflows.get(snapshot.run.workflow_id)
-            if workflow is None or self._recovery == "fail":
+            waiting = snapshot.run.status is RunStatus.WAITING
+            if workflow is None or (self._recovery == "fail" and not waiting):
                 await self._fail_interrupted(snapshot, workflow)
             else:
                 log.info("continuing run %s interrupted by a restart", run_id)
@@ -99,7 +108,14 @@ class Engine:
         expected = run.version
         run.version, run.status = run.version + 1, RunStatus.FAILED
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
-        await self.store.commit(Commit(run, expected))
+        result = build_result(workflow, replace(run), snapshot.steps)
+        await self.store.commit(
+            Commit(
+                run,
+                expected,
+                events=[make_event(run, EventType.RUN_SETTLED, result=result.to_json())],
+            )
+        )
 
     async def close(self, grace: float = 5.0) -> None:
         """Let executions finish for up to `grace` seconds, then stop the rest; they stay
@@ -114,10 +130,17 @@ class Engine:
         await asyncio.gather(*(t for _, t in self._active.values()), return_exceptions=True)
 
     def _launch(self, execution: Execution) -> asyncio.Task[WorkflowResultData]:
+        execution.on_commit = self._notify
         task = asyncio.create_task(execution.drive(), name=f"run:{execution.run_id}")
         self._active[execution.run_id] = (execution, task)
         task.add_done_callback(lambda _: self._forget(execution.run_id, task))
         return task
+
+    def _notify(self, run_id: str) -> None:
+        """Wake the watchers of a run after a commit."""
+        event = self._changes.pop(run_id, None)
+        if event is not None:
+            event.set()
 
     def _forget(self, run_id: str, task: asyncio.Task[WorkflowResultData]) -> None:
         if run_id in self._active and self._active[run_id][1] is task:
@@ -163,10 +186,16 @@ class Engine:
         key = RequestKey(f"start:{workflow.id}", cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
-        run = await self._prepare_start(workflow, cmd, key)
-        task = self._launch(
-            Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
-        )
+        try:
+            run = await self._prepare_start(workflow, cmd, key)
+        except RunAlreadyExists:
+            # A concurrent call with the same request id may have won the insert.
+            if key and (seen := await self.store.get_request(key)):
+                return await self._replay(seen)
+            raise
+        execution = Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
+        execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
+        task = self._launch(execution)
         if cmd.return_immediately:
             return build_result(workflow, run, {})
         return await asyncio.shield(task)
@@ -219,10 +248,9 @@ class Engine:
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)
-        path = resolve_path(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
-        target = ResumeTarget(
-            path, validate_resume_data(workflow, run.run_id, path, cmd.resume_data)
-        )
+        path, records = resolve(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
+        data = validate_resume_data(workflow, run.run_id, path, cmd.resume_data)
+        target = ResumeTarget(path, records, data)
         if cmd.validate_only:
             return build_result(workflow, run, snapshot.steps)
         await self._claim(snapshot, target, cmd, key)
@@ -245,16 +273,15 @@ class Engine:
         run.status = RunStatus.RUNNING
         run.resume_count += 1
         run.request_context = merge_context(run.request_context, cmd.request_context)
+        events = step_events(run, snapshot.steps, records)
+        changed = {format_path(p): r for p, r in records.items()}
         try:
-            await self.store.commit(
-                Commit(
-                    run, expected, {format_path(p): r for p, r in records.items()}, new_request=key
-                )
-            )
+            await self.store.commit(Commit(run, expected, changed, new_request=key, events=events))
         except StoreConflict:
             now_run = await self.store.load_run(run.run_id)
             raise ResumeConflict(run.run_id, now_run.status if now_run else "deleted") from None
         snapshot.steps.update(records)
+        self._notify(run.run_id)
 
     async def _wait_suspended(self, run: RunRecord) -> RunSnapshot:
         """The run's snapshot once it is SUSPENDED. A run still RUNNING from its start is
@@ -277,35 +304,58 @@ class Engine:
             run = await self._existing_run(run.run_id)
 
     async def _replay(self, seen: RequestRecord) -> WorkflowResultData:
-        """The first call's outcome for a repeated request id."""
-        if seen.outcome is not None:
-            return WorkflowResultData.from_json(seen.outcome)
-        active = self._active.get(seen.run_id)
-        if active is not None:
-            return await asyncio.shield(active[1])
-        return (await self.get_run(seen.run_id))[1]
+        """The first call's outcome for a repeated request id. While the first call's
+        execution runs here, wait for it; a run that no process drives is answered as it
+        stands after a short grace (its request may have been accepted by a dead process)."""
+        deadline = asyncio.get_running_loop().time() + self._resume_grace
+        key_run = seen.run_id
+        while True:
+            if seen.outcome is not None:
+                return WorkflowResultData.from_json(seen.outcome)
+            active = self._active.get(key_run)
+            if active is not None:
+                return await asyncio.shield(active[1])
+            run, result = await self.get_run(key_run)
+            if run.status not in (RunStatus.RUNNING, RunStatus.PENDING) or (
+                asyncio.get_running_loop().time() >= deadline
+            ):
+                return result
+            await asyncio.sleep(0.02)
+            seen = await self.store.get_request(seen.key) or seen
 
     async def cancel_run(self, run_id: str, reason: str = "") -> WorkflowResultData:
-        """Cancel a run; a no-op on a finished one."""
+        """Cancel a run (running steps see cancellation); a no-op on a finished one."""
         while True:
             run = await self._existing_run(run_id)
             if run.status.is_final:
                 return (await self.get_run(run_id))[1]
             active = self._active.get(run_id)
-            if active is not None and run.status is RunStatus.RUNNING:
-                active[1].cancel(reason or "canceled")
+            if active is not None and run.status in (RunStatus.RUNNING, RunStatus.WAITING):
+                active[1].cancel(reason or "run canceled")
                 try:
                     return await asyncio.shield(active[1])
                 except asyncio.CancelledError:
                     continue
-            expected = run.version
-            run.version, run.status = run.version + 1, RunStatus.CANCELED
-            run.error = error_json("CANCELED", reason or "run canceled")
-            try:
-                await self.store.commit(Commit(run, expected))
-            except StoreConflict:
-                continue
-            return (await self.get_run(run_id))[1]
+            if await self._cancel_stored(run_id, reason):
+                return (await self.get_run(run_id))[1]
+
+    async def _cancel_stored(self, run_id: str, reason: str) -> bool:
+        """Cancel a run that no task of this process drives; False if it changed meanwhile."""
+        snapshot = await self.store.load(run_id)
+        if snapshot is None:
+            raise RunNotFound(run_id)
+        run = snapshot.run
+        expected = run.version
+        run.version, run.status = run.version + 1, RunStatus.CANCELED
+        run.error = error_json("CANCELED", reason or "run canceled")
+        result = build_result(self._workflows.get(run.workflow_id), run, snapshot.steps)
+        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
+        try:
+            await self.store.commit(Commit(run, expected, events=[settled]))
+        except StoreConflict:
+            return False
+        self._notify(run_id)
+        return True
 
     async def get_run(self, run_id: str) -> tuple[RunRecord, WorkflowResultData]:
         if not run_id:
@@ -323,6 +373,72 @@ class Engine:
         if run is None or (workflow_id and run.workflow_id != workflow_id):
             raise RunNotFound(run_id, workflow_id)
         return run
+
+    async def restart_run(self, run_id: str, request_context: dict[str, Any]) -> WorkflowResultData:
+        """Continue a run left RUNNING or WAITING by a process that died."""
+        snapshot = await self.store.load(run_id) if run_id else None
+        if snapshot is None:
+            raise RunNotFound(run_id)
+        run = snapshot.run
+        if run.status not in (RunStatus.RUNNING, RunStatus.WAITING) or run_id in self._active:
+            raise RunNotActive(run_id, run.status if run_id not in self._active else "driven")
+        run.request_context = merge_context(run.request_context, request_context)
+        workflow = self.workflow(run.workflow_id)
+        return await asyncio.shield(self._launch(Execution(self.store, workflow, snapshot)))
+
+    async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
+        """Re-execute from `cmd.step`, keeping the results of the steps before it."""
+        snapshot = await self.store.load(cmd.run_id) if cmd.run_id else None
+        if snapshot is None:
+            raise RunNotFound(cmd.run_id)
+        run = snapshot.run
+        if run.status in (RunStatus.RUNNING, RunStatus.WAITING) or cmd.run_id in self._active:
+            raise RunActive(run.run_id, run.status, "time-travel")
+        workflow = self.workflow(run.workflow_id)
+        data = None
+        if cmd.resume_data is not None:
+            data = validate_resume_data(workflow, run.run_id, cmd.step, cmd.resume_data)
+        writes, dropped = travel.plan(workflow, snapshot, cmd, data)
+        if cmd.initial_state is not None:
+            try:
+                run.state = schema.normalize(workflow.state_schema, cmd.initial_state)
+            except ValidationError as exc:
+                raise InvalidInput(workflow.id, violations_from(exc, "initial_state")) from exc
+        run.status, run.result, run.error = RunStatus.RUNNING, None, None
+        run.request_context = merge_context(run.request_context, cmd.request_context)
+        kept = {p for p in snapshot.steps if p not in dropped} | set(writes)
+        run.resume_labels = {k: t for k, t in run.resume_labels.items() if t.path in kept}
+        execution = Execution(self.store, workflow, snapshot)
+        execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
+        await execution.commit(writes, deleted=dropped)
+        return await asyncio.shield(self._launch(execution))
+
+    async def delete_run(self, run_id: str) -> None:
+        run = await self._existing_run(run_id)
+        if run_id in self._active:
+            raise RunActive(run_id, run.status, "delete")
+        if not await self.store.delete_run(run_id):
+            raise RunNotFound(run_id)
+        self._notify(run_id)
+
+    async def watch(self, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+        """The run's events after `after`, stored ones first, then live ones, until the run
+        is final and every event was sent."""
+        await self._existing_run(run_id)
+        while True:
+            changed = self._changes.setdefault(run_id, asyncio.Event())
+            events = await self.store.list_events(run_id, after, 500)
+            for event in events:
+                yield event
+                after = event["sequence"]
+            if events:
+                continue
+            run = await self.store.load_run(run_id)
+            if run is None or (run.status.is_final and run.event_sequence <= after):
+                return
+            # Another process may drive the run: look at the store now and then anyway.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=1.0)
 
     async def list_runs(
         self, where: RunFilter, page_size: int, page_token: str

@@ -12,7 +12,8 @@
     │   ├── StepAmbiguous               STEP_AMBIGUOUS
     │   ├── LabelNotFound               LABEL_NOT_FOUND
     │   ├── ForeachIndexNotSuspended    FOREACH_INDEX_NOT_SUSPENDED
-    │   └── RunNotActive                RUN_NOT_ACTIVE
+    │   ├── RunNotActive                RUN_NOT_ACTIVE
+    │   └── RunActive                   RUN_ACTIVE (delete or time-travel a running run)
     ├── InvalidDataError                (carries field violations)
     │   ├── InvalidResumeData           INVALID_RESUME_DATA
     │   ├── InvalidInput                INVALID_INPUT
@@ -166,6 +167,17 @@ class RunNotActive(PreconditionError):
     def __init__(self, run_id: str, status: str) -> None:
         super().__init__(
             f"run {run_id!r} is not active (status {status})", run_id=run_id, status=status
+        )
+
+
+class RunActive(PreconditionError):
+    reason = "RUN_ACTIVE"
+
+    def __init__(self, run_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action} run {run_id!r} while it is {status}; cancel it first",
+            run_id=run_id,
+            status=status,
         )
 
 

@@ -3,10 +3,12 @@
 The executor walks the workflow from the top every time and lets the step records decide:
 a SUCCESS record is skipped (its stored output is used), a SUSPENDED record stays suspended,
 anything else runs. A resume's claim has already marked the resumed step (and the nested
-workflows around it) RUNNING with the resume data, so resuming, recovering after a crash and
-starting are the same walk, and a completed step never runs again.
+workflows, loops and foreach steps around it) RUNNING with the resume data, so resuming,
+recovering after a crash and starting are the same walk, and a completed step never runs
+again. Every transition is committed before the run moves on.
 
-Every transition is committed before the run moves on.
+The shapes (`.parallel`, `.branch`, loops, `.foreach`, `.sleep`) live in `blocks.py`; this
+module holds the walk, single steps, nested workflows and persistence.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -27,7 +30,8 @@ from waystation.engine.context import (
     StepContext,
     SuspendSignal,
 )
-from waystation.engine.definition import Step, Workflow
+from waystation.engine.definition import Entry, RetryConfig, Step, Workflow
+from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.model import (
     JSON,
     LabelTarget,
@@ -37,13 +41,13 @@ from waystation.engine.model import (
     StepStatus,
     now,
 )
-from waystation.engine.paths import Path, format_path
+from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.storage.protocol import Commit, RequestKey, SnapshotStore
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["success", "suspended", "failed", "bailed", "canceled"]
+Kind = Literal["success", "suspended", "failed", "bailed", "canceled", "waiting"]
 
 
 @dataclass
@@ -53,11 +57,30 @@ class Outcome:
     error: dict[str, Any] | None = None
 
 
+SEVERITY: dict[Kind, int] = {
+    "failed": 5,
+    "canceled": 4,
+    "bailed": 3,
+    "suspended": 2,
+    "waiting": 1,
+    "success": 0,
+}
+
+
+def combine(outcomes: list[Outcome], ids: list[str]) -> Outcome:
+    """The outcome of a block of concurrent steps: the most severe one wins (failed over
+    canceled over bailed over suspended); all successes give `{id: output}`."""
+    worst = max(outcomes, key=lambda o: SEVERITY[o.kind], default=Outcome("success"))
+    if worst.kind != "success":
+        return worst
+    return Outcome("success", {i: o.output for i, o in zip(ids, outcomes, strict=True)})
+
+
 def error_json(
     reason: str, message: str, path: Path = (), exc: BaseException | None = None, **details: Any
 ) -> dict[str, Any]:
     """A stored error (the API's RunError)."""
-    out: dict[str, Any] = {"reason": reason, "message": message, "step": list(path)}
+    out: dict[str, Any] = {"reason": reason, "message": message, "step": list(split_items(path)[0])}
     if exc is not None:
         out["type"] = type(exc).__name__
     if details:
@@ -65,7 +88,7 @@ def error_json(
     return out
 
 
-def _validation_details(exc: ValidationError) -> list[dict[str, str]]:
+def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(str(p) for p in e["loc"]), "description": e["msg"]}
         for e in exc.errors(include_url=False)
@@ -79,6 +102,8 @@ class Execution:
     snapshot: RunSnapshot
     requests: list[RequestKey] = field(default_factory=list)
     shutting_down: bool = False
+    on_commit: Callable[[str], None] = lambda run_id: None
+    pending_events: list[dict[str, Any]] = field(default_factory=list)
     _last_error: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,55 +112,93 @@ class Execution:
 
     async def drive(self) -> WorkflowResultData:
         """Execute until the run settles, commit the settled state, return the result."""
+        from waystation.engine.blocks import run_entry
+
         try:
-            outcome = await self._sequence(self.workflow, (), self.snapshot.run.input)
-        except asyncio.CancelledError:
+            outcome = await self.sequence(self.workflow, (), self.snapshot.run.input, run_entry)
+        except asyncio.CancelledError as exc:
             if self.shutting_down:
                 raise  # the run stays RUNNING; the next process continues it
-            outcome = Outcome("canceled", error=error_json("CANCELED", "run canceled"))
+            reason = str(exc.args[0]) if exc.args else "run canceled"
+            outcome = Outcome("canceled", error=error_json("CANCELED", reason))
         return await self._settle(outcome)
 
     # -- persistence ----------------------------------------------------------------------
 
-    async def _commit(self, steps: dict[Path, StepRecord], **extra: Any) -> None:
+    async def commit(
+        self,
+        steps: dict[Path, StepRecord],
+        *,
+        deleted: list[Path] | None = None,
+        extra_events: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> None:
+        """Commit a transition: the header as it is now, and the records in `steps`."""
         run = self.snapshot.run
-        for path, record in steps.items():
-            self.snapshot.steps[path] = record
+        events = self.pending_events + step_events(run, self.snapshot.steps, steps)
+        events += extra_events or []
+        self.pending_events = []
+        for prefix in deleted or []:
+            for path in [p for p in self.snapshot.steps if p[: len(prefix)] == prefix]:
+                del self.snapshot.steps[path]
+        self.snapshot.steps.update(steps)
         expected = run.version
         run.version += 1  # before the await: a commit whose waiter is cancelled still lands
         run.update_time = now()
         await self.store.commit(
-            Commit(run, expected, {format_path(p): r for p, r in steps.items()}, **extra)
+            Commit(
+                run,
+                expected,
+                {format_path(p): r for p, r in steps.items()},
+                deleted_prefixes=[format_path(p) for p in deleted or []],
+                events=events,
+                **extra,
+            )
         )
+        self.on_commit(run.run_id)
 
     async def _settle(self, outcome: Outcome) -> WorkflowResultData:
         run = self.snapshot.run
+        stopped: dict[Path, StepRecord] = {}
+        if outcome.kind == "canceled":
+            # A cancel can land between two commits of a step: nothing is left RUNNING.
+            stopped = {
+                p: replace(r, status=StepStatus.CANCELED)
+                for p, r in self.snapshot.steps.items()
+                if r.status in (StepStatus.RUNNING, StepStatus.WAITING)
+            }
         run.status = {
             "success": RunStatus.SUCCESS,
             "bailed": RunStatus.SUCCESS,
             "suspended": RunStatus.SUSPENDED,
             "failed": RunStatus.FAILED,
             "canceled": RunStatus.CANCELED,
+            "waiting": RunStatus.WAITING,
         }[outcome.kind]
         run.result = outcome.output if run.status is RunStatus.SUCCESS else None
         run.error = outcome.error if outcome.kind in ("failed", "canceled") else None
+        run.wake_at = None
         result = build_result(
-            self.workflow, replace(run, version=run.version + 1), self.snapshot.steps
+            self.workflow, replace(run, version=run.version + 1), {**self.snapshot.steps, **stopped}
         )
         outcome_json = result.to_json()
-        await self._commit({}, settled_requests={key: outcome_json for key in self.requests})
+        settled = make_event(run, EventType.RUN_SETTLED, result=outcome_json)
+        await self.commit(
+            stopped,
+            extra_events=[settled],
+            settled_requests={key: outcome_json for key in self.requests},
+        )
         return result
 
     # -- the walk -------------------------------------------------------------------------
 
-    async def _sequence(self, workflow: Workflow, prefix: Path, input_json: JSON) -> Outcome:
+    async def sequence(
+        self, workflow: Workflow, prefix: Path, input_json: JSON, run_entry: Any
+    ) -> Outcome:
+        """Run a workflow's entries in order, each on the previous output."""
         value = input_json
         for entry in workflow.entries:
-            path = (*prefix, entry.id)
-            if isinstance(entry, Workflow):
-                outcome = await self._nested(entry, path, value)
-            else:
-                outcome = await self._step(entry, path, value, input_json)
+            outcome: Outcome = await run_entry(self, workflow, entry, prefix, value, input_json)
             if outcome.kind != "success":
                 return outcome
             value = outcome.output
@@ -149,11 +212,21 @@ class Execution:
                     f"workflow {workflow.id!r} output is invalid",
                     prefix,
                     exc,
-                    violations=_validation_details(exc),
+                    violations=validation_details(exc),
                 ),
             )
 
-    async def _nested(self, workflow: Workflow, path: Path, input_json: JSON) -> Outcome:
+    async def node(
+        self, workflow: Workflow, node: Step | Workflow, path: Path, value: JSON, init: JSON
+    ) -> Outcome:
+        """Run one step or nested workflow at `path` (a record path)."""
+        if isinstance(node, Workflow):
+            return await self.nested(node, path, value)
+        return await self.step(workflow, node, path, value, init)
+
+    async def nested(self, workflow: Workflow, path: Path, input_json: JSON) -> Outcome:
+        from waystation.engine.blocks import run_entry
+
         record = self.snapshot.steps.get(path)
         if record is not None and record.status is StepStatus.SUCCESS:
             return Outcome("success", record.output)
@@ -164,7 +237,7 @@ class Execution:
             try:
                 schema.normalize(workflow.input_schema, input_json)
             except ValidationError as exc:
-                return await self._fail(
+                return await self.fail(
                     path,
                     record,
                     error_json(
@@ -172,34 +245,37 @@ class Execution:
                         f"input of nested workflow [{format_path(path)}] is invalid",
                         path,
                         exc,
-                        violations=_validation_details(exc),
+                        violations=validation_details(exc),
                     ),
                 )
-            await self._commit({path: record})
-        outcome = await self._sequence(workflow, path, record.payload)
+            await self.commit({path: record})
+        outcome = await self.sequence(workflow, path, record.payload, run_entry)
         return await self._close_nested(path, record, outcome)
 
     async def _close_nested(self, path: Path, record: StepRecord, outcome: Outcome) -> Outcome:
         if outcome.kind in ("success", "bailed"):
             # bail() ends the innermost workflow: its value is the nested workflow's output.
             done = replace(record, status=StepStatus.SUCCESS, output=outcome.output, ended_at=now())
-            await self._commit({path: done})
+            await self.commit({path: done})
             return Outcome("success", outcome.output)
         status = {
             "suspended": StepStatus.SUSPENDED,
             "failed": StepStatus.FAILED,
             "canceled": StepStatus.CANCELED,
+            "waiting": StepStatus.RUNNING,
         }[outcome.kind]
-        await self._commit({path: replace(record, status=status, error=outcome.error)})
+        await self.commit({path: replace(record, status=status, error=outcome.error)})
         return outcome
 
-    async def _fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
-        await self._commit(
+    async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
+        await self.commit(
             {path: replace(record, status=StepStatus.FAILED, error=error, ended_at=now())}
         )
         return Outcome("failed", error=error)
 
-    async def _step(self, step: Step, path: Path, input_json: JSON, init: JSON) -> Outcome:
+    async def step(
+        self, workflow: Workflow, step: Step, path: Path, input_json: JSON, init: JSON
+    ) -> Outcome:
         record = self.snapshot.steps.get(path)
         if record is not None and record.status is StepStatus.SUCCESS:
             return Outcome("success", record.output)
@@ -207,20 +283,22 @@ class Execution:
             return Outcome("suspended")
         if record is None or record.status is not StepStatus.RUNNING:
             record = StepRecord(StepStatus.RUNNING, payload=input_json, started_at=now())
-            await self._commit({path: record})
-        retries = step.retries if step.retries is not None else self._retry_config().attempts
+            await self.commit({path: record})
+        config = (
+            workflow.retry_config
+            if workflow.retry_config.attempts
+            else (self.workflow.retry_config)
+        )
+        retries = step.retries if step.retries is not None else config.attempts
         first = record.attempt
         for attempt in range(first, first + retries + 1):
             record = replace(record, attempt=attempt)
             outcome = await self._attempt(step, path, record, init)
             if outcome is not None:
                 return outcome
-            if attempt < first + retries and self._retry_config().delay:
-                await asyncio.sleep(self._retry_config().delay)
-        return await self._fail(path, record, self._last_error)
-
-    def _retry_config(self) -> Any:
-        return self.workflow.retry_config
+            if attempt < first + retries and config.delay:
+                await asyncio.sleep(config.delay)
+        return await self.fail(path, record, self._last_error)
 
     async def _attempt(
         self, step: Step, path: Path, record: StepRecord, init: JSON
@@ -229,7 +307,7 @@ class Execution:
         try:
             input_data = schema.parse(step.input_schema, record.payload)
         except ValidationError as exc:
-            return await self._fail(
+            return await self.fail(
                 path,
                 record,
                 error_json(
@@ -237,22 +315,10 @@ class Execution:
                     f"input of step [{format_path(path)}] is invalid",
                     path,
                     exc,
-                    violations=_validation_details(exc),
+                    violations=validation_details(exc),
                 ),
             )
-        resuming = record.resumed_at is not None
-        ctx = StepContext(
-            self._scope(path[:-1], init),
-            step,
-            input_data,
-            resume_data=schema.parse(step.resume_schema, record.resume_payload)
-            if resuming
-            else None,
-            suspend_data=schema.parse(step.suspend_schema, record.suspend_payload)
-            if resuming and record.suspend_payload is not None
-            else None,
-            retry_count=record.attempt,
-        )
+        ctx = self.context(step, path, record, input_data, init)
         try:
             value = await step.execute(ctx)
             output = schema.dump(step.output_schema, value)
@@ -263,11 +329,11 @@ class Execution:
             return Outcome("bailed", schema.dump(None, signal.value))
         except AbortSignal:
             error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
-            await self._commit({path: replace(record, status=StepStatus.CANCELED, error=error)})
+            await self.commit({path: replace(record, status=StepStatus.CANCELED, error=error)})
             return Outcome("canceled", error=error)
         except asyncio.CancelledError:
             if not self.shutting_down:
-                await self._commit({path: replace(record, status=StepStatus.CANCELED)})
+                await self.commit({path: replace(record, status=StepStatus.CANCELED)})
             raise
         except Exception as exc:  # the step's own failure: retried, then recorded
             log.info("step %s of run %s failed: %r", format_path(path), self.run_id, exc)
@@ -282,6 +348,25 @@ class Execution:
         await self._succeed(path, record, output)
         return Outcome("success", output)
 
+    def context(
+        self, step: Step, path: Path, record: StepRecord, input_data: Any, init: JSON
+    ) -> StepContext:
+        resuming = record.resumed_at is not None
+        ctx = StepContext(
+            self.scope(path[:-1], init),
+            step,
+            input_data,
+            resume_data=schema.parse(step.resume_schema, record.resume_payload)
+            if resuming
+            else None,
+            suspend_data=schema.parse(step.suspend_schema, record.suspend_payload)
+            if resuming and record.suspend_payload is not None
+            else None,
+            retry_count=record.attempt,
+        )
+        ctx.foreach_index = split_items(path)[1]
+        return ctx
+
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
         self._drop_labels(record)
         done = replace(
@@ -294,7 +379,7 @@ class Execution:
             resume_labels=[],
             error=None,
         )
-        await self._commit({path: done})
+        await self.commit({path: done})
 
     async def _suspend(
         self, step: Step, path: Path, record: StepRecord, signal: SuspendSignal
@@ -310,8 +395,9 @@ class Execution:
             )
             return None
         self._drop_labels(record)
+        api, index = split_items(path)
         for label in signal.labels:
-            self.snapshot.run.resume_labels[label] = LabelTarget(path)
+            self.snapshot.run.resume_labels[label] = LabelTarget(api, index)
         suspended = replace(
             record,
             status=StepStatus.SUSPENDED,
@@ -319,14 +405,14 @@ class Execution:
             suspended_at=now(),
             resume_labels=signal.labels,
         )
-        await self._commit({path: suspended})
+        await self.commit({path: suspended})
         return Outcome("suspended")
 
     def _drop_labels(self, record: StepRecord) -> None:
         for label in record.resume_labels:
             self.snapshot.run.resume_labels.pop(label, None)
 
-    def _scope(self, prefix: Path, init: JSON) -> RunScope:
+    def scope(self, prefix: Path, init: JSON) -> RunScope:
         run = self.snapshot.run
 
         def get_output(step_id: str) -> JSON:
@@ -351,3 +437,6 @@ class Execution:
             get_output=get_output,
             init_data=init,
         )
+
+
+__all__ = ["Entry", "Execution", "Outcome", "RetryConfig", "combine", "error_json"]

@@ -47,6 +47,9 @@ def now() -> float:
     return time.time()
 
 
+_BOOKKEEPING = {"attempt", "resume_labels", "metadata"}
+
+
 @dataclass
 class StepRecord:
     """The result of one step path. `resumed_at` set while RUNNING means: re-execute with
@@ -64,12 +67,17 @@ class StepRecord:
     resumed_at: float | None = None
     attempt: int = 0
     resume_labels: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Engine bookkeeping: `iteration` / `done` for loop bodies, `wake_at` for sleeps,
+    `count` for foreach."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status.value}
         for f in fields(self)[1:]:
             value = getattr(self, f.name)
-            if value not in (None, [], 0):
+            # Only None and the empty bookkeeping defaults are left out: a payload or output
+            # of {}, [], 0 or false is data and is kept.
+            if value is not None and not (f.name in _BOOKKEEPING and not value):
                 out[f.name] = value
         return out
 
@@ -123,6 +131,8 @@ class RunRecord:
     resume_labels: dict[str, LabelTarget] = field(default_factory=dict)
     resume_count: int = 0
     trace: dict[str, str] = field(default_factory=dict)
+    event_sequence: int = 0
+    wake_at: float | None = None
 
     def header_json(self) -> dict[str, Any]:
         """The fields stored in the header's JSON column (the rest have columns)."""
@@ -135,6 +145,8 @@ class RunRecord:
             "resume_labels": {k: v.to_json() for k, v in self.resume_labels.items()},
             "resume_count": self.resume_count,
             "trace": self.trace,
+            "event_sequence": self.event_sequence,
+            "wake_at": self.wake_at,
         }
 
     @classmethod
@@ -150,6 +162,8 @@ class RunRecord:
             resume_labels=labels,
             resume_count=header.get("resume_count", 0),
             trace=header.get("trace") or {},
+            event_sequence=header.get("event_sequence", 0),
+            wake_at=header.get("wake_at"),
         )
 
 

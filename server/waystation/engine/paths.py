@@ -9,6 +9,8 @@ from __future__ import annotations
 Path = tuple[str, ...]
 
 SEPARATOR = "."
+ITEM_MARK = "#"
+"""Record keys of foreach items put `#index` after the foreach step's id: ("body#3",)."""
 
 
 def format_path(path: Path) -> str:
@@ -24,3 +26,21 @@ def parse_path(text: str) -> Path:
 def is_prefix(prefix: Path, path: Path) -> bool:
     """Whether `path` lies at or below `prefix`."""
     return path[: len(prefix)] == prefix
+
+
+def item_segment(step_id: str, index: int) -> str:
+    """The path segment under which item `index` of a foreach runs."""
+    return f"{step_id}{ITEM_MARK}{index}"
+
+
+def split_items(path: Path) -> tuple[Path, int | None]:
+    """A record path as the API names it: item marks removed, with the (innermost) item
+    index, e.g. ("body#3", "inner") -> (("body", "inner"), 3)."""
+    index: int | None = None
+    out = []
+    for segment in path:
+        step_id, mark, number = segment.partition(ITEM_MARK)
+        if mark:
+            index = int(number)
+        out.append(step_id)
+    return tuple(out), index

@@ -1,7 +1,8 @@
 """The WorkflowResult of a run, built from its header and step records.
 
 Steps are listed in the order of the workflow's graph (depth first, nested steps after their
-wrapper); `suspended` lists every suspended leaf, nested ones included.
+wrapper); foreach items are folded into their step's result. `suspended` lists every
+suspended leaf, nested ones included, as the API names it (item marks removed).
 """
 
 from __future__ import annotations
@@ -10,42 +11,67 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from waystation.engine.definition import Step, Workflow
+from waystation.engine.definition import Sleep, Step, Workflow
 from waystation.engine.model import JSON, LabelTarget, RunRecord, RunStatus, StepRecord, StepStatus
-from waystation.engine.paths import Path, format_path, parse_path
+from waystation.engine.paths import ITEM_MARK, Path, format_path, parse_path, split_items
+
+Node = Step | Workflow | Sleep
 
 
-def walk(workflow: Workflow, prefix: Path = ()) -> Iterator[tuple[Path, Step | Workflow]]:
-    """Every node of the graph with its path, depth first."""
+def walk(workflow: Workflow, prefix: Path = ()) -> Iterator[tuple[Path, Node]]:
+    """Every node that owns a record, with its path, depth first."""
     for entry in workflow.entries:
-        path = (*prefix, entry.id)
-        yield path, entry
-        if isinstance(entry, Workflow):
-            yield from walk(entry, path)
+        members: list[Node] = [entry] if isinstance(entry, Sleep) else []
+        members += [] if isinstance(entry, Sleep) else workflow_members(entry)
+        for node in members:
+            path = (*prefix, node.id)
+            yield path, node
+            if isinstance(node, Workflow):
+                yield from walk(node, path)
 
 
-def find(workflow: Workflow, path: Path) -> Step | Workflow | None:
-    """The node at `path`, or None when the graph has no such path."""
-    node: Step | Workflow = workflow
+def workflow_members(entry: Any) -> list[Step | Workflow]:
+    return [entry] if isinstance(entry, Step | Workflow) else list(entry.members)
+
+
+def find(workflow: Workflow, path: Path) -> Node | None:
+    """The node at `path` (an API path, without item marks), or None."""
+    node: Node = workflow
     for segment in path:
         if not isinstance(node, Workflow):
             return None
-        child = node.child(segment)
+        child: Node | None = node.child(segment)
+        if child is None:
+            child = next(
+                (e for e in node.entries if isinstance(e, Sleep) and e.id == segment), None
+            )
         if child is None:
             return None
         node = child
     return node
 
 
+def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list[Path]:
+    """Record paths of the suspended leaf steps, in graph order (then by item index)."""
+    order = {path: i for i, (path, _) in enumerate(walk(workflow))}
+    found = []
+    for path, record in steps.items():
+        if record.status is not StepStatus.SUSPENDED:
+            continue
+        api, index = split_items(path)
+        if isinstance(find(workflow, api), Step):
+            found.append((order.get(api, len(order)), -1 if index is None else index, path))
+    return [path for *_, path in sorted(found)]
+
+
 def suspended_leaves(workflow: Workflow, steps: dict[Path, StepRecord]) -> list[Path]:
-    """Paths of the suspended steps that are not nested-workflow wrappers, in graph order."""
-    return [
-        path
-        for path, node in walk(workflow)
-        if isinstance(node, Step)
-        and (rec := steps.get(path)) is not None
-        and rec.status is StepStatus.SUSPENDED
-    ]
+    """The suspended leaves as the API names them (one path for all items of a foreach)."""
+    out: list[Path] = []
+    for path in suspended_records(workflow, steps):
+        api = split_items(path)[0]
+        if api not in out:
+            out.append(api)
+    return out
 
 
 @dataclass
@@ -60,6 +86,7 @@ class WorkflowResultData:
     result: JSON = None
     error: dict[str, Any] | None = None
     steps: dict[str, StepRecord] = field(default_factory=dict)
+    items: dict[str, dict[int, StepRecord]] = field(default_factory=dict)
     suspended: list[Path] = field(default_factory=list)
     suspend_payload: dict[str, JSON] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +104,9 @@ class WorkflowResultData:
             "result": self.result,
             "error": self.error,
             "steps": {k: v.to_json() for k, v in self.steps.items()},
+            "items": {
+                k: {str(i): r.to_json() for i, r in v.items()} for k, v in self.items.items()
+            },
             "suspended": [list(p) for p in self.suspended],
             "suspend_payload": self.suspend_payload,
             "state": self.state,
@@ -92,6 +122,10 @@ class WorkflowResultData:
                 **data,
                 "status": RunStatus(data["status"]),
                 "steps": {k: StepRecord.from_json(v) for k, v in data["steps"].items()},
+                "items": {
+                    k: {int(i): StepRecord.from_json(r) for i, r in v.items()}
+                    for k, v in data.get("items", {}).items()
+                },
                 "suspended": [tuple(p) for p in data["suspended"]],
                 "resume_labels": {
                     k: LabelTarget.from_json(v) for k, v in data["resume_labels"].items()
@@ -107,14 +141,23 @@ def build_result(
     longer registered: steps are then listed in stored order."""
     order = [p for p, _ in walk(workflow)] if workflow else []
     known = set(order)
-    order += sorted((p for p in steps if p not in known), key=format_path)
+    order += sorted((p for p in steps if p not in known and not _is_item(p)), key=format_path)
     listed = {format_path(p): steps[p] for p in order if p in steps}
-    if workflow is not None:
-        suspended = suspended_leaves(workflow, steps)
-    else:
-        suspended = [parse_path(k) for k, r in listed.items() if r.status is StepStatus.SUSPENDED]
+    items: dict[str, dict[int, StepRecord]] = {}
+    for path, record in steps.items():
+        if ITEM_MARK in path[-1]:
+            api, index = split_items(path)
+            items.setdefault(format_path(api), {})[index or 0] = record
+    records = suspended_records(workflow, steps) if workflow else _stored_suspended(steps)
     if run.status is not RunStatus.SUSPENDED:
-        suspended = []
+        records = []
+    payloads: dict[str, JSON] = {}
+    suspended: list[Path] = []
+    for path in records:
+        api = split_items(path)[0]
+        if api not in suspended:
+            suspended.append(api)
+            payloads[format_path(api)] = steps[path].suspend_payload
     return WorkflowResultData(
         run_id=run.run_id,
         workflow_id=run.workflow_id,
@@ -124,9 +167,22 @@ def build_result(
         result=run.result,
         error=run.error,
         steps=listed,
+        items=items,
         suspended=suspended,
-        suspend_payload={format_path(p): steps[p].suspend_payload for p in suspended},
+        suspend_payload=payloads,
         state=run.state,
         resume_labels=dict(run.resume_labels),
         trace_id=run.trace.get("trace_id", ""),
     )
+
+
+def _is_item(path: Path) -> bool:
+    return any(ITEM_MARK in segment for segment in path)
+
+
+def _stored_suspended(steps: dict[Path, StepRecord]) -> list[Path]:
+    return [
+        p
+        for p, r in steps.items()
+        if r.status is StepStatus.SUSPENDED and p == parse_path(format_path(p))
+    ]

@@ -1,4 +1,4 @@
-"""Which step a ResumeRun targets, checked before anything changes (DESIGN.md §4).
+"""Which steps a ResumeRun targets, checked before anything changes (DESIGN.md §4).
 
 Pure functions over a workflow and a run snapshot: they raise the domain errors and never
 touch the store, so a refused resume leaves the run exactly as it was.
@@ -23,50 +23,58 @@ from waystation.engine.errors import (
     violations_from,
 )
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus
-from waystation.engine.paths import Path, is_prefix
-from waystation.engine.result import find, suspended_leaves
+from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
+from waystation.engine.result import find, suspended_leaves, suspended_records
 
 
 @dataclass(frozen=True)
 class ResumeTarget:
-    """A validated resume: the leaf to run again and its normalized data."""
+    """A validated resume: the API path of the leaf, the records to run again (several
+    items of one foreach when no index is named), and the normalized data."""
 
     path: Path
+    records: list[Path]
     data: JSON
 
 
-def resolve_path(
+def resolve(
     workflow: Workflow,
     snapshot: RunSnapshot,
     step: Path,
     label: str,
     foreach_index: int | None,
-) -> Path:
-    """The suspended leaf named by `label`, by `step` (a leaf or a nested workflow holding
-    exactly one suspended leaf), or, with neither, the run's only suspended leaf."""
+) -> tuple[Path, list[Path]]:
+    """The suspended leaf named by `label`, by `step` (a leaf, or a nested workflow holding
+    exactly one suspended leaf), or, with neither, the run's only suspended leaf; and the
+    records to resume (one foreach item with `foreach_index`, every suspended item without)."""
     run_id = snapshot.run.run_id
+    records = suspended_records(workflow, snapshot.steps)
     leaves = suspended_leaves(workflow, snapshot.steps)
-    if not leaves:
+    if not records:
         raise RunNotSuspended(run_id, snapshot.run.status.value, "no step is suspended")
     if label:
         target = snapshot.run.resume_labels.get(label)
         if target is None:
             raise LabelNotFound(run_id, label, leaves, snapshot.run.resume_labels)
-        step, foreach_index = (
-            target.path,
-            (foreach_index if foreach_index is not None else target.foreach_index),
-        )
+        step = target.path
+        foreach_index = foreach_index if foreach_index is not None else target.foreach_index
+    if any(not segment for segment in step) or find(workflow, step) is None:
+        raise StepNotSuspended(run_id, step, leaves)
+    under = [r for r in records if is_prefix(step, split_items(r)[0])]
     if foreach_index is not None:
-        # No foreach shape exists yet: no item of any step can be suspended.
-        raise ForeachIndexNotSuspended(run_id, step or leaves[0], foreach_index, leaves)
-    if any(not segment for segment in step):
+        under = [r for r in under if _indices(r) and foreach_index in _indices(r)]
+        if not under:
+            raise ForeachIndexNotSuspended(run_id, step or leaves[0], foreach_index, leaves)
+    if not under:
         raise StepNotSuspended(run_id, step, leaves)
-    under = [leaf for leaf in leaves if is_prefix(step, leaf)]
-    if not under or find(workflow, step) is None:
-        raise StepNotSuspended(run_id, step, leaves)
-    if len(under) > 1:
-        raise StepAmbiguous(run_id, leaves if not step else under, step)
-    return under[0]
+    named = list(dict.fromkeys(split_items(r)[0] for r in under))
+    if len(named) > 1:
+        raise StepAmbiguous(run_id, named, step)
+    return named[0], under
+
+
+def _indices(path: Path) -> list[int]:
+    return [int(seg.partition(ITEM_MARK)[2]) for seg in path if ITEM_MARK in seg]
 
 
 def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON) -> JSON:
@@ -82,16 +90,31 @@ def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON
 def claimed_records(
     snapshot: RunSnapshot, target: ResumeTarget, retry_count: int
 ) -> dict[Path, StepRecord]:
-    """The records a claim writes: the leaf RUNNING with its resume data, and every nested
-    workflow around it RUNNING, so that the executor walks back down to it."""
+    """The records a claim writes: each resumed leaf RUNNING with its resume data, and every
+    nested workflow and foreach around it RUNNING, so that the walk goes back down to it."""
     steps = snapshot.steps
-    out = {target.path: steps[target.path].resumed(target.data, retry_count)}
-    for depth in range(1, len(target.path)):
-        wrapper = target.path[:depth]
-        record = steps.get(wrapper)
-        if record is not None and record.status is StepStatus.SUSPENDED:
-            out[wrapper] = replace(record, status=StepStatus.RUNNING)
+    out: dict[Path, StepRecord] = {}
+    for leaf in target.records:
+        out[leaf] = steps[leaf].resumed(target.data, retry_count)
+        for depth in range(1, len(leaf) + 1):
+            for around in _around(leaf, depth):
+                record = steps.get(around)
+                if (
+                    around != leaf
+                    and record is not None
+                    and record.status is StepStatus.SUSPENDED
+                    and around not in out
+                ):
+                    out[around] = replace(record, status=StepStatus.RUNNING)
     return out
+
+
+def _around(leaf: Path, depth: int) -> list[Path]:
+    """The records enclosing `leaf` at `depth`: the nested workflow, and for a foreach item
+    also the foreach's aggregate record."""
+    prefix = leaf[:depth]
+    step_id, mark, _ = prefix[-1].partition(ITEM_MARK)
+    return [prefix, (*prefix[:-1], step_id)] if mark else [prefix]
 
 
 def merge_context(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

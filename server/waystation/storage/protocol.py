@@ -43,6 +43,7 @@ class RequestKey:
 class RequestRecord:
     """What a request id led to: the run, and the outcome once the call settled."""
 
+    key: RequestKey
     run_id: str
     outcome: dict[str, Any] | None = None
 
@@ -56,6 +57,10 @@ class Commit:
     steps: Mapping[str, StepRecord] = field(default_factory=dict)
     new_request: RequestKey | None = None
     settled_requests: Mapping[RequestKey, dict[str, Any]] = field(default_factory=dict)
+    deleted_prefixes: Sequence[str] = ()
+    """Step records to drop before the upserts: each key and every key below it."""
+    events: Sequence[dict[str, Any]] = ()
+    """Run events to append; each has a `sequence` unique within the run."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,9 @@ class SnapshotStore(Protocol):
     async def commit(self, commit: Commit) -> None:
         """Apply one transition atomically: the header is written with version
         `commit.expected_version + 1` only if the stored version equals `expected_version`;
-        the changed step records are upserted; request keys are recorded and settled.
-        StoreConflict otherwise. Concurrent commits may share one database transaction."""
+        step records under `deleted_prefixes` are dropped, the changed ones upserted, the
+        events appended, request keys recorded and settled. StoreConflict otherwise.
+        Concurrent commits may share one database transaction."""
 
     async def load(self, run_id: str) -> RunSnapshot | None:
         """The run's header and every step record, or None."""
@@ -105,6 +111,9 @@ class SnapshotStore(Protocol):
 
     async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
         """Ids of runs in `status` (recovery at start-up), at most `limit`."""
+
+    async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The run's events with a sequence greater than `after`, in order, at most `limit`."""
 
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         """What an idempotency key led to, or None."""

@@ -64,6 +64,14 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX requests_by_run ON requests (run_id);
     """,
+    """
+    CREATE TABLE events (
+        run_id   TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        event    TEXT NOT NULL,
+        PRIMARY KEY (run_id, sequence)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 PRAGMAS = [
@@ -236,11 +244,22 @@ class SqliteStore:
         )
         if cur.rowcount != 1:
             return False
+        for prefix in c.deleted_prefixes:
+            # Every key below `prefix`: "prefix.x..." sorts between "prefix." and "prefix/".
+            await db.execute(
+                "DELETE FROM steps WHERE run_id = ? AND (path = ? OR (path > ? AND path < ?))",
+                (run.run_id, prefix, prefix + ".", prefix + "/"),
+            )
         if c.steps:
             await db.executemany(
                 "INSERT INTO steps (run_id, path, record) VALUES (?, ?, ?)"
                 " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
                 [(run.run_id, key, _dumps(rec.to_json())) for key, rec in c.steps.items()],
+            )
+        if c.events:
+            await db.executemany(
+                "INSERT INTO events (run_id, sequence, event) VALUES (?, ?, ?)",
+                [(run.run_id, e["sequence"], _dumps(e)) for e in c.events],
             )
         if c.new_request is not None and not await self._insert_request(
             db, c.new_request, run.run_id
@@ -272,6 +291,7 @@ class SqliteStore:
             deleted = cur.rowcount == 1
             await db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
             await db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
+            await db.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -336,6 +356,13 @@ class SqliteStore:
         )
         return [r[0] for r in rows]
 
+    async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT event FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+            (run_id, after, limit),
+        )
+        return [json.loads(r[0]) for r in rows]
+
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         rows = await self._fetchall(
             "SELECT run_id, outcome FROM requests WHERE scope = ? AND request_id = ?",
@@ -344,7 +371,7 @@ class SqliteStore:
         if not rows:
             return None
         run_id, outcome = rows[0]
-        return RequestRecord(run_id, json.loads(outcome) if outcome else None)
+        return RequestRecord(key, run_id, json.loads(outcome) if outcome else None)
 
 
 def _filter_sql(where: RunFilter) -> tuple[list[str], list[Any]]:

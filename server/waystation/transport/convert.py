@@ -8,6 +8,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.engine import RunRecord, RunStatus, StepRecord, StepStatus, WorkflowResultData
+from waystation.engine.events import EventType
 from waystation.engine.model import JSON, LabelTarget
 from waystation.engine.paths import Path
 
@@ -111,6 +112,8 @@ def result_to_proto(
         error_to_proto(result.error, out.error)
     for key, record in result.steps.items():
         step_to_proto(record, out.steps[key])
+        for index, item in result.items.get(key, {}).items():
+            step_to_proto(item, out.steps[key].items[index])
     for path in result.suspended:
         out.suspended.add(segments=path)
     for key, payload in result.suspend_payload.items():
@@ -138,4 +141,35 @@ def run_to_proto(
     timestamp(run.update_time, out.update_time)
     if result is not None:
         out.result.CopyFrom(result_to_proto(result, options or message_pb2.OutputOptions()))
+    return out
+
+
+EVENT_TYPE_TO_PROTO = {
+    EventType.RUN_STARTED: enums_pb2.RUN_EVENT_TYPE_RUN_STARTED,
+    EventType.STEP_STARTED: enums_pb2.RUN_EVENT_TYPE_STEP_STARTED,
+    EventType.STEP_SUCCEEDED: enums_pb2.RUN_EVENT_TYPE_STEP_SUCCEEDED,
+    EventType.STEP_FAILED: enums_pb2.RUN_EVENT_TYPE_STEP_FAILED,
+    EventType.STEP_SUSPENDED: enums_pb2.RUN_EVENT_TYPE_STEP_SUSPENDED,
+    EventType.STEP_RESUMED: enums_pb2.RUN_EVENT_TYPE_STEP_RESUMED,
+    EventType.RUN_SETTLED: enums_pb2.RUN_EVENT_TYPE_RUN_SETTLED,
+}
+
+
+def event_to_proto(run_id: str, event: dict[str, Any]) -> message_pb2.RunEvent:
+    out = message_pb2.RunEvent(
+        sequence=event["sequence"],
+        run_id=run_id,
+        type=EVENT_TYPE_TO_PROTO[EventType(event["type"])],
+        run_status=RUN_STATUS_TO_PROTO[RunStatus(event["run_status"])],
+    )
+    timestamp(event["time"], out.time)
+    if "step" in event:
+        out.step.segments.extend(event["step"])
+    if "foreach_index" in event:
+        out.foreach_index = event["foreach_index"]
+    if "step_result" in event:
+        step_to_proto(StepRecord.from_json(event["step_result"]), out.step_result)
+    if "result" in event:
+        result = WorkflowResultData.from_json(event["result"])
+        out.result.CopyFrom(result_to_proto(result, message_pb2.OutputOptions()))
     return out

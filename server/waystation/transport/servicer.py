@@ -11,11 +11,11 @@ from typing import Any
 import grpc
 
 from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
-from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand
+from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand, TimeTravelCommand
 from waystation.engine.errors import InvalidArgument
 from waystation.storage import RunFilter
 from waystation.transport import convert
-from waystation.transport.errors import handle_errors
+from waystation.transport.errors import abort_for, handle_errors
 from waystation.transport.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -122,30 +122,50 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def WatchRun(
         self, request: rr.WatchRunRequest, context: Context
     ) -> AsyncIterator[message_pb2.RunEvent]:
-        await _unimplemented(context, "WatchRun")
-        yield message_pb2.RunEvent()  # pragma: no cover - abort raises
+        try:
+            if request.after_sequence < 0:
+                raise InvalidArgument("after_sequence", "must not be negative")
+            async for event in self.engine.watch(request.run_id, request.after_sequence):
+                yield convert.event_to_proto(request.run_id, event)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort_for(exc, context, "WatchRun")
 
+    @handle_errors
     async def RestartRun(
         self, request: rr.RestartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
-        await _unimplemented(context, "RestartRun")
-        raise AssertionError("unreachable")
+        result = await self.engine.restart_run(
+            request.run_id, convert.struct_to_json(request.request_context)
+        )
+        return convert.result_to_proto(result, request.output_options)
 
+    @handle_errors
     async def TimeTravelRun(
         self, request: rr.TimeTravelRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
-        await _unimplemented(context, "TimeTravelRun")
-        raise AssertionError("unreachable")
+        command = TimeTravelCommand(
+            run_id=request.run_id,
+            step=convert.path_from_proto(request.step),
+            input_data=convert.optional_value(request, "input_data"),
+            resume_data=convert.optional_value(request, "resume_data"),
+            initial_state=(
+                convert.struct_to_json(request.initial_state)
+                if request.HasField("initial_state")
+                else None
+            ),
+            request_context=convert.struct_to_json(request.request_context),
+        )
+        result = await self.engine.time_travel_run(command)
+        return convert.result_to_proto(result, request.output_options)
 
+    @handle_errors
     async def DeleteRun(
         self, request: rr.DeleteRunRequest, context: Context
     ) -> rr.DeleteRunResponse:
-        await _unimplemented(context, "DeleteRun")
-        raise AssertionError("unreachable")
-
-
-async def _unimplemented(context: Context, rpc: str) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented yet")
+        await self.engine.delete_run(request.run_id)
+        return rr.DeleteRunResponse()
 
 
 def _non_negative(field: str, value: int) -> int:

@@ -8,9 +8,8 @@ from google.protobuf import json_format, struct_pb2
 
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.engine import Step, Workflow
+from waystation.engine.definition import Branch, Entry, Foreach, Loop, Parallel, Sleep
 from waystation.engine.schema import json_schema
-
-_KIND = {"step": enums_pb2.STEP_KIND_STEP, "workflow": enums_pb2.STEP_KIND_WORKFLOW}
 
 
 def _schema(model: Any, out: struct_pb2.Struct) -> None:
@@ -19,10 +18,11 @@ def _schema(model: Any, out: struct_pb2.Struct) -> None:
         json_format.ParseDict(document, out)
 
 
-def node_to_proto(node: Step | Workflow) -> message_pb2.StepNode:
+def step_to_proto(node: Step | Workflow) -> message_pb2.StepNode:
+    kind = enums_pb2.STEP_KIND_WORKFLOW if isinstance(node, Workflow) else enums_pb2.STEP_KIND_STEP
     out = message_pb2.StepNode(
         id=node.id,
-        kind=_KIND[node.kind],
+        kind=kind,
         description=node.description,
         can_suspend=node.can_suspend,
         retries=node.retries or 0,
@@ -32,8 +32,33 @@ def node_to_proto(node: Step | Workflow) -> message_pb2.StepNode:
     _schema(node.suspend_schema, out.suspend_schema)
     _schema(node.resume_schema, out.resume_schema)
     if isinstance(node, Workflow):
-        out.children.extend(node_to_proto(child) for child in node.entries)
+        out.children.extend(entry_to_proto(child) for child in node.entries)
     return out
+
+
+def entry_to_proto(entry: Entry) -> message_pb2.StepNode:
+    """One entry of a workflow's sequence: a step, or a block with its members as children."""
+    if isinstance(entry, Step | Workflow):
+        return step_to_proto(entry)
+    if isinstance(entry, Sleep):
+        kind = enums_pb2.STEP_KIND_SLEEP if entry.until is None else enums_pb2.STEP_KIND_SLEEP_UNTIL
+        return message_pb2.StepNode(id=entry.id, kind=kind)
+    kinds = {
+        Parallel: enums_pb2.STEP_KIND_PARALLEL,
+        Branch: enums_pb2.STEP_KIND_BRANCH,
+        Foreach: enums_pb2.STEP_KIND_FOREACH,
+    }
+    if isinstance(entry, Loop):
+        kind = enums_pb2.STEP_KIND_DOUNTIL if entry.until else enums_pb2.STEP_KIND_DOWHILE
+    else:
+        kind = kinds[type(entry)]
+    members = [step_to_proto(m) for m in entry.members]
+    return message_pb2.StepNode(
+        id=entry.id,
+        kind=kind,
+        can_suspend=any(m.can_suspend for m in members),
+        children=members,
+    )
 
 
 def workflow_to_proto(workflow: Workflow) -> message_pb2.Workflow:
@@ -41,5 +66,5 @@ def workflow_to_proto(workflow: Workflow) -> message_pb2.Workflow:
     _schema(workflow.input_schema, out.input_schema)
     _schema(workflow.output_schema, out.output_schema)
     _schema(workflow.state_schema, out.state_schema)
-    out.steps.extend(node_to_proto(entry) for entry in workflow.entries)
+    out.steps.extend(entry_to_proto(entry) for entry in workflow.entries)
     return out

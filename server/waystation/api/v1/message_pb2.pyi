@@ -644,6 +644,7 @@ class RunEvent(_message.Message):
     RUN_STATUS_FIELD_NUMBER: _builtins.int
     STEP_RESULT_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    FOREACH_INDEX_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Increases by one per event of the run, starting at 1."""
     run_id: _builtins.str
@@ -652,6 +653,8 @@ class RunEvent(_message.Message):
     """What happened."""
     run_status: _enums_pb2.RunStatus.ValueType
     """The run status after the event."""
+    foreach_index: _builtins.int
+    """Inside a foreach: the item the step event is about."""
     @_builtins.property
     def step(self) -> Global___StepPath:
         """The step concerned, for step events."""
@@ -679,11 +682,14 @@ class RunEvent(_message.Message):
         run_status: _enums_pb2.RunStatus.ValueType = ...,
         step_result: Global___StepResult | None = ...,
         result: Global___WorkflowResult | None = ...,
+        foreach_index: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "step", b"step", "step_result", b"step_result", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_foreach_index", b"_foreach_index", "foreach_index", b"foreach_index", "result", b"result", "step", b"step", "step_result", b"step_result", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "run_id", b"run_id", "run_status", b"run_status", "sequence", b"sequence", "step", b"step", "step_result", b"step_result", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_foreach_index", b"_foreach_index", "foreach_index", b"foreach_index", "result", b"result", "run_id", b"run_id", "run_status", b"run_status", "sequence", b"sequence", "step", b"step", "step_result", b"step_result", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__foreach_index: _TypeAlias = _typing.Literal["foreach_index"]  # noqa: Y015
+    _WhichOneofArgType__foreach_index: _TypeAlias = _typing.Literal["_foreach_index", b"_foreach_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__foreach_index) -> _WhichOneofReturnType__foreach_index | None: ...
 
 Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
