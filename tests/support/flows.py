@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from waystation import StepContext, create_step, create_workflow
 from tests.support.workflows import record
+from waystation import StepContext, create_step, create_workflow
 
 
 class Approve(BaseModel):
@@ -63,8 +63,12 @@ async def _cheap(ctx: StepContext) -> dict[str, Any]:
 # branch: "big" -> big-approval (suspends), "small" -> cheap; both arms may hold
 routing = (
     create_workflow(id="routing")
-    .branch([(_is("big"), asker("big-approval")), (_is("small"), create_step(id="cheap",
-                                                                          execute=_cheap))])
+    .branch(
+        [
+            (_is("big"), asker("big-approval")),
+            (_is("small"), create_step(id="cheap", execute=_cheap)),
+        ]
+    )
     .then(create_step(id="after", execute=_after))
     .commit()
 )
@@ -110,9 +114,13 @@ async def _item(ctx: StepContext) -> dict[str, Any]:
 
 
 def _items(concurrency: int) -> Any:
-    return create_workflow(id=f"items-{concurrency}").foreach(
-        create_step(id="item", resume_schema=Approve, execute=_item), concurrency=concurrency
-    ).commit()
+    return (
+        create_workflow(id=f"items-{concurrency}")
+        .foreach(
+            create_step(id="item", resume_schema=Approve, execute=_item), concurrency=concurrency
+        )
+        .commit()
+    )
 
 
 # foreach over [{name, ask?, log?}]: items with ask suspend (label item-<name>)
@@ -120,14 +128,13 @@ items_1 = _items(1)
 items_3 = _items(3)
 
 # nested workflow with a parallel inside: two inner suspensions
-inner_pair = (
-    create_workflow(id="inner-pair")
-    .parallel([asker("left"), asker("right")])
+inner_pair = create_workflow(id="inner-pair").parallel([asker("left"), asker("right")]).commit()
+outer_pair = (
+    create_workflow(id="outer-pair")
+    .then(inner_pair)
+    .then(create_step(id="after", execute=_after))
     .commit()
 )
-outer_pair = create_workflow(id="outer-pair").then(inner_pair).then(
-    create_step(id="after", execute=_after)
-).commit()
 
 
 async def _flaky(ctx: StepContext) -> dict[str, Any]:
@@ -140,9 +147,11 @@ async def _flaky(ctx: StepContext) -> dict[str, Any]:
 
 
 # flaky: suspends; on resume fails once, then succeeds on the retry with the same data
-flaky = create_workflow(id="flaky").then(
-    create_step(id="flaky", resume_schema=Approve, retries=2, execute=_flaky)
-).commit()
+flaky = (
+    create_workflow(id="flaky")
+    .then(create_step(id="flaky", resume_schema=Approve, retries=2, execute=_flaky))
+    .commit()
+)
 
 
 async def _log_step(ctx: StepContext) -> dict[str, Any]:
@@ -175,9 +184,11 @@ async def _interruptible(ctx: StepContext) -> dict[str, Any]:
 
 
 # waits `seconds`; records "saw-cancel" when canceled
-interruptible = create_workflow(id="interruptible").then(
-    create_step(id="wait", execute=_interruptible)
-).commit()
+interruptible = (
+    create_workflow(id="interruptible")
+    .then(create_step(id="wait", execute=_interruptible))
+    .commit()
+)
 
 
 async def _double(ctx: StepContext) -> dict[str, Any]:
