@@ -140,7 +140,7 @@ class Workflow:
 
     def map(self, fn: MapFn, id: str = "") -> Self:
         """Reshape the previous output with `fn(ctx)` (sync or async)."""
-        return self._add(Step(id=self._block_id(id, "map"), execute=_map_execute(fn)))
+        return self._add(MapStep(id=self._block_id(id, "map"), execute=_map_execute(fn)))
 
     def sleep(self, seconds: float, id: str = "") -> Self:
         """Pause the run for `seconds` (durable: the wake-up time is stored)."""
@@ -197,6 +197,12 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"Workflow(id={self.id!r}, steps={[e.id for e in self.entries]})"
+
+
+class MapStep(Step):
+    """The step `.map(fn)` adds: a reshaping of the previous output."""
+
+    kind = "map"
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from waystation.engine.errors import (
 )
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.executor import Execution, error_json
-from waystation.engine.model import RunRecord, RunSnapshot, RunStatus
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, now
 from waystation.engine.paths import format_path
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.resume import (
@@ -104,18 +104,21 @@ class Engine:
         return len(run_ids)
 
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
+        """`--recovery fail`: the run, and each step it was running, ends FAILED."""
         run = snapshot.run
         expected = run.version
         run.version, run.status = run.version + 1, RunStatus.FAILED
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
+        stopped = {
+            path: replace(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
+            for path, record in snapshot.steps.items()
+            if record.status in (StepStatus.RUNNING, StepStatus.WAITING)
+        }
+        snapshot.steps.update(stopped)
         result = build_result(workflow, replace(run), snapshot.steps)
-        await self.store.commit(
-            Commit(
-                run,
-                expected,
-                events=[make_event(run, EventType.RUN_SETTLED, result=result.to_json())],
-            )
-        )
+        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
+        changed = {format_path(p): r for p, r in stopped.items()}
+        await self.store.commit(Commit(run, expected, changed, events=[settled]))
 
     async def close(self, grace: float = 5.0) -> None:
         """Let executions finish for up to `grace` seconds, then stop the rest; they stay

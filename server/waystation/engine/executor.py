@@ -386,7 +386,7 @@ class Execution:
     ) -> Outcome | None:
         try:
             payload = schema.dump(step.suspend_schema, signal.payload)
-        except (ValidationError, TypeError) as exc:
+        except (ValidationError, TypeError, ValueError) as exc:
             self._last_error = error_json(
                 "INVALID_SUSPEND_PAYLOAD",
                 f"suspend payload of step [{format_path(path)}] is invalid",
@@ -420,7 +420,7 @@ class Execution:
             return rec.output if rec is not None and rec.status is StepStatus.SUCCESS else None
 
         def set_state(update: dict[str, Any], step: Step | None) -> None:
-            merged = {**run.state, **update}
+            merged = schema.finite({**run.state, **update})
             if self.workflow.state_schema is not None:
                 merged = schema.normalize(self.workflow.state_schema, merged)
             if step is not None and step.state_schema is not None:

@@ -6,9 +6,10 @@ Whatever a step returns or suspends with is stored as JSON, validated when a sch
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from waystation.engine.model import JSON
@@ -29,13 +30,50 @@ def dump(schema: Schema, value: Any) -> JSON:
     Raises pydantic.ValidationError (and TypeError for values JSON cannot hold)."""
     if schema is not None and not isinstance(value, schema):
         value = schema.model_validate(value)
-    return to_jsonable_python(value)
+    return finite(to_jsonable_python(value))
+
+
+def finite(value: JSON) -> JSON:
+    """`value`, if JSON can hold it; ValueError for NaN and infinities."""
+    bad = _non_finite(value)
+    if bad is not None:
+        where = ".".join(str(part) for part in bad) or "value"
+        raise ValueError(f"{where}: NaN and infinities cannot be stored as JSON")
+    return value
 
 
 def normalize(schema: Schema, data: JSON) -> JSON:
     """Validate JSON against `schema` and return its canonical JSON (defaults applied,
-    unknown keys dropped as the model says). Raises pydantic.ValidationError."""
-    return data if schema is None else to_jsonable_python(schema.model_validate(data))
+    unknown keys dropped as the model says). Raises pydantic.ValidationError, also for
+    numbers JSON cannot hold (NaN, infinities), which pydantic's floats accept."""
+    if schema is None:
+        return data
+    out = to_jsonable_python(schema.model_validate(data))
+    bad = _non_finite(out)
+    if bad is not None:
+        raise ValidationError.from_exception_data(
+            schema.__name__,
+            [{"type": "finite_number", "loc": bad, "input": data}],
+        )
+    return out
+
+
+def _non_finite(value: JSON, loc: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The location of the first NaN or infinity in `value`, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return loc
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _non_finite(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
 
 
 def json_schema(schema: Schema) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from waystation.storage.protocol import (
     RequestRecord,
     RunFilter,
     StoreConflict,
+    StoreError,
     StoreUnavailable,
 )
 
@@ -182,25 +183,41 @@ class SqliteStore:
             # IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
             await db.execute("BEGIN IMMEDIATE")
             for op in ops:
-                # A savepoint per operation: one that conflicts leaves no trace, the others
-                # in the same transaction still commit.
-                await db.execute("SAVEPOINT op")
-                ok = await (
-                    self._apply_commit(db, op)
-                    if isinstance(op, Commit)
-                    else self._apply_create(db, *op)
-                )
-                await db.execute("RELEASE op" if ok else "ROLLBACK TO op")
-                if not ok:
-                    await db.execute("RELEASE op")
-                results.append(None if ok else StoreConflict(self._conflict_text(op)))
+                results.append(await self._apply_one(db, op))
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            error = StoreUnavailable(f"sqlite: {exc}")
-            return [error] * len(ops)
+            await self._rollback(db)
+            return [StoreUnavailable(f"sqlite: {exc}")] * len(ops)
+        except BaseException:
+            await self._rollback(db)
+            raise
         return results
+
+    async def _apply_one(
+        self, db: aiosqlite.Connection, op: Commit | tuple[RunRecord, RequestKey | None]
+    ) -> BaseException | None:
+        """One operation in its own savepoint: one that conflicts or cannot be encoded leaves
+        no trace, and the others in the same transaction still commit."""
+        await db.execute("SAVEPOINT op")
+        try:
+            ok = await (
+                self._apply_commit(db, op)
+                if isinstance(op, Commit)
+                else self._apply_create(db, *op)
+            )
+        except (ValueError, TypeError) as exc:  # a value JSON cannot hold
+            await db.execute("ROLLBACK TO op")
+            await db.execute("RELEASE op")
+            return StoreError(f"cannot store the run: {exc}")
+        if not ok:
+            await db.execute("ROLLBACK TO op")
+        await db.execute("RELEASE op")
+        return None if ok else StoreConflict(self._conflict_text(op))
+
+    @staticmethod
+    async def _rollback(db: aiosqlite.Connection) -> None:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
 
     @staticmethod
     def _conflict_text(op: Commit | tuple[RunRecord, RequestKey | None]) -> str:

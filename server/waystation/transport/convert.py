@@ -8,6 +8,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.engine import RunRecord, RunStatus, StepRecord, StepStatus, WorkflowResultData
+from waystation.engine.errors import InvalidArgument
 from waystation.engine.events import EventType
 from waystation.engine.model import JSON, LabelTarget
 from waystation.engine.paths import Path
@@ -47,8 +48,14 @@ def json_to_value(data: JSON, out: struct_pb2.Value) -> None:
 
 
 def optional_value(message: Any, field: str) -> JSON:
-    """A Value field as JSON, or None when the field is unset."""
-    return value_to_json(getattr(message, field)) if message.HasField(field) else None
+    """A Value field as JSON, or None when the field is unset. InvalidArgument when it holds
+    what JSON cannot (NaN, infinities)."""
+    if not message.HasField(field):
+        return None
+    try:
+        return value_to_json(getattr(message, field))
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not representable as JSON: {exc}") from exc
 
 
 def timestamp(seconds: float | None, out: timestamp_pb2.Timestamp) -> None:

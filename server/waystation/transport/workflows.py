@@ -19,7 +19,10 @@ def _schema(model: Any, out: struct_pb2.Struct) -> None:
 
 
 def step_to_proto(node: Step | Workflow) -> message_pb2.StepNode:
-    kind = enums_pb2.STEP_KIND_WORKFLOW if isinstance(node, Workflow) else enums_pb2.STEP_KIND_STEP
+    kind = {
+        "workflow": enums_pb2.STEP_KIND_WORKFLOW,
+        "map": enums_pb2.STEP_KIND_MAP,
+    }.get(node.kind, enums_pb2.STEP_KIND_STEP)
     out = message_pb2.StepNode(
         id=node.id,
         kind=kind,
