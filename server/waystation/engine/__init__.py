@@ -8,8 +8,10 @@ from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.engine.paths import Path, format_path, parse_path
 from waystation.engine.registry import load_workflows
 from waystation.engine.result import WorkflowResultData
+from waystation.engine.tracing import CallTrace, Telemetry, TracingOptions
 
 __all__ = [
+    "CallTrace",
     "Engine",
     "Path",
     "ResumeCommand",
@@ -21,7 +23,9 @@ __all__ = [
     "StepContext",
     "StepRecord",
     "StepStatus",
+    "Telemetry",
     "TimeTravelCommand",
+    "TracingOptions",
     "Workflow",
     "WorkflowResultData",
     "create_step",

@@ -7,6 +7,7 @@ from typing import Any
 
 from waystation.engine.model import JSON
 from waystation.engine.paths import Path
+from waystation.engine.tracing import CallTrace
 
 
 @dataclass
@@ -19,6 +20,7 @@ class StartCommand:
     request_context: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     return_immediately: bool = False
+    trace: CallTrace | None = None
 
 
 @dataclass
@@ -34,6 +36,7 @@ class ResumeCommand:
     request_id: str = ""
     validate_only: bool = False
     expected_version: int | None = None
+    trace: CallTrace | None = None
 
 
 @dataclass
@@ -44,3 +47,4 @@ class TimeTravelCommand:
     resume_data: JSON = None
     initial_state: dict[str, Any] | None = None
     request_context: dict[str, Any] = field(default_factory=dict)
+    trace: CallTrace | None = None

@@ -48,6 +48,7 @@ from waystation.engine.resume import (
     resolve,
     validate_resume_data,
 )
+from waystation.engine.tracing import CallTrace, Telemetry
 from waystation.storage.protocol import (
     Commit,
     Cursor,
@@ -74,8 +75,10 @@ class Engine:
         *,
         recovery: Recovery = "continue",
         resume_grace: float = 2.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
+        self.telemetry = telemetry or Telemetry()
         self._workflows = {wf.id: wf for wf in workflows}
         self._recovery = recovery
         self._resume_grace = resume_grace
@@ -92,7 +95,11 @@ class Engine:
         run_ids += await self.store.runs_with_status(RunStatus.WAITING, limit=1_000_000)
         for run_id in run_ids:
             snapshot = await self.store.load(run_id)
-            if snapshot is None or run_id in self._active:
+            if (
+                snapshot is None
+                or run_id in self._active
+                or snapshot.run.status not in (RunStatus.RUNNING, RunStatus.WAITING)
+            ):
                 continue
             workflow = self._workflows.get(snapshot.run.workflow_id)
             waiting = snapshot.run.status is RunStatus.WAITING
@@ -134,6 +141,7 @@ class Engine:
 
     def _launch(self, execution: Execution) -> asyncio.Task[WorkflowResultData]:
         execution.on_commit = self._notify
+        execution.telemetry = self.telemetry
         task = asyncio.create_task(execution.drive(), name=f"run:{execution.run_id}")
         self._active[execution.run_id] = (execution, task)
         task.add_done_callback(lambda _: self._forget(execution.run_id, task))
@@ -174,7 +182,13 @@ class Engine:
         if key and (seen := await self.store.get_request(key)):
             return await self._existing_run(seen.run_id)
         run = RunRecord(_run_id(run_id), workflow.id, resource_id, RunStatus.PENDING, version=1)
-        await self._insert(run, key)
+        try:
+            await self._insert(run, key)
+        except RunAlreadyExists:
+            # A concurrent call with the same request id may have won the insert.
+            if key and (seen := await self.store.get_request(key)):
+                return await self._existing_run(seen.run_id)
+            raise
         return run
 
     async def _insert(self, run: RunRecord, key: RequestKey | None) -> None:
@@ -188,17 +202,19 @@ class Engine:
         workflow = self.workflow(cmd.workflow_id)
         key = RequestKey(f"start:{workflow.id}", cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
-            return await self._replay(seen)
+            return await self._replay(seen, wait=not cmd.return_immediately)
         try:
             run = await self._prepare_start(workflow, cmd, key)
         except RunAlreadyExists:
             # A concurrent call with the same request id may have won the insert.
             if key and (seen := await self.store.get_request(key)):
-                return await self._replay(seen)
+                return await self._replay(seen, wait=not cmd.return_immediately)
             raise
         execution = Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
+        execution.kind, execution.call = "start", cmd.trace
         execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
         task = self._launch(execution)
+        self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
         if cmd.return_immediately:
             return build_result(workflow, run, {})
         return await asyncio.shield(task)
@@ -256,9 +272,17 @@ class Engine:
         target = ResumeTarget(path, records, data)
         if cmd.validate_only:
             return build_result(workflow, run, snapshot.steps)
+        started = asyncio.get_running_loop().time()
+        link_to = dict(run.trace)  # the context stored when the run suspended
         await self._claim(snapshot, target, cmd, key)
-        task = self._launch(Execution(self.store, workflow, snapshot, [key] if key else []))
-        return await asyncio.shield(task)
+        self.telemetry.runs_resumed.add(1, {"waystation.workflow_id": workflow.id})
+        execution = Execution(self.store, workflow, snapshot, [key] if key else [])
+        execution.kind, execution.call, execution.link_to = "resume", cmd.trace, link_to
+        result = await asyncio.shield(self._launch(execution))
+        self.telemetry.resume_latency.record(
+            asyncio.get_running_loop().time() - started, {"waystation.workflow_id": workflow.id}
+        )
+        return result
 
     async def _claim(
         self,
@@ -306,15 +330,18 @@ class Engine:
                 await asyncio.sleep(0.025)
             run = await self._existing_run(run.run_id)
 
-    async def _replay(self, seen: RequestRecord) -> WorkflowResultData:
+    async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
-        execution runs here, wait for it; a run that no process drives is answered as it
-        stands after a short grace (its request may have been accepted by a dead process)."""
+        execution runs here, wait for it (unless the call asked not to wait: then the run as
+        it stands); a run that no process drives is answered as it stands after a short
+        grace (its request may have been accepted by a dead process)."""
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         key_run = seen.run_id
         while True:
             if seen.outcome is not None:
                 return WorkflowResultData.from_json(seen.outcome)
+            if not wait:
+                return (await self.get_run(key_run))[1]
             active = self._active.get(key_run)
             if active is not None:
                 return await asyncio.shield(active[1])
@@ -377,7 +404,9 @@ class Engine:
             raise RunNotFound(run_id, workflow_id)
         return run
 
-    async def restart_run(self, run_id: str, request_context: dict[str, Any]) -> WorkflowResultData:
+    async def restart_run(
+        self, run_id: str, request_context: dict[str, Any], trace: CallTrace | None = None
+    ) -> WorkflowResultData:
         """Continue a run left RUNNING or WAITING by a process that died."""
         snapshot = await self.store.load(run_id) if run_id else None
         if snapshot is None:
@@ -387,7 +416,9 @@ class Engine:
             raise RunNotActive(run_id, run.status if run_id not in self._active else "driven")
         run.request_context = merge_context(run.request_context, request_context)
         workflow = self.workflow(run.workflow_id)
-        return await asyncio.shield(self._launch(Execution(self.store, workflow, snapshot)))
+        execution = Execution(self.store, workflow, snapshot)
+        execution.kind, execution.call = "restart", trace
+        return await asyncio.shield(self._launch(execution))
 
     async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
         """Re-execute from `cmd.step`, keeping the results of the steps before it."""
@@ -412,6 +443,7 @@ class Engine:
         kept = {p for p in snapshot.steps if p not in dropped} | set(writes)
         run.resume_labels = {k: t for k, t in run.resume_labels.items() if t.path in kept}
         execution = Execution(self.store, workflow, snapshot)
+        execution.kind, execution.call = "time_travel", cmd.trace
         execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
         await execution.commit(writes, deleted=dropped)
         return await asyncio.shield(self._launch(execution))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from waystation.engine import schema
@@ -43,6 +45,7 @@ from waystation.engine.model import (
 )
 from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result
+from waystation.engine.tracing import CallTrace, Telemetry, finish, ids_of
 from waystation.storage.protocol import Commit, RequestKey, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,12 @@ class Execution:
     requests: list[RequestKey] = field(default_factory=list)
     shutting_down: bool = False
     on_commit: Callable[[str], None] = lambda run_id: None
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    kind: str = "recover"
+    """What started this execution: start, resume, restart, time_travel or recover."""
+    call: CallTrace | None = None
+    link_to: dict[str, str] = field(default_factory=dict)
+    """The trace context stored when the run last settled (a resume links back to it)."""
     pending_events: list[dict[str, Any]] = field(default_factory=list)
     _last_error: dict[str, Any] = field(default_factory=dict)
 
@@ -114,14 +123,20 @@ class Execution:
         """Execute until the run settles, commit the settled state, return the result."""
         from waystation.engine.blocks import run_entry
 
-        try:
-            outcome = await self.sequence(self.workflow, (), self.snapshot.run.input, run_entry)
-        except asyncio.CancelledError as exc:
-            if self.shutting_down:
-                raise  # the run stays RUNNING; the next process continues it
-            reason = str(exc.args[0]) if exc.args else "run canceled"
-            outcome = Outcome("canceled", error=error_json("CANCELED", reason))
-        return await self._settle(outcome)
+        run = self.snapshot.run
+        with self.telemetry.run_span(self.kind, run, self.call, self.link_to) as span:
+            try:
+                outcome = await self.sequence(self.workflow, (), run.input, run_entry)
+            except asyncio.CancelledError as exc:
+                if self.shutting_down:
+                    raise  # the run stays RUNNING; the next process continues it
+                reason = str(exc.args[0]) if exc.args else "run canceled"
+                outcome = Outcome("canceled", error=error_json("CANCELED", reason))
+            run.trace = ids_of(span)
+            result = await self._settle(outcome)
+            finish(span, result.status.value, (result.error or {}).get("message"))
+            self.telemetry.runs_settled.add(1, {"waystation.status": result.status.value})
+            return result
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -319,23 +334,41 @@ class Execution:
                 ),
             )
         ctx = self.context(step, path, record, input_data, init)
+        with self.telemetry.step_span(format_path(path), self.snapshot.run, record.attempt) as span:
+            started = time.monotonic()
+            try:
+                return await self._execute(step, path, record, ctx, span)
+            finally:
+                self.telemetry.step_duration.record(
+                    time.monotonic() - started,
+                    {"waystation.workflow_id": self.snapshot.run.workflow_id},
+                )
+
+    async def _execute(
+        self, step: Step, path: Path, record: StepRecord, ctx: StepContext, span: Span
+    ) -> Outcome | None:
         try:
             value = await step.execute(ctx)
             output = schema.dump(step.output_schema, value)
         except SuspendSignal as signal:
+            finish(span, "suspended")
             return await self._suspend(step, path, record, signal)
         except BailSignal as signal:
+            finish(span, "bailed")
             await self._succeed(path, record, schema.dump(None, signal.value))
             return Outcome("bailed", schema.dump(None, signal.value))
         except AbortSignal:
+            finish(span, "aborted")
             error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
             await self.commit({path: replace(record, status=StepStatus.CANCELED, error=error)})
             return Outcome("canceled", error=error)
         except asyncio.CancelledError:
+            finish(span, "canceled")
             if not self.shutting_down:
                 await self.commit({path: replace(record, status=StepStatus.CANCELED)})
             raise
         except Exception as exc:  # the step's own failure: retried, then recorded
+            finish(span, "failed", exc)
             log.info("step %s of run %s failed: %r", format_path(path), self.run_id, exc)
             self._last_error = error_json(
                 "STEP_FAILED",
@@ -345,6 +378,7 @@ class Execution:
                 traceback="".join(traceback.format_exception(exc))[-2000:],
             )
             return None
+        finish(span, "success")
         await self._succeed(path, record, output)
         return Outcome("success", output)
 

@@ -69,7 +69,7 @@ class StepRecord:
     resume_labels: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     """Engine bookkeeping: `iteration` / `done` for loop bodies, `wake_at` for sleeps,
-    `count` for foreach."""
+    `count` (the number of items) on a foreach's aggregate record, and only there."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status.value}

@@ -56,8 +56,8 @@ def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list
     order = {path: i for i, (path, _) in enumerate(walk(workflow))}
     found = []
     for path, record in steps.items():
-        if record.status is not StepStatus.SUSPENDED:
-            continue
+        if record.status is not StepStatus.SUSPENDED or "count" in record.metadata:
+            continue  # a foreach's aggregate record is not a leaf: its items are
         api, index = split_items(path)
         if isinstance(find(workflow, api), Step):
             found.append((order.get(api, len(order)), -1 if index is None else index, path))
@@ -173,6 +173,7 @@ def build_result(
         state=run.state,
         resume_labels=dict(run.resume_labels),
         trace_id=run.trace.get("trace_id", ""),
+        span_id=run.trace.get("span_id", ""),
     )
 
 

@@ -12,6 +12,7 @@ from waystation.engine.errors import InvalidArgument
 from waystation.engine.events import EventType
 from waystation.engine.model import JSON, LabelTarget
 from waystation.engine.paths import Path
+from waystation.engine.tracing import CallTrace, TracingOptions
 
 RUN_STATUS_TO_PROTO = {
     RunStatus.PENDING: enums_pb2.RUN_STATUS_PENDING,
@@ -180,3 +181,18 @@ def event_to_proto(run_id: str, event: dict[str, Any]) -> message_pb2.RunEvent:
         result = WorkflowResultData.from_json(event["result"])
         out.result.CopyFrom(result_to_proto(result, message_pb2.OutputOptions()))
     return out
+
+
+def call_trace(options: message_pb2.TracingOptions, metadata: Any) -> CallTrace:
+    """The tracing of a call: W3C context in the metadata wins (the gRPC server span already
+    continues it); without it, `trace_id` / `parent_span_id` place the run in that trace."""
+    traced = TracingOptions(
+        metadata=struct_to_json(options.metadata),
+        request_context_keys=list(options.request_context_keys),
+        trace_id=options.trace_id,
+        parent_span_id=options.parent_span_id,
+        tags=list(options.tags),
+    )
+    parent = traced.parent()  # validates the ids either way
+    has_context = any(key == "traceparent" for key, _ in (metadata or ()))
+    return CallTrace(traced, None if has_context else parent)

@@ -17,10 +17,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 from waystation.api.v1 import service_pb2, service_pb2_grpc
-from waystation.engine import Engine, load_workflows
+from waystation.engine import Engine, Telemetry, load_workflows
 from waystation.storage import SnapshotStore, open_store
+from waystation.telemetry import Providers, configure_logging, providers_from_env
 from waystation.transport.servicer import WorkflowService
 
 log = logging.getLogger("waystation")
@@ -48,6 +52,7 @@ class RunningServer:
     engine: Engine
     store: SnapshotStore
     health: Any  # grpc_health.v1.health.aio.HealthServicer (not in the type stubs)
+    providers: Providers | None = None
 
     async def stop(self, grace: float) -> None:
         """Stop taking calls, let calls in flight finish, stop executions, close the store."""
@@ -55,10 +60,23 @@ class RunningServer:
         await self.server.stop(grace)
         await self.engine.close(grace=0)
         await self.store.close()
+        if self.providers is not None:
+            self.providers.shutdown()
 
 
-async def create_server(settings: ServerSettings) -> RunningServer:
-    """Open the store, recover interrupted runs, and start serving on `settings.listen`."""
+async def create_server(
+    settings: ServerSettings,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> RunningServer:
+    """Open the store, recover interrupted runs, and start serving on `settings.listen`.
+    Spans and metrics go to the given providers, or to ones made from the `OTEL_*`
+    variables (owned, and shut down, by the returned server)."""
+    providers = None
+    if tracer_provider is None or meter_provider is None:
+        providers = providers_from_env()
+        tracer_provider = tracer_provider or providers.tracer_provider
+        meter_provider = meter_provider or providers.meter_provider
     store = open_store(settings.db)
     await store.setup()
     if settings.recovery not in ("continue", "fail"):
@@ -67,13 +85,16 @@ async def create_server(settings: ServerSettings) -> RunningServer:
         store,
         load_workflows(settings.workflows),
         recovery="fail" if settings.recovery == "fail" else "continue",
+        telemetry=Telemetry(tracer_provider, meter_provider),
     )
     limit = settings.max_message_bytes
     server = grpc.aio.server(
+        # Continues the caller's W3C trace context (traceparent, tracestate, baggage).
+        interceptors=[aio_server_interceptor(tracer_provider=tracer_provider)],  # type: ignore[no-untyped-call]
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -84,8 +105,9 @@ async def create_server(settings: ServerSettings) -> RunningServer:
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
-    await server.start()
+    # Recover before serving, so no call sees a run that is about to be continued.
     recovered = await engine.start()
+    await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -95,15 +117,12 @@ async def create_server(settings: ServerSettings) -> RunningServer:
         len(engine.workflows()),
         recovered,
     )
-    return RunningServer(server, port, engine, store, health_servicer)
+    return RunningServer(server, port, engine, store, health_servicer, providers)
 
 
 async def serve(settings: ServerSettings) -> None:
     """Serve until SIGTERM or SIGINT, then drain gracefully."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level)
     running = await create_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ import grpc
 from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
 from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand, TimeTravelCommand
 from waystation.engine.errors import InvalidArgument
+from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
 from waystation.transport import convert
 from waystation.transport.errors import abort_for, handle_errors
@@ -68,6 +69,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request_context=convert.struct_to_json(request.request_context),
             request_id=request.request_id,
             return_immediately=request.return_immediately,
+            trace=_trace(request, context),
         )
         result = await self.engine.start_run(command)
         return convert.result_to_proto(result, request.output_options)
@@ -90,6 +92,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             expected_version=(
                 request.expected_version if request.HasField("expected_version") else None
             ),
+            trace=_trace(request, context),
         )
         result = await self.engine.resume_run(command)
         return convert.result_to_proto(result, request.output_options)
@@ -137,7 +140,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.RestartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         result = await self.engine.restart_run(
-            request.run_id, convert.struct_to_json(request.request_context)
+            request.run_id,
+            convert.struct_to_json(request.request_context),
+            _trace(request, context),
         )
         return convert.result_to_proto(result, request.output_options)
 
@@ -156,6 +161,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 else None
             ),
             request_context=convert.struct_to_json(request.request_context),
+            trace=_trace(request, context),
         )
         result = await self.engine.time_travel_run(command)
         return convert.result_to_proto(result, request.output_options)
@@ -166,6 +172,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> rr.DeleteRunResponse:
         await self.engine.delete_run(request.run_id)
         return rr.DeleteRunResponse()
+
+
+def _trace(request: Any, context: Context) -> CallTrace:
+    return convert.call_trace(request.tracing_options, context.invocation_metadata())
 
 
 def _non_negative(field: str, value: int) -> int:

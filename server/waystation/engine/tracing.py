@@ -1,0 +1,191 @@
+"""Spans and metrics of runs and steps (DESIGN.md §6), on the OpenTelemetry API only.
+
+Each StartRun / ResumeRun (and restart, time travel, recovery) executes under a run span:
+a child of the caller's span (the gRPC server span continues the caller's W3C trace
+context), or, when the call carried no trace context, of the `tracing_options.trace_id` /
+`parent_span_id` it gave. Each step attempt is a child span of the run span. The trace
+context of a run span is stored with the run when it settles, so a later resume's run span
+links back to the span that suspended.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
+
+from waystation.engine.errors import InvalidArgument
+from waystation.engine.model import RunRecord
+
+PREFIX = "waystation"
+
+
+@dataclass
+class TracingOptions:
+    """What a caller asks of the tracing of one call (the API's TracingOptions)."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    request_context_keys: list[str] = field(default_factory=list)
+    trace_id: str = ""
+    parent_span_id: str = ""
+    tags: list[str] = field(default_factory=list)
+
+    def parent(self) -> Context | None:
+        """A remote parent made of `trace_id` / `parent_span_id`, or None without them."""
+        if not self.trace_id and not self.parent_span_id:
+            return None
+        if not self.trace_id:
+            raise InvalidArgument("tracing_options.trace_id", "required with parent_span_id")
+        trace_id = _hex_id("tracing_options.trace_id", self.trace_id, 32)
+        span_id = (
+            _hex_id("tracing_options.parent_span_id", self.parent_span_id, 16)
+            if self.parent_span_id
+            else int.from_bytes(secrets.token_bytes(8), "big") or 1
+        )
+        remote = SpanContext(
+            trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(remote))
+
+
+def _hex_id(name: str, text: str, width: int) -> int:
+    if not 1 <= len(text) <= width or any(c not in string.hexdigits for c in text):
+        raise InvalidArgument(name, f"must be 1-{width} hexadecimal characters")
+    value = int(text, 16)
+    if value == 0:
+        raise InvalidArgument(name, "must not be all zeros")
+    return value
+
+
+@dataclass
+class CallTrace:
+    """The tracing of one call: its options and the parent its run span takes (None: the
+    current context, i.e. the gRPC server span)."""
+
+    options: TracingOptions = field(default_factory=TracingOptions)
+    parent: Context | None = None
+
+
+def _attribute(value: Any) -> Any:
+    if isinstance(value, str | bool | int | float):
+        return value
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _dig(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def ids_of(span: trace.Span) -> dict[str, str]:
+    """The hex trace and span id of `span`, or {} when it is not recording a real trace."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": trace.format_trace_id(context.trace_id),
+        "span_id": trace.format_span_id(context.span_id),
+    }
+
+
+class Telemetry:
+    """The engine's tracer and instruments, from the given providers (global by default)."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer("waystation.engine", tracer_provider=tracer_provider)
+        meter = metrics.get_meter("waystation.engine", meter_provider=meter_provider)
+        self.runs_started = meter.create_counter(
+            f"{PREFIX}.runs.started", description="Runs started (StartRun)"
+        )
+        self.runs_resumed = meter.create_counter(
+            f"{PREFIX}.runs.resumed", description="Suspensions resumed (ResumeRun claims)"
+        )
+        self.runs_settled = meter.create_counter(
+            f"{PREFIX}.runs.settled", description="Executions settled, by run status"
+        )
+        self.step_duration = meter.create_histogram(
+            f"{PREFIX}.step.duration", unit="s", description="Duration of one step attempt"
+        )
+        self.resume_latency = meter.create_histogram(
+            f"{PREFIX}.resume.latency", unit="s", description="ResumeRun, call to settle"
+        )
+
+    @contextmanager
+    def run_span(
+        self, kind: str, run: RunRecord, call: CallTrace | None, link_to: dict[str, str]
+    ) -> Iterator[trace.Span]:
+        """The span of one execution of `run`."""
+        options = call.options if call else TracingOptions()
+        attributes: dict[str, Any] = {
+            f"{PREFIX}.run_id": run.run_id,
+            f"{PREFIX}.workflow_id": run.workflow_id,
+            f"{PREFIX}.call": kind,
+        }
+        if run.resource_id:
+            attributes[f"{PREFIX}.resource_id"] = run.resource_id
+        if options.tags:
+            attributes[f"{PREFIX}.tags"] = list(options.tags)
+        for key, value in options.metadata.items():
+            attributes[f"{PREFIX}.metadata.{key}"] = _attribute(value)
+        for dotted in options.request_context_keys:
+            value = _dig(run.request_context, dotted)
+            if value is not None:
+                attributes[f"{PREFIX}.request_context.{dotted}"] = _attribute(value)
+        links = []
+        if link_to.get("trace_id") and link_to.get("span_id"):
+            suspended = SpanContext(
+                int(link_to["trace_id"], 16),
+                int(link_to["span_id"], 16),
+                is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+            links.append(Link(suspended, {f"{PREFIX}.link": "suspended"}))
+        with self.tracer.start_as_current_span(
+            f"{PREFIX}.{kind} {run.workflow_id}",
+            context=call.parent if call else None,
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
+    @contextmanager
+    def step_span(self, path: str, run: RunRecord, attempt: int) -> Iterator[trace.Span]:
+        """The span of one attempt of one step."""
+        with self.tracer.start_as_current_span(
+            f"{PREFIX}.step {path}",
+            attributes={
+                f"{PREFIX}.run_id": run.run_id,
+                f"{PREFIX}.workflow_id": run.workflow_id,
+                f"{PREFIX}.step.path": path,
+                f"{PREFIX}.step.attempt": attempt,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
+
+def finish(span: trace.Span, status: str, error: BaseException | str | None = None) -> None:
+    """Record how a run or step span ended."""
+    span.set_attribute(f"{PREFIX}.status", status)
+    if isinstance(error, BaseException):
+        span.record_exception(error)
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, str(error)))

@@ -1,0 +1,134 @@
+"""OpenTelemetry for the server process, configured by the standard `OTEL_*` variables.
+
+Nothing is needed to run: without `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` spans and
+metrics are recorded (so results carry trace ids) but exported nowhere.
+- `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`: `console`, `otlp` or `none` (comma lists).
+- `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or `http/protobuf`; the endpoint, headers
+  and the rest are read by the OTLP exporters themselves (`OTEL_EXPORTER_OTLP_*`).
+- `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource (default service name
+  "waystation").
+Log records get `trace_id` and `span_id` of the span they were written in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s trace_id=%(trace_id)s span_id=%(span_id)s %(message)s"
+)
+
+
+@dataclass
+class Providers:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def _names(variable: str) -> list[str]:
+    value = os.environ.get(variable, "none")
+    return [name.strip().lower() for name in value.split(",") if name.strip()]
+
+
+def _otlp_protocol() -> str:
+    return os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower()
+
+
+def _span_exporter(name: str) -> SpanExporter | None:
+    if name == "console":
+        return ConsoleSpanExporter(out=sys.stdout)
+    if name == "otlp":
+        if _otlp_protocol().startswith("http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter()
+    if name == "none":
+        return None
+    raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}")
+
+
+def _metric_reader(name: str) -> PeriodicExportingMetricReader | None:
+    exporter: Any
+    if name == "console":
+        exporter = ConsoleMetricExporter(out=sys.stdout)
+    elif name == "otlp":
+        if _otlp_protocol().startswith("http"):
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+
+            exporter = OTLPMetricExporter()
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter as GrpcMetricExporter,
+            )
+
+            exporter = GrpcMetricExporter()
+    elif name == "none":
+        return None
+    else:
+        raise ValueError(f"OTEL_METRICS_EXPORTER: unknown exporter {name!r}")
+    return PeriodicExportingMetricReader(exporter)
+
+
+def providers_from_env() -> Providers:
+    """Tracer and meter providers as the `OTEL_*` variables say."""
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "waystation")})
+    tracer_provider = TracerProvider(resource=resource)
+    for name in _names("OTEL_TRACES_EXPORTER"):
+        exporter = _span_exporter(name)
+        if exporter is None:
+            continue
+        # Console spans are printed as they end; remote exporters are batched.
+        processor = (
+            SimpleSpanProcessor(exporter) if name == "console" else BatchSpanProcessor(exporter)
+        )
+        tracer_provider.add_span_processor(processor)
+    readers = [r for r in map(_metric_reader, _names("OTEL_METRICS_EXPORTER")) if r]
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    return Providers(tracer_provider, meter_provider)
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds the current span's `trace_id` and `span_id` to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        valid = context.is_valid
+        record.trace_id = trace.format_trace_id(context.trace_id) if valid else "-"
+        record.span_id = trace.format_span_id(context.span_id) if valid else "-"
+        return True
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,146 @@
+"""The standard gRPC health service and server reflection, as grpcurl and load balancers use
+them, through a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from tests.support.api import value
+from waystation.api.v1 import enums_pb2, service_pb2_grpc
+from waystation.api.v1 import request_response_pb2 as rr
+from waystation.transport import RunningServer
+
+SERVICE = "waystation.v1.WorkflowService"
+
+
+async def reflect(
+    channel: grpc.aio.Channel, request: reflection_pb2.ServerReflectionRequest
+) -> reflection_pb2.ServerReflectionResponse:
+    """One request on the bidirectional reflection stream, and its answer."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo()
+    await call.write(request)
+    await call.done_writing()
+    responses = [response async for response in call]
+    assert len(responses) == 1
+    return responses[0]
+
+
+async def test_health_answers_serving_for_the_server_and_the_workflow_service(
+    channel: grpc.aio.Channel,
+) -> None:
+    """The standard health service reports SERVING for the whole server ("") and for
+    waystation.v1.WorkflowService."""
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", SERVICE):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+async def test_health_of_an_unknown_service_is_not_found(channel: grpc.aio.Channel) -> None:
+    """The health service answers NOT_FOUND for a service the server does not serve."""
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND
+    else:
+        raise AssertionError("health check of an unknown service succeeded")
+
+
+async def test_reflection_lists_the_workflow_service(channel: grpc.aio.Channel) -> None:
+    """Server reflection lists waystation.v1.WorkflowService (with health and reflection)."""
+    response = await reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+
+    names = {s.name for s in response.list_services_response.service}
+    assert SERVICE in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_reflection_returns_the_service_file_by_symbol(channel: grpc.aio.Channel) -> None:
+    """file_containing_symbol for the service returns the descriptor of
+    waystation/v1/service.proto with all of its RPCs: what grpcurl needs to call it."""
+    response = await reflect(
+        channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)
+    )
+
+    files = {}
+    for raw in response.file_descriptor_response.file_descriptor_proto:
+        proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+        files[proto.name] = proto
+    service_file = files["waystation/v1/service.proto"]
+    assert service_file.package == "waystation.v1"
+    [service] = service_file.service
+    assert service.name == "WorkflowService"
+    methods = {m.name: m for m in service.method}
+    assert {"StartRun", "ResumeRun", "GetRun", "ListRuns", "CancelRun", "WatchRun"} <= set(methods)
+    assert methods["ResumeRun"].input_type == ".waystation.v1.ResumeRequest"
+    assert methods["ResumeRun"].output_type == ".waystation.v1.WorkflowResult"
+
+
+def _reflected_resume_classes(address: str) -> tuple[Any, Any, int]:
+    """With a sync channel and reflection only: the ResumeRun request and response classes
+    and the number of RUN_STATUS_SUCCESS. Runs in a thread (the server shares our loop)."""
+    with grpc.insecure_channel(address) as channel:
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        # Asked for by service name first: the reflection server looks symbols up in the
+        # upb default pool, which does not find files by a method's full name.
+        assert pool.FindServiceByName(SERVICE).methods_by_name["ResumeRun"]
+        method = pool.FindMethodByName(f"{SERVICE}.ResumeRun")
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        success = pool.FindEnumTypeByName("waystation.v1.RunStatus").values_by_name[
+            "RUN_STATUS_SUCCESS"
+        ]
+        return request_class, response_class, success.number
+
+
+async def test_a_client_resumes_a_run_with_reflected_descriptors_alone(
+    server: RunningServer, stub: service_pb2_grpc.WorkflowServiceStub
+) -> None:
+    """A client with no generated code builds a ResumeRequest from reflected descriptors,
+    sends it, and reads the WorkflowResult it gets back: the run finishes SUCCESS."""
+    started = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="order-approval", input_data=value({"order_id": "R-1", "amount": 120})
+        )
+    )
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED
+    address = f"127.0.0.1:{server.port}"
+
+    request_class, response_class, success = await asyncio.to_thread(
+        _reflected_resume_classes, address
+    )
+    assert request_class.DESCRIPTOR.full_name == "waystation.v1.ResumeRequest"
+    request = json_format.ParseDict(
+        {
+            "runId": started.run_id,
+            "label": "manager",
+            "resumeData": {"approved": True, "approver": "rosa"},
+        },
+        request_class(),
+    )
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        resume = channel.unary_unary(
+            f"/{SERVICE}/ResumeRun",
+            request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
+        result = await resume(request)
+
+    assert result.status == success
+    assert json_format.MessageToDict(result.result) == {
+        "order_id": "R-1",
+        "status": "fulfilled",
+        "approver": "rosa",
+    }

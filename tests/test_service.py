@@ -1,0 +1,623 @@
+"""WorkflowService through a real grpc.aio server and a real SQLite file: workflow
+definitions, creating and starting runs, idempotent starts, listing, cancelling, failures,
+deadlines and the message size limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from tests.conftest import TEST_WORKFLOWS, settings_for
+from tests.support.api import assert_eventually, call_error, paths, to_json, value
+from tests.support.workflows import lines
+from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
+from waystation.api.v1 import request_response_pb2 as rr
+from waystation.engine import load_workflows
+from waystation.transport import RunningServer, create_server
+
+Stub = service_pb2_grpc.WorkflowServiceStub
+SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
+
+# Every committed workflow of the modules the test server loads, by id.
+REGISTERED = sorted(wf.id for wf in load_workflows(TEST_WORKFLOWS))
+NAMED_IN_TESTS = {"counted", "nested-counted", "slow", "remember", "fails"}
+EXAMPLES = {"order-approval", "document-review"}
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "side-effects.log"
+
+
+def logged(log: Path, seconds: float = 0.0) -> Any:
+    return value({"log": str(log), "seconds": seconds})
+
+
+async def start_counted(stub: Stub, log: Path, **fields: Any) -> message_pb2.WorkflowResult:
+    return await stub.StartRun(
+        rr.StartRunRequest(workflow_id="counted", input_data=logged(log), **fields)
+    )
+
+
+async def status_of(stub: Stub, run_id: str) -> int:
+    run = await stub.GetRun(rr.GetRunRequest(run_id=run_id))
+    return run.status
+
+
+def between(earlier_ns: int, later_ns: int) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds((earlier_ns + later_ns) // 2)
+    return out
+
+
+def schema_of(node: message_pb2.StepNode, name: str) -> dict[str, Any]:
+    return to_json(getattr(node, name))
+
+
+# -- workflow definitions -------------------------------------------------------------------
+
+
+async def test_list_workflows_returns_every_registered_id_in_order(stub: Stub) -> None:
+    """ListWorkflows returns every registered workflow, ordered by id, on one page."""
+    response = await stub.ListWorkflows(rr.ListWorkflowsRequest())
+    assert [wf.workflow_id for wf in response.workflows] == REGISTERED
+    assert set(REGISTERED) >= NAMED_IN_TESTS | EXAMPLES
+    assert response.next_page_token == ""
+
+
+async def test_list_workflows_pages_cover_every_id_once(stub: Stub) -> None:
+    """Paging ListWorkflows with page_size/page_token yields every id once, in order, and the
+    last page has no next token."""
+    seen: list[str] = []
+    sizes: list[int] = []
+    token = ""
+    for _ in range(len(REGISTERED)):
+        page = await stub.ListWorkflows(rr.ListWorkflowsRequest(page_size=4, page_token=token))
+        seen += [wf.workflow_id for wf in page.workflows]
+        sizes.append(len(page.workflows))
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == REGISTERED
+    full, rest = divmod(len(REGISTERED), 4)
+    assert sizes == [4] * full + ([rest] if rest else [])
+
+
+async def test_get_workflow_describes_the_order_approval_step_graph_with_schemas(
+    stub: Stub,
+) -> None:
+    """GetWorkflow returns the step graph of order-approval, and the approval step carries the
+    JSON Schemas of its input, output, suspend payload and resume data."""
+    workflow = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="order-approval"))
+
+    assert workflow.workflow_id == "order-approval"
+    assert [s.id for s in workflow.steps] == ["validate", "approval", "fulfil"]
+    assert all(s.kind == enums_pb2.STEP_KIND_STEP for s in workflow.steps)
+    assert set(schema_of(workflow, "input_schema")["properties"]) == {"order_id", "amount"}
+    approval = workflow.steps[1]
+    assert approval.can_suspend
+    assert not workflow.steps[0].can_suspend
+    assert "requires_approval" in schema_of(approval, "input_schema")["properties"]
+    assert set(schema_of(approval, "output_schema")["properties"]) == {
+        "order_id",
+        "approved",
+        "approver",
+        "note",
+    }
+    assert set(schema_of(approval, "suspend_schema")["properties"]) == {
+        "order_id",
+        "amount",
+        "reason",
+    }
+    resume = schema_of(approval, "resume_schema")
+    assert resume["type"] == "object"
+    assert set(resume["properties"]) == {"approved", "approver", "note"}
+    assert sorted(resume["required"]) == ["approved", "approver"]
+
+
+async def test_get_workflow_shows_a_nested_workflow_with_its_children(stub: Stub) -> None:
+    """GetWorkflow of document-review shows the nested review workflow as a WORKFLOW node
+    whose children are its two suspending steps, each with its resume schema."""
+    workflow = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="document-review"))
+
+    assert [s.id for s in workflow.steps] == ["prepare", "review", "publish"]
+    review = workflow.steps[1]
+    assert review.kind == enums_pb2.STEP_KIND_WORKFLOW
+    assert review.can_suspend
+    assert [c.id for c in review.children] == ["legal-review", "editor-signoff"]
+    legal, editor = review.children
+    assert legal.kind == enums_pb2.STEP_KIND_STEP
+    assert set(schema_of(legal, "resume_schema")["properties"]) == {
+        "approved",
+        "reviewer",
+        "comments",
+    }
+    assert set(schema_of(editor, "resume_schema")["properties"]) == {"signed_off", "editor"}
+    assert not workflow.steps[0].children
+
+
+async def test_get_workflow_of_an_unknown_id_is_not_found(stub: Stub) -> None:
+    """GetWorkflow of an id that is not registered fails NOT_FOUND / WORKFLOW_NOT_FOUND."""
+    error = await call_error(stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="nope")))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "WORKFLOW_NOT_FOUND"
+
+
+# -- creating and starting runs ---------------------------------------------------------------
+
+
+async def test_create_run_makes_a_pending_run_that_start_run_then_starts(stub: Stub) -> None:
+    """CreateRun makes a PENDING run with the caller's run_id and resource_id; StartRun with
+    that run_id starts it (here up to its suspension) and the run keeps its resource."""
+    created = await stub.CreateRun(
+        rr.CreateRunRequest(
+            workflow_id="order-approval", run_id="order-7", resource_id="customer-42"
+        )
+    )
+    assert created.run_id == "order-7"
+    assert created.resource_id == "customer-42"
+    assert created.status == enums_pb2.RUN_STATUS_PENDING
+    assert (await status_of(stub, "order-7")) == enums_pb2.RUN_STATUS_PENDING
+
+    result = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="order-approval",
+            run_id="order-7",
+            input_data=value({"order_id": "A-7", "amount": 250}),
+        )
+    )
+
+    assert result.run_id == "order-7"
+    assert result.status == enums_pb2.RUN_STATUS_SUSPENDED
+    assert paths(result) == [["approval"]]
+    run = await stub.GetRun(rr.GetRunRequest(run_id="order-7"))
+    assert run.resource_id == "customer-42"
+    assert run.status == enums_pb2.RUN_STATUS_SUSPENDED
+
+
+async def test_start_run_with_return_immediately_answers_running_and_the_run_finishes(
+    stub: Stub, log: Path
+) -> None:
+    """StartRun with return_immediately answers RUNNING at once; the run goes on and GetRun
+    later shows SUCCESS, with the step run once."""
+    result = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="slow", input_data=logged(log, 0.3), return_immediately=True)
+    )
+    assert result.status == enums_pb2.RUN_STATUS_RUNNING
+    assert result.run_id
+
+    async def settled() -> bool:
+        return (await status_of(stub, result.run_id)) == enums_pb2.RUN_STATUS_SUCCESS
+
+    await assert_eventually(settled)
+    run = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
+    assert to_json(run.result.result) == {"slept": 0.3}
+    assert lines(log) == ["slow"]
+
+
+async def test_start_run_with_a_repeated_request_id_returns_the_first_run(
+    stub: Stub, log: Path
+) -> None:
+    """A repeated StartRun request_id returns the first call's run and outcome; the steps ran
+    once and only one run exists."""
+    first = await start_counted(stub, log, request_id="start-once")
+    again = await start_counted(stub, log, request_id="start-once")
+
+    assert again.run_id == first.run_id
+    assert again.status == first.status == enums_pb2.RUN_STATUS_SUSPENDED
+    assert again.version == first.version
+    assert lines(log) == ["one"]
+    listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted"))
+    assert [r.run_id for r in listed.runs] == [first.run_id]
+
+
+async def test_a_repeated_immediate_start_returns_at_once_with_the_same_run(
+    stub: Stub, log: Path
+) -> None:
+    """Repeating a return_immediately StartRun with its request_id while the run executes
+    answers at once with the same run (the first call's outcome), without waiting for the
+    run to settle and without starting it again."""
+    request = rr.StartRunRequest(
+        workflow_id="slow",
+        input_data=logged(log, 2),
+        request_id="start-immediately",
+        return_immediately=True,
+    )
+    first = await stub.StartRun(request)
+    assert first.status == enums_pb2.RUN_STATUS_RUNNING
+
+    began = time.monotonic()
+    again = await stub.StartRun(request, timeout=5)
+
+    assert time.monotonic() - began < 1
+    assert again.run_id == first.run_id
+    assert again.status == enums_pb2.RUN_STATUS_RUNNING
+
+    async def settled() -> bool:
+        return (await status_of(stub, first.run_id)) == enums_pb2.RUN_STATUS_SUCCESS
+
+    await assert_eventually(settled)
+    assert lines(log) == ["slow"]
+
+
+async def test_concurrent_start_runs_with_one_request_id_start_one_run(
+    stub: Stub, log: Path
+) -> None:
+    """Two StartRun calls with the same request_id sent at once both succeed with the same
+    run: the second returns the first call's outcome instead of acting twice or failing."""
+    first, second = await asyncio.gather(
+        start_counted(stub, log, request_id="start-racing"),
+        start_counted(stub, log, request_id="start-racing"),
+        return_exceptions=True,
+    )
+
+    assert not isinstance(first, BaseException), first
+    assert not isinstance(second, BaseException), second
+    assert first.run_id == second.run_id
+    assert first.status == second.status == enums_pb2.RUN_STATUS_SUSPENDED
+    assert lines(log) == ["one"]
+
+
+async def test_create_run_with_a_repeated_request_id_returns_the_first_run(stub: Stub) -> None:
+    """A repeated CreateRun request_id returns the run the first call created; no second run
+    is made."""
+    request = rr.CreateRunRequest(workflow_id="counted", resource_id="r", request_id="create-1")
+    first = await stub.CreateRun(request)
+    again = await stub.CreateRun(request)
+
+    assert again.run_id == first.run_id
+    assert again.status == enums_pb2.RUN_STATUS_PENDING
+    listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted"))
+    assert [r.run_id for r in listed.runs] == [first.run_id]
+
+
+async def test_concurrent_create_runs_with_one_request_id_create_one_run(stub: Stub) -> None:
+    """Two CreateRun calls with the same request_id sent at once both succeed with the same
+    run, instead of one failing ALREADY_EXISTS for a run that does not exist."""
+    request = rr.CreateRunRequest(workflow_id="counted", request_id="create-racing")
+    first, second = await asyncio.gather(
+        stub.CreateRun(request), stub.CreateRun(request), return_exceptions=True
+    )
+
+    assert not isinstance(first, BaseException), first
+    assert not isinstance(second, BaseException), second
+    assert first.run_id == second.run_id
+    listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted"))
+    assert [r.run_id for r in listed.runs] == [first.run_id]
+
+
+async def test_get_run_returns_the_latest_result(stub: Stub, log: Path) -> None:
+    """After a start and a resume, GetRun returns the result of the resume: SUCCESS, the
+    output, every step's result and the same version."""
+    started = await start_counted(stub, log)
+    resumed = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=started.run_id, resume_data=value({"value": 41}))
+    )
+    assert resumed.status == enums_pb2.RUN_STATUS_SUCCESS
+
+    run = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+
+    assert run.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert run.result.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert to_json(run.result.result) == {"value": 42}
+    assert run.result.version == resumed.version > started.version
+    assert set(run.result.steps) == {"one", "gate", "two"}
+    assert all(s.status == enums_pb2.STEP_STATUS_SUCCESS for s in run.result.steps.values())
+    assert to_json(run.result.steps["gate"].resume_payload) == {"value": 41}
+    assert not run.result.suspended
+
+
+# -- listing runs ---------------------------------------------------------------------------
+
+
+async def test_list_runs_filters_by_workflow_status_resource_and_time(
+    stub: Stub, log: Path
+) -> None:
+    """ListRuns filters by workflow_id, statuses, resource_id and the create-time window
+    (after is inclusive, before exclusive), and the filters combine."""
+    await stub.CreateRun(rr.CreateRunRequest(workflow_id="counted", run_id="r1", resource_id="al"))
+    await start_counted(stub, log, run_id="r2", resource_id="bo")
+    await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="slow", run_id="r3", resource_id="al", input_data=logged(log)
+        )
+    )
+    await stub.StartRun(rr.StartRunRequest(workflow_id="fails", run_id="r4", resource_id="bo"))
+
+    async def ids(**filters: Any) -> set[str]:
+        response = await stub.ListRuns(rr.ListRunsRequest(**filters))
+        return {r.run_id for r in response.runs}
+
+    everything = await stub.ListRuns(rr.ListRunsRequest())
+    created = {r.run_id: r.create_time.ToNanoseconds() for r in everything.runs}
+    assert set(created) == {"r1", "r2", "r3", "r4"}
+    # Window edges halfway between runs: the exact-edge case has a test of its own.
+    r1_r2, r3_r4 = between(created["r1"], created["r2"]), between(created["r3"], created["r4"])
+    assert await ids(workflow_id="counted") == {"r1", "r2"}
+    assert await ids(statuses=[SUSPENDED, enums_pb2.RUN_STATUS_SUCCESS]) == {"r2", "r3"}
+    assert await ids(statuses=[enums_pb2.RUN_STATUS_FAILED]) == {"r4"}
+    assert await ids(resource_id="al") == {"r1", "r3"}
+    assert await ids(workflow_id="counted", resource_id="al") == {"r1"}
+    assert await ids(create_time_after=r1_r2, create_time_before=r3_r4) == {"r2", "r3"}
+    assert await ids(create_time_after=r3_r4) == {"r4"}
+    assert await ids(create_time_before=r1_r2) == {"r1"}
+    assert await ids(create_time_after=r1_r2, resource_id="bo") == {"r2", "r4"}
+
+
+async def test_list_runs_time_window_edges_use_a_runs_own_create_time(stub: Stub) -> None:
+    """A run's reported create_time as create_time_after includes the run ("at or after"),
+    and as create_time_before excludes it ("before"), for every run."""
+    for i in range(60):
+        await stub.CreateRun(rr.CreateRunRequest(workflow_id="counted", run_id=f"edge-{i:02}"))
+    listed = await stub.ListRuns(rr.ListRunsRequest(page_size=100))
+    assert len(listed.runs) == 60
+
+    misplaced = []
+    for run in listed.runs:
+        at_or_after = await stub.ListRuns(
+            rr.ListRunsRequest(create_time_after=run.create_time, page_size=100)
+        )
+        before = await stub.ListRuns(
+            rr.ListRunsRequest(create_time_before=run.create_time, page_size=100)
+        )
+        if run.run_id not in {r.run_id for r in at_or_after.runs}:
+            misplaced.append(f"{run.run_id} missing from create_time_after=its create_time")
+        if run.run_id in {r.run_id for r in before.runs}:
+            misplaced.append(f"{run.run_id} listed by create_time_before=its create_time")
+    assert misplaced == []
+
+
+async def test_list_runs_pages_newest_first_without_duplicates_or_gaps(stub: Stub) -> None:
+    """Three pages of page_size 2 list five runs newest first, each exactly once, and the last
+    page has no next token."""
+    made = []
+    for i in range(5):
+        run = await stub.CreateRun(rr.CreateRunRequest(workflow_id="counted", run_id=f"page-{i}"))
+        made.append(run.run_id)
+
+    pages: list[list[str]] = []
+    token = ""
+    for _ in range(3):
+        page = await stub.ListRuns(rr.ListRunsRequest(page_size=2, page_token=token))
+        pages.append([r.run_id for r in page.runs])
+        token = page.next_page_token
+    assert token == ""
+    assert pages == [["page-4", "page-3"], ["page-2", "page-1"], ["page-0"]]
+    assert [r for p in pages for r in p] == list(reversed(made))
+
+
+async def test_list_runs_page_token_with_other_filters_is_invalid(stub: Stub) -> None:
+    """A page token used with filters other than those it was issued for is rejected
+    INVALID_ARGUMENT, naming page_token."""
+    for i in range(3):
+        await stub.CreateRun(rr.CreateRunRequest(workflow_id="counted", run_id=f"tok-{i}"))
+    first = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted", page_size=1))
+    assert first.next_page_token
+
+    error = await call_error(
+        stub.ListRuns(
+            rr.ListRunsRequest(workflow_id="slow", page_size=1, page_token=first.next_page_token)
+        )
+    )
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_ARGUMENT"
+    assert "page_token" in error.violations
+
+
+# -- cancelling -----------------------------------------------------------------------------
+
+
+async def test_cancel_of_a_suspended_run_cancels_it_and_a_later_resume_fails(
+    stub: Stub, log: Path
+) -> None:
+    """CancelRun of a SUSPENDED run makes it CANCELED; a later ResumeRun fails
+    FAILED_PRECONDITION / RUN_NOT_SUSPENDED and the gate never runs."""
+    started = await start_counted(stub, log)
+
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id, reason="no"))
+
+    assert canceled.status == enums_pb2.RUN_STATUS_CANCELED
+    assert canceled.result.error.message == "no"
+    assert (await status_of(stub, started.run_id)) == enums_pb2.RUN_STATUS_CANCELED
+    error = await call_error(
+        stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id, resume_data=value({"value": 1})))
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RUN_NOT_SUSPENDED"
+    assert lines(log) == ["one"]
+
+
+async def test_cancel_of_a_finished_run_is_a_no_op(stub: Stub, log: Path) -> None:
+    """CancelRun of a run that finished changes nothing: it stays SUCCESS, same version."""
+    done = await stub.StartRun(rr.StartRunRequest(workflow_id="slow", input_data=logged(log)))
+    assert done.status == enums_pb2.RUN_STATUS_SUCCESS
+
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=done.run_id))
+
+    assert canceled.status == enums_pb2.RUN_STATUS_SUCCESS
+    run = await stub.GetRun(rr.GetRunRequest(run_id=done.run_id))
+    assert run.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert run.result.version == done.version
+
+
+async def start_slow_in_background(stub: Stub, log: Path) -> str:
+    started = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="slow", input_data=logged(log, 5), return_immediately=True)
+    )
+    assert started.status == enums_pb2.RUN_STATUS_RUNNING
+    return started.run_id
+
+
+async def wait_until_step_runs(stub: Stub, run_id: str, step: str) -> None:
+    async def step_running() -> bool:
+        run = await stub.GetRun(rr.GetRunRequest(run_id=run_id))
+        return step in run.result.steps and (
+            run.result.steps[step].status == enums_pb2.STEP_STATUS_RUNNING
+        )
+
+    await assert_eventually(step_running)
+
+
+async def test_cancel_of_a_running_run_stops_its_step_quickly(stub: Stub, log: Path) -> None:
+    """CancelRun of a RUNNING run whose step is in a 5 s sleep answers CANCELED well before
+    the step would have finished; the step shows CANCELED and never recorded its side
+    effect."""
+    run_id = await start_slow_in_background(stub, log)
+    await wait_until_step_runs(stub, run_id, "slow")
+
+    began = time.monotonic()
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=run_id), timeout=4)
+
+    assert time.monotonic() - began < 2
+    assert canceled.status == enums_pb2.RUN_STATUS_CANCELED
+    assert canceled.result.status == enums_pb2.RUN_STATUS_CANCELED
+    assert canceled.result.steps["slow"].status == enums_pb2.STEP_STATUS_CANCELED
+    assert (await status_of(stub, run_id)) == enums_pb2.RUN_STATUS_CANCELED
+    assert lines(log) == []
+
+
+async def test_cancel_of_a_running_run_stores_the_reason(stub: Stub, log: Path) -> None:
+    """The reason given to CancelRun of a RUNNING run is the message of the run's error, as
+    it is for a suspended run."""
+    run_id = await start_slow_in_background(stub, log)
+    await wait_until_step_runs(stub, run_id, "slow")
+
+    canceled = await stub.CancelRun(
+        rr.CancelRunRequest(run_id=run_id, reason="operator stop"), timeout=4
+    )
+
+    assert canceled.status == enums_pb2.RUN_STATUS_CANCELED
+    assert canceled.result.error.reason == "CANCELED"
+    assert canceled.result.error.message == "operator stop"
+    run = await stub.GetRun(rr.GetRunRequest(run_id=run_id))
+    assert run.result.error.message == "operator stop"
+
+
+async def test_cancel_right_after_an_immediate_start_leaves_no_step_running(
+    stub: Stub, log: Path
+) -> None:
+    """CancelRun sent at once after a return_immediately start (the run is still setting up
+    its first step) makes the run CANCELED with no step left RUNNING in it."""
+    run_id = await start_slow_in_background(stub, log)
+
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=run_id), timeout=4)
+
+    assert canceled.status == enums_pb2.RUN_STATUS_CANCELED
+    run = await stub.GetRun(rr.GetRunRequest(run_id=run_id))
+    left_running = [
+        key
+        for key, result in run.result.steps.items()
+        if result.status == enums_pb2.STEP_STATUS_RUNNING
+    ]
+    assert left_running == []
+    assert lines(log) == []
+
+
+# -- failures, deadlines, limits ------------------------------------------------------------
+
+
+async def test_a_step_that_always_raises_fails_the_run_after_its_retries(stub: Stub) -> None:
+    """A step that raises on every attempt (retries=2) makes the run FAILED with the last
+    error's message, and its step result shows attempt 2."""
+    result = await stub.StartRun(rr.StartRunRequest(workflow_id="fails"))
+
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert result.error.message == "boom on attempt 2"
+    assert result.error.reason == "STEP_FAILED"
+    assert result.error.type == "ValueError"
+    assert list(result.error.step.segments) == ["explode"]
+    step = result.steps["explode"]
+    assert step.status == enums_pb2.STEP_STATUS_FAILED
+    assert step.attempt == 2
+    assert step.error.message == "boom on attempt 2"
+    assert (await status_of(stub, result.run_id)) == enums_pb2.RUN_STATUS_FAILED
+
+
+async def test_a_resume_whose_deadline_expires_still_finishes_the_run(
+    stub: Stub, log: Path
+) -> None:
+    """A ResumeRun whose deadline expires while the resumed step runs fails DEADLINE_EXCEEDED
+    for the caller, but the resume was accepted: the run finishes SUCCESS and each step ran
+    exactly once."""
+    started = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="counted", input_data=logged(log, 1.5))
+    )
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED
+
+    error = await call_error(
+        stub.ResumeRun(
+            rr.ResumeRequest(run_id=started.run_id, resume_data=value({"value": 1})),
+            timeout=0.3,
+        )
+    )
+    assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    async def settled() -> bool:
+        return (await status_of(stub, started.run_id)) == enums_pb2.RUN_STATUS_SUCCESS
+
+    await assert_eventually(settled)
+    run = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+    assert to_json(run.result.result) == {"value": 2}
+    assert sorted(lines(log)) == ["gate", "one", "two"]
+
+
+async def test_a_retry_after_an_expired_deadline_returns_how_the_run_ended(
+    stub: Stub, log: Path
+) -> None:
+    """After a ResumeRun with a request_id fails DEADLINE_EXCEEDED, a retry with the same
+    request_id does not resume again: it waits for and returns the accepted resume's outcome,
+    and the gate ran once."""
+    started = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="counted", input_data=logged(log, 0.8))
+    )
+    request = rr.ResumeRequest(
+        run_id=started.run_id, resume_data=value({"value": 5}), request_id="resume-once"
+    )
+    error = await call_error(stub.ResumeRun(request, timeout=0.2))
+    assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    retried = await stub.ResumeRun(request, timeout=10)
+
+    assert retried.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert to_json(retried.result) == {"value": 6}
+    assert sorted(lines(log)) == ["gate", "one", "two"]
+    again = await stub.ResumeRun(request, timeout=10)
+    assert (again.status, again.version) == (retried.status, retried.version)
+
+
+@pytest.fixture
+async def small_server(db_path: Path) -> AsyncIterator[RunningServer]:
+    running = await create_server(settings_for(db_path, max_message_bytes=64 * 1024))
+    try:
+        yield running
+    finally:
+        await running.stop(grace=1.0)
+
+
+async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(
+    small_server: RunningServer, log: Path
+) -> None:
+    """With max_message_bytes of 64 KiB, a StartRun carrying 200 KB of input is refused
+    RESOURCE_EXHAUSTED without creating a run, and the server goes on answering calls."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_server.port}") as channel:
+        stub = Stub(channel)
+        big = value({"log": str(log), "padding": "x" * 200_000})
+
+        error = await call_error(
+            stub.StartRun(rr.StartRunRequest(workflow_id="slow", run_id="big", input_data=big))
+        )
+
+        assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        missing = await call_error(stub.GetRun(rr.GetRunRequest(run_id="big")))
+        assert missing.code == grpc.StatusCode.NOT_FOUND
+        small = await stub.StartRun(rr.StartRunRequest(workflow_id="slow", input_data=logged(log)))
+        assert small.status == enums_pb2.RUN_STATUS_SUCCESS
+        assert lines(log) == ["slow"]
