@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.server_process import ServerProcess, free_port
+from tests.support.workflows import lines
 
 ORDER = '{"order_id": "o-1", "amount": 12.5}'
 APPROVE = '{"approved": true, "approver": "ann"}'
@@ -267,3 +271,210 @@ def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
         assert "order-approval" in outcome.stdout
         assert "document-review" not in outcome.stdout
         assert process.stop(signal.SIGTERM) == 0
+
+
+# -- runs watch, restart, time-travel, delete ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flows_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    db = tmp_path_factory.mktemp("cli-flows") / "flows.db"
+    with ServerProcess(db, workflows=["waystation.examples", "tests.support.flows"]) as process:
+        yield process
+
+
+def event_lines(stdout: str) -> list[list[str]]:
+    """The watch's event lines split into columns: sequence, date, time, type, step, status."""
+    return [line.split() for line in stdout.splitlines() if line.strip()]
+
+
+class Watcher:
+    """`waystation runs watch` in the background, its output read line by line as it comes."""
+
+    def __init__(self, address: str, *args: str) -> None:
+        command = [sys.executable, "-m", "waystation.cli", "--server", address, "runs", "watch"]
+        self.process = subprocess.Popen(
+            [*command, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=CLI_ENV,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, *words: str, timeout: float = 15) -> str:
+        """The first line that contains every word in `words`, once it has been printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {words} in: {self.seen}") from None
+            self.seen.append(line)
+            if all(word in line.split() for word in words):
+                return line
+
+    def finish(self, timeout: float = 20) -> Outcome:
+        """Wait for the process to exit; the rest of its output."""
+        code = self.process.wait(timeout)
+        self.reader.join(timeout)  # it stops at the end of the output
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get())
+        assert self.process.stderr is not None
+        return Outcome(code, "".join(rest), self.process.stderr.read())
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_watch_of_a_finished_run_replays_its_events_and_exits_0(
+    server: ServerProcess, run_id: str
+) -> None:
+    start_order(server, run_id)
+    assert cli(server.address, "runs", "resume", run_id, "--data", APPROVE).code == 0
+    outcome = cli(server.address, "runs", "watch", run_id)
+    assert outcome.code == 0, outcome.stderr
+    events = event_lines(outcome.stdout)
+    assert [int(e[0]) for e in events] == list(range(1, len(events) + 1))
+    assert events[0][3:] == ["RUN_STARTED", "-", "running"]
+    assert events[-1][3:] == ["RUN_SETTLED", "-", "success"]
+    kinds = [(e[3], e[4]) for e in events]
+    assert ("STEP_SUSPENDED", "approval") in kinds
+    assert ("STEP_RESUMED", "approval") in kinds
+    later = cli(server.address, "runs", "watch", run_id, "--after", "2")
+    assert later.code == 0, later.stderr
+    assert event_lines(later.stdout) == events[2:]
+
+
+def test_watch_follows_a_suspended_run_live_until_another_command_resumes_it(
+    server: ServerProcess, run_id: str
+) -> None:
+    start_order(server, run_id)
+    watcher = Watcher(server.address, run_id)
+    try:
+        watcher.wait_for("RUN_SETTLED", "suspended")
+        assert watcher.process.poll() is None  # the run is not final: the watch goes on
+        resumed = cli(server.address, "runs", "resume", run_id, "--data", APPROVE)
+        assert resumed.code == 0, resumed.stderr
+        watcher.wait_for("STEP_RESUMED", "approval")
+        watcher.wait_for("RUN_SETTLED", "success")
+        outcome = watcher.finish()
+    finally:
+        watcher.kill()
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.stdout.strip() == ""  # nothing after the final event
+
+
+def test_watch_with_json_prints_one_event_object_per_line(
+    server: ServerProcess, run_id: str
+) -> None:
+    start_order(server, run_id)
+    cli(server.address, "runs", "cancel", run_id)
+    outcome = cli(server.address, "--json", "runs", "watch", run_id)
+    assert outcome.code == 0, outcome.stderr
+    events = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert events[0]["type"] == "RUN_EVENT_TYPE_RUN_STARTED"
+    assert events[-1]["type"] == "RUN_EVENT_TYPE_RUN_SETTLED"
+    assert events[-1]["runStatus"] == "RUN_STATUS_CANCELED"
+
+
+def test_delete_removes_the_run_so_show_and_watch_exit_5(
+    server: ServerProcess, run_id: str
+) -> None:
+    start_order(server, run_id)
+    cli(server.address, "runs", "cancel", run_id)
+    deleted = cli(server.address, "runs", "delete", run_id)
+    assert deleted.code == 0, deleted.stderr
+    assert f"deleted {run_id}" in deleted.stdout
+    for command in ("show", "watch", "delete"):
+        outcome = cli(server.address, "runs", command, run_id)
+        assert outcome.code == 5, (command, outcome.stderr)
+        assert "RUN_NOT_FOUND" in outcome.stderr
+
+
+def test_restart_of_a_finished_run_exits_9(server: ServerProcess, run_id: str) -> None:
+    start_order(server, run_id)
+    cli(server.address, "runs", "cancel", run_id)
+    outcome = cli(server.address, "runs", "restart", run_id)
+    assert outcome.code == 9
+    assert "RUN_NOT_ACTIVE" in outcome.stderr
+
+
+def test_time_travel_reruns_from_a_step_with_new_input_keeping_the_steps_before_it(
+    flows_server: ServerProcess, run_id: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "arithmetic.log"
+    data = json.dumps({"log": str(log), "x": 3})
+    started = cli(
+        flows_server.address,
+        "--json",
+        "runs",
+        "start",
+        "arithmetic",
+        "--data",
+        data,
+        "--run-id",
+        run_id,
+    )
+    assert started.code == 0, started.stderr
+    assert json.loads(started.stdout)["result"]["x"] == 107  # (3 * 2 + 100) + 1
+    new_input = tmp_path / "plus.json"
+    new_input.write_text(json.dumps({"log": str(log), "x": 10}), encoding="utf-8")
+    travelled = cli(
+        flows_server.address,
+        "--json",
+        "runs",
+        "time-travel",
+        run_id,
+        "--step",
+        "plus",
+        "--data",
+        f"@{new_input}",
+    )
+    assert travelled.code == 0, travelled.stderr
+    result = json.loads(travelled.stdout)
+    assert result["status"] == "RUN_STATUS_SUCCESS"
+    assert result["result"]["x"] == 11
+    assert lines(log) == ["double:3.0", "plus:106.0", "plus:10.0"]
+    shown = cli(flows_server.address, "runs", "show", run_id)
+    assert '"x": 11' in shown.stdout
+
+
+def test_time_travel_with_resume_data_resumes_a_suspended_step(
+    flows_server: ServerProcess, run_id: str
+) -> None:
+    start_order(flows_server, run_id)
+    outcome = cli(
+        flows_server.address,
+        "runs",
+        "time-travel",
+        run_id,
+        "--step",
+        "approval",
+        "--resume-data",
+        APPROVE,
+    )
+    assert outcome.code == 0, outcome.stderr
+    assert "success" in outcome.stdout
+    assert "fulfilled" in outcome.stdout
+
+
+def test_time_travel_to_an_unknown_step_exits_3(flows_server: ServerProcess, run_id: str) -> None:
+    start_order(flows_server, run_id)
+    outcome = cli(flows_server.address, "runs", "time-travel", run_id, "--step", "nowhere")
+    assert outcome.code == 3
+    assert "INVALID_ARGUMENT" in outcome.stderr

@@ -1,4 +1,4 @@
-"""Responses for people: run results, runs and run lists as rich text and tables.
+"""Responses for people: run results, runs, run lists and run events as rich text and tables.
 
 User data is printed as compact JSON inside `Text`, never as console markup, so that a
 payload containing `[bold]` prints as it is.
@@ -51,6 +51,14 @@ def _whole_numbers(data: Any) -> Any:
     if isinstance(data, list):
         return [_whole_numbers(item) for item in data]
     return data
+
+
+def precise_timestamp(ts: timestamp_pb2.Timestamp) -> str:
+    """A UTC time to the millisecond, or an empty string for an unset timestamp."""
+    if not ts.seconds and not ts.nanos:
+        return ""
+    moment = ts.ToDatetime(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def timestamp(ts: timestamp_pb2.Timestamp) -> str:
@@ -165,3 +173,46 @@ def render_runs(response: request_response_pb2.ListRunsResponse) -> None:
     stdout.print(grid)
     if response.next_page_token:
         fields([("next page", f"--page-token {response.next_page_token}")])
+
+
+_EVENT_STYLES = {
+    "RUN_STARTED": "bold",
+    "STEP_STARTED": "cyan",
+    "STEP_SUCCEEDED": "green",
+    "STEP_FAILED": "red",
+    "STEP_SUSPENDED": "yellow",
+    "STEP_RESUMED": "magenta",
+    "RUN_SETTLED": "bold",
+}
+_EVENT_WIDTH = max(len(name) for name in _EVENT_STYLES)
+
+
+def event_type_name(kind: enums_pb2.RunEventType.ValueType) -> str:
+    """`STEP_STARTED` for RUN_EVENT_TYPE_STEP_STARTED."""
+    return enums_pb2.RunEventType.Name(kind).removeprefix("RUN_EVENT_TYPE_")
+
+
+def event_step(event: message_pb2.RunEvent) -> str:
+    """The event's step as people write it, `[i]` marking a foreach item; `-` for none."""
+    index = f"[{event.foreach_index}]" if event.HasField("foreach_index") else ""
+    return dotted(event.step) + index if event.step.segments else "-"
+
+
+def render_event(event: message_pb2.RunEvent) -> None:
+    """One line: sequence, time, event type, step path, run status, and what went wrong."""
+    kind = event_type_name(event.type)
+    line = Text.assemble(
+        (f"{event.sequence:>4}", "bold"),
+        f"  {precise_timestamp(event.time)}  ",
+        (f"{kind:<{_EVENT_WIDTH}}", _EVENT_STYLES.get(kind, "")),
+        "  ",
+        Text(event_step(event)),
+        f"  {run_status_name(event.run_status)}",
+    )
+    error = event.result.error if event.HasField("result") else event.step_result.error
+    if error.reason or error.message:
+        line.append(f"  {_error_text(error)}", "red")
+    if event.HasField("result") and event.result.suspended:
+        waiting = ", ".join(dotted(path) for path in event.result.suspended)
+        line.append(f"  suspended: {waiting}", "yellow")
+    stdout.print(line)

@@ -1,17 +1,22 @@
-"""`waystation runs`: list, show, start, resume and cancel runs."""
+"""`waystation runs`: list, show, start, resume, cancel, watch, restart, time-travel and
+delete runs."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
+from google.protobuf import json_format
+from rich.text import Text
 
-from waystation.api.v1 import request_response_pb2
-from waystation.cli.client import connect, emit, options
+from waystation.api.v1 import message_pb2, request_response_pb2
+from waystation.cli.client import ClientOptions, connect, emit, options
+from waystation.cli.errors import stderr
 from waystation.cli.inputs import json_object, json_value, run_status, status_names, step_path
-from waystation.cli.render import render_result, render_run, render_runs
+from waystation.cli.render import render_event, render_result, render_run, render_runs, stdout
 
-app = typer.Typer(help="Start, resume, inspect and cancel runs.", no_args_is_help=True)
+app = typer.Typer(help="Start, resume, watch, inspect and cancel runs.", no_args_is_help=True)
 
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.")]
 Data = Annotated[
@@ -147,3 +152,102 @@ def cancel_run(
     with connect(opts) as stub:
         run = stub.CancelRun(request, timeout=opts.timeout)
     emit(opts, run, render_run)
+
+
+@app.command("watch")
+def watch_run(
+    ctx: typer.Context,
+    run_id: RunId,
+    after: Annotated[
+        int,
+        typer.Option("--after", min=0, help="Only events after this sequence (to pick up again)."),
+    ] = 0,
+) -> None:
+    """Print a run's events as they happen, stored ones first, until the run is final.
+
+    One line per event: sequence, time, event type, step (`[i]` for a foreach item) and the
+    run's status. With --json, one JSON object per line. The stream has no deadline
+    (--timeout does not apply): it ends, with exit code 0, when the run succeeds, fails or
+    is canceled; a suspended or sleeping run is watched until it finishes.
+    """
+    opts = options(ctx)
+    request = request_response_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
+    last = after
+    try:
+        with connect(opts) as stub:
+            for event in stub.WatchRun(request):
+                _show_event(opts, event)
+                last = event.sequence
+    except typer.Exit:
+        if last > after:
+            stderr.print(Text(f"  Pick up where this watch stopped with --after {last}."))
+        raise
+
+
+def _show_event(opts: ClientOptions, event: message_pb2.RunEvent) -> None:
+    if opts.as_json:  # JSON Lines: one event per line, written as it arrives
+        sys.stdout.write(json_format.MessageToJson(event, indent=None) + "\n")
+        sys.stdout.flush()
+    else:
+        render_event(event)
+
+
+@app.command("restart")
+def restart_run(ctx: typer.Context, run_id: RunId, context: Context = None) -> None:
+    """Continue a run left RUNNING by a process that died (a replica's), from its last
+    committed step, and wait until it settles. A server continues its own interrupted runs
+    when it starts; this is for a run that no live process drives."""
+    request = request_response_pb2.RestartRunRequest(
+        run_id=run_id, request_context=json_object(context, "--context")
+    )
+    opts = options(ctx)
+    with connect(opts) as stub:
+        result = stub.RestartRun(request, timeout=opts.timeout)
+    emit(opts, result, render_result)
+
+
+@app.command("time-travel")
+def time_travel_run(
+    ctx: typer.Context,
+    run_id: RunId,
+    step: Annotated[
+        str, typer.Option("--step", help="The step to run again, by path, e.g. review.decide.")
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="The step's new input: JSON, or @path (default: as stored)."),
+    ] = None,
+    resume_data: Annotated[
+        str | None,
+        typer.Option("--resume-data", help="Resume data for a suspended step: JSON, or @path."),
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="Replace the state: a JSON object, or @path.")
+    ] = None,
+    context: Context = None,
+) -> None:
+    """Run a settled run again from a step, keeping the results of the steps before it, and
+    wait until it settles."""
+    request = request_response_pb2.TimeTravelRunRequest(
+        run_id=run_id,
+        step=step_path(step),
+        input_data=json_value(data, "--data"),
+        resume_data=json_value(resume_data, "--resume-data"),
+        initial_state=json_object(state, "--state"),
+        request_context=json_object(context, "--context"),
+    )
+    opts = options(ctx)
+    with connect(opts) as stub:
+        result = stub.TimeTravelRun(request, timeout=opts.timeout)
+    emit(opts, result, render_result)
+
+
+@app.command("delete")
+def delete_run(ctx: typer.Context, run_id: RunId) -> None:
+    """Delete a run and its history (a running run must be canceled first)."""
+    opts = options(ctx)
+    with connect(opts) as stub:
+        response = stub.DeleteRun(
+            request_response_pb2.DeleteRunRequest(run_id=run_id), timeout=opts.timeout
+        )
+    emit(opts, response, lambda _: stdout.print(Text(f"deleted {run_id}")))

@@ -1,0 +1,73 @@
+"""Workflows for the crash tests (tests/test_crash_recovery.py). Every step appends
+"start:<name>" when it begins and "done:<name>" when it ends to the file named in its input
+(`log`), so a test can tell a step that ran once from one that was started again after a
+SIGKILL, and one that completed from one that was cut short."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.support.workflows import record
+from waystation import StepContext, create_step, create_workflow
+
+
+def _timed(name: str) -> Any:
+    """A step that records start:<name>, sleeps `seconds` (only B does), records done:<name>."""
+
+    async def execute(ctx: StepContext) -> dict[str, Any]:
+        data = ctx.input_data
+        record(data["log"], f"start:{name}")
+        if name == "B":
+            await asyncio.sleep(data["seconds"])
+        record(data["log"], f"done:{name}")
+        return {**data, "ran": [*data.get("ran", []), name]}
+
+    return execute
+
+
+# A (instant) -> B (sleeps `seconds`); input {log, seconds}; output adds ran: ["A", "B"]
+two_steps = (
+    create_workflow(id="crash-two-steps")
+    .then(create_step(id="A", execute=_timed("A")))
+    .then(create_step(id="B", execute=_timed("B")))
+    .commit()
+)
+
+
+async def _item(ctx: StepContext) -> dict[str, Any]:
+    item = ctx.input_data
+    index = int(item["i"])  # JSON numbers arrive as floats
+    record(item["log"], f"start:{index}")
+    await asyncio.sleep(item["seconds"])
+    record(item["log"], f"done:{index}")
+    return {"i": index}
+
+
+# foreach over [{log, i, seconds}] at concurrency 2: records start:i, sleeps, records done:i;
+# output [{i}, ...] in input order
+items_2 = (
+    create_workflow(id="crash-items-2")
+    .foreach(create_step(id="item", execute=_item), concurrency=2)
+    .commit()
+)
+
+
+async def _before(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "before")
+    return dict(ctx.input_data)
+
+
+async def _woke(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "woke")
+    return {"woke": True}
+
+
+# before (records "before") -> sleep 3 s ("nap") -> woke (records "woke")
+nap_3 = (
+    create_workflow(id="crash-nap-3")
+    .then(create_step(id="before", execute=_before))
+    .sleep(3, id="nap")
+    .then(create_step(id="woke", execute=_woke))
+    .commit()
+)
