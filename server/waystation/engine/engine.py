@@ -76,8 +76,13 @@ class Engine:
         recovery: Recovery = "continue",
         resume_grace: float = 2.0,
         telemetry: Telemetry | None = None,
+        lease_seconds: float = 15.0,
+        replica_id: str = "",
     ) -> None:
         self.store = store
+        self.replica_id = replica_id or uuid.uuid4().hex[:16]
+        self.lease_seconds = lease_seconds
+        self._lease_task: asyncio.Task[None] | None = None
         self.telemetry = telemetry or Telemetry()
         self._workflows = {wf.id: wf for wf in workflows}
         self._recovery = recovery
@@ -89,16 +94,30 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Continue (or fail) every run left RUNNING or WAITING by a process that died;
-        returns how many. A sleeping run wakes at its stored time either way."""
-        run_ids = await self.store.runs_with_status(RunStatus.RUNNING, limit=1_000_000)
-        run_ids += await self.store.runs_with_status(RunStatus.WAITING, limit=1_000_000)
+        """Take over the runs that no live process drives and continue them (or fail them,
+        with recovery "fail"; a sleeping run wakes at its stored time either way); then keep
+        our leases fresh and take over the runs of replicas that die. With an exclusive
+        store (one SQLite file, one process) every RUNNING or WAITING run is ours at once;
+        with a shared one, a run is taken over when its lease has expired."""
+        now_ = float("inf") if getattr(self.store, "exclusive", False) else now()
+        taken = await self._take_over(now_)
+        self._lease_task = asyncio.create_task(self._keep_leases(), name="leases")
+        return taken
+
+    async def _take_over(self, expired_before: float) -> int:
+        run_ids = await self.store.claim_expired(
+            self.replica_id, expired_before, now() + self.lease_seconds, limit=10_000
+        )
         for run_id in run_ids:
             snapshot = await self.store.load(run_id)
             if (
                 snapshot is None
                 or run_id in self._active
-                or snapshot.run.status not in (RunStatus.RUNNING, RunStatus.WAITING)
+                or snapshot.run.status
+                not in (
+                    RunStatus.RUNNING,
+                    RunStatus.WAITING,
+                )
             ):
                 continue
             workflow = self._workflows.get(snapshot.run.workflow_id)
@@ -106,9 +125,20 @@ class Engine:
             if workflow is None or (self._recovery == "fail" and not waiting):
                 await self._fail_interrupted(snapshot, workflow)
             else:
-                log.info("continuing run %s interrupted by a restart", run_id)
+                log.info("continuing run %s (its driver stopped)", run_id)
                 self._launch(Execution(self.store, workflow, snapshot))
         return len(run_ids)
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of our executions; take over runs whose lease expired."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                until = now() + self.lease_seconds
+                await self.store.renew_leases(self.replica_id, list(self._active), until)
+                await self._take_over(now())
+            except Exception:  # the store may be briefly unavailable: try again next time
+                log.exception("lease upkeep failed")
 
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
         """`--recovery fail`: the run, and each step it was running, ends FAILED."""
@@ -116,6 +146,7 @@ class Engine:
         expected = run.version
         run.version, run.status = run.version + 1, RunStatus.FAILED
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
+        self._release(run)
         stopped = {
             path: replace(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
             for path, record in snapshot.steps.items()
@@ -130,6 +161,9 @@ class Engine:
     async def close(self, grace: float = 5.0) -> None:
         """Let executions finish for up to `grace` seconds, then stop the rest; they stay
         RUNNING in the store and the next process continues them."""
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
         tasks = [task for _, task in self._active.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
@@ -142,10 +176,19 @@ class Engine:
     def _launch(self, execution: Execution) -> asyncio.Task[WorkflowResultData]:
         execution.on_commit = self._notify
         execution.telemetry = self.telemetry
+        execution.lease_seconds = self.lease_seconds
+        execution.snapshot.run.owner = self.replica_id
         task = asyncio.create_task(execution.drive(), name=f"run:{execution.run_id}")
         self._active[execution.run_id] = (execution, task)
         task.add_done_callback(lambda _: self._forget(execution.run_id, task))
         return task
+
+    def _own(self, run: RunRecord) -> None:
+        """Take the lease on `run` (written with its next commit)."""
+        run.owner, run.lease_until = self.replica_id, now() + self.lease_seconds
+
+    def _release(self, run: RunRecord) -> None:
+        run.owner, run.lease_until = "", None
 
     def _notify(self, run_id: str) -> None:
         """Wake the watchers of a run after a commit."""
@@ -242,6 +285,7 @@ class Engine:
                 state=state,
                 request_context=dict(cmd.request_context),
             )
+            self._own(run)
             await self._insert(run, key)
             return run
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
@@ -251,6 +295,7 @@ class Engine:
         existing.status, existing.input, existing.state = RunStatus.RUNNING, input_json, state
         existing.request_context = dict(cmd.request_context)
         existing.resource_id = existing.resource_id or cmd.resource_id
+        self._own(existing)
         try:
             await self.store.commit(Commit(existing, expected, new_request=key))
         except StoreConflict:
@@ -300,6 +345,7 @@ class Engine:
         run.status = RunStatus.RUNNING
         run.resume_count += 1
         run.request_context = merge_context(run.request_context, cmd.request_context)
+        self._own(run)
         events = step_events(run, snapshot.steps, records)
         changed = {format_path(p): r for p, r in records.items()}
         try:
@@ -378,6 +424,7 @@ class Engine:
         expected = run.version
         run.version, run.status = run.version + 1, RunStatus.CANCELED
         run.error = error_json("CANCELED", reason or "run canceled")
+        self._release(run)
         result = build_result(self._workflows.get(run.workflow_id), run, snapshot.steps)
         settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
         try:
@@ -416,6 +463,15 @@ class Engine:
             raise RunNotActive(run_id, run.status if run_id not in self._active else "driven")
         run.request_context = merge_context(run.request_context, request_context)
         workflow = self.workflow(run.workflow_id)
+        # Take the run over by compare-and-set: a driver that is still alive loses its next
+        # commit and stops, so the run is never driven twice from here on.
+        expected = run.version
+        run.version += 1
+        self._own(run)
+        try:
+            await self.store.commit(Commit(run, expected))
+        except StoreConflict:
+            raise RunNotActive(run_id, "changed by its driver") from None
         execution = Execution(self.store, workflow, snapshot)
         execution.kind, execution.call = "restart", trace
         return await asyncio.shield(self._launch(execution))
@@ -445,6 +501,7 @@ class Engine:
         execution = Execution(self.store, workflow, snapshot)
         execution.kind, execution.call = "time_travel", cmd.trace
         execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
+        self._own(run)
         await execution.commit(writes, deleted=dropped)
         return await asyncio.shield(self._launch(execution))
 

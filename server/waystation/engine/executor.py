@@ -111,6 +111,7 @@ class Execution:
     """What started this execution: start, resume, restart, time_travel or recover."""
     call: CallTrace | None = None
     link_to: dict[str, str] = field(default_factory=dict)
+    lease_seconds: float = 15.0
     """The trace context stored when the run last settled (a resume links back to it)."""
     pending_events: list[dict[str, Any]] = field(default_factory=list)
     _last_error: dict[str, Any] = field(default_factory=dict)
@@ -160,6 +161,10 @@ class Execution:
         expected = run.version
         run.version += 1  # before the await: a commit whose waiter is cancelled still lands
         run.update_time = now()
+        if run.status in (RunStatus.RUNNING, RunStatus.WAITING):
+            run.lease_until = run.update_time + self.lease_seconds
+        else:
+            run.owner, run.lease_until = "", None
         await self.store.commit(
             Commit(
                 run,

@@ -133,6 +133,10 @@ class RunRecord:
     trace: dict[str, str] = field(default_factory=dict)
     event_sequence: int = 0
     wake_at: float | None = None
+    owner: str = ""
+    """The replica driving the run while it is RUNNING or WAITING ("" otherwise)."""
+    lease_until: float | None = None
+    """Until when `owner` holds the run; after that another replica may take it over."""
 
     def header_json(self) -> dict[str, Any]:
         """The fields stored in the header's JSON column (the rest have columns)."""

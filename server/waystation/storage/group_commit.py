@@ -9,27 +9,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Op = TypeVar("Op")
 
-ApplyBatch = Callable[[list[Op]], Awaitable[list[BaseException | None]]]
+Result = tuple[BaseException | None, Any]
+"""Per operation: its error, or None and its value."""
+
+ApplyBatch = Callable[[list[Op]], Awaitable[list[Result]]]
 
 
 class GroupCommitter(Generic[Op]):
     def __init__(self, apply_batch: ApplyBatch[Op]) -> None:
         self._apply_batch = apply_batch
-        self._queue: list[tuple[Op, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, op: Op) -> None:
-        """Queue `op` and wait until its transaction committed (or raise its error)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, op: Op) -> Any:
+        """Queue `op`, wait until its transaction committed, and return its value (or raise
+        its error)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((op, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         # The writer owns the transaction: a caller that is cancelled must not cancel it.
-        await asyncio.shield(future)
+        return await asyncio.shield(future)
 
     async def close(self) -> None:
         """Wait for queued operations to be written."""
@@ -42,11 +46,11 @@ class GroupCommitter(Generic[Op]):
             try:
                 results = await self._apply_batch([op for op, _ in batch])
             except BaseException as exc:  # the whole transaction failed
-                results = [exc] * len(batch)
-            for (_, future), error in zip(batch, results, strict=True):
+                results = [(exc, None)] * len(batch)
+            for (_, future), (error, value) in zip(batch, results, strict=True):
                 if future.done():
                     continue
                 if error is None:
-                    future.set_result(None)
+                    future.set_result(value)
                 else:
                     future.set_exception(error)

@@ -64,6 +64,31 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class Create:
+    run: RunRecord
+    request: RequestKey | None = None
+
+
+@dataclass(frozen=True)
+class LeaseRenewal:
+    owner: str
+    run_ids: Sequence[str]
+    until: float
+
+
+@dataclass(frozen=True)
+class ExpiredClaim:
+    owner: str
+    now: float
+    until: float
+    limit: int
+
+
+WriteOp = Commit | Create | LeaseRenewal | ExpiredClaim
+"""What a backend's writer applies; concurrent ones share a transaction."""
+
+
+@dataclass(frozen=True)
 class RunFilter:
     workflow_id: str = ""
     statuses: Sequence[RunStatus] = ()
@@ -112,6 +137,15 @@ class SnapshotStore(Protocol):
     async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
         """Ids of runs in `status` (recovery at start-up), at most `limit`."""
 
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
+        """Extend to `until` the leases that `owner` holds on these runs (the version does
+        not change: a lease is not a transition)."""
+
+    async def claim_expired(self, owner: str, now: float, until: float, limit: int) -> list[str]:
+        """Take over RUNNING or WAITING runs whose lease ended before `now` (or that have
+        none): owner and lease set, version increased by one, so a former owner that still
+        runs loses its next compare-and-set. Returns their ids, at most `limit`."""
+
     async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
         """The run's events with a sequence greater than `after`, in order, at most `limit`."""
 
@@ -120,3 +154,10 @@ class SnapshotStore(Protocol):
 
     async def delete_run(self, run_id: str) -> bool:
         """Delete the run, its steps and its request keys; False if there was none."""
+
+
+def conflict_text(op: Commit | Create) -> str:
+    """The message of the StoreConflict for `op`."""
+    if isinstance(op, Commit):
+        return f"run {op.run.run_id!r} is no longer at version {op.expected_version}"
+    return f"run {op.run.run_id!r} or its request id exists"

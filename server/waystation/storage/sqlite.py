@@ -21,17 +21,23 @@ from typing import Any
 import aiosqlite
 
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepRecord
-from waystation.storage.group_commit import GroupCommitter
+from waystation.storage.group_commit import GroupCommitter, Result
 from waystation.storage.protocol import (
     Commit,
+    Create,
     Cursor,
+    ExpiredClaim,
+    LeaseRenewal,
     RequestKey,
     RequestRecord,
     RunFilter,
     StoreConflict,
     StoreError,
     StoreUnavailable,
+    WriteOp,
+    conflict_text,
 )
+from waystation.storage.sql import RUN_COLUMNS, dumps, filter_sql, run_from_row, run_row
 
 # Append-only: a migration's position in this list is its version. Never edit or reorder.
 MIGRATIONS: list[str] = [
@@ -73,6 +79,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, sequence)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN lease_until REAL;
+    CREATE INDEX runs_by_lease ON runs (status, lease_until);
+    """,
 ]
 
 PRAGMAS = [
@@ -86,25 +97,6 @@ PRAGMAS = [
     "PRAGMA foreign_keys=OFF",
 ]
 
-_RUN_COLUMNS = "run_id, workflow_id, resource_id, status, version, create_time, update_time, header"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    columns = dict(
-        run_id=row[0],
-        workflow_id=row[1],
-        resource_id=row[2],
-        status=RunStatus(row[3]),
-        version=row[4],
-        create_time=row[5],
-        update_time=row[6],
-    )
-    return RunRecord.from_columns(columns, json.loads(row[7]))
-
 
 def path_from_url(url: str) -> str:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite://:memory:`."""
@@ -117,14 +109,15 @@ def path_from_url(url: str) -> str:
 class SqliteStore:
     """SnapshotStore on one SQLite file."""
 
+    exclusive = True
+    """One process serves a SQLite file: at start-up, every RUNNING run is an orphan."""
+
     def __init__(self, path: str) -> None:
         self._path = path
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._read_lock = asyncio.Lock()
-        self._committer: GroupCommitter[Commit | tuple[RunRecord, RequestKey | None]] = (
-            GroupCommitter(self._apply_batch)
-        )
+        self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._apply_batch)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -168,17 +161,23 @@ class SqliteStore:
     # -- writes ---------------------------------------------------------------------------
 
     async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
-        await self._committer.submit((run, request))
+        await self._committer.submit(Create(run, request))
 
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(commit)
 
-    async def _apply_batch(
-        self, ops: list[Commit | tuple[RunRecord, RequestKey | None]]
-    ) -> list[BaseException | None]:
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
+        if run_ids:
+            await self._committer.submit(LeaseRenewal(owner, list(run_ids), until))
+
+    async def claim_expired(self, owner: str, now: float, until: float, limit: int) -> list[str]:
+        claimed: list[str] = await self._committer.submit(ExpiredClaim(owner, now, until, limit))
+        return claimed
+
+    async def _apply_batch(self, ops: list[WriteOp]) -> list[Result]:
         db = self._writer
         assert db is not None, "store is not set up"
-        results: list[BaseException | None] = []
+        results: list[Result] = []
         try:
             # IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
             await db.execute("BEGIN IMMEDIATE")
@@ -187,59 +186,62 @@ class SqliteStore:
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
             await self._rollback(db)
-            return [StoreUnavailable(f"sqlite: {exc}")] * len(ops)
+            return [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
         except BaseException:
             await self._rollback(db)
             raise
         return results
 
-    async def _apply_one(
-        self, db: aiosqlite.Connection, op: Commit | tuple[RunRecord, RequestKey | None]
-    ) -> BaseException | None:
+    async def _apply_one(self, db: aiosqlite.Connection, op: WriteOp) -> Result:
         """One operation in its own savepoint: one that conflicts or cannot be encoded leaves
         no trace, and the others in the same transaction still commit."""
+        if isinstance(op, LeaseRenewal | ExpiredClaim):
+            return None, await self._apply_lease(db, op)
         await db.execute("SAVEPOINT op")
         try:
-            ok = await (
-                self._apply_commit(db, op)
-                if isinstance(op, Commit)
-                else self._apply_create(db, *op)
-            )
+            if isinstance(op, Commit):
+                ok = await self._apply_commit(db, op)
+            else:
+                ok = await self._apply_create(db, op.run, op.request)
         except (ValueError, TypeError) as exc:  # a value JSON cannot hold
             await db.execute("ROLLBACK TO op")
             await db.execute("RELEASE op")
-            return StoreError(f"cannot store the run: {exc}")
+            return StoreError(f"cannot store the run: {exc}"), None
         if not ok:
             await db.execute("ROLLBACK TO op")
         await db.execute("RELEASE op")
-        return None if ok else StoreConflict(self._conflict_text(op))
+        return (None if ok else StoreConflict(conflict_text(op))), None
+
+    @staticmethod
+    async def _apply_lease(
+        db: aiosqlite.Connection, op: LeaseRenewal | ExpiredClaim
+    ) -> list[str] | None:
+        if isinstance(op, LeaseRenewal):
+            marks = ", ".join("?" for _ in op.run_ids)
+            await db.execute(
+                f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})",
+                (op.until, op.owner, *op.run_ids),
+            )
+            return None
+        async with db.execute(
+            "UPDATE runs SET owner = ?, lease_until = ?, version = version + 1"
+            " WHERE run_id IN (SELECT run_id FROM runs WHERE status IN ('running', 'waiting')"
+            " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?) RETURNING run_id",
+            (op.owner, op.until, op.now, op.limit),
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
 
     @staticmethod
     async def _rollback(db: aiosqlite.Connection) -> None:
         if db.in_transaction:
             await db.execute("ROLLBACK")
 
-    @staticmethod
-    def _conflict_text(op: Commit | tuple[RunRecord, RequestKey | None]) -> str:
-        if isinstance(op, Commit):
-            return f"run {op.run.run_id!r} is no longer at version {op.expected_version}"
-        return f"run {op[0].run_id!r} or its request id exists"
-
     async def _apply_create(
         self, db: aiosqlite.Connection, run: RunRecord, request: RequestKey | None
     ) -> bool:
         cur = await db.execute(
-            f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run.run_id,
-                run.workflow_id,
-                run.resource_id,
-                run.status.value,
-                run.version,
-                run.create_time,
-                run.update_time,
-                _dumps(run.header_json()),
-            ),
+            f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            run_row(run),
         )
         if cur.rowcount != 1:
             return False
@@ -248,13 +250,15 @@ class SqliteStore:
     async def _apply_commit(self, db: aiosqlite.Connection, c: Commit) -> bool:
         run = c.run
         cur = await db.execute(
-            "UPDATE runs SET status = ?, version = ?, update_time = ?, header = ?"
-            " WHERE run_id = ? AND version = ?",
+            "UPDATE runs SET status = ?, version = ?, update_time = ?, owner = ?,"
+            " lease_until = ?, header = ? WHERE run_id = ? AND version = ?",
             (
                 run.status.value,
                 c.expected_version + 1,
                 run.update_time,
-                _dumps(run.header_json()),
+                run.owner,
+                run.lease_until,
+                dumps(run.header_json()),
                 run.run_id,
                 c.expected_version,
             ),
@@ -271,12 +275,12 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO steps (run_id, path, record) VALUES (?, ?, ?)"
                 " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
-                [(run.run_id, key, _dumps(rec.to_json())) for key, rec in c.steps.items()],
+                [(run.run_id, key, dumps(rec.to_json())) for key, rec in c.steps.items()],
             )
         if c.events:
             await db.executemany(
                 "INSERT INTO events (run_id, sequence, event) VALUES (?, ?, ?)",
-                [(run.run_id, e["sequence"], _dumps(e)) for e in c.events],
+                [(run.run_id, e["sequence"], dumps(e)) for e in c.events],
             )
         if c.new_request is not None and not await self._insert_request(
             db, c.new_request, run.run_id
@@ -285,7 +289,7 @@ class SqliteStore:
         for key, outcome in c.settled_requests.items():
             await db.execute(
                 "UPDATE requests SET outcome = ? WHERE scope = ? AND request_id = ?",
-                (_dumps(outcome), key.scope, key.request_id),
+                (dumps(outcome), key.scope, key.request_id),
             )
         return True
 
@@ -327,8 +331,8 @@ class SqliteStore:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
     async def load_run(self, run_id: str) -> RunRecord | None:
-        rows = await self._fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return _run_from_row(rows[0]) if rows else None
+        rows = await self._fetchall(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return run_from_row(rows[0]) if rows else None
 
     async def load(self, run_id: str) -> RunSnapshot | None:
         db = self._reader
@@ -356,16 +360,16 @@ class SqliteStore:
     async def list_runs(
         self, where: RunFilter, limit: int, after: Cursor | None
     ) -> list[RunRecord]:
-        clauses, params = _filter_sql(where)
+        clauses, params = filter_sql(where, lambda _: "?")
         if after is not None:
             clauses.append("(create_time < ? OR (create_time = ? AND run_id < ?))")
             params += [after.create_time, after.create_time, after.run_id]
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY create_time DESC, run_id DESC LIMIT ?"
         rows = await self._fetchall(sql, [*params, limit])
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
         rows = await self._fetchall(
@@ -389,22 +393,3 @@ class SqliteStore:
             return None
         run_id, outcome = rows[0]
         return RequestRecord(key, run_id, json.loads(outcome) if outcome else None)
-
-
-def _filter_sql(where: RunFilter) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("workflow_id", where.workflow_id), ("resource_id", where.resource_id)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if where.statuses:
-        clauses.append(f"status IN ({', '.join('?' * len(where.statuses))})")
-        params += [s.value for s in where.statuses]
-    if where.created_after is not None:
-        clauses.append("create_time >= ?")
-        params.append(where.created_after)
-    if where.created_before is not None:
-        clauses.append("create_time < ?")
-        params.append(where.created_before)
-    return clauses, params

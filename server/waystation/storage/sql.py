@@ -1,0 +1,80 @@
+"""What the SQL backends share: the run row's columns, JSON encoding and the ListRuns filter.
+
+Dialect differences (placeholders, upserts, locking) stay in each backend's module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from waystation.engine.model import RunRecord, RunStatus
+from waystation.storage.protocol import RunFilter
+
+RUN_COLUMNS = (
+    "run_id, workflow_id, resource_id, status, version, create_time, update_time, owner, "
+    "lease_until, header"
+)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; NaN and infinities are refused (ValueError) rather than stored."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def run_row(run: RunRecord, version: int | None = None) -> tuple[Any, ...]:
+    """The values of RUN_COLUMNS for `run` (at `version` when given)."""
+    return (
+        run.run_id,
+        run.workflow_id,
+        run.resource_id,
+        run.status.value,
+        run.version if version is None else version,
+        run.create_time,
+        run.update_time,
+        run.owner,
+        run.lease_until,
+        dumps(run.header_json()),
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    columns = dict(
+        run_id=row[0],
+        workflow_id=row[1],
+        resource_id=row[2],
+        status=RunStatus(row[3]),
+        version=row[4],
+        create_time=row[5],
+        update_time=row[6],
+        owner=row[7],
+        lease_until=row[8],
+    )
+    return RunRecord.from_columns(columns, json.loads(row[9]))
+
+
+def filter_sql(
+    where: RunFilter, placeholder: Callable[[int], str], first: int = 1
+) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and their parameters; `placeholder(n)` writes the n-th parameter."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        marks = [placeholder(first + len(params) + i) for i in range(len(values))]
+        clauses.append(clause.format(*marks))
+        params.extend(values)
+
+    if where.workflow_id:
+        add("workflow_id = {}", where.workflow_id)
+    if where.resource_id:
+        add("resource_id = {}", where.resource_id)
+    if where.statuses:
+        inner = ", ".join("{}" for _ in where.statuses)
+        add(f"status IN ({inner})", *(s.value for s in where.statuses))
+    if where.created_after is not None:
+        add("create_time >= {}", where.created_after)
+    if where.created_before is not None:
+        add("create_time < {}", where.created_before)
+    return clauses, params
