@@ -178,6 +178,7 @@ class Engine:
         execution.telemetry = self.telemetry
         execution.lease_seconds = self.lease_seconds
         execution.snapshot.run.owner = self.replica_id
+        execution.start_span()  # in the caller's context, before the task runs
         task = asyncio.create_task(execution.drive(), name=f"run:{execution.run_id}")
         self._active[execution.run_id] = (execution, task)
         task.add_done_callback(lambda _: self._forget(execution.run_id, task))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from opentelemetry import trace
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
@@ -112,6 +113,7 @@ class Execution:
     call: CallTrace | None = None
     link_to: dict[str, str] = field(default_factory=dict)
     lease_seconds: float = 15.0
+    span: Span | None = None
     """The trace context stored when the run last settled (a resume links back to it)."""
     pending_events: list[dict[str, Any]] = field(default_factory=list)
     _last_error: dict[str, Any] = field(default_factory=dict)
@@ -125,7 +127,10 @@ class Execution:
         from waystation.engine.blocks import run_entry
 
         run = self.snapshot.run
-        with self.telemetry.run_span(self.kind, run, self.call, self.link_to) as span:
+        span = self.span or self.start_span()
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
             try:
                 outcome = await self.sequence(self.workflow, (), run.input, run_entry)
             except asyncio.CancelledError as exc:
@@ -133,11 +138,18 @@ class Execution:
                     raise  # the run stays RUNNING; the next process continues it
                 reason = str(exc.args[0]) if exc.args else "run canceled"
                 outcome = Outcome("canceled", error=error_json("CANCELED", reason))
-            run.trace = ids_of(span)
             result = await self._settle(outcome)
             finish(span, result.status.value, (result.error or {}).get("message"))
             self.telemetry.runs_settled.add(1, {"waystation.status": result.status.value})
             return result
+
+    def start_span(self) -> Span:
+        """Start this execution's run span now (so its ids are known before it runs)."""
+        self.span = self.telemetry.start_run_span(
+            self.kind, self.snapshot.run, self.call, self.link_to
+        )
+        self.snapshot.run.trace = ids_of(self.span)
+        return self.span
 
     # -- persistence ----------------------------------------------------------------------
 

@@ -125,11 +125,11 @@ class Telemetry:
             f"{PREFIX}.resume.latency", unit="s", description="ResumeRun, call to settle"
         )
 
-    @contextmanager
-    def run_span(
+    def start_run_span(
         self, kind: str, run: RunRecord, call: CallTrace | None, link_to: dict[str, str]
-    ) -> Iterator[trace.Span]:
-        """The span of one execution of `run`."""
+    ) -> trace.Span:
+        """Start the span of one execution of `run` (its caller ends it), as a child of the
+        call's parent or of the current span."""
         options = call.options if call else TracingOptions()
         attributes: dict[str, Any] = {
             f"{PREFIX}.run_id": run.run_id,
@@ -155,15 +155,14 @@ class Telemetry:
                 trace_flags=TraceFlags(TraceFlags.SAMPLED),
             )
             links.append(Link(suspended, {f"{PREFIX}.link": "suspended"}))
-        with self.tracer.start_as_current_span(
+        return self.tracer.start_span(
             f"{PREFIX}.{kind} {run.workflow_id}",
             context=call.parent if call else None,
             attributes=attributes,
             links=links,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            yield span
+        )
 
     @contextmanager
     def step_span(self, path: str, run: RunRecord, attempt: int) -> Iterator[trace.Span]:

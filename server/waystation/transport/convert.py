@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from opentelemetry import propagate, trace
 
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.engine import RunRecord, RunStatus, StepRecord, StepStatus, WorkflowResultData
@@ -194,5 +195,6 @@ def call_trace(options: message_pb2.TracingOptions, metadata: Any) -> CallTrace:
         tags=list(options.tags),
     )
     parent = traced.parent()  # validates the ids either way
-    has_context = any(key == "traceparent" for key, _ in (metadata or ()))
-    return CallTrace(traced, None if has_context else parent)
+    carrier = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
+    extracted = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return CallTrace(traced, None if extracted.is_valid else parent)
