@@ -1,0 +1,138 @@
+package waystation
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/waystation/waystation/clients/go/waystationv1"
+)
+
+// Reason is the stable reason of a refused call, from the google.rpc.ErrorInfo that the server
+// attaches to every error it returns on purpose. A Reason is itself an error, so that
+//
+//	errors.Is(err, waystation.ErrInvalidResumeData)
+//
+// is true for any *Error with that reason.
+type Reason string
+
+// Error makes a Reason usable as an errors.Is target.
+func (r Reason) Error() string { return "waystation: " + string(r) }
+
+// The reasons the server uses (the table in DESIGN.md §5), with the status code of each.
+const (
+	ErrRunNotFound              Reason = "RUN_NOT_FOUND"               // NotFound
+	ErrWorkflowNotFound         Reason = "WORKFLOW_NOT_FOUND"          // NotFound
+	ErrRunAlreadyExists         Reason = "RUN_ALREADY_EXISTS"          // AlreadyExists
+	ErrRunNotSuspended          Reason = "RUN_NOT_SUSPENDED"           // FailedPrecondition
+	ErrStepNotSuspended         Reason = "STEP_NOT_SUSPENDED"          // FailedPrecondition; Error.Suspended lists the paths
+	ErrStepAmbiguous            Reason = "STEP_AMBIGUOUS"              // FailedPrecondition; Error.Suspended lists the paths
+	ErrLabelNotFound            Reason = "LABEL_NOT_FOUND"             // FailedPrecondition; Error.Suspended lists the paths
+	ErrForeachIndexNotSuspended Reason = "FOREACH_INDEX_NOT_SUSPENDED" // FailedPrecondition; Error.Suspended lists the paths
+	ErrRunNotActive             Reason = "RUN_NOT_ACTIVE"              // FailedPrecondition
+	ErrRunActive                Reason = "RUN_ACTIVE"                  // FailedPrecondition
+	ErrInvalidResumeData        Reason = "INVALID_RESUME_DATA"         // InvalidArgument; Error.FieldViolations
+	ErrInvalidInput             Reason = "INVALID_INPUT"               // InvalidArgument; Error.FieldViolations
+	ErrInvalidArgument          Reason = "INVALID_ARGUMENT"            // InvalidArgument; Error.FieldViolations
+	ErrResumeConflict           Reason = "RESUME_CONFLICT"             // Aborted
+	ErrVersionMismatch          Reason = "VERSION_MISMATCH"            // Aborted
+	ErrUnauthenticated          Reason = "UNAUTHENTICATED"             // Unauthenticated
+	ErrPermissionDenied         Reason = "PERMISSION_DENIED"           // PermissionDenied
+	ErrInternal                 Reason = "INTERNAL"                    // Internal; the server log has the details
+)
+
+// FieldViolation is one problem with one field of a request, from a google.rpc.BadRequest.
+// Field is a dotted path such as "resume_data.approved".
+type FieldViolation struct {
+	Field       string
+	Description string
+}
+
+// Error is a failed call with its status details decoded. Reason, Metadata and Domain come
+// from the google.rpc.ErrorInfo, FieldViolations from a google.rpc.BadRequest, Suspended and
+// ResumeLabels from a waystationv1.SuspendedStepsDetail; each is empty when the status did
+// not carry that detail (a deadline or a connection failure carries none).
+type Error struct {
+	Code            codes.Code
+	Message         string
+	Reason          Reason
+	Domain          string
+	Metadata        map[string]string
+	FieldViolations []FieldViolation
+	Suspended       []*waystationv1.StepPath
+	ResumeLabels    map[string]*waystationv1.ResumeLabel
+
+	status *status.Status
+}
+
+func (e *Error) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("waystation: %s: %s", e.Code, e.Message)
+	}
+	return fmt.Sprintf("waystation: %s (%s): %s", e.Code, e.Reason, e.Message)
+}
+
+// Is reports whether target is this error's Reason, so that errors.Is(err, ErrRunNotFound)
+// works on any error that wraps an *Error.
+func (e *Error) Is(target error) bool {
+	r, ok := target.(Reason)
+	return ok && r != "" && r == e.Reason
+}
+
+// GRPCStatus returns the status that the error was decoded from, so that status.Code,
+// status.FromError and status.Convert treat an *Error like the gRPC error it came from.
+func (e *Error) GRPCStatus() *status.Status { return e.status }
+
+// Violation returns the description of the first violation of field, if there is one.
+func (e *Error) Violation(field string) (string, bool) {
+	for _, v := range e.FieldViolations {
+		if v.Field == field {
+			return v.Description, true
+		}
+	}
+	return "", false
+}
+
+// AsError returns err as an *Error: the one it wraps, or one decoded from the gRPC status it
+// carries. It returns false for nil and for errors that carry no gRPC status.
+func AsError(err error) (*Error, bool) {
+	if err == nil {
+		return nil, false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e, true
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.OK {
+		return nil, false
+	}
+	return fromStatus(st), true
+}
+
+// IsReason reports whether err failed with the given ErrorInfo reason, such as
+// "INVALID_RESUME_DATA". It accepts both errors returned by a Client and raw gRPC errors.
+func IsReason(err error, reason Reason) bool {
+	e, ok := AsError(err)
+	return ok && reason != "" && e.Reason == reason
+}
+
+func fromStatus(st *status.Status) *Error {
+	e := &Error{Code: st.Code(), Message: st.Message(), status: st}
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			e.Reason, e.Domain, e.Metadata = Reason(d.GetReason()), d.GetDomain(), d.GetMetadata()
+		case *errdetails.BadRequest:
+			for _, v := range d.GetFieldViolations() {
+				e.FieldViolations = append(e.FieldViolations, FieldViolation{v.GetField(), v.GetDescription()})
+			}
+		case *waystationv1.SuspendedStepsDetail:
+			e.Suspended, e.ResumeLabels = d.GetSuspended(), d.GetResumeLabels()
+		}
+	}
+	return e
+}

@@ -1,0 +1,69 @@
+/**
+ * `createWaystationClient`: a Connect client for `waystation.v1.WorkflowService` over
+ * HTTP/2 gRPC (`@connectrpc/connect-node`'s `createGrpcTransport`), whose calls throw
+ * `WaystationError`s instead of bare `ConnectError`s.
+ *
+ * Per-call options are Connect's own: `{ timeoutMs }` sets the gRPC deadline,
+ * `{ headers: { traceparent } }` continues the caller's trace into the workflow,
+ * `{ signal }` cancels.
+ */
+
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport, type GrpcTransportOptions } from "@connectrpc/connect-node";
+import { WaystationError } from "./errors.js";
+import { WorkflowService } from "./gen/waystation/v1/service_pb.js";
+
+/** The Connect client for WorkflowService: `startRun`, `resumeRun`, `getRun`, `watchRun`, ... */
+export type WaystationClient = Client<typeof WorkflowService>;
+
+/**
+ * Options of `createWaystationClient`: those of Connect's gRPC transport (`baseUrl`,
+ * `interceptors`, `defaultTimeoutMs`, `nodeOptions` for TLS, ...), or a ready transport.
+ */
+export type WaystationClientOptions = GrpcTransportOptions | { transport: Transport };
+
+/**
+ * A client for the server at `target`: "host:port" (plain-text HTTP/2, as
+ * `waystation serve` listens), a URL ("http://host:port", "https://host"), or options.
+ */
+export function createWaystationClient(target: string | WaystationClientOptions): WaystationClient {
+  return withTypedErrors(createClient(WorkflowService, toTransport(target)));
+}
+
+function toTransport(target: string | WaystationClientOptions): Transport {
+  if (typeof target === "string") return createGrpcTransport({ baseUrl: baseUrl(target) });
+  if ("transport" in target) return target.transport;
+  return createGrpcTransport({ ...target, baseUrl: baseUrl(target.baseUrl) });
+}
+
+function baseUrl(address: string): string {
+  return address.includes("://") ? address : `http://${address}`;
+}
+
+type AnyCall = (request: unknown, options?: unknown) => unknown;
+
+/** Wraps each method so that whatever it throws (or its stream throws) is a WaystationError. */
+function withTypedErrors(raw: WaystationClient): WaystationClient {
+  const calls = raw as unknown as Record<string, AnyCall>;
+  const wrapped: Record<string, AnyCall> = {};
+  for (const method of WorkflowService.methods) {
+    const call = calls[method.localName]!;
+    wrapped[method.localName] =
+      method.methodKind === "unary"
+        ? async (request, options) => {
+            try {
+              return await call(request, options);
+            } catch (err) {
+              throw WaystationError.from(err);
+            }
+          }
+        : async function* (request, options) {
+            try {
+              yield* call(request, options) as AsyncIterable<unknown>;
+            } catch (err) {
+              throw WaystationError.from(err);
+            }
+          };
+  }
+  return wrapped as unknown as WaystationClient;
+}

@@ -1,0 +1,176 @@
+/**
+ * Typed errors, decoded from the rich gRPC status that the server attaches to every refusal:
+ * a `google.rpc.ErrorInfo` (stable `reason`, domain "waystation.dev", ids in `metadata`),
+ * a `google.rpc.BadRequest` for invalid data, and a `waystation.v1.SuspendedStepsDetail`
+ * when a resume names the wrong step. The tree mirrors the server's `engine/errors.py`:
+ *
+ *     WaystationError                    every failed call (also deadlines, transport errors)
+ *     ├── NotFoundError
+ *     │   ├── RunNotFoundError           RUN_NOT_FOUND
+ *     │   └── WorkflowNotFoundError      WORKFLOW_NOT_FOUND
+ *     ├── AlreadyExistsError
+ *     │   └── RunAlreadyExistsError      RUN_ALREADY_EXISTS
+ *     ├── PreconditionError
+ *     │   ├── RunNotSuspendedError       RUN_NOT_SUSPENDED
+ *     │   ├── StepNotSuspendedError      STEP_NOT_SUSPENDED
+ *     │   ├── StepAmbiguousError         STEP_AMBIGUOUS
+ *     │   ├── LabelNotFoundError         LABEL_NOT_FOUND
+ *     │   ├── ForeachIndexNotSuspendedError  FOREACH_INDEX_NOT_SUSPENDED
+ *     │   ├── RunNotActiveError          RUN_NOT_ACTIVE
+ *     │   └── RunActiveError             RUN_ACTIVE
+ *     ├── InvalidDataError               (fieldViolations)
+ *     │   ├── InvalidResumeDataError     INVALID_RESUME_DATA
+ *     │   ├── InvalidInputError          INVALID_INPUT
+ *     │   └── InvalidArgumentError       INVALID_ARGUMENT
+ *     └── ConflictError
+ *         ├── ResumeConflictError        RESUME_CONFLICT
+ *         └── VersionMismatchError       VERSION_MISMATCH
+ *
+ * A reason this client does not know yet still gets the class of its status code (an
+ * unknown FAILED_PRECONDITION reason is a `PreconditionError`), and `reason` always holds
+ * the server's string, so `switch (err.reason)` works as a discriminator too.
+ */
+
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { SuspendedStepsDetailSchema } from "./gen/waystation/v1/errordetails_pb.js";
+import type { ResumeLabel, StepPath } from "./gen/waystation/v1/message_pb.js";
+
+export { Code, ConnectError };
+
+/** One problem with one field of a request, e.g. `resume_data.approved`. */
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
+}
+
+/** What a `WaystationError` is made of; `WaystationError.from` builds it from a ConnectError. */
+export interface WaystationErrorInit {
+  code: Code;
+  message: string;
+  reason?: string;
+  domain?: string;
+  metadata?: Record<string, string>;
+  fieldViolations?: FieldViolation[];
+  suspended?: StepPath[];
+  resumeLabels?: Record<string, ResumeLabel>;
+  cause?: unknown;
+}
+
+/** Every error thrown by a `WaystationClient` call. */
+export class WaystationError extends Error {
+  /** The gRPC status code (Connect's `Code`, same numbers as gRPC). */
+  readonly code: Code;
+  /** ErrorInfo.reason, e.g. "RUN_NOT_SUSPENDED"; "" when the status carried none. */
+  readonly reason: string;
+  /** ErrorInfo.domain: "waystation.dev" for the server's own errors. */
+  readonly domain: string;
+  /** ErrorInfo.metadata: the ids involved (`run_id`, `step_path`, `workflow_id`, ...). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** BadRequest field violations, one per problem (invalid input or resume data). */
+  readonly fieldViolations: readonly FieldViolation[];
+  /** The run's suspended steps, when the server listed them (SuspendedStepsDetail). */
+  readonly suspended: readonly StepPath[];
+  /** The run's resume labels, when the server listed them (SuspendedStepsDetail). */
+  readonly resumeLabels: Readonly<Record<string, ResumeLabel>>;
+
+  constructor(init: WaystationErrorInit) {
+    super(init.message, { cause: init.cause });
+    this.name = new.target.name;
+    this.code = init.code;
+    this.reason = init.reason ?? "";
+    this.domain = init.domain ?? "";
+    this.metadata = init.metadata ?? {};
+    this.fieldViolations = init.fieldViolations ?? [];
+    this.suspended = init.suspended ?? [];
+    this.resumeLabels = init.resumeLabels ?? {};
+  }
+
+  /** The run the error is about (metadata `run_id`), when there is one. */
+  get runId(): string | undefined {
+    return this.metadata["run_id"];
+  }
+
+  /** The step path's text form (metadata `step_path`), when there is one. */
+  get stepPath(): string | undefined {
+    return this.metadata["step_path"];
+  }
+
+  /** The typed error for anything a Connect call threw (a WaystationError passes through). */
+  static from(reason: unknown): WaystationError {
+    if (reason instanceof WaystationError) return reason;
+    return decode(ConnectError.from(reason));
+  }
+}
+
+export class NotFoundError extends WaystationError {}
+export class RunNotFoundError extends NotFoundError {}
+export class WorkflowNotFoundError extends NotFoundError {}
+
+export class AlreadyExistsError extends WaystationError {}
+export class RunAlreadyExistsError extends AlreadyExistsError {}
+
+export class PreconditionError extends WaystationError {}
+export class RunNotSuspendedError extends PreconditionError {}
+export class StepNotSuspendedError extends PreconditionError {}
+export class StepAmbiguousError extends PreconditionError {}
+export class LabelNotFoundError extends PreconditionError {}
+export class ForeachIndexNotSuspendedError extends PreconditionError {}
+export class RunNotActiveError extends PreconditionError {}
+export class RunActiveError extends PreconditionError {}
+
+export class InvalidDataError extends WaystationError {}
+export class InvalidResumeDataError extends InvalidDataError {}
+export class InvalidInputError extends InvalidDataError {}
+export class InvalidArgumentError extends InvalidDataError {}
+
+export class ConflictError extends WaystationError {}
+export class ResumeConflictError extends ConflictError {}
+export class VersionMismatchError extends ConflictError {}
+
+type ErrorClass = new (init: WaystationErrorInit) => WaystationError;
+
+const BY_REASON: Readonly<Record<string, ErrorClass>> = {
+  RUN_NOT_FOUND: RunNotFoundError,
+  WORKFLOW_NOT_FOUND: WorkflowNotFoundError,
+  RUN_ALREADY_EXISTS: RunAlreadyExistsError,
+  RUN_NOT_SUSPENDED: RunNotSuspendedError,
+  STEP_NOT_SUSPENDED: StepNotSuspendedError,
+  STEP_AMBIGUOUS: StepAmbiguousError,
+  LABEL_NOT_FOUND: LabelNotFoundError,
+  FOREACH_INDEX_NOT_SUSPENDED: ForeachIndexNotSuspendedError,
+  RUN_NOT_ACTIVE: RunNotActiveError,
+  RUN_ACTIVE: RunActiveError,
+  INVALID_RESUME_DATA: InvalidResumeDataError,
+  INVALID_INPUT: InvalidInputError,
+  INVALID_ARGUMENT: InvalidArgumentError,
+  RESUME_CONFLICT: ResumeConflictError,
+  VERSION_MISMATCH: VersionMismatchError,
+};
+
+const BY_CODE: Partial<Record<Code, ErrorClass>> = {
+  [Code.NotFound]: NotFoundError,
+  [Code.AlreadyExists]: AlreadyExistsError,
+  [Code.FailedPrecondition]: PreconditionError,
+  [Code.InvalidArgument]: InvalidDataError,
+  [Code.Aborted]: ConflictError,
+};
+
+function decode(err: ConnectError): WaystationError {
+  const info = err.findDetails(ErrorInfoSchema)[0];
+  const violations = err.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations);
+  const steps = err.findDetails(SuspendedStepsDetailSchema)[0];
+  const reason = info?.reason ?? "";
+  const cls = BY_REASON[reason] ?? BY_CODE[err.code] ?? WaystationError;
+  return new cls({
+    code: err.code,
+    message: err.rawMessage,
+    reason,
+    domain: info?.domain ?? "",
+    metadata: { ...info?.metadata },
+    fieldViolations: violations.map((v) => ({ field: v.field, description: v.description })),
+    suspended: steps?.suspended ?? [],
+    resumeLabels: { ...steps?.resumeLabels },
+    cause: err,
+  });
+}
