@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.postgres import database_url
 from waystation.engine.model import LabelTarget, RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.storage import (
     Commit,
@@ -24,15 +25,18 @@ from waystation.storage import (
     SqliteStore,
     StoreConflict,
 )
+from waystation.storage.postgres import PostgresStore
 
 
 def open_backend(kind: str, tmp_path: Path) -> SnapshotStore:
     if kind == "sqlite":
         return SqliteStore(str(tmp_path / "conformance.db"))
+    if kind == "postgresql":
+        return PostgresStore(database_url(str(tmp_path)))
     raise AssertionError(f"unknown backend {kind}")
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind

@@ -64,6 +64,23 @@ def serve_command(
             help="Runs interrupted by a crash: continue them, or mark them failed.",
         ),
     ] = Recovery.continue_,
+    lease: Annotated[
+        float,
+        typer.Option(
+            envvar="WAYSTATION_LEASE_SECONDS",
+            min=0.5,
+            help="Seconds a replica holds the runs it drives; other replicas take over a run"
+            " whose lease expired (PostgreSQL).",
+        ),
+    ] = 15.0,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            envvar="WAYSTATION_MIGRATE",
+            help="Apply missing database migrations at start-up (--no-migrate: only check"
+            " the schema is current, for replicas without DDL rights).",
+        ),
+    ] = True,
 ) -> None:
     """Serve workflows over gRPC until SIGTERM or SIGINT."""
     from waystation.transport.server import ServerSettings, serve
@@ -76,6 +93,8 @@ def serve_command(
         max_message_bytes=max_message_bytes,
         grace_seconds=grace,
         recovery=recovery.value,
+        lease_seconds=lease,
+        migrate=migrate,
     )
     asyncio.run(serve(settings))
 

@@ -531,7 +531,7 @@ class Engine:
                 return
             # Another process may drive the run: look at the store now and then anyway.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=1.0)
+                await asyncio.wait_for(changed.wait(), timeout=0.25)
 
     async def list_runs(
         self, where: RunFilter, page_size: int, page_token: str

@@ -14,11 +14,18 @@ from waystation.storage.protocol import (
 from waystation.storage.sqlite import SqliteStore
 
 
-def open_store(url: str) -> SnapshotStore:
-    """The backend for `url`: `sqlite:///file.db` (PostgreSQL arrives with issue 7)."""
+def open_store(url: str, *, migrate: bool = True) -> SnapshotStore:
+    """The backend for `url`: `sqlite:///file.db` or `postgresql://user@host/db`. With
+    `migrate=False` a PostgreSQL store only checks that its schema is current."""
     if url.startswith("sqlite://"):
         return SqliteStore.from_url(url)
-    raise ValueError(f"unsupported database URL {url!r}; expected sqlite:///path.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        from waystation.storage.postgres import PostgresStore
+
+        return PostgresStore(url, migrate=migrate)
+    raise ValueError(
+        f"unsupported database URL {url!r}; expected sqlite:///path.db or postgresql://..."
+    )
 
 
 __all__ = [

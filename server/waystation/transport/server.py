@@ -41,6 +41,8 @@ class ServerSettings:
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 10.0
     recovery: str = "continue"
+    lease_seconds: float = 15.0
+    migrate: bool = True
 
 
 @dataclass
@@ -77,7 +79,7 @@ async def create_server(
         providers = providers_from_env()
         tracer_provider = tracer_provider or providers.tracer_provider
         meter_provider = meter_provider or providers.meter_provider
-    store = open_store(settings.db)
+    store = open_store(settings.db, migrate=settings.migrate)
     await store.setup()
     if settings.recovery not in ("continue", "fail"):
         raise ValueError(f"recovery must be 'continue' or 'fail', not {settings.recovery!r}")
@@ -86,6 +88,7 @@ async def create_server(
         load_workflows(settings.workflows),
         recovery="fail" if settings.recovery == "fail" else "continue",
         telemetry=Telemetry(tracer_provider, meter_provider),
+        lease_seconds=settings.lease_seconds,
     )
     limit = settings.max_message_bytes
     server = grpc.aio.server(

@@ -1,0 +1,353 @@
+"""The PostgreSQL backend (asyncpg): one database shared by many server replicas.
+
+The tables mirror the SQLite backend's (`runs`, `steps`, `requests`, `events`). Writes go
+through the same group committer: concurrent transitions share one transaction (one WAL
+flush), each in its own savepoint. Every run row carries the version that compare-and-set
+commits check and the lease of the replica that drives it.
+
+Migrations run once under an advisory lock; `migrate=False` (replicas without DDL rights)
+only checks that the schema is current.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepRecord
+from waystation.storage.group_commit import GroupCommitter, Result
+from waystation.storage.protocol import (
+    Commit,
+    Create,
+    Cursor,
+    ExpiredClaim,
+    LeaseRenewal,
+    RequestKey,
+    RequestRecord,
+    RunFilter,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+    WriteOp,
+    conflict_text,
+)
+from waystation.storage.sql import RUN_COLUMNS, dumps, filter_sql, run_from_row, run_row
+
+# Append-only: a migration's position in this list is its version. Never edit or reorder.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        workflow_id TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        version     BIGINT NOT NULL,
+        create_time DOUBLE PRECISION NOT NULL,
+        update_time DOUBLE PRECISION NOT NULL,
+        owner       TEXT NOT NULL DEFAULT '',
+        lease_until DOUBLE PRECISION,
+        header      TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_time ON runs (create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_workflow ON runs (workflow_id, create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_resource ON runs (resource_id, create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_status ON runs (status, create_time DESC, run_id DESC);
+    CREATE INDEX runs_by_lease ON runs (status, lease_until);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (run_id, path)
+    );
+    CREATE TABLE requests (
+        scope      TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        run_id     TEXT NOT NULL,
+        outcome    TEXT,
+        PRIMARY KEY (scope, request_id)
+    );
+    CREATE INDEX requests_by_run ON requests (run_id);
+    CREATE TABLE events (
+        run_id   TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        event    TEXT NOT NULL,
+        PRIMARY KEY (run_id, sequence)
+    );
+    """,
+]
+
+MIGRATION_LOCK = 0x57415953  # pg_advisory_xact_lock key: "WAYS"
+
+_COLUMN_MARKS = ", ".join(f"${i}" for i in range(1, 11))
+
+
+class SchemaOutOfDate(StoreError):
+    """The database's schema is older than this server and migrations are not allowed."""
+
+
+class PostgresStore:
+    """SnapshotStore on a PostgreSQL database shared by many replicas."""
+
+    exclusive = False
+    """Other replicas may drive runs: a run is only taken over when its lease expired."""
+
+    def __init__(self, url: str, *, migrate: bool = True, pool_size: int = 10) -> None:
+        self._url = url
+        self._migrate = migrate
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._apply_batch)
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        return cls(url)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "store is not set up"
+        return self._pool
+
+    async def setup(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"postgresql: cannot connect: {exc}") from exc
+        async with self.pool.acquire() as conn, conn.transaction():
+            # One migrator at a time, across every replica that starts now.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            if current < len(MIGRATIONS) and not self._migrate:
+                raise SchemaOutOfDate(
+                    f"schema version {current}, this server needs {len(MIGRATIONS)}; "
+                    "run a server with migrations enabled first"
+                )
+            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                await conn.execute(script)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def close(self) -> None:
+        await self._committer.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
+        await self._committer.submit(Create(run, request))
+
+    async def commit(self, commit: Commit) -> None:
+        await self._committer.submit(commit)
+
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
+        if run_ids:
+            await self._committer.submit(LeaseRenewal(owner, list(run_ids), until))
+
+    async def claim_expired(self, owner: str, now: float, until: float, limit: int) -> list[str]:
+        claimed: list[str] = await self._committer.submit(ExpiredClaim(owner, now, until, limit))
+        return claimed
+
+    async def _apply_batch(self, ops: list[WriteOp]) -> list[Result]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return [await self._apply_one(conn, op) for op in ops]
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return [(StoreUnavailable(f"postgresql: {exc}"), None)] * len(ops)
+
+    async def _apply_one(self, conn: asyncpg.Connection, op: WriteOp) -> Result:
+        if isinstance(op, LeaseRenewal):
+            await conn.execute(
+                "UPDATE runs SET lease_until = $1 WHERE owner = $2 AND run_id = ANY($3)",
+                op.until,
+                op.owner,
+                list(op.run_ids),
+            )
+            return None, None
+        if isinstance(op, ExpiredClaim):
+            rows = await conn.fetch(
+                "UPDATE runs SET owner = $1, lease_until = $2, version = version + 1"
+                " WHERE run_id IN (SELECT run_id FROM runs WHERE status IN ('running', 'waiting')"
+                " AND (lease_until IS NULL OR lease_until < $3) LIMIT $4"
+                " FOR UPDATE SKIP LOCKED) RETURNING run_id",
+                op.owner,
+                op.until,
+                min(op.now, 1e300),
+                op.limit,
+            )
+            return None, [row["run_id"] for row in rows]
+        try:
+            # A savepoint per operation: one that conflicts leaves no trace.
+            async with conn.transaction():
+                ok = await (
+                    self._apply_commit(conn, op)
+                    if isinstance(op, Commit)
+                    else self._apply_create(conn, op)
+                )
+                if not ok:
+                    raise _Conflict
+        except _Conflict:
+            return StoreConflict(conflict_text(op)), None
+        except (ValueError, TypeError) as exc:  # a value JSON cannot hold
+            return StoreError(f"cannot store the run: {exc}"), None
+        return None, None
+
+    async def _apply_create(self, conn: asyncpg.Connection, op: Create) -> bool:
+        status = await conn.execute(
+            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_COLUMN_MARKS})"
+            " ON CONFLICT (run_id) DO NOTHING",
+            *run_row(op.run),
+        )
+        if status != "INSERT 0 1":
+            return False
+        return op.request is None or await _insert_request(conn, op.request, op.run.run_id)
+
+    async def _apply_commit(self, conn: asyncpg.Connection, c: Commit) -> bool:
+        run = c.run
+        status = await conn.execute(
+            "UPDATE runs SET status = $1, version = $2, update_time = $3, owner = $4,"
+            " lease_until = $5, header = $6 WHERE run_id = $7 AND version = $8",
+            run.status.value,
+            c.expected_version + 1,
+            run.update_time,
+            run.owner,
+            run.lease_until,
+            dumps(run.header_json()),
+            run.run_id,
+            c.expected_version,
+        )
+        if status != "UPDATE 1":
+            return False
+        for prefix in c.deleted_prefixes:
+            await conn.execute(
+                "DELETE FROM steps WHERE run_id = $1 AND (path = $2 OR (path > $3 AND path < $4))",
+                run.run_id,
+                prefix,
+                prefix + ".",
+                prefix + "/",
+            )
+        if c.steps:
+            await conn.executemany(
+                "INSERT INTO steps (run_id, path, record) VALUES ($1, $2, $3)"
+                " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
+                [(run.run_id, key, dumps(rec.to_json())) for key, rec in c.steps.items()],
+            )
+        if c.events:
+            await conn.executemany(
+                "INSERT INTO events (run_id, sequence, event) VALUES ($1, $2, $3)",
+                [(run.run_id, e["sequence"], dumps(e)) for e in c.events],
+            )
+        if c.new_request is not None and not await _insert_request(conn, c.new_request, run.run_id):
+            return False
+        for key, outcome in c.settled_requests.items():
+            await conn.execute(
+                "UPDATE requests SET outcome = $1 WHERE scope = $2 AND request_id = $3",
+                dumps(outcome),
+                key.scope,
+                key.request_id,
+            )
+        return True
+
+    async def delete_run(self, run_id: str) -> bool:
+        await self._committer.close()
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
+            for table in ("steps", "requests", "events"):
+                await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run_id)
+        return bool(status == "DELETE 1")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        try:
+            return list(await self.pool.fetch(sql, *params))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"postgresql: {exc}") from exc
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        rows = await self._fetch(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
+        return run_from_row(tuple(rows[0])) if rows else None
+
+    async def load(self, run_id: str) -> RunSnapshot | None:
+        try:
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                # One snapshot of the database: the header and the steps of one version.
+                row = await conn.fetchrow(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id
+                )
+                steps = (
+                    await conn.fetch("SELECT path, record FROM steps WHERE run_id = $1", run_id)
+                    if row
+                    else []
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"postgresql: {exc}") from exc
+        if row is None:
+            return None
+        records = {r["path"]: StepRecord.from_json(json.loads(r["record"])) for r in steps}
+        return RunSnapshot.from_keys(run_from_row(tuple(row)), records)
+
+    async def list_runs(
+        self, where: RunFilter, limit: int, after: Cursor | None
+    ) -> list[RunRecord]:
+        clauses, params = filter_sql(where, lambda n: f"${n}")
+        if after is not None:
+            n = len(params)
+            clauses.append(
+                f"(create_time < ${n + 1} OR (create_time = ${n + 1} AND run_id < ${n + 2}))"
+            )
+            params += [after.create_time, after.run_id]
+        sql = f"SELECT {RUN_COLUMNS} FROM runs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY create_time DESC, run_id DESC LIMIT ${len(params) + 1}"
+        rows = await self._fetch(sql, *params, limit)
+        return [run_from_row(tuple(r)) for r in rows]
+
+    async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
+        rows = await self._fetch(
+            "SELECT run_id FROM runs WHERE status = $1 LIMIT $2", status.value, limit
+        )
+        return [r["run_id"] for r in rows]
+
+    async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT event FROM events WHERE run_id = $1 AND sequence > $2"
+            " ORDER BY sequence LIMIT $3",
+            run_id,
+            after,
+            limit,
+        )
+        return [json.loads(r["event"]) for r in rows]
+
+    async def get_request(self, key: RequestKey) -> RequestRecord | None:
+        rows = await self._fetch(
+            "SELECT run_id, outcome FROM requests WHERE scope = $1 AND request_id = $2",
+            key.scope,
+            key.request_id,
+        )
+        if not rows:
+            return None
+        outcome = rows[0]["outcome"]
+        return RequestRecord(key, rows[0]["run_id"], json.loads(outcome) if outcome else None)
+
+
+class _Conflict(Exception):
+    """Rolls back one operation's savepoint."""
+
+
+async def _insert_request(conn: asyncpg.Connection, key: RequestKey, run_id: str) -> bool:
+    status = await conn.execute(
+        "INSERT INTO requests (scope, request_id, run_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        key.scope,
+        key.request_id,
+        run_id,
+    )
+    return bool(status == "INSERT 0 1")
