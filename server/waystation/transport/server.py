@@ -70,16 +70,17 @@ async def create_server(
     settings: ServerSettings,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    store: SnapshotStore | None = None,
 ) -> RunningServer:
-    """Open the store, recover interrupted runs, and start serving on `settings.listen`.
-    Spans and metrics go to the given providers, or to ones made from the `OTEL_*`
-    variables (owned, and shut down, by the returned server)."""
+    """Open the store (`store`, or the one `settings.db` names), recover interrupted runs,
+    and start serving on `settings.listen`. Spans and metrics go to the given providers,
+    or to ones made from the `OTEL_*` variables (owned, and shut down, by the server)."""
     providers = None
     if tracer_provider is None or meter_provider is None:
         providers = providers_from_env()
         tracer_provider = tracer_provider or providers.tracer_provider
         meter_provider = meter_provider or providers.meter_provider
-    store = open_store(settings.db, migrate=settings.migrate)
+    store = store or open_store(settings.db, migrate=settings.migrate)
     await store.setup()
     if settings.recovery not in ("continue", "fail"):
         raise ValueError(f"recovery must be 'continue' or 'fail', not {settings.recovery!r}")
