@@ -7,7 +7,7 @@ DB     ?= sqlite:///waystation.db
 
 # Client packages: each has generate.sh (checked-in generated code; Java generates at build
 # time) and test.sh (its end-to-end tests, run against a real server by with_server.sh).
-CLIENTS     ?= typescript go
+CLIENTS     ?= typescript go java
 GEN_CLIENTS ?= typescript go
 
 .PHONY: install generate check-generated lint test test-clients run clean
