@@ -7,8 +7,8 @@ DB     ?= sqlite:///waystation.db
 
 # Client packages: each has generate.sh (checked-in generated code; Java generates at build
 # time) and test.sh (its end-to-end tests, run against a real server by with_server.sh).
-CLIENTS     ?= typescript go java
-GEN_CLIENTS ?= typescript go
+CLIENTS     ?= python typescript go java
+GEN_CLIENTS ?= python typescript go
 
 .PHONY: install generate check-generated lint test test-clients run clean
 

@@ -143,3 +143,20 @@ async def _fail(ctx: StepContext) -> None:
 fails = (
     create_workflow(id="fails").then(create_step(id="explode", retries=2, execute=_fail)).commit()
 )
+
+
+async def _deadline(ctx: StepContext) -> dict[str, object]:
+    if ctx.resume_data is None:
+        ctx.suspend(
+            {"waiting": True},
+            timeout=ctx.input_data.seconds,
+            on_timeout="fail" if ctx.input_data.log == "fail" else {"value": -1},
+        )
+    return {"value": ctx.resume_data.value}
+
+
+# expiring: suspends with a timeout of `seconds`; when it passes, the run fails (input log
+# "fail") or the step resumes with {"value": -1}
+expiring = create_workflow(id="expiring", input_schema=Logged).then(
+    create_step(id="decide", input_schema=Logged, resume_schema=Value, execute=_deadline)
+).commit()

@@ -37,6 +37,8 @@ class ResumeCommand:
     validate_only: bool = False
     expected_version: int | None = None
     trace: CallTrace | None = None
+    actor: str = ""
+    """Who resumes (recorded with the step): the authenticated caller's name."""
 
 
 @dataclass

@@ -23,10 +23,18 @@ class ControlSignal(BaseException):
 
 
 class SuspendSignal(ControlSignal):
-    def __init__(self, payload: Any, labels: list[str]) -> None:
+    def __init__(
+        self,
+        payload: Any,
+        labels: list[str],
+        timeout: float | None = None,
+        on_timeout: Any = "fail",
+    ) -> None:
         super().__init__("step suspended")
         self.payload = payload
         self.labels = labels
+        self.timeout = timeout
+        self.on_timeout = on_timeout
 
 
 class BailSignal(ControlSignal):
@@ -101,11 +109,20 @@ class StepContext:
         return _Done()
 
     def suspend(
-        self, payload: Any = None, resume_label: str | Sequence[str] | None = None
+        self,
+        payload: Any = None,
+        resume_label: str | Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+        on_timeout: Any = "fail",
     ) -> NoReturn:
-        """Suspend this step with `payload`; the run waits for ResumeRun."""
+        """Suspend this step with `payload`; the run waits for ResumeRun. With `timeout`
+        (seconds) the suspension expires: then the run fails (`on_timeout="fail"`) or the
+        step resumes once with `on_timeout` as its resume data (validated now)."""
         labels = [resume_label] if isinstance(resume_label, str) else list(resume_label or [])
-        raise SuspendSignal(payload, labels)
+        if timeout is not None and timeout <= 0:
+            raise ValueError("suspend timeout must be positive")
+        raise SuspendSignal(payload, labels, timeout, on_timeout)
 
     def bail(self, value: Any = None) -> NoReturn:
         """Finish the (innermost) workflow now with `value` as its result."""

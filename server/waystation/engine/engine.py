@@ -39,8 +39,8 @@ from waystation.engine.errors import (
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.executor import Execution, error_json
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, now
-from waystation.engine.paths import format_path
-from waystation.engine.result import WorkflowResultData, build_result
+from waystation.engine.paths import Path, format_path, split_items
+from waystation.engine.result import WorkflowResultData, build_result, suspended_records
 from waystation.engine.resume import (
     ResumeTarget,
     claimed_records,
@@ -83,6 +83,7 @@ class Engine:
         self.replica_id = replica_id or uuid.uuid4().hex[:16]
         self.lease_seconds = lease_seconds
         self._lease_task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
         self.telemetry = telemetry or Telemetry()
         self._workflows = {wf.id: wf for wf in workflows}
         self._recovery = recovery
@@ -102,6 +103,7 @@ class Engine:
         now_ = float("inf") if getattr(self.store, "exclusive", False) else now()
         taken = await self._take_over(now_)
         self._lease_task = asyncio.create_task(self._keep_leases(), name="leases")
+        self._timer_task = asyncio.create_task(self._expire_suspensions(), name="timeouts")
         return taken
 
     async def _take_over(self, expired_before: float) -> int:
@@ -140,6 +142,68 @@ class Engine:
             except Exception:  # the store may be briefly unavailable: try again next time
                 log.exception("lease upkeep failed")
 
+    async def _expire_suspensions(self, interval: float = 0.25) -> None:
+        """Act on suspensions whose timeout passed: fail the run, or resume the step once
+        with its default data. Both are compare-and-set, so exactly one replica acts, and a
+        restart picks up what a dead process left (the run is still SUSPENDED and due)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for run_id in await self.store.due_runs(now(), limit=100):
+                    if run_id not in self._active:
+                        await self._expire(run_id)
+            except Exception:  # a conflict or a store hiccup: the next round retries
+                log.exception("suspension timeouts failed")
+
+    async def _expire(self, run_id: str) -> None:
+        snapshot = await self.store.load(run_id)
+        workflow = self._workflows.get(snapshot.run.workflow_id) if snapshot else None
+        if snapshot is None or workflow is None or snapshot.run.status is not RunStatus.SUSPENDED:
+            return
+        moment = now()
+        for path in suspended_records(workflow, snapshot.steps):
+            record = snapshot.steps[path]
+            if record.metadata.get("expires_at", moment + 1) > moment:
+                continue
+            action = record.metadata.get("on_timeout", "fail")
+            api, index = split_items(path)
+            try:
+                if action == "fail":
+                    await self._time_out(snapshot, workflow, path)
+                else:
+                    cmd = ResumeCommand(
+                        run_id,
+                        step=api,
+                        foreach_index=index,
+                        resume_data=action["data"],
+                        actor="timeout",
+                    )
+                    await self._accept_resume(cmd)  # the continuation runs on its own
+            except (StoreConflict, ResumeConflict):
+                pass  # another replica (or a caller) got there first
+            return
+
+    async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
+        """A suspension expired with on_timeout="fail": the step and the run fail."""
+        run = snapshot.run
+        expected = run.version
+        run.version, run.status, run.due_at = run.version + 1, RunStatus.FAILED, None
+        run.error = error_json(
+            "RESUME_TIMEOUT",
+            f"step [{format_path(split_items(path)[0])}] was not resumed before its deadline",
+            path,
+        )
+        failed = replace(
+            snapshot.steps[path], status=StepStatus.FAILED, error=run.error, ended_at=now()
+        )
+        snapshot.steps[path] = failed
+        result = build_result(workflow, run, snapshot.steps)
+        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
+        await self.store.commit(
+            Commit(run, expected, {format_path(path): failed}, events=[settled])
+        )
+        self._notify(run.run_id)
+
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
         """`--recovery fail`: the run, and each step it was running, ends FAILED."""
         run = snapshot.run
@@ -161,9 +225,10 @@ class Engine:
     async def close(self, grace: float = 5.0) -> None:
         """Let executions finish for up to `grace` seconds, then stop the rest; they stay
         RUNNING in the store and the next process continues them."""
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
+        for background in (self._lease_task, self._timer_task):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         tasks = [task for _, task in self._active.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
@@ -304,6 +369,22 @@ class Engine:
         return existing
 
     async def resume_run(self, cmd: ResumeCommand) -> WorkflowResultData:
+        started = asyncio.get_running_loop().time()
+        accepted = await self._accept_resume(cmd)
+        if isinstance(accepted, WorkflowResultData):
+            return accepted  # a replayed request id, or validate_only
+        result = await asyncio.shield(accepted)
+        latency = asyncio.get_running_loop().time() - started
+        self.telemetry.resume_latency.record(
+            latency, {"waystation.workflow_id": result.workflow_id}
+        )
+        return result
+
+    async def _accept_resume(
+        self, cmd: ResumeCommand
+    ) -> WorkflowResultData | asyncio.Task[WorkflowResultData]:
+        """Check every rule, claim the suspension and launch the continuation; or the answer
+        at once for a replayed request id or a dry run."""
         run = await self._existing_run(cmd.run_id, cmd.workflow_id)
         key = RequestKey(f"resume:{run.run_id}", cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
@@ -318,17 +399,12 @@ class Engine:
         target = ResumeTarget(path, records, data)
         if cmd.validate_only:
             return build_result(workflow, run, snapshot.steps)
-        started = asyncio.get_running_loop().time()
         link_to = dict(run.trace)  # the context stored when the run suspended
         await self._claim(snapshot, target, cmd, key)
         self.telemetry.runs_resumed.add(1, {"waystation.workflow_id": workflow.id})
         execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call, execution.link_to = "resume", cmd.trace, link_to
-        result = await asyncio.shield(self._launch(execution))
-        self.telemetry.resume_latency.record(
-            asyncio.get_running_loop().time() - started, {"waystation.workflow_id": workflow.id}
-        )
-        return result
+        return self._launch(execution)
 
     async def _claim(
         self,
@@ -341,7 +417,7 @@ class Engine:
         writes carry the resume data, so an acknowledged resume survives a crash."""
         run = snapshot.run
         expected = run.version
-        records = claimed_records(snapshot, target, cmd.retry_count)
+        records = claimed_records(snapshot, target, cmd.retry_count, cmd.actor or "anonymous")
         run.version += 1
         run.status = RunStatus.RUNNING
         run.resume_count += 1

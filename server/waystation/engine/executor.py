@@ -92,6 +92,21 @@ def error_json(
     return out
 
 
+def _expiry(step: Step, signal: SuspendSignal) -> dict[str, Any]:
+    """The bookkeeping of a suspension with a timeout: when it expires, and what then."""
+    if signal.timeout is None:
+        return {}
+    if signal.on_timeout == "fail":
+        action: Any = "fail"
+    else:
+        action = {
+            "data": schema.dump(
+                None, schema.normalize(step.resume_schema, schema.dump(None, signal.on_timeout))
+            )
+        }
+    return {"expires_at": now() + signal.timeout, "on_timeout": action}
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(str(p) for p in e["loc"]), "description": e["msg"]}
@@ -210,6 +225,14 @@ class Execution:
         run.result = outcome.output if run.status is RunStatus.SUCCESS else None
         run.error = outcome.error if outcome.kind in ("failed", "canceled") else None
         run.wake_at = None
+        run.due_at = None
+        if run.status is RunStatus.SUSPENDED:
+            deadlines = [
+                r.metadata["expires_at"]
+                for r in self.snapshot.steps.values()
+                if r.status is StepStatus.SUSPENDED and "expires_at" in r.metadata
+            ]
+            run.due_at = min(deadlines, default=None)
         result = build_result(
             self.workflow, replace(run, version=run.version + 1), {**self.snapshot.steps, **stopped}
         )
@@ -445,6 +468,16 @@ class Execution:
                 exc,
             )
             return None
+        try:
+            expiry = _expiry(step, signal)
+        except (ValidationError, TypeError, ValueError) as exc:
+            self._last_error = error_json(
+                "INVALID_SUSPEND_TIMEOUT",
+                f"the default resume data of step [{format_path(path)}] is invalid",
+                path,
+                exc,
+            )
+            return None
         self._drop_labels(record)
         api, index = split_items(path)
         for label in signal.labels:
@@ -455,6 +488,7 @@ class Execution:
             suspend_payload=payload,
             suspended_at=now(),
             resume_labels=signal.labels,
+            metadata={**record.metadata, **expiry},
         )
         await self.commit({path: suspended})
         return Outcome("suspended")

@@ -47,7 +47,7 @@ def now() -> float:
     return time.time()
 
 
-_BOOKKEEPING = {"attempt", "resume_labels", "metadata"}
+_BOOKKEEPING = {"attempt", "resume_labels", "metadata", "resumed_by"}
 
 
 @dataclass
@@ -67,9 +67,11 @@ class StepRecord:
     resumed_at: float | None = None
     attempt: int = 0
     resume_labels: list[str] = field(default_factory=list)
+    resumed_by: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Engine bookkeeping: `iteration` / `done` for loop bodies, `wake_at` for sleeps,
-    `count` (the number of items) on a foreach's aggregate record, and only there."""
+    `count` (the number of items) on a foreach's aggregate record, and only there;
+    `expires_at` / `on_timeout` for a suspension with a timeout."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status.value}
@@ -85,8 +87,9 @@ class StepRecord:
     def from_json(cls, data: dict[str, Any]) -> StepRecord:
         return cls(**{**data, "status": StepStatus(data["status"])})
 
-    def resumed(self, data: JSON, retry_count: int) -> StepRecord:
+    def resumed(self, data: JSON, retry_count: int, actor: str = "") -> StepRecord:
         """The record a resume's claim writes: running again, with the resume data."""
+        metadata = {k: v for k, v in self.metadata.items() if k not in ("expires_at", "on_timeout")}
         return replace(
             self,
             status=StepStatus.RUNNING,
@@ -94,6 +97,8 @@ class StepRecord:
             resumed_at=now(),
             attempt=retry_count,
             error=None,
+            resumed_by=actor,
+            metadata=metadata,
         )
 
 
@@ -135,6 +140,8 @@ class RunRecord:
     wake_at: float | None = None
     owner: str = ""
     """The replica driving the run while it is RUNNING or WAITING ("" otherwise)."""
+    due_at: float | None = None
+    """While SUSPENDED: the earliest deadline of its suspensions (see `expires_at`)."""
     lease_until: float | None = None
     """Until when `owner` holds the run; after that another replica may take it over."""
 

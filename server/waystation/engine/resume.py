@@ -88,14 +88,14 @@ def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON
 
 
 def claimed_records(
-    snapshot: RunSnapshot, target: ResumeTarget, retry_count: int
+    snapshot: RunSnapshot, target: ResumeTarget, retry_count: int, actor: str = ""
 ) -> dict[Path, StepRecord]:
     """The records a claim writes: each resumed leaf RUNNING with its resume data, and every
     nested workflow and foreach around it RUNNING, so that the walk goes back down to it."""
     steps = snapshot.steps
     out: dict[Path, StepRecord] = {}
     for leaf in target.records:
-        out[leaf] = steps[leaf].resumed(target.data, retry_count)
+        out[leaf] = steps[leaf].resumed(target.data, retry_count, actor)
         for depth in range(1, len(leaf) + 1):
             for around in _around(leaf, depth):
                 record = steps.get(around)

@@ -77,11 +77,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, sequence)
     );
     """,
+    """
+    ALTER TABLE runs ADD COLUMN due_at DOUBLE PRECISION;
+    CREATE INDEX runs_by_due ON runs (status, due_at);
+    """,
 ]
 
 MIGRATION_LOCK = 0x57415953  # pg_advisory_xact_lock key: "WAYS"
 
-_COLUMN_MARKS = ", ".join(f"${i}" for i in range(1, 11))
+_COLUMN_MARKS = ", ".join(f"${i}" for i in range(1, 12))
 
 
 class SchemaOutOfDate(StoreError):
@@ -209,12 +213,13 @@ class PostgresStore:
         run = c.run
         status = await conn.execute(
             "UPDATE runs SET status = $1, version = $2, update_time = $3, owner = $4,"
-            " lease_until = $5, header = $6 WHERE run_id = $7 AND version = $8",
+            " lease_until = $5, due_at = $6, header = $7 WHERE run_id = $8 AND version = $9",
             run.status.value,
             c.expected_version + 1,
             run.update_time,
             run.owner,
             run.lease_until,
+            run.due_at,
             dumps(run.header_json()),
             run.run_id,
             c.expected_version,
@@ -309,6 +314,14 @@ class PostgresStore:
         sql += f" ORDER BY create_time DESC, run_id DESC LIMIT ${len(params) + 1}"
         rows = await self._fetch(sql, *params, limit)
         return [run_from_row(tuple(r)) for r in rows]
+
+    async def due_runs(self, now: float, limit: int) -> list[str]:
+        rows = await self._fetch(
+            "SELECT run_id FROM runs WHERE status = 'suspended' AND due_at <= $1 LIMIT $2",
+            now,
+            limit,
+        )
+        return [r["run_id"] for r in rows]
 
     async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
         rows = await self._fetch(

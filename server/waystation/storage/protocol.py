@@ -137,6 +137,9 @@ class SnapshotStore(Protocol):
     async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
         """Ids of runs in `status` (recovery at start-up), at most `limit`."""
 
+    async def due_runs(self, now: float, limit: int) -> list[str]:
+        """Ids of SUSPENDED runs with a suspension that expired by `now`, at most `limit`."""
+
     async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
         """Extend to `until` the leases that `owner` holds on these runs (the version does
         not change: a lease is not a transition)."""

@@ -14,7 +14,7 @@ from waystation.storage.protocol import RunFilter
 
 RUN_COLUMNS = (
     "run_id, workflow_id, resource_id, status, version, create_time, update_time, owner, "
-    "lease_until, header"
+    "lease_until, due_at, header"
 )
 
 
@@ -35,6 +35,7 @@ def run_row(run: RunRecord, version: int | None = None) -> tuple[Any, ...]:
         run.update_time,
         run.owner,
         run.lease_until,
+        run.due_at,
         dumps(run.header_json()),
     )
 
@@ -50,8 +51,9 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         update_time=row[6],
         owner=row[7],
         lease_until=row[8],
+        due_at=row[9],
     )
-    return RunRecord.from_columns(columns, json.loads(row[9]))
+    return RunRecord.from_columns(columns, json.loads(row[10]))
 
 
 def filter_sql(

@@ -84,6 +84,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN lease_until REAL;
     CREATE INDEX runs_by_lease ON runs (status, lease_until);
     """,
+    """
+    ALTER TABLE runs ADD COLUMN due_at REAL;
+    CREATE INDEX runs_by_due ON runs (status, due_at);
+    """,
 ]
 
 PRAGMAS = [
@@ -240,7 +244,7 @@ class SqliteStore:
         self, db: aiosqlite.Connection, run: RunRecord, request: RequestKey | None
     ) -> bool:
         cur = await db.execute(
-            f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             run_row(run),
         )
         if cur.rowcount != 1:
@@ -251,13 +255,14 @@ class SqliteStore:
         run = c.run
         cur = await db.execute(
             "UPDATE runs SET status = ?, version = ?, update_time = ?, owner = ?,"
-            " lease_until = ?, header = ? WHERE run_id = ? AND version = ?",
+            " lease_until = ?, due_at = ?, header = ? WHERE run_id = ? AND version = ?",
             (
                 run.status.value,
                 c.expected_version + 1,
                 run.update_time,
                 run.owner,
                 run.lease_until,
+                run.due_at,
                 dumps(run.header_json()),
                 run.run_id,
                 c.expected_version,
@@ -370,6 +375,13 @@ class SqliteStore:
         sql += " ORDER BY create_time DESC, run_id DESC LIMIT ?"
         rows = await self._fetchall(sql, [*params, limit])
         return [run_from_row(r) for r in rows]
+
+    async def due_runs(self, now: float, limit: int) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT run_id FROM runs WHERE status = 'suspended' AND due_at <= ? LIMIT ?",
+            (now, limit),
+        )
+        return [r[0] for r in rows]
 
     async def runs_with_status(self, status: RunStatus, limit: int) -> list[str]:
         rows = await self._fetchall(

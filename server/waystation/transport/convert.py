@@ -94,6 +94,9 @@ def step_to_proto(record: StepRecord, out: message_pb2.StepResult) -> None:
     for name in ("started_at", "ended_at", "suspended_at", "resumed_at"):
         timestamp(getattr(record, name), getattr(out, name))
     out.attempt = record.attempt
+    out.resumed_by = record.resumed_by
+    if record.status is StepStatus.SUSPENDED:
+        timestamp(record.metadata.get("expires_at"), out.resume_deadline)
 
 
 def label_to_proto(target: LabelTarget, out: message_pb2.ResumeLabel) -> None:

@@ -231,10 +231,16 @@ class StepResult(_message.Message):
     RESUMED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    RESUMED_BY_FIELD_NUMBER: _builtins.int
+    RESUME_DEADLINE_FIELD_NUMBER: _builtins.int
     status: _enums_pb2.StepStatus.ValueType
     """The step's status."""
     attempt: _builtins.int
     """The zero-based attempt of the last execution (retries increase it)."""
+    resumed_by: _builtins.str
+    """Who resumed the step last: the authenticated caller's name ("anonymous" without
+    authentication, "timeout" when the suspension's deadline resumed it).
+    """
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """The step's output, when status is SUCCESS."""
@@ -275,6 +281,12 @@ class StepResult(_message.Message):
     def items(self) -> _containers.MessageMap[_builtins.int, Global___StepResult]:
         """Inside a foreach: one result per item index."""
 
+    @_builtins.property
+    def resume_deadline(self) -> _timestamp_pb2.Timestamp:
+        """While suspended with a timeout: when the suspension expires (the run then fails, or
+        resumes with the step's default data).
+        """
+
     def __init__(
         self,
         *,
@@ -290,10 +302,12 @@ class StepResult(_message.Message):
         resumed_at: _timestamp_pb2.Timestamp | None = ...,
         attempt: _builtins.int = ...,
         items: _abc.Mapping[_builtins.int, Global___StepResult] | None = ...,
+        resumed_by: _builtins.str = ...,
+        resume_deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "output", b"output", "payload", b"payload", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "started_at", b"started_at", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "output", b"output", "payload", b"payload", "resume_deadline", b"resume_deadline", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "started_at", b"started_at", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ended_at", b"ended_at", "error", b"error", "items", b"items", "output", b"output", "payload", b"payload", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "started_at", b"started_at", "status", b"status", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ended_at", b"ended_at", "error", b"error", "items", b"items", "output", b"output", "payload", b"payload", "resume_deadline", b"resume_deadline", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "resumed_by", b"resumed_by", "started_at", b"started_at", "status", b"status", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,111 @@
+"""Typed errors from status details, decoded without a server (the e2e tests use a real one)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from waystation_client import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    ForeachIndexNotSuspendedError,
+    InvalidArgumentError,
+    InvalidResumeDataError,
+    RunNotSuspendedError,
+    StepAmbiguousError,
+    StepPath,
+    StoreUnavailableError,
+    SuspendedStepsDetail,
+    UnavailableError,
+    VersionMismatchError,
+    WaystationError,
+)
+from waystation_client._errors import STATUS_DETAILS_KEY, error_from_status
+
+Code = grpc.StatusCode
+
+
+def trailers(code: Code, *details: Message) -> list[tuple[str, str | bytes]]:
+    """Trailing metadata as a server sends it with a rich status."""
+    status = status_pb2.Status(code=code.value[0], message="from status")
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return [("other", "x"), (STATUS_DETAILS_KEY, status.SerializeToString())]
+
+
+def info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain="waystation.dev", metadata=metadata)
+
+
+def test_the_reason_picks_the_class_and_metadata_becomes_attributes() -> None:
+    meta = trailers(Code.FAILED_PRECONDITION, info("RUN_NOT_SUSPENDED", run_id="r", status="X"))
+    error = error_from_status(Code.FAILED_PRECONDITION, "not suspended", meta)
+    assert type(error) is RunNotSuspendedError
+    assert isinstance(error, FailedPreconditionError)
+    assert (error.run_id, error.run_status, error.reason) == ("r", "X", "RUN_NOT_SUSPENDED")
+    assert str(error) == "FAILED_PRECONDITION RUN_NOT_SUSPENDED: not suspended"
+
+
+def test_bad_request_violations_become_field_description_pairs() -> None:
+    violations = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="resume_data.a", description="no")
+        ]
+    )
+    meta = trailers(Code.INVALID_ARGUMENT, info("INVALID_RESUME_DATA", step_path="a.b"), violations)
+    error = error_from_status(Code.INVALID_ARGUMENT, "bad", meta)
+    assert type(error) is InvalidResumeDataError
+    assert isinstance(error, InvalidArgumentError)
+    assert error.field_violations == [("resume_data.a", "no")]
+    assert error.step == ["a", "b"]
+
+
+def test_suspended_steps_detail_lists_the_paths() -> None:
+    detail = SuspendedStepsDetail(
+        suspended=[StepPath(segments=["a", "b"]), StepPath(segments=["c"])]
+    )
+    meta = trailers(Code.FAILED_PRECONDITION, info("STEP_AMBIGUOUS"), detail)
+    error = error_from_status(Code.FAILED_PRECONDITION, "", meta)
+    assert type(error) is StepAmbiguousError
+    assert error.suspended == [["a", "b"], ["c"]]
+    assert error.message == "from status"
+
+
+def test_numeric_metadata_is_read_as_int() -> None:
+    meta = trailers(
+        Code.ABORTED, info("VERSION_MISMATCH", expected_version="3", actual_version="4")
+    )
+    error = error_from_status(Code.ABORTED, "", meta)
+    assert isinstance(error, VersionMismatchError)
+    assert (error.expected_version, error.actual_version) == (3, 4)
+    index = error_from_status(
+        Code.FAILED_PRECONDITION,
+        "",
+        trailers(Code.FAILED_PRECONDITION, info("FOREACH_INDEX_NOT_SUSPENDED", foreach_index="0")),
+    )
+    assert isinstance(index, ForeachIndexNotSuspendedError) and index.foreach_index == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (Code.DEADLINE_EXCEEDED, "", DeadlineExceededError),
+        (Code.UNAVAILABLE, "", UnavailableError),
+        (Code.UNAVAILABLE, "STORE_UNAVAILABLE", StoreUnavailableError),
+        (Code.UNAVAILABLE, "SOME_NEW_REASON", UnavailableError),
+        (Code.DATA_LOSS, "", WaystationError),
+    ],
+)
+def test_without_a_known_reason_the_code_picks_the_class(
+    code: Code, reason: str, expected: type[WaystationError]
+) -> None:
+    meta = trailers(code, info(reason)) if reason else []
+    error = error_from_status(code, "m", meta)
+    assert type(error) is expected
+    assert error.code is code
+    assert error.run_id is None and error.field_violations == [] and error.suspended == []

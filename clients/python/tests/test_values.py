@@ -1,0 +1,67 @@
+"""The JSON helpers: Python data to google.protobuf.Value and back (no server needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from google.protobuf import struct_pb2
+
+from waystation_client import (
+    RunStatus,
+    WorkflowResult,
+    from_struct,
+    from_value,
+    result_json,
+    to_struct,
+    to_value,
+)
+
+NESTED = {"s": "x", "n": 3, "f": 2.5, "b": False, "z": None, "l": [1, [], {}], "d": {"e": {}}}
+
+
+def test_json_like_data_round_trips_through_value() -> None:
+    assert from_value(to_value(NESTED)) == NESTED
+    assert from_struct(to_struct(NESTED)) == NESTED
+    assert from_value(to_value(("a", 1))) == ["a", 1]
+
+
+def test_integral_numbers_come_back_as_int_and_others_as_float() -> None:
+    assert type(from_value(to_value(7))) is int
+    assert type(from_value(to_value(7.0))) is int
+    assert type(from_value(to_value(7.5))) is float
+    assert type(from_value(to_value(2.0**60))) is float
+
+
+def test_empty_containers_and_unset_values_keep_their_kind() -> None:
+    assert to_value({}).WhichOneof("kind") == "struct_value"
+    assert to_value([]).WhichOneof("kind") == "list_value"
+    assert from_value(struct_pb2.Value()) is None
+
+
+def test_protobuf_values_are_taken_as_they_are() -> None:
+    assert from_value(to_value(to_value({"a": 1}))) == {"a": 1}
+    assert from_value(to_value(to_struct({"a": 1}))) == {"a": 1}
+
+
+@pytest.mark.parametrize("bad", [object(), b"bytes", {1: "int key"}])
+def test_data_that_is_not_json_like_raises_type_error(bad: object) -> None:
+    with pytest.raises(TypeError):
+        to_value(bad)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_numbers_json_cannot_carry_raise_value_error(bad: float) -> None:
+    with pytest.raises(ValueError):
+        to_value(bad)
+
+
+def test_result_json_keeps_proto_field_names_and_enum_names() -> None:
+    result = WorkflowResult(
+        run_id="r", status=RunStatus.RUN_STATUS_SUCCESS, result=to_value({"ok": True})
+    )
+    assert result_json(result) == {
+        "run_id": "r",
+        "status": "RUN_STATUS_SUCCESS",
+        "result": {"ok": True},
+    }
