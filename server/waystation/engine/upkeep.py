@@ -1,0 +1,165 @@
+"""The engine's upkeep: leases, takeover of runs whose driver died, suspension timeouts.
+
+A mixin of `Engine`, kept apart so that the request paths in `engine.py` stay readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from waystation.engine.commands import ResumeCommand
+from waystation.engine.definition import Workflow
+from waystation.engine.errors import ResumeConflict
+from waystation.engine.events import EventType, make_event
+from waystation.engine.executor import Execution, error_json
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, now
+from waystation.engine.paths import Path, format_path, split_items
+from waystation.engine.result import WorkflowResultData, build_result, suspended_records
+from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict
+
+if TYPE_CHECKING:
+    from waystation.engine.engine import Recovery
+
+log = logging.getLogger("waystation.engine")
+
+
+class Upkeep:
+    """Background duties of a replica; see `Engine.start`."""
+
+    store: SnapshotStore
+    replica_id: str
+    lease_seconds: float
+    _workflows: dict[str, Workflow]
+    _recovery: Recovery
+    _active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]]
+
+    def _launch(self, execution: Execution) -> asyncio.Task[WorkflowResultData]:
+        raise NotImplementedError
+
+    def _release(self, run: RunRecord) -> None:
+        raise NotImplementedError
+
+    def _notify(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    async def _accept_resume(self, cmd: ResumeCommand) -> Any:
+        raise NotImplementedError
+
+    async def _take_over(self, expired_before: float) -> int:
+        run_ids = await self.store.claim_expired(
+            self.replica_id, expired_before, now() + self.lease_seconds, limit=10_000
+        )
+        for run_id in run_ids:
+            snapshot = await self.store.load(run_id)
+            if (
+                snapshot is None
+                or run_id in self._active
+                or snapshot.run.status
+                not in (
+                    RunStatus.RUNNING,
+                    RunStatus.WAITING,
+                )
+            ):
+                continue
+            workflow = self._workflows.get(snapshot.run.workflow_id)
+            waiting = snapshot.run.status is RunStatus.WAITING
+            if workflow is None or (self._recovery == "fail" and not waiting):
+                await self._fail_interrupted(snapshot, workflow)
+            else:
+                log.info("continuing run %s (its driver stopped)", run_id)
+                self._launch(Execution(self.store, workflow, snapshot))
+        return len(run_ids)
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of our executions; take over runs whose lease expired."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                until = now() + self.lease_seconds
+                await self.store.renew_leases(self.replica_id, list(self._active), until)
+                await self._take_over(now())
+            except Exception:  # the store may be briefly unavailable: try again next time
+                log.exception("lease upkeep failed")
+
+    async def _expire_suspensions(self, interval: float = 0.25) -> None:
+        """Act on suspensions whose timeout passed: fail the run, or resume the step once
+        with its default data. Both are compare-and-set, so exactly one replica acts, and a
+        restart picks up what a dead process left (the run is still SUSPENDED and due)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for run_id in await self.store.due_runs(now(), limit=100):
+                    if run_id not in self._active:
+                        await self._expire(run_id)
+            except Exception:  # a conflict or a store hiccup: the next round retries
+                log.exception("suspension timeouts failed")
+
+    async def _expire(self, run_id: str) -> None:
+        snapshot = await self.store.load(run_id)
+        workflow = self._workflows.get(snapshot.run.workflow_id) if snapshot else None
+        if snapshot is None or workflow is None or snapshot.run.status is not RunStatus.SUSPENDED:
+            return
+        moment = now()
+        for path in suspended_records(workflow, snapshot.steps):
+            record = snapshot.steps[path]
+            if record.metadata.get("expires_at", moment + 1) > moment:
+                continue
+            action = record.metadata.get("on_timeout", "fail")
+            api, index = split_items(path)
+            try:
+                if action == "fail":
+                    await self._time_out(snapshot, workflow, path)
+                else:
+                    cmd = ResumeCommand(
+                        run_id,
+                        step=api,
+                        foreach_index=index,
+                        resume_data=action["data"],
+                        actor="timeout",
+                    )
+                    await self._accept_resume(cmd)  # the continuation runs on its own
+            except (StoreConflict, ResumeConflict):
+                pass  # another replica (or a caller) got there first
+            return
+
+    async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
+        """A suspension expired with on_timeout="fail": the step and the run fail."""
+        run = snapshot.run
+        expected = run.version
+        run.version, run.status, run.due_at = run.version + 1, RunStatus.FAILED, None
+        run.error = error_json(
+            "RESUME_TIMEOUT",
+            f"step [{format_path(split_items(path)[0])}] was not resumed before its deadline",
+            path,
+        )
+        failed = replace(
+            snapshot.steps[path], status=StepStatus.FAILED, error=run.error, ended_at=now()
+        )
+        snapshot.steps[path] = failed
+        result = build_result(workflow, run, snapshot.steps)
+        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
+        await self.store.commit(
+            Commit(run, expected, {format_path(path): failed}, events=[settled])
+        )
+        self._notify(run.run_id)
+
+    async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
+        """`--recovery fail`: the run, and each step it was running, ends FAILED."""
+        run = snapshot.run
+        expected = run.version
+        run.version, run.status = run.version + 1, RunStatus.FAILED
+        run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
+        self._release(run)
+        stopped = {
+            path: replace(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
+            for path, record in snapshot.steps.items()
+            if record.status in (StepStatus.RUNNING, StepStatus.WAITING)
+        }
+        snapshot.steps.update(stopped)
+        result = build_result(workflow, replace(run), snapshot.steps)
+        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
+        changed = {format_path(p): r for p, r in stopped.items()}
+        await self.store.commit(Commit(run, expected, changed, events=[settled]))
