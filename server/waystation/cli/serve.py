@@ -81,6 +81,27 @@ def serve_command(
             " the schema is current, for replicas without DDL rights).",
         ),
     ] = True,
+    tls_cert: Annotated[
+        str, typer.Option(envvar="WAYSTATION_TLS_CERT", help="Server certificate (PEM).")
+    ] = "",
+    tls_key: Annotated[
+        str, typer.Option(envvar="WAYSTATION_TLS_KEY", help="Server private key (PEM).")
+    ] = "",
+    tls_client_ca: Annotated[
+        str,
+        typer.Option(
+            envvar="WAYSTATION_TLS_CLIENT_CA",
+            help="CA bundle (PEM) for client certificates: enables mutual TLS.",
+        ),
+    ] = "",
+    auth_config: Annotated[
+        str,
+        typer.Option(
+            envvar="WAYSTATION_AUTH_CONFIG",
+            help="JSON policy of credentials (bearer-token hashes, mTLS identities), their"
+            " tenants and actions. Without it every caller may do everything.",
+        ),
+    ] = "",
 ) -> None:
     """Serve workflows over gRPC until SIGTERM or SIGINT."""
     from waystation.transport.server import ServerSettings, serve
@@ -95,6 +116,10 @@ def serve_command(
         recovery=recovery.value,
         lease_seconds=lease,
         migrate=migrate,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        auth_config=auth_config,
     )
     asyncio.run(serve(settings))
 

@@ -523,6 +523,7 @@ def _fingerprint(where: RunFilter) -> str:
             where.resource_id,
             where.created_after,
             where.created_before,
+            sorted(where.resource_prefixes),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

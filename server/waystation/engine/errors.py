@@ -18,9 +18,11 @@
     │   ├── InvalidResumeData           INVALID_RESUME_DATA
     │   ├── InvalidInput                INVALID_INPUT
     │   └── InvalidArgument             INVALID_ARGUMENT
-    └── ConflictError
-        ├── ResumeConflict              RESUME_CONFLICT
-        └── VersionMismatch             VERSION_MISMATCH
+    ├── ConflictError
+    │   ├── ResumeConflict              RESUME_CONFLICT
+    │   └── VersionMismatch             VERSION_MISMATCH
+    ├── Unauthenticated                 UNAUTHENTICATED
+    └── PermissionDenied                PERMISSION_DENIED
 
 Constructors take ids and build the message, so every raise site reads the same way and
 the metadata a client sees (run_id, step_path, ...) is always present.
@@ -247,6 +249,23 @@ class VersionMismatch(ConflictError):
             run_id=run_id,
             expected_version=str(expected),
             actual_version=str(actual),
+        )
+
+
+class Unauthenticated(WaystationError):
+    reason = "UNAUTHENTICATED"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"not authenticated: {why}")
+
+
+class PermissionDenied(WaystationError):
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, principal: str, action: str, what: str = "") -> None:
+        target = f" on {what}" if what else ""
+        super().__init__(
+            f"{principal!r} may not {action}{target}", principal=principal, action=action
         )
 
 

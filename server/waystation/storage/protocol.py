@@ -95,6 +95,8 @@ class RunFilter:
     resource_id: str = ""
     created_after: float | None = None
     created_before: float | None = None
+    resource_prefixes: Sequence[str] = ()
+    """Only runs whose resource_id starts with one of these (the caller's tenants)."""
 
 
 @dataclass(frozen=True)

@@ -79,4 +79,13 @@ def filter_sql(
         add("create_time >= {}", where.created_after)
     if where.created_before is not None:
         add("create_time < {}", where.created_before)
+    if where.resource_prefixes:
+        inner = " OR ".join("resource_id LIKE {} ESCAPE '\\'" for _ in where.resource_prefixes)
+        add(f"({inner})", *(like_prefix(p) for p in where.resource_prefixes))
     return clauses, params
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with `prefix` (wildcards escaped)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"

@@ -34,6 +34,8 @@ ERROR_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.InvalidDataError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.ConflictError: grpc.StatusCode.ABORTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     StoreConflict: grpc.StatusCode.ABORTED,
 }

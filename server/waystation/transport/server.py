@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from waystation.api.v1 import service_pb2, service_pb2_grpc
 from waystation.engine import Engine, Telemetry, load_workflows
 from waystation.storage import SnapshotStore, open_store
 from waystation.telemetry import Providers, configure_logging, providers_from_env
+from waystation.transport.auth import AuthPolicy
 from waystation.transport.servicer import WorkflowService
 
 log = logging.getLogger("waystation")
@@ -43,6 +45,13 @@ class ServerSettings:
     recovery: str = "continue"
     lease_seconds: float = 15.0
     migrate: bool = True
+    tls_cert: str = ""
+    """PEM certificate chain of the server; with `tls_key`, the port serves TLS only."""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
+    auth_config: str = ""
+    """JSON policy of credentials, tenants and actions (see transport/auth.py); off if empty."""
 
 
 @dataclass
@@ -100,13 +109,14 @@ async def create_server(
             ("grpc.max_send_message_length", limit),
         ],
     )
-    service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine), server)
+    policy = AuthPolicy.from_file(settings.auth_config) if settings.auth_config else None
+    service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine, policy), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(settings.listen)
+    port = _bind(server, settings)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     # Recover before serving, so no call sees a run that is about to be continued.
@@ -122,6 +132,21 @@ async def create_server(
         recovered,
     )
     return RunningServer(server, port, engine, store, health_servicer, providers)
+
+
+def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
+    """Listen with TLS (mutual when a client CA is given) or in plain text."""
+    if not settings.tls_cert and not settings.tls_key:
+        return server.add_insecure_port(settings.listen)
+    if not (settings.tls_cert and settings.tls_key):
+        raise ValueError("TLS needs both a certificate and a key")
+    ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    credentials = grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+    return server.add_secure_port(settings.listen, credentials)
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -16,6 +16,7 @@ from waystation.engine.errors import InvalidArgument
 from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
 from waystation.transport import convert
+from waystation.transport.auth import AuthPolicy, Principal, authorize
 from waystation.transport.errors import abort_for, handle_errors
 from waystation.transport.workflows import workflow_to_proto
 
@@ -24,13 +25,26 @@ rr = request_response_pb2
 
 
 class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policy: AuthPolicy | None = None) -> None:
         self.engine = engine
+        self.policy = policy or AuthPolicy()
+
+    async def _guard(
+        self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
+    ) -> Principal:
+        """Authenticate the caller and check `action` (on `run_id` / a new run's resource)."""
+        principal = self.policy.authenticate(context.invocation_metadata(), _peer(context))
+        run = None
+        if run_id and principal.prefixes:
+            run = await self.engine.store.load_run(run_id)
+        authorize(principal, action, resource_id=resource_id, run=run)
+        return principal
 
     @handle_errors
     async def ListWorkflows(
         self, request: rr.ListWorkflowsRequest, context: Context
     ) -> rr.ListWorkflowsResponse:
+        await self._guard(context, "read")
         workflows = self.engine.workflows()
         start = _offset_token(request.page_token)
         size = request.page_size or 100
@@ -47,10 +61,12 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def GetWorkflow(
         self, request: rr.GetWorkflowRequest, context: Context
     ) -> message_pb2.Workflow:
+        await self._guard(context, "read")
         return workflow_to_proto(self.engine.workflow(request.workflow_id))
 
     @handle_errors
     async def CreateRun(self, request: rr.CreateRunRequest, context: Context) -> message_pb2.Run:
+        await self._guard(context, "start", resource_id=request.resource_id)
         run = await self.engine.create_run(
             request.workflow_id, request.run_id, request.resource_id, request.request_id
         )
@@ -60,6 +76,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def StartRun(
         self, request: rr.StartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
+        await self._guard(context, "start", run_id=request.run_id, resource_id=request.resource_id)
         command = StartCommand(
             workflow_id=request.workflow_id,
             run_id=request.run_id,
@@ -78,6 +95,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def ResumeRun(
         self, request: rr.ResumeRequest, context: Context
     ) -> message_pb2.WorkflowResult:
+        principal = await self._guard(context, "resume", run_id=request.run_id)
         command = ResumeCommand(
             run_id=request.run_id,
             workflow_id=request.workflow_id,
@@ -93,29 +111,34 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 request.expected_version if request.HasField("expected_version") else None
             ),
             trace=_trace(request, context),
+            actor=principal.name,
         )
         result = await self.engine.resume_run(command)
         return convert.result_to_proto(result, request.output_options)
 
     @handle_errors
     async def CancelRun(self, request: rr.CancelRunRequest, context: Context) -> message_pb2.Run:
+        await self._guard(context, "cancel", run_id=request.run_id)
         result = await self.engine.cancel_run(request.run_id, request.reason)
         run, _ = await self.engine.get_run(result.run_id)
         return convert.run_to_proto(run, result)
 
     @handle_errors
     async def GetRun(self, request: rr.GetRunRequest, context: Context) -> message_pb2.Run:
+        await self._guard(context, "read", run_id=request.run_id)
         run, result = await self.engine.get_run(request.run_id)
         return convert.run_to_proto(run, result, request.output_options)
 
     @handle_errors
     async def ListRuns(self, request: rr.ListRunsRequest, context: Context) -> rr.ListRunsResponse:
+        principal = await self._guard(context, "read")
         where = RunFilter(
             workflow_id=request.workflow_id,
             statuses=[_run_status(s) for s in request.statuses],
             resource_id=request.resource_id,
             created_after=_time_or_none(request, "create_time_after"),
             created_before=_time_or_none(request, "create_time_before"),
+            resource_prefixes=principal.prefixes,
         )
         runs, token = await self.engine.list_runs(where, request.page_size, request.page_token)
         return rr.ListRunsResponse(
@@ -126,6 +149,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.WatchRunRequest, context: Context
     ) -> AsyncIterator[message_pb2.RunEvent]:
         try:
+            await self._guard(context, "read", run_id=request.run_id)
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence", "must not be negative")
             async for event in self.engine.watch(request.run_id, request.after_sequence):
@@ -139,6 +163,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def RestartRun(
         self, request: rr.RestartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
+        await self._guard(context, "admin", run_id=request.run_id)
         result = await self.engine.restart_run(
             request.run_id,
             convert.struct_to_json(request.request_context),
@@ -150,6 +175,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def TimeTravelRun(
         self, request: rr.TimeTravelRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
+        await self._guard(context, "admin", run_id=request.run_id)
         command = TimeTravelCommand(
             run_id=request.run_id,
             step=convert.path_from_proto(request.step),
@@ -170,8 +196,17 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def DeleteRun(
         self, request: rr.DeleteRunRequest, context: Context
     ) -> rr.DeleteRunResponse:
+        await self._guard(context, "admin", run_id=request.run_id)
         await self.engine.delete_run(request.run_id)
         return rr.DeleteRunResponse()
+
+
+def _peer(context: Context) -> list[str]:
+    """The identities of a mutual-TLS client certificate: common name and subject
+    alternative names."""
+    auth = context.auth_context() or {}
+    names = [*auth.get("x509_common_name", []), *auth.get("x509_subject_alternative_name", [])]
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
 def _trace(request: Any, context: Context) -> CallTrace:
