@@ -10,7 +10,7 @@ DB     ?= sqlite:///waystation.db
 CLIENTS     ?= python typescript go java
 GEN_CLIENTS ?= python typescript go
 
-.PHONY: install generate check-generated lint test test-clients run clean
+.PHONY: install generate check-generated lint test test-clients bench crash run clean
 
 $(BIN)/waystation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ test-clients: install ## Each client's end-to-end tests against a real server.
 	  echo "== clients/$$client"; \
 	  scripts/with_server.sh clients/$$client/test.sh || exit 1; \
 	done
+
+bench: install ## Benchmarks against floors and peers (BENCH_ARGS=--quick for a short run).
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+crash: install ## The long crash suite: many SIGKILLs under load, then the checker.
+	$(BIN)/python -m tests.crash $(CRASH_ARGS)
 
 run: install ## Serve the example workflows on $(LISTEN) with $(DB).
 	$(BIN)/waystation serve --listen $(LISTEN) --db $(DB)
