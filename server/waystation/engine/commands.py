@@ -50,3 +50,4 @@ class TimeTravelCommand:
     initial_state: dict[str, Any] | None = None
     request_context: dict[str, Any] = field(default_factory=dict)
     trace: CallTrace | None = None
+    request_id: str = ""

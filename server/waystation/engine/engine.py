@@ -413,9 +413,16 @@ class Engine(Upkeep):
         return run
 
     async def restart_run(
-        self, run_id: str, request_context: dict[str, Any], trace: CallTrace | None = None
+        self,
+        run_id: str,
+        request_context: dict[str, Any],
+        trace: CallTrace | None = None,
+        request_id: str = "",
     ) -> WorkflowResultData:
         """Continue a run left RUNNING or WAITING by a process that died."""
+        key = RequestKey(f"restart:{run_id}", request_id) if request_id else None
+        if key and (seen := await self.store.get_request(key)):
+            return await self._replay(seen)
         snapshot = await self.store.load(run_id) if run_id else None
         if snapshot is None:
             raise RunNotFound(run_id)
@@ -430,15 +437,18 @@ class Engine(Upkeep):
         run.version += 1
         self._own(run)
         try:
-            await self.store.commit(Commit(run, expected))
+            await self.store.commit(Commit(run, expected, new_request=key))
         except StoreConflict:
             raise RunNotActive(run_id, "changed by its driver") from None
-        execution = Execution(self.store, workflow, snapshot)
+        execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call = "restart", trace
         return await asyncio.shield(self._launch(execution))
 
     async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
         """Re-execute from `cmd.step`, keeping the results of the steps before it."""
+        key = RequestKey(f"travel:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
+        if key and (seen := await self.store.get_request(key)):
+            return await self._replay(seen)
         snapshot = await self.store.load(cmd.run_id) if cmd.run_id else None
         if snapshot is None:
             raise RunNotFound(cmd.run_id)
@@ -459,11 +469,11 @@ class Engine(Upkeep):
         run.request_context = merge_context(run.request_context, cmd.request_context)
         kept = {p for p in snapshot.steps if p not in dropped} | set(writes)
         run.resume_labels = {k: t for k, t in run.resume_labels.items() if t.path in kept}
-        execution = Execution(self.store, workflow, snapshot)
+        execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call = "time_travel", cmd.trace
         execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
         self._own(run)
-        await execution.commit(writes, deleted=dropped)
+        await execution.commit(writes, deleted=dropped, new_request=key)
         return await asyncio.shield(self._launch(execution))
 
     async def delete_run(self, run_id: str) -> None:

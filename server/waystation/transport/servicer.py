@@ -168,6 +168,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.run_id,
             convert.struct_to_json(request.request_context),
             _trace(request, context),
+            request.request_id,
         )
         return convert.result_to_proto(result, request.output_options)
 
@@ -188,6 +189,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             ),
             request_context=convert.struct_to_json(request.request_context),
             trace=_trace(request, context),
+            request_id=request.request_id,
         )
         result = await self.engine.time_travel_run(command)
         return convert.result_to_proto(result, request.output_options)
