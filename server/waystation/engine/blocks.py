@@ -176,18 +176,19 @@ async def _foreach(
     if aggregate is not None and aggregate.status is StepStatus.SUCCESS:
         return Outcome("success", aggregate.output)
     if aggregate is None or aggregate.status is not StepStatus.RUNNING:
-        if not isinstance(value, list):
-            return Outcome(
-                "failed",
-                error=error_json(
-                    "INVALID_STEP_INPUT",
-                    f"foreach [{foreach.id}] needs a list, got {type(value).__name__}",
-                    path,
-                ),
-            )
-        aggregate = StepRecord(
-            StepStatus.RUNNING, payload=value, started_at=now(), metadata={"count": len(value)}
+        aggregate = StepRecord(StepStatus.RUNNING, payload=value, started_at=now())
+    if not isinstance(aggregate.payload, list):
+        return Outcome(
+            "failed",
+            error=error_json(
+                "INVALID_STEP_INPUT",
+                f"foreach [{foreach.id}] needs a list, got {type(aggregate.payload).__name__}",
+                path,
+            ),
         )
+    if "count" not in aggregate.metadata:  # a new aggregate (or one time travel rewrote)
+        count = {"count": len(aggregate.payload)}
+        aggregate = replace(aggregate, metadata={**aggregate.metadata, **count})
         await ex.commit({path: aggregate})
     items: list[JSON] = aggregate.payload
     outcomes: list[Outcome | None] = [None] * len(items)
