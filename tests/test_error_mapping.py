@@ -42,6 +42,8 @@ DESIGN_TABLE = {
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
     "RESUME_CONFLICT": grpc.StatusCode.ABORTED,
     "VERSION_MISMATCH": grpc.StatusCode.ABORTED,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
     # Not in DESIGN.md §5 yet: DeleteRun / TimeTravelRun of a run that is still running.
     "RUN_ACTIVE": grpc.StatusCode.FAILED_PRECONDITION,
 }

@@ -178,12 +178,12 @@ async def _foreach(
     if aggregate is None or aggregate.status is not StepStatus.RUNNING:
         aggregate = StepRecord(StepStatus.RUNNING, payload=value, started_at=now())
     if not isinstance(aggregate.payload, list):
-        return Outcome(
-            "failed",
-            error=error_json(
-                "INVALID_STEP_INPUT",
-                f"foreach [{foreach.id}] needs a list, got {type(aggregate.payload).__name__}",
-                path,
+        kind = type(aggregate.payload).__name__
+        return await ex.fail(
+            path,
+            aggregate,
+            error_json(
+                "INVALID_STEP_INPUT", f"foreach [{foreach.id}] needs a list, got {kind}", path
             ),
         )
     if "count" not in aggregate.metadata:  # a new aggregate (or one time travel rewrote)

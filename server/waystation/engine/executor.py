@@ -47,7 +47,7 @@ from waystation.engine.model import (
 from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.tracing import CallTrace, Telemetry, finish, ids_of
-from waystation.storage.protocol import Commit, RequestKey, SnapshotStore
+from waystation.storage.protocol import Commit, RequestKey, SnapshotStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,16 @@ class Execution:
                     raise  # the run stays RUNNING; the next process continues it
                 reason = str(exc.args[0]) if exc.args else "run canceled"
                 outcome = Outcome("canceled", error=error_json("CANCELED", reason))
+            except StoreError:
+                raise  # nothing more can be written; a takeover continues the run later
+            except Exception as exc:  # an engine bug must not leave a run RUNNING forever
+                log.exception("run %s failed inside the engine", self.run_id)
+                outcome = Outcome(
+                    "failed",
+                    error=error_json(
+                        "INTERNAL", "the engine failed; the server log has the details", (), exc
+                    ),
+                )
             result = await self._settle(outcome)
             finish(span, result.status.value, (result.error or {}).get("message"))
             self.telemetry.runs_settled.add(1, {"waystation.status": result.status.value})
@@ -505,7 +515,7 @@ class Execution:
             return rec.output if rec is not None and rec.status is StepStatus.SUCCESS else None
 
         def set_state(update: dict[str, Any], step: Step | None) -> None:
-            merged = schema.finite({**run.state, **update})
+            merged = schema.dump(None, {**run.state, **update})  # JSON, or a ValueError
             if self.workflow.state_schema is not None:
                 merged = schema.normalize(self.workflow.state_schema, merged)
             if step is not None and step.state_schema is not None:

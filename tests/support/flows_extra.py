@@ -1,0 +1,204 @@
+"""More control-flow shapes for the control-flow, foreach and lifecycle tests: the ones
+`flows.py` lacks. Steps and conditions append to the file named in the input (`log`), so a
+test can count how often each ran."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from tests.support.flows import Amount, Approve, asker
+from tests.support.workflows import record
+from waystation import StepContext, create_step, create_workflow
+
+
+class Note(BaseModel):
+    note: str
+
+
+def _counting(arm: str, holds: bool) -> Any:
+    def condition(ctx: StepContext) -> bool:
+        record(ctx.input_data["log"], f"cond:{arm}")
+        return holds
+
+    return condition
+
+
+async def _after(ctx: StepContext) -> dict[str, Any]:
+    return {"after": ctx.input_data}
+
+
+async def _never(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "never")
+    return {"never": True}
+
+
+# branch whose conditions log "cond:<arm>" when evaluated: "ask" holds (its step suspends,
+# label "ask-label"), "skip" does not -> after
+counted_branch = (
+    create_workflow(id="counted-branch")
+    .branch(
+        [
+            (_counting("ask", True), asker("ask", "ask-label")),
+            (_counting("skip", False), create_step(id="never", execute=_never)),
+        ],
+        id="route",
+    )
+    .then(create_step(id="after", execute=_after))
+    .commit()
+)
+
+# branch whose two arms both hold and both suspend -> after
+both_arms = (
+    create_workflow(id="both-arms")
+    .branch([(lambda ctx: True, asker("left-arm")), (lambda ctx: True, asker("right-arm"))])
+    .then(create_step(id="after", execute=_after))
+    .commit()
+)
+
+
+async def _check(ctx: StepContext) -> dict[str, Any]:
+    item = ctx.input_data
+    if item.get("ask") and ctx.resume_data is None:
+        ctx.suspend({"check": item["name"]}, resume_label=f"check-{item['name']}")
+    return {"name": item["name"], "ok": ctx.resume_data.ok if ctx.resume_data else None}
+
+
+_item_flow = (
+    create_workflow(id="item-flow")
+    .then(create_step(id="check", resume_schema=Approve, execute=_check))
+    .commit()
+)
+
+# foreach (concurrency 2) whose body is the nested workflow item-flow [check]; items with
+# ask suspend at ["item-flow", "check"] with label check-<name>
+item_flows = create_workflow(id="item-flows").foreach(_item_flow, concurrency=2).commit()
+
+
+async def _ask_round(ctx: StepContext) -> dict[str, Any]:
+    total = ctx.input_data.get("total", 0)
+    if ctx.resume_data is None:
+        ctx.suspend({"total_so_far": total})
+    return {"total": total + ctx.resume_data.amount}
+
+
+_round = (
+    create_workflow(id="round")
+    .then(create_step(id="ask-round", resume_schema=Amount, execute=_ask_round))
+    .commit()
+)
+
+# dountil whose body is the nested workflow round [ask-round]: asks for an amount on every
+# iteration until the total reaches 10
+round_until = (
+    create_workflow(id="round-until")
+    .dountil(_round, lambda ctx: bool(ctx.input_data["total"] >= 10))
+    .commit()
+)
+
+
+def _keeper(step_id: str) -> Any:
+    async def execute(ctx: StepContext) -> dict[str, Any]:
+        if ctx.resume_data is None:
+            await ctx.set_state({step_id: ctx.state.get(step_id, 0) + 1})
+            ctx.suspend({"state": ctx.state})
+        await ctx.set_state({f"{step_id}-resumed": ctx.resume_data.note})
+        return {"state": ctx.state, "request_context": ctx.request_context}
+
+    return create_step(id=step_id, resume_schema=Note, execute=execute)
+
+
+# parallel keep-a, keep-b: each bumps its own state key and suspends; on resume each
+# records its note in state and returns the state and request context it saw
+state_pair = (
+    create_workflow(id="state-pair")
+    .parallel([_keeper("keep-a"), _keeper("keep-b")])
+    .then(create_step(id="after", execute=_after))
+    .commit()
+)
+
+
+async def _wrote(ctx: StepContext) -> Any:
+    record(ctx.input_data["log"], "woke")
+    return ctx.input_data
+
+
+# sleep_until a moment long past (wakes at once) -> woke
+wake_past = (
+    create_workflow(id="wake-past")
+    .sleep_until(datetime(2000, 1, 1, tzinfo=UTC), id="until")
+    .then(create_step(id="woke", execute=_wrote))
+    .commit()
+)
+
+
+async def _patient(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "waiting")
+    try:
+        await asyncio.sleep(ctx.input_data["seconds"])
+    except asyncio.CancelledError:
+        record(ctx.input_data["log"], "saw-cancel")
+        raise
+    record(ctx.input_data["log"], "finished")
+    return {}
+
+
+# like interruptible, but records "waiting" once the step is inside its wait, so a test
+# can cancel exactly while the step runs
+patient = create_workflow(id="patient").then(create_step(id="wait", execute=_patient)).commit()
+
+
+async def _tick(ctx: StepContext) -> dict[str, Any]:
+    return {**ctx.input_data, "ticks": ctx.input_data.get("ticks", 0) + 1}
+
+
+def _third(ctx: StepContext) -> bool:
+    # The condition sees the body's output and how many iterations have completed.
+    record(ctx.input_data["log"], f"cond:{ctx.iteration_count}:{ctx.input_data['ticks']}")
+    return bool(ctx.input_data["ticks"] >= 3)
+
+
+# dountil tick until three ticks; the condition logs "cond:<iteration_count>:<ticks>"
+thrice = (
+    create_workflow(id="thrice").dountil(create_step(id="tick", execute=_tick), _third).commit()
+)
+
+
+async def _breaks(ctx: StepContext) -> None:
+    raise RuntimeError("this branch breaks")
+
+
+# parallel: one branch suspends, the other fails (no retries) -> the run fails
+ask_and_break = (
+    create_workflow(id="ask-and-break")
+    .parallel([asker("asks"), create_step(id="breaks", retries=0, execute=_breaks)])
+    .commit()
+)
+
+_deep = create_workflow(id="deep").then(asker("deep-ask")).commit()
+_mid = create_workflow(id="mid").parallel([_deep, asker("mid-ask")]).commit()
+
+# nested mid [parallel: nested deep [deep-ask], mid-ask] -> after: suspends at
+# mid.deep.deep-ask and mid.mid-ask
+deep_outer = (
+    create_workflow(id="deep-outer")
+    .then(_mid)
+    .then(create_step(id="after", execute=_after))
+    .commit()
+)
+
+
+async def _unstorable(ctx: StepContext) -> dict[str, Any]:
+    await ctx.set_state({"thing": object()})  # JSON cannot hold it
+    return {"stored": True}
+
+
+# one step that puts a value JSON cannot hold into the workflow state (no retries)
+unstorable_state = (
+    create_workflow(id="unstorable-state")
+    .then(create_step(id="unstorable", retries=0, execute=_unstorable))
+    .commit()
+)

@@ -1,0 +1,533 @@
+"""Suspend and resume inside every control-flow shape (DESIGN.md §4), through a real server.
+
+Parallel branches resume one at a time and the run stays SUSPENDED until all are done;
+branch conditions are not evaluated again; a loop uses the resume data for the resumed
+iteration only and asks again on the next; a nested workflow reports every inner
+suspension and resumes them one by one; state and request context survive a suspension; a
+step that fails on resume is retried with the same data. GetWorkflow shows each shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import settings_for
+from tests.support.api import call_error, path, paths, struct, to_json, value
+from tests.support.workflows import lines
+from waystation.api.v1 import enums_pb2, message_pb2
+from waystation.api.v1 import request_response_pb2 as rr
+from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.transport import RunningServer, create_server
+
+WORKFLOWS = [
+    "waystation.examples",
+    "tests.support.workflows",
+    "tests.support.flows",
+    "tests.support.flows_extra",
+]
+SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
+SUCCESS = enums_pb2.RUN_STATUS_SUCCESS
+STEP = enums_pb2.StepStatus
+KIND = enums_pb2.StepKind
+
+
+@pytest.fixture
+async def server(db_path: Path) -> AsyncIterator[RunningServer]:
+    """A real server that also serves the control-flow workflows."""
+    running = await create_server(settings_for(db_path, workflows=WORKFLOWS))
+    try:
+        yield running
+    finally:
+        await running.stop(grace=1.0)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def start(
+    stub: WorkflowServiceStub, workflow_id: str, data: Any = None, **fields: Any
+) -> message_pb2.WorkflowResult:
+    """Start a run of `workflow_id` under a fresh run id and wait until it settles."""
+    return await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id=workflow_id,
+            run_id=f"{workflow_id}-{uuid.uuid4().hex[:12]}",
+            input_data=value({} if data is None else data),
+            **fields,
+        )
+    )
+
+
+def resume(run_id: str, data: Any = None, **fields: Any) -> rr.ResumeRequest:
+    """A ResumeRequest; `data` None leaves resume_data unset."""
+    if data is not None:
+        fields["resume_data"] = value(data)
+    return rr.ResumeRequest(run_id=run_id, **fields)
+
+
+async def get_result(stub: WorkflowServiceStub, run_id: str) -> message_pb2.WorkflowResult:
+    return (await stub.GetRun(rr.GetRunRequest(run_id=run_id))).result
+
+
+def output(result: message_pb2.WorkflowResult, step: str) -> Any:
+    return to_json(result.steps[step].output)
+
+
+async def assert_refused_unchanged(
+    stub: WorkflowServiceStub, before: message_pb2.WorkflowResult, request: rr.ResumeRequest
+) -> Any:
+    """The resume fails and the stored run is exactly as it was; returns the error."""
+    error = await call_error(stub.ResumeRun(request))
+    after = await get_result(stub, before.run_id)
+    assert after.status == SUSPENDED
+    assert after.version == before.version
+    assert paths(after) == paths(before)
+    return error
+
+
+# -- parallel -----------------------------------------------------------------------------
+
+
+async def test_two_parallel_suspensions_are_both_reported(stub: WorkflowServiceStub) -> None:
+    """Both suspended branches of a parallel are listed, each with its own payload."""
+    result = await start(stub, "two-approvals")
+    assert result.status == SUSPENDED
+    assert paths(result) == [["a"], ["b"]]
+    assert to_json(result.suspend_payload["a"]) == {"asked": "a"}
+    assert to_json(result.suspend_payload["b"]) == {"asked": "b"}
+    assert result.steps["a"].status == STEP.STEP_STATUS_SUSPENDED
+    assert result.steps["b"].status == STEP.STEP_STATUS_SUSPENDED
+    assert "after" not in result.steps
+
+
+async def test_stepless_resume_of_two_parallel_suspensions_is_ambiguous_and_lists_both(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Without a step, a resume of two suspended branches fails listing both; the run is
+    left exactly as it was."""
+    started = await start(stub, "two-approvals")
+    error = await assert_refused_unchanged(stub, started, resume(started.run_id, {"ok": True}))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "STEP_AMBIGUOUS"
+    assert error.suspended == [["a"], ["b"]]
+    assert "[a]" in error.message and "[b]" in error.message
+
+
+async def test_parallel_branches_resume_one_at_a_time(stub: WorkflowServiceStub) -> None:
+    """Resuming `a` leaves the run SUSPENDED at `b` only; resuming `b` by its label finishes
+    the run with the parallel's output keyed by step id."""
+    started = await start(stub, "two-approvals")
+    first = await stub.ResumeRun(resume(started.run_id, {"ok": True}, step=path("a")))
+    assert first.status == SUSPENDED
+    assert paths(first) == [["b"]]
+    assert list(first.suspend_payload) == ["b"]
+    assert first.steps["a"].status == STEP.STEP_STATUS_SUCCESS
+    assert output(first, "a") == {"step": "a", "ok": True}
+
+    second = await stub.ResumeRun(resume(started.run_id, {"ok": False}, label="label-b"))
+    assert second.status == SUCCESS
+    assert paths(second) == []
+    assert to_json(second.result) == {
+        "after": {"a": {"step": "a", "ok": True}, "b": {"step": "b", "ok": False}}
+    }
+
+
+async def test_a_failed_parallel_branch_fails_the_run_over_a_suspended_one(
+    stub: WorkflowServiceStub,
+) -> None:
+    """When one branch fails and its sibling suspends, the failure wins: the run is FAILED
+    with the failed branch named, and nothing is left to resume."""
+    result = await start(stub, "ask-and-break")
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert list(result.error.step.segments) == ["breaks"]
+    assert result.steps["breaks"].status == STEP.STEP_STATUS_FAILED
+    assert paths(result) == []
+    error = await call_error(stub.ResumeRun(resume(result.run_id, {"ok": True}, step=path("asks"))))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RUN_NOT_SUSPENDED"
+
+
+# -- branch -------------------------------------------------------------------------------
+
+
+async def test_branch_arm_that_suspends_resumes_without_evaluating_conditions_again(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """The conditions run once, at the start; the resume goes straight to the suspended arm,
+    and the branch's output holds the arm that ran only."""
+    log = tmp_path / "branch.log"
+    started = await start(stub, "counted-branch", {"log": str(log)})
+    assert started.status == SUSPENDED
+    assert paths(started) == [["ask"]]
+    assert lines(log) == ["cond:ask", "cond:skip"]
+
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": True}, label="ask-label"))
+    assert done.status == SUCCESS
+    assert lines(log) == ["cond:ask", "cond:skip", "ask"]  # the arm ran; no condition did
+    assert to_json(done.result) == {"after": {"ask": {"step": "ask", "ok": True}}}
+
+
+async def test_branch_arm_whose_condition_is_false_is_skipped(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """An arm whose condition does not hold is SKIPPED and never runs, before and after the
+    resume of the arm that does."""
+    log = tmp_path / "branch.log"
+    started = await start(stub, "counted-branch", {"log": str(log)})
+    assert started.steps["never"].status == STEP.STEP_STATUS_SKIPPED
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": True}, step=path("ask")))
+    assert done.steps["never"].status == STEP.STEP_STATUS_SKIPPED
+    assert lines(log) == ["cond:ask", "cond:skip", "ask"]
+
+    small = await start(stub, "routing", {"kind": "small"})
+    assert small.status == SUCCESS
+    assert small.steps["big-approval"].status == STEP.STEP_STATUS_SKIPPED
+    assert to_json(small.result) == {"after": {"cheap": {"cheap": True}}}
+
+
+async def test_branch_with_two_suspending_arms_resumes_them_one_by_one(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Two arms that hold both suspend and are both reported; each resumes on its own."""
+    started = await start(stub, "both-arms")
+    assert paths(started) == [["left-arm"], ["right-arm"]]
+    left = await stub.ResumeRun(resume(started.run_id, {"ok": True}, step=path("left-arm")))
+    assert left.status == SUSPENDED
+    assert paths(left) == [["right-arm"]]
+    right = await stub.ResumeRun(resume(started.run_id, {"ok": False}))
+    assert right.status == SUCCESS
+    assert to_json(right.result) == {
+        "after": {
+            "left-arm": {"step": "left-arm", "ok": True},
+            "right-arm": {"step": "right-arm", "ok": False},
+        }
+    }
+
+
+# -- loops --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workflow_id", ["collect-until", "collect-while"])
+async def test_loop_asks_on_every_iteration_until_its_condition_holds(
+    stub: WorkflowServiceStub, workflow_id: str
+) -> None:
+    """Each resume feeds one iteration only: the next iteration suspends again, its payload
+    showing the iteration and the running total, until the total reaches 10."""
+    result = await start(stub, workflow_id)
+    for iteration, (amount, total_before) in enumerate([(3, 0), (4, 3), (5, 7)]):
+        assert result.status == SUSPENDED
+        assert paths(result) == [["collect"]]
+        assert to_json(result.suspend_payload["collect"]) == {
+            "total_so_far": total_before,
+            "iteration": iteration,
+        }
+        result = await stub.ResumeRun(resume(result.run_id, {"amount": amount}))
+    assert result.status == SUCCESS
+    assert to_json(result.result) == {"total": 12, "n": 3}
+
+
+async def test_loop_resume_data_is_used_by_the_resumed_iteration_only(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A resume with an amount below the goal is not reused by the next iteration: that one
+    suspends again and shows the resume data of the iteration before."""
+    started = await start(stub, "collect-until")
+    again = await stub.ResumeRun(resume(started.run_id, {"amount": 2}, step=path("collect")))
+    assert again.status == SUSPENDED
+    assert to_json(again.suspend_payload["collect"]) == {"total_so_far": 2, "iteration": 1}
+    assert again.steps["collect"].status == STEP.STEP_STATUS_SUSPENDED
+    assert to_json(again.steps["collect"].payload) == {"total": 2, "n": 1}
+
+
+async def test_loop_whose_body_is_a_nested_workflow_asks_on_every_iteration(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A loop body that is a nested workflow suspends by its full path on every iteration
+    and finishes once the condition holds."""
+    result = await start(stub, "round-until")
+    for amount, total_before in [(6, 0), (1, 6)]:
+        assert result.status == SUSPENDED
+        assert paths(result) == [["round", "ask-round"]]
+        assert to_json(result.suspend_payload["round.ask-round"]) == {"total_so_far": total_before}
+        result = await stub.ResumeRun(
+            resume(result.run_id, {"amount": amount}, step=path("round", "ask-round"))
+        )
+    assert result.status == SUSPENDED
+    done = await stub.ResumeRun(resume(result.run_id, {"amount": 5}, step=path("round")))
+    assert done.status == SUCCESS
+    assert to_json(done.result) == {"total": 12}
+
+
+async def test_loop_condition_sees_the_output_and_the_completed_iterations(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A dountil condition gets the body's output and the number of completed iterations
+    (1 after the first), once per iteration."""
+    log = tmp_path / "thrice.log"
+    done = await start(stub, "thrice", {"log": str(log)})
+    assert done.status == SUCCESS
+    assert to_json(done.result) == {"log": str(log), "ticks": 3}
+    assert [line.rsplit(":", 2)[1:] for line in lines(log)] == [
+        ["1", "1"],
+        ["2", "2"],
+        ["3", "3"],
+    ]
+
+
+# -- nested -------------------------------------------------------------------------------
+
+
+async def test_nested_workflow_reports_both_inner_suspensions(stub: WorkflowServiceStub) -> None:
+    """Both suspended leaves of a parallel inside a nested workflow are reported by their
+    full paths, each with its payload."""
+    result = await start(stub, "outer-pair")
+    assert result.status == SUSPENDED
+    assert paths(result) == [["inner-pair", "left"], ["inner-pair", "right"]]
+    assert to_json(result.suspend_payload["inner-pair.left"]) == {"asked": "left"}
+    assert to_json(result.suspend_payload["inner-pair.right"]) == {"asked": "right"}
+
+
+async def test_resume_of_a_wrapper_with_two_inner_suspensions_is_ambiguous(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Naming only the wrapper (or nothing) is ambiguous and lists both leaves; the run is
+    unchanged."""
+    started = await start(stub, "outer-pair")
+    both = [["inner-pair", "left"], ["inner-pair", "right"]]
+    for request in (
+        resume(started.run_id, {"ok": True}, step=path("inner-pair")),
+        resume(started.run_id, {"ok": True}),
+    ):
+        error = await assert_refused_unchanged(stub, started, request)
+        assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.reason == "STEP_AMBIGUOUS"
+        assert error.suspended == both
+
+
+async def test_nested_inner_suspensions_resume_one_by_one(stub: WorkflowServiceStub) -> None:
+    """Resuming the inner leaves by path one after the other finishes the nested workflow
+    and then the outer one."""
+    started = await start(stub, "outer-pair")
+    left = await stub.ResumeRun(
+        resume(started.run_id, {"ok": True}, step=path("inner-pair", "left"))
+    )
+    assert left.status == SUSPENDED
+    assert paths(left) == [["inner-pair", "right"]]
+    assert left.steps["inner-pair.left"].status == STEP.STEP_STATUS_SUCCESS
+    right = await stub.ResumeRun(
+        resume(started.run_id, {"ok": False}, step=path("inner-pair", "right"))
+    )
+    assert right.status == SUCCESS
+    assert right.steps["inner-pair"].status == STEP.STEP_STATUS_SUCCESS
+    assert to_json(right.result) == {
+        "after": {"left": {"step": "left", "ok": True}, "right": {"step": "right", "ok": False}}
+    }
+
+
+async def test_suspensions_nested_in_a_parallel_inside_a_nested_workflow_are_reported(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A leaf of a workflow inside a parallel inside a nested workflow is reported by its
+    full path next to its sibling; both resume by path, one after the other."""
+    started = await start(stub, "deep-outer")
+    assert started.status == SUSPENDED
+    assert paths(started) == [["mid", "deep", "deep-ask"], ["mid", "mid-ask"]]
+    assert to_json(started.suspend_payload["mid.deep.deep-ask"]) == {"asked": "deep-ask"}
+    error = await assert_refused_unchanged(
+        stub, started, resume(started.run_id, {"ok": True}, step=path("mid"))
+    )
+    assert error.reason == "STEP_AMBIGUOUS"
+
+    deep = await stub.ResumeRun(
+        resume(started.run_id, {"ok": True}, step=path("mid", "deep", "deep-ask"))
+    )
+    assert deep.status == SUSPENDED
+    assert paths(deep) == [["mid", "mid-ask"]]
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": False}, step=path("mid", "mid-ask")))
+    assert done.status == SUCCESS
+    assert to_json(done.result) == {
+        "after": {
+            "deep": {"step": "deep-ask", "ok": True},
+            "mid-ask": {"step": "mid-ask", "ok": False},
+        }
+    }
+
+
+# -- state and request context ------------------------------------------------------------
+
+
+async def test_state_and_request_context_survive_a_parallel_suspension(
+    stub: WorkflowServiceStub,
+) -> None:
+    """State written by both branches before they suspend is kept; each resume sees it, adds
+    to it, and sees the stored request context with the resume's keys winning."""
+    include = message_pb2.OutputOptions(include_state=True)
+    started = await start(
+        stub,
+        "state-pair",
+        initial_state=struct({"seed": 1}),
+        request_context=struct({"tenant": "A", "keep": "yes"}),
+        output_options=include,
+    )
+    assert started.status == SUSPENDED
+    assert to_json(started.state) == {"seed": 1, "keep-a": 1, "keep-b": 1}
+
+    first = await stub.ResumeRun(
+        resume(
+            started.run_id,
+            {"note": "x"},
+            step=path("keep-a"),
+            request_context=struct({"tenant": "B"}),
+            output_options=include,
+        )
+    )
+    assert first.status == SUSPENDED
+    assert to_json(first.state) == {"seed": 1, "keep-a": 1, "keep-b": 1, "keep-a-resumed": "x"}
+    assert output(first, "keep-a") == {
+        "state": {"seed": 1, "keep-a": 1, "keep-b": 1, "keep-a-resumed": "x"},
+        "request_context": {"tenant": "B", "keep": "yes"},
+    }
+
+    second = await stub.ResumeRun(
+        resume(started.run_id, {"note": "y"}, step=path("keep-b"), output_options=include)
+    )
+    assert second.status == SUCCESS
+    final_state = {
+        "seed": 1,
+        "keep-a": 1,
+        "keep-b": 1,
+        "keep-a-resumed": "x",
+        "keep-b-resumed": "y",
+    }
+    assert to_json(second.state) == final_state
+    assert output(second, "keep-b") == {
+        "state": final_state,
+        "request_context": {"tenant": "B", "keep": "yes"},
+    }
+
+
+async def test_a_step_putting_unstorable_state_fails_and_the_run_settles(
+    stub: WorkflowServiceStub,
+) -> None:
+    """State is stored as JSON: a step that sets a value JSON cannot hold fails like any
+    step error (as NaN does), and the run settles FAILED instead of being left RUNNING."""
+    result = await start(stub, "unstorable-state")
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert list(result.error.step.segments) == ["unstorable"]
+    assert result.steps["unstorable"].status == STEP.STEP_STATUS_FAILED
+    run = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
+    assert run.status == enums_pb2.RUN_STATUS_FAILED
+
+
+# -- retries on resume --------------------------------------------------------------------
+
+
+async def test_step_failing_on_resume_is_retried_with_the_same_data(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """The resumed step fails once, and its retry gets the same resume data and succeeds;
+    `retry_count` is visible to the step and on the step result."""
+    log = tmp_path / "flaky.log"
+    started = await start(stub, "flaky", {"log": str(log)})
+    assert started.status == SUSPENDED
+    assert lines(log) == []
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": True}))
+    assert done.status == SUCCESS
+    assert lines(log) == ["attempt:0:True", "attempt:1:True"]
+    assert to_json(done.result) == {"ok": True, "retry_count": 1}
+    assert done.steps["flaky"].attempt == 1
+    assert to_json(done.steps["flaky"].resume_payload) == {"ok": True}
+
+
+async def test_resume_with_a_retry_count_starts_the_step_at_that_attempt(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`retry_count` on the resume is the attempt the resumed step starts from, as the step
+    sees it in `ctx.retry_count`."""
+    log = tmp_path / "flaky.log"
+    started = await start(stub, "flaky", {"log": str(log)})
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": True}, retry_count=1))
+    assert done.status == SUCCESS
+    assert lines(log) == ["attempt:1:True"]
+    assert to_json(done.result) == {"ok": True, "retry_count": 1}
+
+
+# -- map ----------------------------------------------------------------------------------
+
+
+async def test_map_reshapes_the_previous_output(stub: WorkflowServiceStub, tmp_path: Path) -> None:
+    """`.map` turns `double`'s output into the next step's input, and keeps its own result."""
+    log = str(tmp_path / "map.log")
+    done = await start(stub, "arithmetic", {"log": log, "x": 1})
+    assert done.status == SUCCESS
+    assert output(done, "double") == {"log": log, "x": 2}
+    assert output(done, "shift") == {"log": log, "x": 102}
+    assert to_json(done.result) == {"log": log, "x": 103}
+    # Numbers cross the API as google.protobuf.Value doubles: compare them as numbers.
+    assert [(name, float(x)) for name, x in (line.split(":") for line in lines(log))] == [
+        ("double", 1),
+        ("plus", 102),
+    ]
+
+
+# -- the step graph -----------------------------------------------------------------------
+
+
+async def first_node(stub: WorkflowServiceStub, workflow_id: str) -> message_pb2.StepNode:
+    workflow = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id=workflow_id))
+    return workflow.steps[0]
+
+
+@pytest.mark.parametrize(
+    ("workflow_id", "kind", "children"),
+    [
+        ("two-approvals", KIND.STEP_KIND_PARALLEL, ["a", "b"]),
+        ("routing", KIND.STEP_KIND_BRANCH, ["big-approval", "cheap"]),
+        ("collect-until", KIND.STEP_KIND_DOUNTIL, ["collect"]),
+        ("collect-while", KIND.STEP_KIND_DOWHILE, ["collect"]),
+        ("items-3", KIND.STEP_KIND_FOREACH, ["item"]),
+        ("sleepy-1", KIND.STEP_KIND_SLEEP, []),
+        ("wake-past", KIND.STEP_KIND_SLEEP_UNTIL, []),
+        ("outer-pair", KIND.STEP_KIND_WORKFLOW, ["parallel-1"]),
+    ],
+)
+async def test_get_workflow_shows_each_shape_with_its_children(
+    stub: WorkflowServiceStub, workflow_id: str, kind: int, children: list[str]
+) -> None:
+    """Every block of the step graph has its kind and its members as children."""
+    node = await first_node(stub, workflow_id)
+    assert node.kind == kind
+    assert [c.id for c in node.children] == children
+
+
+async def test_get_workflow_shows_nested_parallel_and_suspendable_members(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A nested workflow's children are its own blocks, down to the suspendable leaves."""
+    wrapper = await first_node(stub, "outer-pair")
+    (parallel,) = wrapper.children
+    assert parallel.kind == KIND.STEP_KIND_PARALLEL
+    assert [(c.id, c.kind, c.can_suspend) for c in parallel.children] == [
+        ("left", KIND.STEP_KIND_STEP, True),
+        ("right", KIND.STEP_KIND_STEP, True),
+    ]
+    assert wrapper.can_suspend and parallel.can_suspend
+    foreach = await first_node(stub, "item-flows")
+    assert foreach.kind == KIND.STEP_KIND_FOREACH
+    assert [(c.id, c.kind) for c in foreach.children] == [("item-flow", KIND.STEP_KIND_WORKFLOW)]
+
+
+async def test_get_workflow_shows_a_map_as_a_map(stub: WorkflowServiceStub) -> None:
+    """`.map(fn)` appears in the step graph with kind MAP (enums.proto: `.map(fn)`)."""
+    workflow = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="arithmetic"))
+    assert [(s.id, s.kind) for s in workflow.steps] == [
+        ("double", KIND.STEP_KIND_STEP),
+        ("shift", KIND.STEP_KIND_MAP),
+        ("plus", KIND.STEP_KIND_STEP),
+    ]

@@ -1,0 +1,515 @@
+"""The rest of a run's lifecycle, through a real server: durable sleep (WAITING),
+CancelRun, TimeTravelRun, DeleteRun and RestartRun's preconditions.
+
+A sleeping run is WAITING and cannot be resumed; a cancel stops it for good. A cancel of a
+running step is seen by the step; a cancel of a finished run changes nothing. Time travel
+re-executes from a named step (with new input, or resume data for a suspended step) and
+never runs the steps before it again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import settings_for
+from tests.support.api import assert_eventually, call_error, path, paths, to_json, value
+from tests.support.workflows import lines
+from waystation.api.v1 import enums_pb2, message_pb2
+from waystation.api.v1 import request_response_pb2 as rr
+from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.transport import RunningServer, create_server
+
+WORKFLOWS = [
+    "waystation.examples",
+    "tests.support.workflows",
+    "tests.support.flows",
+    "tests.support.flows_extra",
+]
+RUN = enums_pb2.RunStatus
+STEP = enums_pb2.StepStatus
+
+
+@pytest.fixture
+async def server(db_path: Path) -> AsyncIterator[RunningServer]:
+    """A real server that also serves the control-flow workflows."""
+    running = await create_server(settings_for(db_path, workflows=WORKFLOWS))
+    try:
+        yield running
+    finally:
+        await running.stop(grace=1.0)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def start(
+    stub: WorkflowServiceStub, workflow_id: str, data: Any, *, wait: bool = True
+) -> message_pb2.WorkflowResult:
+    """Start a run under a fresh id; with `wait` False, return as soon as it is accepted."""
+    return await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id=workflow_id,
+            run_id=f"{workflow_id}-{uuid.uuid4().hex[:12]}",
+            input_data=value(data),
+            return_immediately=not wait,
+        )
+    )
+
+
+async def get_run(stub: WorkflowServiceStub, run_id: str) -> message_pb2.Run:
+    return await stub.GetRun(rr.GetRunRequest(run_id=run_id))
+
+
+async def until_status(stub: WorkflowServiceStub, run_id: str, status: int) -> message_pb2.Run:
+    """Poll GetRun until the run has `status`; return it."""
+
+    async def reached() -> bool:
+        return (await get_run(stub, run_id)).status == status
+
+    await assert_eventually(reached)
+    return await get_run(stub, run_id)
+
+
+async def until_logged(log: Path, expected: list[str]) -> None:
+    async def logged() -> bool:
+        return lines(log) == expected
+
+    await assert_eventually(logged)
+
+
+def travel(run_id: str, step: tuple[str, ...], **fields: Any) -> rr.TimeTravelRunRequest:
+    for name in ("input_data", "resume_data"):
+        if name in fields:
+            fields[name] = value(fields[name])
+    return rr.TimeTravelRunRequest(run_id=run_id, step=path(*step), **fields)
+
+
+# -- sleep --------------------------------------------------------------------------------
+
+
+async def test_a_sleeping_run_is_waiting_and_then_succeeds(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """During `.sleep` the run is WAITING with its sleep step WAITING; it then wakes by
+    itself and finishes."""
+    log = tmp_path / "sleep.log"
+    started = await start(stub, "sleepy-1", {"log": str(log)}, wait=False)
+    waiting = await until_status(stub, started.run_id, RUN.RUN_STATUS_WAITING)
+    assert waiting.result.steps["nap"].status == STEP.STEP_STATUS_WAITING
+    assert "woke" not in waiting.result.steps
+    done = await until_status(stub, started.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert done.result.steps["nap"].status == STEP.STEP_STATUS_SUCCESS
+    assert lines(log) == ["woke"]
+    assert to_json(done.result.result) == {"log": str(log)}
+
+
+async def test_sleep_until_a_past_moment_does_not_wait(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`.sleep_until` a time already past lets the run go on at once."""
+    log = tmp_path / "until.log"
+    done = await start(stub, "wake-past", {"log": str(log)})
+    assert done.status == RUN.RUN_STATUS_SUCCESS
+    assert done.steps["until"].status == STEP.STEP_STATUS_SUCCESS
+    assert lines(log) == ["woke"]
+
+
+async def test_resume_of_a_waiting_run_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A sleeping run has nothing to resume: FAILED_PRECONDITION RUN_NOT_SUSPENDED, and it
+    stays WAITING."""
+    started = await start(stub, "sleepy-3", {"log": str(tmp_path / "w.log")}, wait=False)
+    await until_status(stub, started.run_id, RUN.RUN_STATUS_WAITING)
+    error = await call_error(
+        stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id, resume_data=value({})))
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RUN_NOT_SUSPENDED"
+    assert (await get_run(stub, started.run_id)).status == RUN.RUN_STATUS_WAITING
+    await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+
+
+async def test_cancel_of_a_waiting_run_cancels_it_and_it_never_wakes(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A canceled sleeping run is CANCELED at once, and does not wake at its wake-up time: a
+    second run that starts to sleep after the cancel wakes, the canceled one does not."""
+    log = tmp_path / "canceled.log"
+    started = await start(stub, "sleepy-1", {"log": str(log)}, wait=False)
+    await until_status(stub, started.run_id, RUN.RUN_STATUS_WAITING)
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id, reason="stop"))
+    assert canceled.status == RUN.RUN_STATUS_CANCELED
+    assert canceled.result.steps["nap"].status == STEP.STEP_STATUS_CANCELED
+
+    later = tmp_path / "later.log"
+    witness = await start(stub, "sleepy-1", {"log": str(later)}, wait=False)
+    await until_status(stub, witness.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert lines(later) == ["woke"]
+    assert lines(log) == []
+    assert (await get_run(stub, started.run_id)).status == RUN.RUN_STATUS_CANCELED
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+
+async def test_cancel_of_a_running_step_is_seen_by_the_step(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """CancelRun while a step waits: the step sees the cancellation, the step and the run
+    are CANCELED, and the step never finishes."""
+    log = tmp_path / "patient.log"
+    started = await start(stub, "patient", {"log": str(log), "seconds": 30}, wait=False)
+    await until_logged(log, ["waiting"])
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id, reason="enough"))
+    assert canceled.status == RUN.RUN_STATUS_CANCELED
+    assert lines(log) == ["waiting", "saw-cancel"]
+    run = await get_run(stub, started.run_id)
+    assert run.status == RUN.RUN_STATUS_CANCELED
+    assert run.result.steps["wait"].status == STEP.STEP_STATUS_CANCELED
+    assert run.result.error.reason == "CANCELED"
+    assert "enough" in run.result.error.message
+
+
+async def test_cancel_of_interruptible_records_that_it_saw_the_cancel(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """The `interruptible` step, canceled once it runs, records "saw-cancel"."""
+    log = tmp_path / "interruptible.log"
+    started = await start(stub, "interruptible", {"log": str(log), "seconds": 30}, wait=False)
+
+    async def step_running() -> bool:
+        run = await get_run(stub, started.run_id)
+        return run.result.steps["wait"].status == STEP.STEP_STATUS_RUNNING
+
+    await assert_eventually(step_running)
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+    assert canceled.status == RUN.RUN_STATUS_CANCELED
+    await until_logged(log, ["saw-cancel"])
+
+
+async def test_cancel_of_a_suspended_run_cancels_it(stub: WorkflowServiceStub) -> None:
+    """A suspended run can be canceled; afterwards it cannot be resumed."""
+    started = await start(stub, "two-approvals", {})
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+    assert canceled.status == RUN.RUN_STATUS_CANCELED
+    error = await call_error(
+        stub.ResumeRun(
+            rr.ResumeRequest(run_id=started.run_id, resume_data=value({"ok": True}), step=path("a"))
+        )
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RUN_NOT_SUSPENDED"
+
+
+async def test_cancel_of_a_finished_run_is_a_no_op(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """CancelRun on a SUCCESS run returns it unchanged: same status, result and version."""
+    done = await start(stub, "arithmetic", {"log": str(tmp_path / "a.log"), "x": 1})
+    assert done.status == RUN.RUN_STATUS_SUCCESS
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=done.run_id))
+    assert canceled.status == RUN.RUN_STATUS_SUCCESS
+    after = await get_run(stub, done.run_id)
+    assert after.status == RUN.RUN_STATUS_SUCCESS
+    assert after.result.version == done.version
+    assert to_json(after.result.result) == to_json(done.result)
+
+
+async def test_cancel_of_a_pending_run_cancels_it_before_it_starts(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A created but not started run can be canceled; it cannot be started afterwards."""
+    run_id = f"pending-{uuid.uuid4().hex[:12]}"
+    await stub.CreateRun(rr.CreateRunRequest(workflow_id="two-approvals", run_id=run_id))
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=run_id))
+    assert canceled.status == RUN.RUN_STATUS_CANCELED
+    error = await call_error(
+        stub.StartRun(
+            rr.StartRunRequest(workflow_id="two-approvals", run_id=run_id, input_data=value({}))
+        )
+    )
+    assert error.code == grpc.StatusCode.ALREADY_EXISTS
+    assert (await get_run(stub, run_id)).status == RUN.RUN_STATUS_CANCELED
+
+
+# -- time travel --------------------------------------------------------------------------
+
+
+async def test_time_travel_reexecutes_from_a_step_without_running_earlier_ones(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Time travel from `plus` with new input runs `plus` only: `double` and the map keep
+    their results and do not run again; the result reflects the new input."""
+    log = tmp_path / "travel.log"
+    done = await start(stub, "arithmetic", {"log": str(log), "x": 1})
+    assert to_json(done.result)["x"] == 103
+    travelled = await stub.TimeTravelRun(
+        travel(done.run_id, ("plus",), input_data={"log": str(log), "x": 5})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(travelled.result) == {"log": str(log), "x": 6}
+    assert [line.split(":")[0] for line in lines(log)] == ["double", "plus", "plus"]
+    assert to_json(travelled.steps["double"].output) == to_json(done.steps["double"].output)
+    assert to_json(travelled.steps["shift"].output) == to_json(done.steps["shift"].output)
+
+
+async def test_time_travel_with_resume_data_continues_a_suspended_step(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Time travel to the suspended `gate` of `counted` with resume data runs `gate` with
+    that data and goes on; `one` does not run again."""
+    log = tmp_path / "counted.log"
+    started = await start(stub, "counted", {"log": str(log)})
+    assert paths(started) == [["gate"]]
+    travelled = await stub.TimeTravelRun(
+        travel(started.run_id, ("gate",), resume_data={"value": 41})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(travelled.result) == {"value": 42}
+    assert lines(log) == ["one", "gate", "two"]
+    assert to_json(travelled.steps["gate"].resume_payload) == {"value": 41}
+
+
+async def test_time_travel_with_resume_data_to_a_step_not_suspended_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Resume data only applies to a suspended step: FAILED_PRECONDITION STEP_NOT_SUSPENDED,
+    and the finished run is unchanged."""
+    log = tmp_path / "counted.log"
+    started = await start(stub, "counted", {"log": str(log)})
+    done = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=started.run_id, resume_data=value({"value": 1}))
+    )
+    assert done.status == RUN.RUN_STATUS_SUCCESS
+    error = await call_error(
+        stub.TimeTravelRun(travel(done.run_id, ("gate",), resume_data={"value": 2}))
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "STEP_NOT_SUSPENDED"
+    after = await get_run(stub, done.run_id)
+    assert after.status == RUN.RUN_STATUS_SUCCESS
+    assert after.result.version == done.version
+
+
+async def test_time_travel_with_invalid_resume_data_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Resume data that does not match the step's resume schema is INVALID_ARGUMENT
+    INVALID_RESUME_DATA, and the run stays suspended."""
+    started = await start(stub, "counted", {"log": str(tmp_path / "c.log")})
+    error = await call_error(
+        stub.TimeTravelRun(travel(started.run_id, ("gate",), resume_data={"value": "many"}))
+    )
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_RESUME_DATA"
+    after = await get_run(stub, started.run_id)
+    assert after.status == RUN.RUN_STATUS_SUSPENDED
+    assert after.result.version == started.version
+
+
+@pytest.mark.parametrize("step", [("nope",), ("plus", "deeper"), ()], ids=str)
+async def test_time_travel_to_an_unknown_step_is_invalid(
+    stub: WorkflowServiceStub, tmp_path: Path, step: tuple[str, ...]
+) -> None:
+    """A step path that names no step of the workflow is INVALID_ARGUMENT; the run is
+    unchanged."""
+    done = await start(stub, "arithmetic", {"log": str(tmp_path / "a.log"), "x": 1})
+    error = await call_error(stub.TimeTravelRun(travel(done.run_id, step)))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_ARGUMENT"
+    assert (await get_run(stub, done.run_id)).result.version == done.version
+
+
+async def test_time_travel_of_an_unknown_run_is_not_found(stub: WorkflowServiceStub) -> None:
+    """Time travel of a run that does not exist is NOT_FOUND."""
+    error = await call_error(stub.TimeTravelRun(travel("no-such-run", ("plus",))))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "RUN_NOT_FOUND"
+
+
+async def test_time_travel_to_a_step_of_a_nested_workflow_keeps_the_steps_before_it(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Time travel to `inner.b` of a finished `nested-counted` run runs `b` again (it
+    suspends, as it has no resume data), then the rest; `first` and `inner.a` keep their
+    results and do not run again."""
+    log = tmp_path / "nested.log"
+    run_id = (await start(stub, "nested-counted", {"log": str(log)})).run_id
+    await stub.ResumeRun(
+        rr.ResumeRequest(run_id=run_id, resume_data=value({"ok": True}), step=path("inner", "a"))
+    )
+    done = await stub.ResumeRun(rr.ResumeRequest(run_id=run_id, resume_data=value({"n": 1})))
+    assert done.status == RUN.RUN_STATUS_SUCCESS
+    assert lines(log) == ["one", "a", "b", "last"]
+
+    travelled = await stub.TimeTravelRun(
+        travel(run_id, ("inner", "b"), input_data={"log": str(log)})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUSPENDED
+    assert paths(travelled) == [["inner", "b"]]
+    assert travelled.steps["inner.a"].status == STEP.STEP_STATUS_SUCCESS
+    assert "last" not in travelled.steps
+    again = await stub.ResumeRun(rr.ResumeRequest(run_id=run_id, resume_data=value({"n": 7})))
+    assert again.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(again.result) == {"n": 7, "done": True}
+    assert lines(log) == ["one", "a", "b", "last", "b", "last"]
+
+
+async def test_time_travel_of_a_running_run_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A run that is executing cannot be re-executed from a step: FAILED_PRECONDITION
+    RUN_ACTIVE, and the step goes on undisturbed."""
+    log = tmp_path / "patient.log"
+    started = await start(stub, "patient", {"log": str(log), "seconds": 30}, wait=False)
+    await until_logged(log, ["waiting"])
+    error = await call_error(
+        stub.TimeTravelRun(travel(started.run_id, ("wait",), input_data={"log": str(log)}))
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RUN_ACTIVE"
+    assert lines(log) == ["waiting"]
+    await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+
+
+async def test_time_travel_to_a_foreach_with_new_items_suspends_and_resumes_them(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Time travel to a foreach step with a new list runs the items of that list: both
+    asking items suspend, the first one's payload is the foreach's suspend payload, and the
+    items then resume one by one as after a start."""
+    done = await start(stub, "items-3", [{"name": "z"}])
+    assert done.status == RUN.RUN_STATUS_SUCCESS
+    items = [{"name": "q", "ask": True}, {"name": "p", "ask": True}]
+    travelled = await stub.TimeTravelRun(travel(done.run_id, ("item",), input_data=items))
+    assert travelled.status == RUN.RUN_STATUS_SUSPENDED
+    assert paths(travelled) == [["item"]]
+    assert to_json(travelled.suspend_payload["item"]) == {"item": "q"}
+    assert sorted(travelled.steps["item"].items) == [0, 1]
+
+    one = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=done.run_id, resume_data=value({"ok": True}), foreach_index=1)
+    )
+    assert one.status == RUN.RUN_STATUS_SUSPENDED
+    assert to_json(one.suspend_payload["item"]) == {"item": "q"}
+    assert not one.steps["item"].HasField("resume_payload")  # only the item was resumed
+    last = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=done.run_id, resume_data=value({"ok": False}), label="item-q")
+    )
+    assert last.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(last.result) == [{"name": "q", "ok": False}, {"name": "p", "ok": True}]
+
+
+async def test_time_travel_to_a_foreach_with_input_that_is_not_a_list_settles_the_run(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A foreach needs a list. Time travel that gives it anything else is either refused up
+    front (INVALID_ARGUMENT, run unchanged) or fails the run with INVALID_STEP_INPUT, as a
+    start would; it is never an INTERNAL error, and the run is never left RUNNING."""
+    done = await start(stub, "items-3", [{"name": "z"}])
+    try:
+        result = await stub.TimeTravelRun(
+            travel(done.run_id, ("item",), input_data={"name": "not-a-list"})
+        )
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+        run = await get_run(stub, done.run_id)
+        assert (run.status, run.result.version) == (RUN.RUN_STATUS_SUCCESS, done.version)
+    else:
+        assert result.status == RUN.RUN_STATUS_FAILED
+        assert result.error.reason == "INVALID_STEP_INPUT"
+        run = await get_run(stub, done.run_id)
+        assert run.status == RUN.RUN_STATUS_FAILED
+        # A settled run has no step left running: the foreach step failed.
+        assert run.result.steps["item"].status == STEP.STEP_STATUS_FAILED
+
+
+# -- delete -------------------------------------------------------------------------------
+
+
+async def test_delete_removes_the_run(stub: WorkflowServiceStub, tmp_path: Path) -> None:
+    """After DeleteRun the run is gone: GetRun is NOT_FOUND, and a second delete too."""
+    done = await start(stub, "arithmetic", {"log": str(tmp_path / "a.log"), "x": 1})
+    await stub.DeleteRun(rr.DeleteRunRequest(run_id=done.run_id))
+    error = await call_error(get_run(stub, done.run_id))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "RUN_NOT_FOUND"
+    again = await call_error(stub.DeleteRun(rr.DeleteRunRequest(run_id=done.run_id)))
+    assert again.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_delete_of_a_suspended_run_removes_it(stub: WorkflowServiceStub) -> None:
+    """A suspended run can be deleted; a later resume of it is NOT_FOUND."""
+    started = await start(stub, "two-approvals", {})
+    await stub.DeleteRun(rr.DeleteRunRequest(run_id=started.run_id))
+    error = await call_error(
+        stub.ResumeRun(
+            rr.ResumeRequest(run_id=started.run_id, resume_data=value({"ok": True}), step=path("a"))
+        )
+    )
+    assert error.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_delete_of_an_unknown_run_is_not_found(stub: WorkflowServiceStub) -> None:
+    """DeleteRun of a run that never existed is NOT_FOUND RUN_NOT_FOUND."""
+    error = await call_error(stub.DeleteRun(rr.DeleteRunRequest(run_id="never-was")))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "RUN_NOT_FOUND"
+
+
+async def test_delete_of_a_running_run_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A run that is executing must be canceled before it is deleted."""
+    log = tmp_path / "patient.log"
+    started = await start(stub, "patient", {"log": str(log), "seconds": 30}, wait=False)
+    await until_logged(log, ["waiting"])
+    error = await call_error(stub.DeleteRun(rr.DeleteRunRequest(run_id=started.run_id)))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await get_run(stub, started.run_id)).status == RUN.RUN_STATUS_RUNNING
+    await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+
+
+# -- restart ------------------------------------------------------------------------------
+
+
+async def test_restart_of_a_suspended_or_finished_run_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """RestartRun only continues an interrupted run: a SUSPENDED or SUCCESS run gets
+    FAILED_PRECONDITION RUN_NOT_ACTIVE and is unchanged."""
+    suspended = await start(stub, "two-approvals", {})
+    done = await start(stub, "arithmetic", {"log": str(tmp_path / "a.log"), "x": 1})
+    for result in (suspended, done):
+        error = await call_error(stub.RestartRun(rr.RestartRunRequest(run_id=result.run_id)))
+        assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.reason == "RUN_NOT_ACTIVE"
+        after = await get_run(stub, result.run_id)
+        assert (after.status, after.result.version) == (result.status, result.version)
+
+
+async def test_restart_of_a_run_this_server_drives_is_refused(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A run that is executing here is not interrupted: RestartRun refuses it."""
+    log = tmp_path / "patient.log"
+    started = await start(stub, "patient", {"log": str(log), "seconds": 30}, wait=False)
+    await until_logged(log, ["waiting"])
+    error = await call_error(stub.RestartRun(rr.RestartRunRequest(run_id=started.run_id)))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RUN_NOT_ACTIVE"
+    assert lines(log) == ["waiting"]
+    await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+
+
+async def test_restart_of_an_unknown_run_is_not_found(stub: WorkflowServiceStub) -> None:
+    """RestartRun of a run that does not exist is NOT_FOUND."""
+    error = await call_error(stub.RestartRun(rr.RestartRunRequest(run_id="never-was")))
+    assert error.code == grpc.StatusCode.NOT_FOUND
