@@ -379,8 +379,10 @@ type StepResult struct {
 	// While suspended with a timeout: when the suspension expires (the run then fails, or
 	// resumes with the step's default data).
 	ResumeDeadline *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=resume_deadline,json=resumeDeadline,proto3" json:"resume_deadline,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// While a sleep waits: when it wakes (stored, so it survives restarts).
+	WakeTime      *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=wake_time,json=wakeTime,proto3" json:"wake_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepResult) Reset() {
@@ -507,6 +509,13 @@ func (x *StepResult) GetResumedBy() string {
 func (x *StepResult) GetResumeDeadline() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ResumeDeadline
+	}
+	return nil
+}
+
+func (x *StepResult) GetWakeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WakeTime
 	}
 	return nil
 }
@@ -1139,7 +1148,7 @@ const file_waystation_v1_message_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12+\n" +
 	"\x04step\x18\x03 \x01(\v2\x17.waystation.v1.StepPathR\x04step\x12\x12\n" +
 	"\x04type\x18\x04 \x01(\tR\x04type\x121\n" +
-	"\adetails\x18\x05 \x01(\v2\x17.google.protobuf.StructR\adetails\"\xcb\x06\n" +
+	"\adetails\x18\x05 \x01(\v2\x17.google.protobuf.StructR\adetails\"\x84\a\n" +
 	"\n" +
 	"StepResult\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.waystation.v1.StepStatusR\x06status\x12.\n" +
@@ -1159,7 +1168,8 @@ const file_waystation_v1_message_proto_rawDesc = "" +
 	"\x05items\x18\f \x03(\v2$.waystation.v1.StepResult.ItemsEntryR\x05items\x12\x1d\n" +
 	"\n" +
 	"resumed_by\x18\r \x01(\tR\tresumedBy\x12C\n" +
-	"\x0fresume_deadline\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x0eresumeDeadline\x1aS\n" +
+	"\x0fresume_deadline\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x0eresumeDeadline\x127\n" +
+	"\twake_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\bwakeTime\x1aS\n" +
 	"\n" +
 	"ItemsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12/\n" +
@@ -1293,44 +1303,45 @@ var file_waystation_v1_message_proto_depIdxs = []int32{
 	18, // 13: waystation.v1.StepResult.resumed_at:type_name -> google.protobuf.Timestamp
 	11, // 14: waystation.v1.StepResult.items:type_name -> waystation.v1.StepResult.ItemsEntry
 	18, // 15: waystation.v1.StepResult.resume_deadline:type_name -> google.protobuf.Timestamp
-	19, // 16: waystation.v1.WorkflowResult.status:type_name -> waystation.v1.RunStatus
-	17, // 17: waystation.v1.WorkflowResult.result:type_name -> google.protobuf.Value
-	4,  // 18: waystation.v1.WorkflowResult.error:type_name -> waystation.v1.RunError
-	12, // 19: waystation.v1.WorkflowResult.steps:type_name -> waystation.v1.WorkflowResult.StepsEntry
-	0,  // 20: waystation.v1.WorkflowResult.suspended:type_name -> waystation.v1.StepPath
-	13, // 21: waystation.v1.WorkflowResult.suspend_payload:type_name -> waystation.v1.WorkflowResult.SuspendPayloadEntry
-	15, // 22: waystation.v1.WorkflowResult.state:type_name -> google.protobuf.Struct
-	14, // 23: waystation.v1.WorkflowResult.resume_labels:type_name -> waystation.v1.WorkflowResult.ResumeLabelsEntry
-	17, // 24: waystation.v1.WorkflowResult.input:type_name -> google.protobuf.Value
-	19, // 25: waystation.v1.Run.status:type_name -> waystation.v1.RunStatus
-	18, // 26: waystation.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	18, // 27: waystation.v1.Run.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 28: waystation.v1.Run.result:type_name -> waystation.v1.WorkflowResult
-	20, // 29: waystation.v1.StepNode.kind:type_name -> waystation.v1.StepKind
-	15, // 30: waystation.v1.StepNode.input_schema:type_name -> google.protobuf.Struct
-	15, // 31: waystation.v1.StepNode.output_schema:type_name -> google.protobuf.Struct
-	15, // 32: waystation.v1.StepNode.suspend_schema:type_name -> google.protobuf.Struct
-	15, // 33: waystation.v1.StepNode.resume_schema:type_name -> google.protobuf.Struct
-	8,  // 34: waystation.v1.StepNode.children:type_name -> waystation.v1.StepNode
-	15, // 35: waystation.v1.Workflow.input_schema:type_name -> google.protobuf.Struct
-	15, // 36: waystation.v1.Workflow.output_schema:type_name -> google.protobuf.Struct
-	15, // 37: waystation.v1.Workflow.state_schema:type_name -> google.protobuf.Struct
-	8,  // 38: waystation.v1.Workflow.steps:type_name -> waystation.v1.StepNode
-	21, // 39: waystation.v1.RunEvent.type:type_name -> waystation.v1.RunEventType
-	0,  // 40: waystation.v1.RunEvent.step:type_name -> waystation.v1.StepPath
-	18, // 41: waystation.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	19, // 42: waystation.v1.RunEvent.run_status:type_name -> waystation.v1.RunStatus
-	5,  // 43: waystation.v1.RunEvent.step_result:type_name -> waystation.v1.StepResult
-	6,  // 44: waystation.v1.RunEvent.result:type_name -> waystation.v1.WorkflowResult
-	5,  // 45: waystation.v1.StepResult.ItemsEntry.value:type_name -> waystation.v1.StepResult
-	5,  // 46: waystation.v1.WorkflowResult.StepsEntry.value:type_name -> waystation.v1.StepResult
-	17, // 47: waystation.v1.WorkflowResult.SuspendPayloadEntry.value:type_name -> google.protobuf.Value
-	1,  // 48: waystation.v1.WorkflowResult.ResumeLabelsEntry.value:type_name -> waystation.v1.ResumeLabel
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	18, // 16: waystation.v1.StepResult.wake_time:type_name -> google.protobuf.Timestamp
+	19, // 17: waystation.v1.WorkflowResult.status:type_name -> waystation.v1.RunStatus
+	17, // 18: waystation.v1.WorkflowResult.result:type_name -> google.protobuf.Value
+	4,  // 19: waystation.v1.WorkflowResult.error:type_name -> waystation.v1.RunError
+	12, // 20: waystation.v1.WorkflowResult.steps:type_name -> waystation.v1.WorkflowResult.StepsEntry
+	0,  // 21: waystation.v1.WorkflowResult.suspended:type_name -> waystation.v1.StepPath
+	13, // 22: waystation.v1.WorkflowResult.suspend_payload:type_name -> waystation.v1.WorkflowResult.SuspendPayloadEntry
+	15, // 23: waystation.v1.WorkflowResult.state:type_name -> google.protobuf.Struct
+	14, // 24: waystation.v1.WorkflowResult.resume_labels:type_name -> waystation.v1.WorkflowResult.ResumeLabelsEntry
+	17, // 25: waystation.v1.WorkflowResult.input:type_name -> google.protobuf.Value
+	19, // 26: waystation.v1.Run.status:type_name -> waystation.v1.RunStatus
+	18, // 27: waystation.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	18, // 28: waystation.v1.Run.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 29: waystation.v1.Run.result:type_name -> waystation.v1.WorkflowResult
+	20, // 30: waystation.v1.StepNode.kind:type_name -> waystation.v1.StepKind
+	15, // 31: waystation.v1.StepNode.input_schema:type_name -> google.protobuf.Struct
+	15, // 32: waystation.v1.StepNode.output_schema:type_name -> google.protobuf.Struct
+	15, // 33: waystation.v1.StepNode.suspend_schema:type_name -> google.protobuf.Struct
+	15, // 34: waystation.v1.StepNode.resume_schema:type_name -> google.protobuf.Struct
+	8,  // 35: waystation.v1.StepNode.children:type_name -> waystation.v1.StepNode
+	15, // 36: waystation.v1.Workflow.input_schema:type_name -> google.protobuf.Struct
+	15, // 37: waystation.v1.Workflow.output_schema:type_name -> google.protobuf.Struct
+	15, // 38: waystation.v1.Workflow.state_schema:type_name -> google.protobuf.Struct
+	8,  // 39: waystation.v1.Workflow.steps:type_name -> waystation.v1.StepNode
+	21, // 40: waystation.v1.RunEvent.type:type_name -> waystation.v1.RunEventType
+	0,  // 41: waystation.v1.RunEvent.step:type_name -> waystation.v1.StepPath
+	18, // 42: waystation.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	19, // 43: waystation.v1.RunEvent.run_status:type_name -> waystation.v1.RunStatus
+	5,  // 44: waystation.v1.RunEvent.step_result:type_name -> waystation.v1.StepResult
+	6,  // 45: waystation.v1.RunEvent.result:type_name -> waystation.v1.WorkflowResult
+	5,  // 46: waystation.v1.StepResult.ItemsEntry.value:type_name -> waystation.v1.StepResult
+	5,  // 47: waystation.v1.WorkflowResult.StepsEntry.value:type_name -> waystation.v1.StepResult
+	17, // 48: waystation.v1.WorkflowResult.SuspendPayloadEntry.value:type_name -> google.protobuf.Value
+	1,  // 49: waystation.v1.WorkflowResult.ResumeLabelsEntry.value:type_name -> waystation.v1.ResumeLabel
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_waystation_v1_message_proto_init() }

@@ -97,6 +97,8 @@ def step_to_proto(record: StepRecord, out: message_pb2.StepResult) -> None:
     out.resumed_by = record.resumed_by
     if record.status is StepStatus.SUSPENDED:
         timestamp(record.metadata.get("expires_at"), out.resume_deadline)
+    if record.status is StepStatus.WAITING:
+        timestamp(record.metadata.get("wake_at"), out.wake_time)
 
 
 def label_to_proto(target: LabelTarget, out: message_pb2.ResumeLabel) -> None:

@@ -233,6 +233,7 @@ class StepResult(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     RESUMED_BY_FIELD_NUMBER: _builtins.int
     RESUME_DEADLINE_FIELD_NUMBER: _builtins.int
+    WAKE_TIME_FIELD_NUMBER: _builtins.int
     status: _enums_pb2.StepStatus.ValueType
     """The step's status."""
     attempt: _builtins.int
@@ -287,6 +288,10 @@ class StepResult(_message.Message):
         resumes with the step's default data).
         """
 
+    @_builtins.property
+    def wake_time(self) -> _timestamp_pb2.Timestamp:
+        """While a sleep waits: when it wakes (stored, so it survives restarts)."""
+
     def __init__(
         self,
         *,
@@ -304,10 +309,11 @@ class StepResult(_message.Message):
         items: _abc.Mapping[_builtins.int, Global___StepResult] | None = ...,
         resumed_by: _builtins.str = ...,
         resume_deadline: _timestamp_pb2.Timestamp | None = ...,
+        wake_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "output", b"output", "payload", b"payload", "resume_deadline", b"resume_deadline", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "started_at", b"started_at", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "output", b"output", "payload", b"payload", "resume_deadline", b"resume_deadline", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "started_at", b"started_at", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at", "wake_time", b"wake_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ended_at", b"ended_at", "error", b"error", "items", b"items", "output", b"output", "payload", b"payload", "resume_deadline", b"resume_deadline", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "resumed_by", b"resumed_by", "started_at", b"started_at", "status", b"status", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ended_at", b"ended_at", "error", b"error", "items", b"items", "output", b"output", "payload", b"payload", "resume_deadline", b"resume_deadline", "resume_payload", b"resume_payload", "resumed_at", b"resumed_at", "resumed_by", b"resumed_by", "started_at", b"started_at", "status", b"status", "suspend_payload", b"suspend_payload", "suspended_at", b"suspended_at", "wake_time", b"wake_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
