@@ -5,7 +5,9 @@
         server.kill()        # SIGKILL: a crash, nothing drained
         server.start()       # the same port and database file again
 
-The process writes its log to `log_path`; a start that fails raises with that log attached.
+`db_url` serves another database instead of the SQLite file (`postgresql://...`); the
+file's name then only names the log. The process writes its log to `log_path`; a start that
+fails raises with that log attached.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m waystation.cli serve` on 127.0.0.1 and a free port, with a SQLite file."""
+    """`python -m waystation.cli serve` on 127.0.0.1 and a free port, with a SQLite file
+    (or the database at `db_url`)."""
 
     def __init__(
         self,
@@ -51,8 +54,10 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
+        db_url: str | None = None,
     ) -> None:
         self.db_path = db_path
+        self.db_url = db_url
         self.address = f"127.0.0.1:{free_port()}"
         self.log_path = db_path.with_name(f"{db_path.stem}-server.log")
         self.startup_timeout = startup_timeout
@@ -64,7 +69,7 @@ class ServerProcess:
     @property
     def command(self) -> list[str]:
         """The command line that starts the server."""
-        db = f"sqlite:///{self.db_path}"
+        db = self.db_url or f"sqlite:///{self.db_path}"
         base = [sys.executable, "-m", "waystation.cli", "serve", "--listen", self.address]
         return [*base, "--db", db, *self._args]
 

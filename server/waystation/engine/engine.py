@@ -171,7 +171,9 @@ class Engine(Upkeep):
         self, workflow_id: str, run_id: str = "", resource_id: str = "", request_id: str = ""
     ) -> RunRecord:
         workflow = self.workflow(workflow_id)
-        key = RequestKey(f"create:{workflow.id}", request_id) if request_id else None
+        # The resource is part of the key: a replay only ever answers a run of the resource
+        # the caller was allowed to name.
+        key = RequestKey(f"create:{workflow.id}:{resource_id}", request_id) if request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._existing_run(seen.run_id)
         run = RunRecord(_run_id(run_id), workflow.id, resource_id, RunStatus.PENDING, version=1)
@@ -193,7 +195,8 @@ class Engine(Upkeep):
 
     async def start_run(self, cmd: StartCommand) -> WorkflowResultData:
         workflow = self.workflow(cmd.workflow_id)
-        key = RequestKey(f"start:{workflow.id}", cmd.request_id) if cmd.request_id else None
+        scope = f"start:{workflow.id}:{cmd.resource_id}"
+        key = RequestKey(scope, cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen, wait=not cmd.return_immediately)
         try:

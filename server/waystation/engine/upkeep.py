@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from waystation.engine.commands import ResumeCommand
 from waystation.engine.definition import Workflow
-from waystation.engine.errors import ResumeConflict
+from waystation.engine.errors import ResumeConflict, RunNotSuspended, StepNotSuspended
 from waystation.engine.events import EventType, make_event
 from waystation.engine.executor import Execution, error_json
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, now
@@ -121,7 +121,7 @@ class Upkeep:
                         actor="timeout",
                     )
                     await self._accept_resume(cmd)  # the continuation runs on its own
-            except (StoreConflict, ResumeConflict):
+            except (StoreConflict, ResumeConflict, RunNotSuspended, StepNotSuspended):
                 pass  # another replica (or a caller) got there first
             return
 

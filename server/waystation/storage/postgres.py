@@ -122,8 +122,15 @@ class PostgresStore:
         async with self.pool.acquire() as conn, conn.transaction():
             # One migrator at a time, across every replica that starts now.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            if self._migrate:
+                await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            # Check-only replicas may lack DDL rights: no CREATE, not even IF NOT EXISTS.
+            exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+            current = (
+                await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+                if exists
+                else 0
+            )
             if current < len(MIGRATIONS) and not self._migrate:
                 raise SchemaOutOfDate(
                     f"schema version {current}, this server needs {len(MIGRATIONS)}; "
@@ -156,16 +163,44 @@ class PostgresStore:
         return claimed
 
     async def _apply_batch(self, ops: list[WriteOp]) -> list[Result]:
+        """Transitions share one transaction, applied in run-id order (stable, so one run's
+        transitions keep their order): two replicas' batches then lock rows in the same
+        order and cannot deadlock. Lease upkeep runs in transactions of its own. A batch
+        that PostgreSQL still aborts (deadlock, serialization) was rolled back whole and is
+        retried."""
+        results: list[Result] = [(None, None)] * len(ops)
+        order = sorted(
+            (i for i, op in enumerate(ops) if isinstance(op, Commit | Create)),
+            key=lambda i: _run_of(ops[i]),
+        )
+        for attempt in range(3):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    for i in order:
+                        results[i] = await self._apply_one(conn, ops[i])
+                break
+            except _RETRYABLE:
+                if attempt == 2:
+                    return [(StoreUnavailable("postgresql: contention; retry"), None)] * len(ops)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                return [(StoreUnavailable(f"postgresql: {exc}"), None)] * len(ops)
+        for i, op in enumerate(ops):
+            if isinstance(op, LeaseRenewal | ExpiredClaim):
+                results[i] = await self._apply_lease(op)
+        return results
+
+    async def _apply_lease(self, op: LeaseRenewal | ExpiredClaim) -> Result:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                return [await self._apply_one(conn, op) for op in ops]
+                return await self._apply_one(conn, op)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return [(StoreUnavailable(f"postgresql: {exc}"), None)] * len(ops)
+            return StoreUnavailable(f"postgresql: {exc}"), None
 
     async def _apply_one(self, conn: asyncpg.Connection, op: WriteOp) -> Result:
         if isinstance(op, LeaseRenewal):
             await conn.execute(
-                "UPDATE runs SET lease_until = $1 WHERE owner = $2 AND run_id = ANY($3)",
+                "UPDATE runs SET lease_until = $1 WHERE run_id IN (SELECT run_id FROM runs"
+                " WHERE owner = $2 AND run_id = ANY($3) ORDER BY run_id FOR UPDATE SKIP LOCKED)",
                 op.until,
                 op.owner,
                 list(op.run_ids),
@@ -175,7 +210,7 @@ class PostgresStore:
             rows = await conn.fetch(
                 "UPDATE runs SET owner = $1, lease_until = $2, version = version + 1"
                 " WHERE run_id IN (SELECT run_id FROM runs WHERE status IN ('running', 'waiting')"
-                " AND (lease_until IS NULL OR lease_until < $3) LIMIT $4"
+                " AND (lease_until IS NULL OR lease_until < $3) ORDER BY run_id LIMIT $4"
                 " FOR UPDATE SKIP LOCKED) RETURNING run_id",
                 op.owner,
                 op.until,
@@ -349,6 +384,13 @@ class PostgresStore:
             return None
         outcome = rows[0]["outcome"]
         return RequestRecord(key, rows[0]["run_id"], json.loads(outcome) if outcome else None)
+
+
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+def _run_of(op: Commit | Create | LeaseRenewal | ExpiredClaim) -> str:
+    return op.run.run_id if isinstance(op, Commit | Create) else ""
 
 
 class _Conflict(Exception):

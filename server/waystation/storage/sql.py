@@ -80,12 +80,8 @@ def filter_sql(
     if where.created_before is not None:
         add("create_time < {}", where.created_before)
     if where.resource_prefixes:
-        inner = " OR ".join("resource_id LIKE {} ESCAPE '\\'" for _ in where.resource_prefixes)
-        add(f"({inner})", *(like_prefix(p) for p in where.resource_prefixes))
+        # A plain comparison of the prefix, not LIKE: SQLite's LIKE ignores case, and a
+        # tenant "billing/" must not see "BILLING/1".
+        inner = " OR ".join("substr(resource_id, 1, {}) = {}" for _ in where.resource_prefixes)
+        add(f"({inner})", *(v for p in where.resource_prefixes for v in (len(p), p)))
     return clauses, params
-
-
-def like_prefix(prefix: str) -> str:
-    """A LIKE pattern matching strings that start with `prefix` (wildcards escaped)."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"

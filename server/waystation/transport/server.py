@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -102,8 +102,7 @@ async def create_server(
     )
     limit = settings.max_message_bytes
     server = grpc.aio.server(
-        # Continues the caller's W3C trace context (traceparent, tracestate, baggage).
-        interceptors=[aio_server_interceptor(tracer_provider=tracer_provider)],  # type: ignore[no-untyped-call]
+        interceptors=[_tracing_interceptor(tracer_provider)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -132,6 +131,17 @@ async def create_server(
         recovered,
     )
     return RunningServer(server, port, engine, store, health_servicer, providers)
+
+
+def _tracing_interceptor(tracer_provider: TracerProvider) -> Any:
+    """Continues the caller's W3C trace context (traceparent, tracestate, baggage). The
+    health service is left out: the interceptor breaks its streaming Watch, and probes
+    would only add noise to the traces."""
+    skip_health = filters.negate(filters.health_check())
+    interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider, filter_=skip_health
+    )
+    return interceptor
 
 
 def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:

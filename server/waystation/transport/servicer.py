@@ -66,7 +66,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
 
     @handle_errors
     async def CreateRun(self, request: rr.CreateRunRequest, context: Context) -> message_pb2.Run:
-        await self._guard(context, "start", resource_id=request.resource_id)
+        await self._guard(context, "start", run_id=request.run_id, resource_id=request.resource_id)
         run = await self.engine.create_run(
             request.workflow_id, request.run_id, request.resource_id, request.request_id
         )
