@@ -157,6 +157,8 @@ async def _deadline(ctx: StepContext) -> dict[str, object]:
 
 # expiring: suspends with a timeout of `seconds`; when it passes, the run fails (input log
 # "fail") or the step resumes with {"value": -1}
-expiring = create_workflow(id="expiring", input_schema=Logged).then(
-    create_step(id="decide", input_schema=Logged, resume_schema=Value, execute=_deadline)
-).commit()
+expiring = (
+    create_workflow(id="expiring", input_schema=Logged)
+    .then(create_step(id="decide", input_schema=Logged, resume_schema=Value, execute=_deadline))
+    .commit()
+)

@@ -342,7 +342,7 @@ class Execution:
         self, workflow: Workflow, step: Step, path: Path, input_json: JSON, init: JSON
     ) -> Outcome:
         record = self.snapshot.steps.get(path)
-        if record is not None and record.status is StepStatus.SUCCESS and not (self.kind == "recover" and path == ("prepare",)):
+        if record is not None and record.status is StepStatus.SUCCESS:
             return Outcome("success", record.output)
         if record is not None and record.status is StepStatus.SUSPENDED:
             return Outcome("suspended")
