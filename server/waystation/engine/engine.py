@@ -186,9 +186,11 @@ class Engine(Upkeep):
             raise
         return run
 
-    async def _insert(self, run: RunRecord, key: RequestKey | None) -> None:
+    async def _insert(
+        self, run: RunRecord, key: RequestKey | None, events: list[dict[str, Any]] | None = None
+    ) -> None:
         try:
-            await self.store.create_run(run, key)
+            await self.store.create_run(run, key, events or [])
         except StoreConflict:
             existing = await self.store.load_run(run.run_id)
             raise RunAlreadyExists(run.run_id, existing.status if existing else "unknown") from None
@@ -200,20 +202,26 @@ class Engine(Upkeep):
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen, wait=not cmd.return_immediately)
         try:
-            run = await self._prepare_start(workflow, cmd, key)
+            # Shielded: once the run is stored it is launched, even if this call's deadline
+            # expires during the insert (else it would wait for a lease takeover).
+            run, task = await asyncio.shield(self._insert_and_launch(workflow, cmd, key))
         except RunAlreadyExists:
             # A concurrent call with the same request id may have won the insert.
             if key and (seen := await self.store.get_request(key)):
                 return await self._replay(seen, wait=not cmd.return_immediately)
             raise
-        execution = Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
-        execution.kind, execution.call = "start", cmd.trace
-        execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
-        task = self._launch(execution)
-        self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
         if cmd.return_immediately:
             return build_result(workflow, run, {})
         return await asyncio.shield(task)
+
+    async def _insert_and_launch(
+        self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
+    ) -> tuple[RunRecord, asyncio.Task[WorkflowResultData]]:
+        run = await self._prepare_start(workflow, cmd, key)
+        execution = Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
+        execution.kind, execution.call = "start", cmd.trace
+        self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
+        return run, self._launch(execution)
 
     async def _prepare_start(
         self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
@@ -239,7 +247,7 @@ class Engine(Upkeep):
                 request_context=dict(cmd.request_context),
             )
             self._own(run)
-            await self._insert(run, key)
+            await self._insert(run, key, [make_event(run, EventType.RUN_STARTED)])
             return run
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
             raise RunAlreadyExists(existing.run_id, existing.status)
@@ -249,8 +257,9 @@ class Engine(Upkeep):
         existing.request_context = dict(cmd.request_context)
         existing.resource_id = existing.resource_id or cmd.resource_id
         self._own(existing)
+        started = [make_event(existing, EventType.RUN_STARTED)]
         try:
-            await self.store.commit(Commit(existing, expected, new_request=key))
+            await self.store.commit(Commit(existing, expected, new_request=key, events=started))
         except StoreConflict:
             raise RunAlreadyExists(existing.run_id, "running") from None
         return existing
@@ -286,7 +295,19 @@ class Engine(Upkeep):
         target = ResumeTarget(path, records, data)
         if cmd.validate_only:
             return build_result(workflow, run, snapshot.steps)
-        link_to = dict(run.trace)  # the context stored when the run suspended
+        # Shielded: a claim that lands is launched, even if this call's deadline expires
+        # during the commit (else the run would wait for a lease takeover).
+        return await asyncio.shield(self._claim_and_launch(workflow, snapshot, target, cmd, key))
+
+    async def _claim_and_launch(
+        self,
+        workflow: Workflow,
+        snapshot: RunSnapshot,
+        target: ResumeTarget,
+        cmd: ResumeCommand,
+        key: RequestKey | None,
+    ) -> asyncio.Task[WorkflowResultData]:
+        link_to = dict(snapshot.run.trace)  # the context stored when the run suspended
         await self._claim(snapshot, target, cmd, key)
         self.telemetry.runs_resumed.add(1, {"waystation.workflow_id": workflow.id})
         execution = Execution(self.store, workflow, snapshot, [key] if key else [])

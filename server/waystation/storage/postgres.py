@@ -23,6 +23,7 @@ from waystation.storage.protocol import (
     Commit,
     Create,
     Cursor,
+    Delete,
     ExpiredClaim,
     LeaseRenewal,
     RequestKey,
@@ -148,8 +149,13 @@ class PostgresStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
-        await self._committer.submit(Create(run, request))
+    async def create_run(
+        self,
+        run: RunRecord,
+        request: RequestKey | None = None,
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        await self._committer.submit(Create(run, request, events))
 
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(commit)
@@ -170,7 +176,7 @@ class PostgresStore:
         retried."""
         results: list[Result] = [(None, None)] * len(ops)
         order = sorted(
-            (i for i, op in enumerate(ops) if isinstance(op, Commit | Create)),
+            (i for i, op in enumerate(ops) if isinstance(op, Commit | Create | Delete)),
             key=lambda i: _run_of(ops[i]),
         )
         for attempt in range(3):
@@ -197,6 +203,11 @@ class PostgresStore:
             return StoreUnavailable(f"postgresql: {exc}"), None
 
     async def _apply_one(self, conn: asyncpg.Connection, op: WriteOp) -> Result:
+        if isinstance(op, Delete):
+            status = await conn.execute("DELETE FROM runs WHERE run_id = $1", op.run_id)
+            for table in ("steps", "requests", "events"):
+                await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", op.run_id)
+            return None, status == "DELETE 1"
         if isinstance(op, LeaseRenewal):
             await conn.execute(
                 "UPDATE runs SET lease_until = $1 WHERE run_id IN (SELECT run_id FROM runs"
@@ -242,6 +253,7 @@ class PostgresStore:
         )
         if status != "INSERT 0 1":
             return False
+        await _insert_events(conn, op.run.run_id, op.events)
         return op.request is None or await _insert_request(conn, op.request, op.run.run_id)
 
     async def _apply_commit(self, conn: asyncpg.Connection, c: Commit) -> bool:
@@ -275,11 +287,7 @@ class PostgresStore:
                 " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
                 [(run.run_id, key, dumps(rec.to_json())) for key, rec in c.steps.items()],
             )
-        if c.events:
-            await conn.executemany(
-                "INSERT INTO events (run_id, sequence, event) VALUES ($1, $2, $3)",
-                [(run.run_id, e["sequence"], dumps(e)) for e in c.events],
-            )
+        await _insert_events(conn, run.run_id, c.events)
         if c.new_request is not None and not await _insert_request(conn, c.new_request, run.run_id):
             return False
         for key, outcome in c.settled_requests.items():
@@ -292,12 +300,8 @@ class PostgresStore:
         return True
 
     async def delete_run(self, run_id: str) -> bool:
-        await self._committer.close()
-        async with self.pool.acquire() as conn, conn.transaction():
-            status = await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
-            for table in ("steps", "requests", "events"):
-                await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run_id)
-        return bool(status == "DELETE 1")
+        deleted: bool = await self._committer.submit(Delete(run_id))
+        return deleted
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -389,7 +393,9 @@ class PostgresStore:
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
-def _run_of(op: Commit | Create | LeaseRenewal | ExpiredClaim) -> str:
+def _run_of(op: WriteOp) -> str:
+    if isinstance(op, Delete):
+        return op.run_id
     return op.run.run_id if isinstance(op, Commit | Create) else ""
 
 
@@ -406,3 +412,13 @@ async def _insert_request(conn: asyncpg.Connection, key: RequestKey, run_id: str
         run_id,
     )
     return bool(status == "INSERT 0 1")
+
+
+async def _insert_events(
+    conn: asyncpg.Connection, run_id: str, events: Sequence[dict[str, Any]]
+) -> None:
+    if events:
+        await conn.executemany(
+            "INSERT INTO events (run_id, sequence, event) VALUES ($1, $2, $3)",
+            [(run_id, e["sequence"], dumps(e)) for e in events],
+        )

@@ -67,6 +67,7 @@ class Commit:
 class Create:
     run: RunRecord
     request: RequestKey | None = None
+    events: Sequence[dict[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,12 @@ class ExpiredClaim:
     limit: int
 
 
-WriteOp = Commit | Create | LeaseRenewal | ExpiredClaim
+@dataclass(frozen=True)
+class Delete:
+    run_id: str
+
+
+WriteOp = Commit | Create | LeaseRenewal | ExpiredClaim | Delete
 """What a backend's writer applies; concurrent ones share a transaction."""
 
 
@@ -114,8 +120,14 @@ class SnapshotStore(Protocol):
     async def close(self) -> None:
         """Finish pending writes and release the database."""
 
-    async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
-        """Insert a new run at `run.version` (and its request key). StoreConflict if it exists."""
+    async def create_run(
+        self,
+        run: RunRecord,
+        request: RequestKey | None = None,
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Insert a new run at `run.version`, with its request key and first events.
+        StoreConflict if the run or the request key exists."""
 
     async def commit(self, commit: Commit) -> None:
         """Apply one transition atomically: the header is written with version

@@ -26,6 +26,7 @@ from waystation.storage.protocol import (
     Commit,
     Create,
     Cursor,
+    Delete,
     ExpiredClaim,
     LeaseRenewal,
     RequestKey,
@@ -164,8 +165,13 @@ class SqliteStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def create_run(self, run: RunRecord, request: RequestKey | None = None) -> None:
-        await self._committer.submit(Create(run, request))
+    async def create_run(
+        self,
+        run: RunRecord,
+        request: RequestKey | None = None,
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        await self._committer.submit(Create(run, request, events))
 
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(commit)
@@ -201,12 +207,14 @@ class SqliteStore:
         no trace, and the others in the same transaction still commit."""
         if isinstance(op, LeaseRenewal | ExpiredClaim):
             return None, await self._apply_lease(db, op)
+        if isinstance(op, Delete):
+            return None, await self._apply_delete(db, op)
         await db.execute("SAVEPOINT op")
         try:
             if isinstance(op, Commit):
                 ok = await self._apply_commit(db, op)
             else:
-                ok = await self._apply_create(db, op.run, op.request)
+                ok = await self._apply_create(db, op)
         except (ValueError, TypeError) as exc:  # a value JSON cannot hold
             await db.execute("ROLLBACK TO op")
             await db.execute("RELEASE op")
@@ -240,16 +248,26 @@ class SqliteStore:
         if db.in_transaction:
             await db.execute("ROLLBACK")
 
-    async def _apply_create(
-        self, db: aiosqlite.Connection, run: RunRecord, request: RequestKey | None
-    ) -> bool:
+    async def _apply_create(self, db: aiosqlite.Connection, op: Create) -> bool:
+        run = op.run
         cur = await db.execute(
             f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             run_row(run),
         )
         if cur.rowcount != 1:
             return False
-        return request is None or await self._insert_request(db, request, run.run_id)
+        await self._insert_events(db, run.run_id, op.events)
+        return op.request is None or await self._insert_request(db, op.request, run.run_id)
+
+    @staticmethod
+    async def _insert_events(
+        db: aiosqlite.Connection, run_id: str, events: Sequence[dict[str, Any]]
+    ) -> None:
+        if events:
+            await db.executemany(
+                "INSERT INTO events (run_id, sequence, event) VALUES (?, ?, ?)",
+                [(run_id, e["sequence"], dumps(e)) for e in events],
+            )
 
     async def _apply_commit(self, db: aiosqlite.Connection, c: Commit) -> bool:
         run = c.run
@@ -282,11 +300,7 @@ class SqliteStore:
                 " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
                 [(run.run_id, key, dumps(rec.to_json())) for key, rec in c.steps.items()],
             )
-        if c.events:
-            await db.executemany(
-                "INSERT INTO events (run_id, sequence, event) VALUES (?, ?, ?)",
-                [(run.run_id, e["sequence"], dumps(e)) for e in c.events],
-            )
+        await self._insert_events(db, run.run_id, c.events)
         if c.new_request is not None and not await self._insert_request(
             db, c.new_request, run.run_id
         ):
@@ -307,26 +321,25 @@ class SqliteStore:
         return cur.rowcount == 1
 
     async def delete_run(self, run_id: str) -> bool:
-        db = self._writer
-        assert db is not None, "store is not set up"
-        # Goes through the writer's lock order: wait for queued commits first.
-        await self._committer.close()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = await db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-            deleted = cur.rowcount == 1
-            await db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
-            await db.execute("DELETE FROM requests WHERE run_id = ?", (run_id,))
-            await db.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        deleted: bool = await self._committer.submit(Delete(run_id))
         return deleted
+
+    @staticmethod
+    async def _apply_delete(db: aiosqlite.Connection, op: Delete) -> bool:
+        cur = await db.execute("DELETE FROM runs WHERE run_id = ?", (op.run_id,))
+        for table in ("steps", "requests", "events"):
+            await db.execute(f"DELETE FROM {table} WHERE run_id = ?", (op.run_id,))
+        return bool(cur.rowcount == 1)
 
     # -- reads ----------------------------------------------------------------------------
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        # Every read takes the lock: a read must never run inside another's transaction
+        # on the one reader connection (it would see that transaction's older snapshot).
+        async with self._read_lock:
+            return await self._query(sql, params)
+
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db = self._reader
         assert db is not None, "store is not set up"
         try:
@@ -340,25 +353,30 @@ class SqliteStore:
         return run_from_row(rows[0]) if rows else None
 
     async def load(self, run_id: str) -> RunSnapshot | None:
+        # Shielded: a caller cancelled half-way (a deadline) must not leave the reader
+        # inside its transaction.
+        return await asyncio.shield(self._load(run_id))
+
+    async def _load(self, run_id: str) -> RunSnapshot | None:
         db = self._reader
         assert db is not None, "store is not set up"
-        # One read transaction, so the header and the steps are of the same version; the
-        # lock keeps two loads from opening transactions on the one reader connection.
+        # One read transaction, so the header and the steps are of the same version.
         async with self._read_lock:
             await db.execute("BEGIN")
             try:
-                run = await self.load_run(run_id)
+                found = await self._query(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                )
                 rows = (
-                    await self._fetchall(
-                        "SELECT path, record FROM steps WHERE run_id = ?", (run_id,)
-                    )
-                    if run
+                    await self._query("SELECT path, record FROM steps WHERE run_id = ?", (run_id,))
+                    if found
                     else []
                 )
             finally:
                 await db.execute("COMMIT")
-        if run is None:
+        if not found:
             return None
+        run = run_from_row(found[0])
         steps = {path: StepRecord.from_json(json.loads(rec)) for path, rec in rows}
         return RunSnapshot.from_keys(run, steps)
 
