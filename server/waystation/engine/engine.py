@@ -61,6 +61,7 @@ from waystation.storage.protocol import (
 
 log = logging.getLogger(__name__)
 
+MAX_ID = 200
 RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -160,6 +161,8 @@ class Engine(Upkeep):
     def workflow(self, workflow_id: str) -> Workflow:
         if not workflow_id:
             raise InvalidArgument("workflow_id", "required")
+        if len(workflow_id) > MAX_ID:
+            raise InvalidArgument("workflow_id", f"longer than {MAX_ID} characters")
         workflow = self._workflows.get(workflow_id)
         if workflow is None:
             raise WorkflowNotFound(workflow_id)
@@ -420,8 +423,7 @@ class Engine(Upkeep):
         return True
 
     async def get_run(self, run_id: str) -> tuple[RunRecord, WorkflowResultData]:
-        if not run_id:
-            raise InvalidArgument("run_id", "required")
+        _check_run_id(run_id)
         snapshot = await self.store.load(run_id)
         if snapshot is None:
             raise RunNotFound(run_id)
@@ -429,8 +431,7 @@ class Engine(Upkeep):
         return snapshot.run, build_result(workflow, snapshot.run, snapshot.steps)
 
     async def _existing_run(self, run_id: str, workflow_id: str = "") -> RunRecord:
-        if not run_id:
-            raise InvalidArgument("run_id", "required")
+        _check_run_id(run_id)
         run = await self.store.load_run(run_id)
         if run is None or (workflow_id and run.workflow_id != workflow_id):
             raise RunNotFound(run_id, workflow_id)
@@ -541,6 +542,14 @@ class Engine(Upkeep):
         return runs[:limit], _encode_token(Cursor(last.create_time, last.run_id), where)
 
 
+def _check_run_id(run_id: str) -> None:
+    """A run id that cannot exist is refused with a short message (never echoed whole)."""
+    if not run_id:
+        raise InvalidArgument("run_id", "required")
+    if len(run_id) > MAX_ID:
+        raise InvalidArgument("run_id", f"longer than {MAX_ID} characters")
+
+
 def _run_id(requested: str) -> str:
     if not requested:
         return str(uuid.uuid4())
@@ -573,7 +582,7 @@ def _decode_token(token: str, where: RunFilter) -> Cursor:
         raw: Any = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         cursor = Cursor(float(raw["t"]), str(raw["r"]))
         fingerprint = raw["f"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidArgument("page_token", "malformed page token") from exc
     if fingerprint != _fingerprint(where):
         raise InvalidArgument("page_token", "the page token belongs to other filters")

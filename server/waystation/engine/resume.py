@@ -15,6 +15,7 @@ from waystation.engine import schema
 from waystation.engine.definition import Step, Workflow
 from waystation.engine.errors import (
     ForeachIndexNotSuspended,
+    InvalidArgument,
     InvalidResumeData,
     LabelNotFound,
     RunNotSuspended,
@@ -80,7 +81,8 @@ def _indices(path: Path) -> list[int]:
 def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON) -> JSON:
     """The leaf's resume data, normalized by its resume schema; InvalidResumeData if not."""
     node = find(workflow, path)
-    assert isinstance(node, Step), f"{path} is not a step"
+    if not isinstance(node, Step):
+        raise InvalidArgument("step", f"[{'.'.join(path)}] is not a step of {workflow.id!r}")
     try:
         return schema.normalize(node.resume_schema, data)
     except ValidationError as exc:

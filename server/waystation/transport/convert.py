@@ -41,8 +41,12 @@ def value_to_json(value: struct_pb2.Value) -> JSON:
     return json_format.MessageToDict(value)
 
 
-def struct_to_json(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+def struct_to_json(value: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
+    """A Struct as JSON; InvalidArgument (naming `field`) when it holds NaN or infinities."""
+    try:
+        return json_format.MessageToDict(value)
+    except ValueError as exc:
+        raise InvalidArgument(field or "struct", f"not representable as JSON: {exc}") from exc
 
 
 def json_to_value(data: JSON, out: struct_pb2.Value) -> None:
@@ -193,7 +197,7 @@ def call_trace(options: message_pb2.TracingOptions, metadata: Any) -> CallTrace:
     """The tracing of a call: W3C context in the metadata wins (the gRPC server span already
     continues it); without it, `trace_id` / `parent_span_id` place the run in that trace."""
     traced = TracingOptions(
-        metadata=struct_to_json(options.metadata),
+        metadata=struct_to_json(options.metadata, "tracing_options.metadata"),
         request_context_keys=list(options.request_context_keys),
         trace_id=options.trace_id,
         parent_span_id=options.parent_span_id,

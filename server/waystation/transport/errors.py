@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from waystation.api.v1 import errordetails_pb2, message_pb2
 from waystation.engine import errors
 from waystation.storage import StoreConflict, StoreUnavailable
+from waystation.transport.registration import Undecodable
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ def _pack(message: Any) -> any_pb2.Any:
 def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     """The rich status for a mapped error."""
     reason = getattr(exc, "reason", None) or _STORE_REASONS.get(type(exc), "INTERNAL")
-    metadata = getattr(exc, "metadata", {})
+    # Trailers are limited (8 KiB by default): echoed values are cut short.
+    metadata = {k: _cut(v, 200) for k, v in getattr(exc, "metadata", {}).items()}
     status = status_pb2.Status(
         code=getattr(code_pb2, code.name),
-        message=getattr(exc, "message", None) or str(exc),
+        message=_cut(getattr(exc, "message", None) or str(exc), 1000),
     )
     status.details.append(
         _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
@@ -78,9 +80,9 @@ def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=_cut(v.field, 200), description=_cut(v.description, 300)
                         )
-                        for v in violations
+                        for v in violations[:20]
                     ]
                 )
             )
@@ -97,6 +99,10 @@ def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     return status
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 
 
@@ -106,6 +112,7 @@ def handle_errors(method: Method) -> Method:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            reject_undecodable(request)
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -113,6 +120,12 @@ def handle_errors(method: Method) -> Method:
             await abort_for(exc, context, method.__name__)
 
     return wrapper  # type: ignore[return-value]
+
+
+def reject_undecodable(request: Any) -> None:
+    """INVALID_ARGUMENT for a request whose bytes did not decode (see registration.py)."""
+    if isinstance(request, Undecodable):
+        raise errors.InvalidArgument("request", request.reason)
 
 
 async def abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> None:

@@ -22,11 +22,12 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from waystation.api.v1 import service_pb2, service_pb2_grpc
+from waystation.api.v1 import service_pb2
 from waystation.engine import Engine, Telemetry, load_workflows
 from waystation.storage import SnapshotStore, open_store
 from waystation.telemetry import Providers, configure_logging, providers_from_env
 from waystation.transport.auth import AuthPolicy
+from waystation.transport.registration import add_service
 from waystation.transport.servicer import WorkflowService
 
 log = logging.getLogger("waystation")
@@ -109,7 +110,7 @@ async def create_server(
         ],
     )
     policy = AuthPolicy.from_file(settings.auth_config) if settings.auth_config else None
-    service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(engine, policy), server)
+    add_service(WorkflowService(engine, policy, max_payload_bytes=limit // 8), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -17,7 +17,7 @@ from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
 from waystation.transport import convert
 from waystation.transport.auth import AuthPolicy, Principal, authorize
-from waystation.transport.errors import abort_for, handle_errors
+from waystation.transport.errors import abort_for, handle_errors, reject_undecodable
 from waystation.transport.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -25,9 +25,21 @@ rr = request_response_pb2
 
 
 class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, engine: Engine, policy: AuthPolicy | None = None) -> None:
+    def __init__(
+        self, engine: Engine, policy: AuthPolicy | None = None, max_payload_bytes: int = 0
+    ) -> None:
         self.engine = engine
         self.policy = policy or AuthPolicy()
+        self.max_payload_bytes = max_payload_bytes
+        """Largest user payload (input, state, context, resume data) a request may carry:
+        a fraction of the message limit, so that the answer, which repeats it, still fits
+        and an accepted call is never answered RESOURCE_EXHAUSTED."""
+
+    def _check_sizes(self, request: Any, *fields: str) -> None:
+        limit = self.max_payload_bytes
+        for field in fields:
+            if limit and request.HasField(field) and getattr(request, field).ByteSize() > limit:
+                raise InvalidArgument(field, f"larger than {limit} bytes")
 
     async def _guard(
         self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
@@ -77,13 +89,14 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.StartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         await self._guard(context, "start", run_id=request.run_id, resource_id=request.resource_id)
+        self._check_sizes(request, "input_data", "initial_state", "request_context")
         command = StartCommand(
             workflow_id=request.workflow_id,
             run_id=request.run_id,
             resource_id=request.resource_id,
             input_data=convert.optional_value(request, "input_data"),
-            initial_state=convert.struct_to_json(request.initial_state),
-            request_context=convert.struct_to_json(request.request_context),
+            initial_state=convert.struct_to_json(request.initial_state, "initial_state"),
+            request_context=convert.struct_to_json(request.request_context, "request_context"),
             request_id=request.request_id,
             return_immediately=request.return_immediately,
             trace=_trace(request, context),
@@ -96,6 +109,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.ResumeRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         principal = await self._guard(context, "resume", run_id=request.run_id)
+        self._check_sizes(request, "resume_data", "request_context")
         command = ResumeCommand(
             run_id=request.run_id,
             workflow_id=request.workflow_id,
@@ -103,7 +117,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             step=convert.path_from_proto(request.step),
             label=request.label,
             foreach_index=request.foreach_index if request.HasField("foreach_index") else None,
-            request_context=convert.struct_to_json(request.request_context),
+            request_context=convert.struct_to_json(request.request_context, "request_context"),
             retry_count=_non_negative("retry_count", request.retry_count),
             request_id=request.request_id,
             validate_only=request.validate_only,
@@ -149,6 +163,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.WatchRunRequest, context: Context
     ) -> AsyncIterator[message_pb2.RunEvent]:
         try:
+            reject_undecodable(request)
             await self._guard(context, "read", run_id=request.run_id)
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence", "must not be negative")
@@ -166,7 +181,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         await self._guard(context, "admin", run_id=request.run_id)
         result = await self.engine.restart_run(
             request.run_id,
-            convert.struct_to_json(request.request_context),
+            convert.struct_to_json(request.request_context, "request_context"),
             _trace(request, context),
             request.request_id,
         )
@@ -177,17 +192,18 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.TimeTravelRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         await self._guard(context, "admin", run_id=request.run_id)
+        self._check_sizes(request, "input_data", "resume_data", "initial_state", "request_context")
         command = TimeTravelCommand(
             run_id=request.run_id,
             step=convert.path_from_proto(request.step),
             input_data=convert.optional_value(request, "input_data"),
             resume_data=convert.optional_value(request, "resume_data"),
             initial_state=(
-                convert.struct_to_json(request.initial_state)
+                convert.struct_to_json(request.initial_state, "initial_state")
                 if request.HasField("initial_state")
                 else None
             ),
-            request_context=convert.struct_to_json(request.request_context),
+            request_context=convert.struct_to_json(request.request_context, "request_context"),
             trace=_trace(request, context),
             request_id=request.request_id,
         )
@@ -229,12 +245,17 @@ def _run_status(value: int) -> RunStatus:
 
 
 def _time_or_none(request: Any, field: str) -> float | None:
-    return convert.seconds(getattr(request, field)) if request.HasField(field) else None
+    if not request.HasField(field):
+        return None
+    try:
+        return convert.seconds(getattr(request, field))
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not a valid timestamp: {exc}") from exc
 
 
 def _offset_token(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    if not (token.isascii() and token.isdecimal() and len(token) <= 9):
         raise InvalidArgument("page_token", "malformed page token")
     return int(token)
