@@ -15,7 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.support.api import call_error, path, paths, to_json, value
+from tests.support.api import path, paths, to_json, value
+from tests.support.refusals import assert_error, observe, refused, resume
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
@@ -74,48 +75,12 @@ async def start_review(stub: WorkflowServiceStub) -> message_pb2.WorkflowResult:
     return result
 
 
-def resume(run_id: str, data: Any = None, **fields: Any) -> rr.ResumeRequest:
-    """A ResumeRequest; `data` None leaves resume_data unset."""
-    if data is not None:
-        fields["resume_data"] = value(data)
-    return rr.ResumeRequest(run_id=run_id, **fields)
-
-
 def payloads(result: message_pb2.WorkflowResult) -> dict[str, Any]:
     return {key: to_json(payload) for key, payload in result.suspend_payload.items()}
 
 
 def step_statuses(result: message_pb2.WorkflowResult) -> dict[str, int]:
     return {key: step.status for key, step in result.steps.items()}
-
-
-async def observe(
-    stub: WorkflowServiceStub, run_id: str, log: Path | None = None
-) -> tuple[message_pb2.Run, list[str]]:
-    """The whole Run (with state and labels) and the side-effect log."""
-    options = message_pb2.OutputOptions(include_state=True, include_resume_labels=True)
-    run = await stub.GetRun(rr.GetRunRequest(run_id=run_id, output_options=options))
-    return run, lines(log) if log else []
-
-
-async def refused(
-    stub: WorkflowServiceStub, request: rr.ResumeRequest, log: Path | None = None
-) -> Any:
-    """Send a resume that must fail; assert the run is unchanged and still SUSPENDED;
-    return the unpacked error."""
-    before = await observe(stub, request.run_id, log)
-    assert before[0].status == SUSPENDED
-    error = await call_error(stub.ResumeRun(request))
-    assert await observe(stub, request.run_id, log) == before
-    return error
-
-
-def assert_error(error: Any, code: grpc.StatusCode, reason: str, **metadata: str) -> None:
-    assert error.code == code, error
-    assert error.reason == reason, error
-    assert error.domain == DOMAIN
-    for key, expected in metadata.items():
-        assert error.metadata.get(key) == expected, (key, error.metadata)
 
 
 async def assert_nested_resumable(stub: WorkflowServiceStub, run_id: str, log: Path) -> None:
