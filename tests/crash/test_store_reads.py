@@ -13,12 +13,15 @@ holds a read transaction (BEGIN ... COMMIT) open across two SELECTs:
   snapshot.
 
 The interleavings are forced here (a load paused inside its transaction; a load cancelled at
-its BEGIN), so each test fails every time the bug is there.
+its BEGIN), so each test fails every time the bug is there. Since then each read runs as one
+function in the reader's thread (its transaction cannot interleave with another read, nor be
+cut by a cancelled caller); the pause is injected at that level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,44 +35,32 @@ STEPS_QUERY = "SELECT path, record FROM steps"
 
 
 class _PausingReader:
-    """The store's reader connection, pausing once after the steps query of a `load`
-    (inside its read transaction) until `resume` is set."""
+    """The store's reader connection. The store runs each read as one function in the
+    connection's thread (`_execute`); the first `load` here first opens a read transaction
+    of its own and pauses inside it until `resume` is set, as a load that holds its
+    snapshot across a slow moment would."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
-        self.paused = asyncio.Event()
-        self.resume = asyncio.Event()
+        self.paused = threading.Event()
+        self.resume = threading.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
-    def execute(self, sql: str, params: Any = ()) -> _Statement:
-        return _Statement(self, sql, params)
+    def _execute(self, fn: Any, *args: Any) -> Any:
+        if getattr(fn, "__name__", "") != "_load" or self.paused.is_set():
+            return self.real._execute(fn, *args)
 
+        def paused(conn: Any, *rest: Any) -> Any:
+            conn.execute("BEGIN")
+            conn.execute(STEPS_QUERY).fetchall()  # the snapshot is taken
+            self.paused.set()
+            self.resume.wait(5)
+            conn.execute("COMMIT")
+            return fn(conn, *rest)
 
-class _Statement:
-    """What aiosqlite's `execute` returns: awaitable, and an async context manager."""
-
-    def __init__(self, reader: _PausingReader, sql: str, params: Any) -> None:
-        self.reader, self.sql, self.params = reader, sql, params
-        self.cursor: Any = None
-
-    async def _run(self) -> Any:
-        cursor = await self.reader.real.execute(self.sql, self.params)
-        if self.sql.startswith(STEPS_QUERY) and not self.reader.paused.is_set():
-            self.reader.paused.set()
-            await self.reader.resume.wait()
-        return cursor
-
-    def __await__(self) -> Any:
-        return self._run().__await__()
-
-    async def __aenter__(self) -> Any:
-        self.cursor = await self._run()
-        return self.cursor
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.cursor.close()
+        return self.real._execute(paused, *args)
 
 
 @pytest.fixture
@@ -96,7 +87,7 @@ async def test_a_committed_run_is_found_while_another_load_holds_its_read_transa
     reader = _PausingReader(store._reader)
     store._reader = reader  # type: ignore[assignment]
     loading = asyncio.create_task(store.load("old"))
-    await asyncio.wait_for(reader.paused.wait(), timeout=5)  # the snapshot is taken
+    assert await asyncio.to_thread(reader.paused.wait, 5)  # the snapshot is taken
 
     await store.create_run(_run("new"))  # committed: StartRun would acknowledge it now
     reading = asyncio.create_task(store.load_run("new"))

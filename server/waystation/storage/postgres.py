@@ -32,10 +32,9 @@ from waystation.storage.protocol import (
     StoreConflict,
     StoreError,
     StoreUnavailable,
-    WriteOp,
     conflict_text,
 )
-from waystation.storage.sql import RUN_COLUMNS, dumps, filter_sql, run_from_row, run_row
+from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
 
 # Append-only: a migration's position in this list is its version. Never edit or reorder.
 MIGRATIONS: list[str] = [
@@ -104,7 +103,7 @@ class PostgresStore:
         self._migrate = migrate
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._apply_batch)
+        self._committer: GroupCommitter[_Write] = GroupCommitter(self._apply_batch)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -155,10 +154,10 @@ class PostgresStore:
         request: RequestKey | None = None,
         events: Sequence[dict[str, Any]] = (),
     ) -> None:
-        await self._committer.submit(Create(run, request, events))
+        await self._committer.submit(encode(Create(run, request, events)))
 
     async def commit(self, commit: Commit) -> None:
-        await self._committer.submit(commit)
+        await self._committer.submit(encode(commit))
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
         if run_ids:
@@ -168,7 +167,7 @@ class PostgresStore:
         claimed: list[str] = await self._committer.submit(ExpiredClaim(owner, now, until, limit))
         return claimed
 
-    async def _apply_batch(self, ops: list[WriteOp]) -> list[Result]:
+    async def _apply_batch(self, ops: list[_Write]) -> list[Result]:
         """Transitions share one transaction, applied in run-id order (stable, so one run's
         transitions keep their order): two replicas' batches then lock rows in the same
         order and cannot deadlock. Lease upkeep runs in transactions of its own. A batch
@@ -176,7 +175,7 @@ class PostgresStore:
         retried."""
         results: list[Result] = [(None, None)] * len(ops)
         order = sorted(
-            (i for i, op in enumerate(ops) if isinstance(op, Commit | Create | Delete)),
+            (i for i, op in enumerate(ops) if isinstance(op, Encoded | Delete)),
             key=lambda i: _run_of(ops[i]),
         )
         for attempt in range(3):
@@ -202,7 +201,7 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return StoreUnavailable(f"postgresql: {exc}"), None
 
-    async def _apply_one(self, conn: asyncpg.Connection, op: WriteOp) -> Result:
+    async def _apply_one(self, conn: asyncpg.Connection, op: _Write) -> Result:
         if isinstance(op, Delete):
             status = await conn.execute("DELETE FROM runs WHERE run_id = $1", op.run_id)
             for table in ("steps", "requests", "events"):
@@ -232,72 +231,11 @@ class PostgresStore:
         try:
             # A savepoint per operation: one that conflicts leaves no trace.
             async with conn.transaction():
-                ok = await (
-                    self._apply_commit(conn, op)
-                    if isinstance(op, Commit)
-                    else self._apply_create(conn, op)
-                )
-                if not ok:
+                if not await _apply_encoded(conn, op):
                     raise _Conflict
         except _Conflict:
-            return StoreConflict(conflict_text(op)), None
-        except (ValueError, TypeError) as exc:  # a value JSON cannot hold
-            return StoreError(f"cannot store the run: {exc}"), None
+            return StoreConflict(conflict_text(op.op)), None
         return None, None
-
-    async def _apply_create(self, conn: asyncpg.Connection, op: Create) -> bool:
-        status = await conn.execute(
-            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_COLUMN_MARKS})"
-            " ON CONFLICT (run_id) DO NOTHING",
-            *run_row(op.run),
-        )
-        if status != "INSERT 0 1":
-            return False
-        await _insert_events(conn, op.run.run_id, op.events)
-        return op.request is None or await _insert_request(conn, op.request, op.run.run_id)
-
-    async def _apply_commit(self, conn: asyncpg.Connection, c: Commit) -> bool:
-        run = c.run
-        status = await conn.execute(
-            "UPDATE runs SET status = $1, version = $2, update_time = $3, owner = $4,"
-            " lease_until = $5, due_at = $6, header = $7 WHERE run_id = $8 AND version = $9",
-            run.status.value,
-            c.expected_version + 1,
-            run.update_time,
-            run.owner,
-            run.lease_until,
-            run.due_at,
-            dumps(run.header_json()),
-            run.run_id,
-            c.expected_version,
-        )
-        if status != "UPDATE 1":
-            return False
-        for prefix in c.deleted_prefixes:
-            await conn.execute(
-                "DELETE FROM steps WHERE run_id = $1 AND (path = $2 OR (path > $3 AND path < $4))",
-                run.run_id,
-                prefix,
-                prefix + ".",
-                prefix + "/",
-            )
-        if c.steps:
-            await conn.executemany(
-                "INSERT INTO steps (run_id, path, record) VALUES ($1, $2, $3)"
-                " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
-                [(run.run_id, key, dumps(rec.to_json())) for key, rec in c.steps.items()],
-            )
-        await _insert_events(conn, run.run_id, c.events)
-        if c.new_request is not None and not await _insert_request(conn, c.new_request, run.run_id):
-            return False
-        for key, outcome in c.settled_requests.items():
-            await conn.execute(
-                "UPDATE requests SET outcome = $1 WHERE scope = $2 AND request_id = $3",
-                dumps(outcome),
-                key.scope,
-                key.request_id,
-            )
-        return True
 
     async def delete_run(self, run_id: str) -> bool:
         deleted: bool = await self._committer.submit(Delete(run_id))
@@ -393,10 +331,69 @@ class PostgresStore:
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
-def _run_of(op: WriteOp) -> str:
-    if isinstance(op, Delete):
+_Write = Encoded | LeaseRenewal | ExpiredClaim | Delete
+
+
+def _run_of(op: _Write) -> str:
+    if isinstance(op, Delete | Encoded):
         return op.run_id
-    return op.run.run_id if isinstance(op, Commit | Create) else ""
+    return ""
+
+
+async def _apply_encoded(conn: asyncpg.Connection, e: Encoded) -> bool:
+    r = e.run
+    if isinstance(e.op, Create):
+        status = await conn.execute(
+            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_COLUMN_MARKS})"
+            " ON CONFLICT (run_id) DO NOTHING",
+            *r,
+        )
+        done = status == "INSERT 0 1"
+    else:
+        status = await conn.execute(
+            "UPDATE runs SET resource_id = $1, status = $2, version = $3, update_time = $4,"
+            " owner = $5, lease_until = $6, due_at = $7, header = $8"
+            " WHERE run_id = $9 AND version = $10",
+            r[2],
+            r[3],
+            r[4],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            e.run_id,
+            e.expected_version,
+        )
+        done = status == "UPDATE 1"
+    if not done:
+        return False
+    for prefix in e.deleted:
+        await conn.execute(
+            "DELETE FROM steps WHERE run_id = $1 AND (path = $2 OR (path > $3 AND path < $4))",
+            e.run_id,
+            prefix,
+            prefix + ".",
+            prefix + "/",
+        )
+    if e.steps:
+        await conn.executemany(
+            "INSERT INTO steps (run_id, path, record) VALUES ($1, $2, $3)"
+            " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
+            [(e.run_id, path, record) for path, record in e.steps],
+        )
+    if e.events:
+        await conn.executemany(
+            "INSERT INTO events (run_id, sequence, event) VALUES ($1, $2, $3)",
+            [(e.run_id, sequence, event) for sequence, event in e.events],
+        )
+    if e.new_request is not None and not await _insert_request(conn, e.new_request, e.run_id):
+        return False
+    if e.outcomes:
+        await conn.executemany(
+            "UPDATE requests SET outcome = $1 WHERE scope = $2 AND request_id = $3", e.outcomes
+        )
+    return True
 
 
 class _Conflict(Exception):
@@ -412,13 +409,3 @@ async def _insert_request(conn: asyncpg.Connection, key: RequestKey, run_id: str
         run_id,
     )
     return bool(status == "INSERT 0 1")
-
-
-async def _insert_events(
-    conn: asyncpg.Connection, run_id: str, events: Sequence[dict[str, Any]]
-) -> None:
-    if events:
-        await conn.executemany(
-            "INSERT INTO events (run_id, sequence, event) VALUES ($1, $2, $3)",
-            [(run_id, e["sequence"], dumps(e)) for e in events],
-        )

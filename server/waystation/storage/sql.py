@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from waystation.engine.model import RunRecord, RunStatus
-from waystation.storage.protocol import RunFilter
+from waystation.storage.protocol import Commit, Create, RequestKey, RunFilter, StoreError
 
 RUN_COLUMNS = (
     "run_id, workflow_id, resource_id, status, version, create_time, update_time, owner, "
@@ -85,3 +86,53 @@ def filter_sql(
         inner = " OR ".join("substr(resource_id, 1, {}) = {}" for _ in where.resource_prefixes)
         add(f"({inner})", *(v for p in where.resource_prefixes for v in (len(p), p)))
     return clauses, params
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A Commit or Create turned into SQL values when it is submitted, on the event loop:
+    the engine goes on changing the run (its state, its next step) while the write waits
+    for its batch, and the row must hold the run as it was at this transition."""
+
+    op: Commit | Create
+    run: tuple[Any, ...]
+    steps: list[tuple[str, str]]
+    deleted: list[str]
+    events: list[tuple[int, str]]
+    new_request: RequestKey | None
+    outcomes: list[tuple[str, str, str]]
+
+    @classmethod
+    def of(cls, op: Commit | Create) -> Encoded:
+        """Raises ValueError / TypeError for values JSON cannot hold."""
+        if isinstance(op, Create):
+            return cls(op, run_row(op.run), [], [], _events(op.events), op.request, [])
+        return cls(
+            op,
+            run_row(op.run, version=op.expected_version + 1),
+            [(key, dumps(rec.to_json())) for key, rec in op.steps.items()],
+            list(op.deleted_prefixes),
+            _events(op.events),
+            op.new_request,
+            [(dumps(o), k.scope, k.request_id) for k, o in op.settled_requests.items()],
+        )
+
+    @property
+    def run_id(self) -> str:
+        return self.op.run.run_id
+
+    @property
+    def expected_version(self) -> int:
+        return self.op.expected_version if isinstance(self.op, Commit) else -1
+
+
+def _events(events: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+    return [(e["sequence"], dumps(e)) for e in events]
+
+
+def encode(op: Commit | Create) -> Encoded:
+    """`Encoded.of(op)`, with a value JSON cannot hold reported as a StoreError."""
+    try:
+        return Encoded.of(op)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"cannot store the run: {exc}") from exc

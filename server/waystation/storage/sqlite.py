@@ -11,7 +11,6 @@ reader see every committed transaction while the writer works.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -33,12 +32,10 @@ from waystation.storage.protocol import (
     RequestRecord,
     RunFilter,
     StoreConflict,
-    StoreError,
     StoreUnavailable,
-    WriteOp,
     conflict_text,
 )
-from waystation.storage.sql import RUN_COLUMNS, dumps, filter_sql, run_from_row, run_row
+from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
 
 # Append-only: a migration's position in this list is its version. Never edit or reorder.
 MIGRATIONS: list[str] = [
@@ -121,8 +118,7 @@ class SqliteStore:
         self._path = path
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._read_lock = asyncio.Lock()
-        self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._apply_batch)
+        self._committer: GroupCommitter[_Write] = GroupCommitter(self._apply_batch)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -164,6 +160,8 @@ class SqliteStore:
         self._reader = self._writer = None
 
     # -- writes ---------------------------------------------------------------------------
+    # Each batch runs in the writer's thread in one call (one hand-off, not one per
+    # statement); values are encoded on the event loop when the write is submitted.
 
     async def create_run(
         self,
@@ -171,10 +169,10 @@ class SqliteStore:
         request: RequestKey | None = None,
         events: Sequence[dict[str, Any]] = (),
     ) -> None:
-        await self._committer.submit(Create(run, request, events))
+        await self._committer.submit(encode(Create(run, request, events)))
 
     async def commit(self, commit: Commit) -> None:
-        await self._committer.submit(commit)
+        await self._committer.submit(encode(commit))
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
         if run_ids:
@@ -184,167 +182,33 @@ class SqliteStore:
         claimed: list[str] = await self._committer.submit(ExpiredClaim(owner, now, until, limit))
         return claimed
 
-    async def _apply_batch(self, ops: list[WriteOp]) -> list[Result]:
-        db = self._writer
-        assert db is not None, "store is not set up"
-        results: list[Result] = []
-        try:
-            # IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
-            await db.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                results.append(await self._apply_one(db, op))
-            await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            await self._rollback(db)
-            return [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
-        except BaseException:
-            await self._rollback(db)
-            raise
-        return results
-
-    async def _apply_one(self, db: aiosqlite.Connection, op: WriteOp) -> Result:
-        """One operation in its own savepoint: one that conflicts or cannot be encoded leaves
-        no trace, and the others in the same transaction still commit."""
-        if isinstance(op, LeaseRenewal | ExpiredClaim):
-            return None, await self._apply_lease(db, op)
-        if isinstance(op, Delete):
-            return None, await self._apply_delete(db, op)
-        await db.execute("SAVEPOINT op")
-        try:
-            if isinstance(op, Commit):
-                ok = await self._apply_commit(db, op)
-            else:
-                ok = await self._apply_create(db, op)
-        except (ValueError, TypeError) as exc:  # a value JSON cannot hold
-            await db.execute("ROLLBACK TO op")
-            await db.execute("RELEASE op")
-            return StoreError(f"cannot store the run: {exc}"), None
-        if not ok:
-            await db.execute("ROLLBACK TO op")
-        await db.execute("RELEASE op")
-        return (None if ok else StoreConflict(conflict_text(op))), None
-
-    @staticmethod
-    async def _apply_lease(
-        db: aiosqlite.Connection, op: LeaseRenewal | ExpiredClaim
-    ) -> list[str] | None:
-        if isinstance(op, LeaseRenewal):
-            marks = ", ".join("?" for _ in op.run_ids)
-            await db.execute(
-                f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})",
-                (op.until, op.owner, *op.run_ids),
-            )
-            return None
-        async with db.execute(
-            "UPDATE runs SET owner = ?, lease_until = ?, version = version + 1"
-            " WHERE run_id IN (SELECT run_id FROM runs WHERE status IN ('running', 'waiting')"
-            " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?) RETURNING run_id",
-            (op.owner, op.until, op.now, op.limit),
-        ) as cur:
-            return [row[0] for row in await cur.fetchall()]
-
-    @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-
-    async def _apply_create(self, db: aiosqlite.Connection, op: Create) -> bool:
-        run = op.run
-        cur = await db.execute(
-            f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            run_row(run),
-        )
-        if cur.rowcount != 1:
-            return False
-        await self._insert_events(db, run.run_id, op.events)
-        return op.request is None or await self._insert_request(db, op.request, run.run_id)
-
-    @staticmethod
-    async def _insert_events(
-        db: aiosqlite.Connection, run_id: str, events: Sequence[dict[str, Any]]
-    ) -> None:
-        if events:
-            await db.executemany(
-                "INSERT INTO events (run_id, sequence, event) VALUES (?, ?, ?)",
-                [(run_id, e["sequence"], dumps(e)) for e in events],
-            )
-
-    async def _apply_commit(self, db: aiosqlite.Connection, c: Commit) -> bool:
-        run = c.run
-        cur = await db.execute(
-            "UPDATE runs SET status = ?, version = ?, update_time = ?, owner = ?,"
-            " lease_until = ?, due_at = ?, header = ? WHERE run_id = ? AND version = ?",
-            (
-                run.status.value,
-                c.expected_version + 1,
-                run.update_time,
-                run.owner,
-                run.lease_until,
-                run.due_at,
-                dumps(run.header_json()),
-                run.run_id,
-                c.expected_version,
-            ),
-        )
-        if cur.rowcount != 1:
-            return False
-        for prefix in c.deleted_prefixes:
-            # Every key below `prefix`: "prefix.x..." sorts between "prefix." and "prefix/".
-            await db.execute(
-                "DELETE FROM steps WHERE run_id = ? AND (path = ? OR (path > ? AND path < ?))",
-                (run.run_id, prefix, prefix + ".", prefix + "/"),
-            )
-        if c.steps:
-            await db.executemany(
-                "INSERT INTO steps (run_id, path, record) VALUES (?, ?, ?)"
-                " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
-                [(run.run_id, key, dumps(rec.to_json())) for key, rec in c.steps.items()],
-            )
-        await self._insert_events(db, run.run_id, c.events)
-        if c.new_request is not None and not await self._insert_request(
-            db, c.new_request, run.run_id
-        ):
-            return False
-        for key, outcome in c.settled_requests.items():
-            await db.execute(
-                "UPDATE requests SET outcome = ? WHERE scope = ? AND request_id = ?",
-                (dumps(outcome), key.scope, key.request_id),
-            )
-        return True
-
-    @staticmethod
-    async def _insert_request(db: aiosqlite.Connection, key: RequestKey, run_id: str) -> bool:
-        cur = await db.execute(
-            "INSERT OR IGNORE INTO requests (scope, request_id, run_id) VALUES (?, ?, ?)",
-            (key.scope, key.request_id, run_id),
-        )
-        return cur.rowcount == 1
-
     async def delete_run(self, run_id: str) -> bool:
         deleted: bool = await self._committer.submit(Delete(run_id))
         return deleted
 
-    @staticmethod
-    async def _apply_delete(db: aiosqlite.Connection, op: Delete) -> bool:
-        cur = await db.execute("DELETE FROM runs WHERE run_id = ?", (op.run_id,))
-        for table in ("steps", "requests", "events"):
-            await db.execute(f"DELETE FROM {table} WHERE run_id = ?", (op.run_id,))
-        return bool(cur.rowcount == 1)
+    async def _apply_batch(self, ops: list[_Write]) -> list[Result]:
+        db = self._writer
+        assert db is not None, "store is not set up"
+        # aiosqlite (pinned) runs a function in its connection's thread with `_execute`:
+        # the whole batch is one hand-off instead of one per statement.
+        results: list[Result] = await db._execute(  # type: ignore[no-untyped-call]
+            _apply_batch, db._conn, ops
+        )
+        return results
 
     # -- reads ----------------------------------------------------------------------------
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        # Every read takes the lock: a read must never run inside another's transaction
-        # on the one reader connection (it would see that transaction's older snapshot).
-        async with self._read_lock:
-            return await self._query(sql, params)
+        rows: list[Any] = await self._in_reader(_fetchall, sql, params)
+        return rows
 
-    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _in_reader(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(connection, *args)` in the reader's thread: one hand-off per read, and a
+        read's statements never interleave with another read's."""
         db = self._reader
         assert db is not None, "store is not set up"
         try:
-            async with db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
@@ -353,27 +217,7 @@ class SqliteStore:
         return run_from_row(rows[0]) if rows else None
 
     async def load(self, run_id: str) -> RunSnapshot | None:
-        # Shielded: a caller cancelled half-way (a deadline) must not leave the reader
-        # inside its transaction.
-        return await asyncio.shield(self._load(run_id))
-
-    async def _load(self, run_id: str) -> RunSnapshot | None:
-        db = self._reader
-        assert db is not None, "store is not set up"
-        # One read transaction, so the header and the steps are of the same version.
-        async with self._read_lock:
-            await db.execute("BEGIN")
-            try:
-                found = await self._query(
-                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-                )
-                rows = (
-                    await self._query("SELECT path, record FROM steps WHERE run_id = ?", (run_id,))
-                    if found
-                    else []
-                )
-            finally:
-                await db.execute("COMMIT")
+        found, rows = await self._in_reader(_load, run_id)
         if not found:
             return None
         run = run_from_row(found[0])
@@ -423,3 +267,113 @@ class SqliteStore:
             return None
         run_id, outcome = rows[0]
         return RequestRecord(key, run_id, json.loads(outcome) if outcome else None)
+
+
+_Write = Encoded | LeaseRenewal | ExpiredClaim | Delete
+
+
+def _apply_batch(db: sqlite3.Connection, ops: list[_Write]) -> list[Result]:
+    """In the writer's thread: one transaction for the whole batch, a savepoint per
+    operation, so one that conflicts leaves no trace and the others still commit."""
+    try:
+        # IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
+        db.execute("BEGIN IMMEDIATE")
+        results = [_apply_one(db, op) for op in ops]
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        return [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _apply_one(db: sqlite3.Connection, op: _Write) -> Result:
+    if isinstance(op, LeaseRenewal):
+        marks = ", ".join("?" for _ in op.run_ids)
+        db.execute(
+            f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})",
+            (op.until, op.owner, *op.run_ids),
+        )
+        return None, None
+    if isinstance(op, ExpiredClaim):
+        rows = db.execute(
+            "UPDATE runs SET owner = ?, lease_until = ?, version = version + 1"
+            " WHERE run_id IN (SELECT run_id FROM runs WHERE status IN ('running', 'waiting')"
+            " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?) RETURNING run_id",
+            (op.owner, op.until, op.now, op.limit),
+        ).fetchall()
+        return None, [row[0] for row in rows]
+    if isinstance(op, Delete):
+        deleted = db.execute("DELETE FROM runs WHERE run_id = ?", (op.run_id,)).rowcount
+        for table in ("steps", "requests", "events"):
+            db.execute(f"DELETE FROM {table} WHERE run_id = ?", (op.run_id,))
+        return None, deleted == 1
+    db.execute("SAVEPOINT op")
+    ok = _apply_encoded(db, op)
+    if not ok:
+        db.execute("ROLLBACK TO op")
+    db.execute("RELEASE op")
+    return (None if ok else StoreConflict(conflict_text(op.op))), None
+
+
+def _apply_encoded(db: sqlite3.Connection, e: Encoded) -> bool:
+    r = e.run
+    if isinstance(e.op, Create):
+        marks = ", ".join("?" for _ in r)
+        cur = db.execute(f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({marks})", r)
+    else:
+        cur = db.execute(
+            "UPDATE runs SET resource_id = ?, status = ?, version = ?, update_time = ?,"
+            " owner = ?, lease_until = ?, due_at = ?, header = ?"
+            " WHERE run_id = ? AND version = ?",
+            (r[2], r[3], r[4], r[6], r[7], r[8], r[9], r[10], e.run_id, e.expected_version),
+        )
+    if cur.rowcount != 1:
+        return False
+    for prefix in e.deleted:
+        # Every key below `prefix`: "prefix.x..." sorts between "prefix." and "prefix/".
+        db.execute(
+            "DELETE FROM steps WHERE run_id = ? AND (path = ? OR (path > ? AND path < ?))",
+            (e.run_id, prefix, prefix + ".", prefix + "/"),
+        )
+    db.executemany(
+        "INSERT INTO steps (run_id, path, record) VALUES (?, ?, ?)"
+        " ON CONFLICT (run_id, path) DO UPDATE SET record = excluded.record",
+        [(e.run_id, path, record) for path, record in e.steps],
+    )
+    db.executemany(
+        "INSERT INTO events (run_id, sequence, event) VALUES (?, ?, ?)",
+        [(e.run_id, sequence, event) for sequence, event in e.events],
+    )
+    if e.new_request is not None:
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO requests (scope, request_id, run_id) VALUES (?, ?, ?)",
+            (e.new_request.scope, e.new_request.request_id, e.run_id),
+        ).rowcount
+        if inserted != 1:
+            return False
+    db.executemany("UPDATE requests SET outcome = ? WHERE scope = ? AND request_id = ?", e.outcomes)
+    return True
+
+
+def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
+
+def _load(db: sqlite3.Connection, run_id: str) -> tuple[list[Any], list[Any]]:
+    """The header and the steps in one read transaction: of the same version."""
+    db.execute("BEGIN")
+    try:
+        found = db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchall()
+        rows = (
+            db.execute("SELECT path, record FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+            if found
+            else []
+        )
+    finally:
+        db.execute("COMMIT")
+    return found, rows
