@@ -36,8 +36,8 @@ check-generated: generate ## Fail when the checked-in generated code is stale.
 	   echo "untracked generated files: run 'make generate' and commit" >&2; exit 1)
 
 lint: install ## ruff, mypy --strict, buf lint, hadolint.
-	$(BIN)/ruff check server tests
-	$(BIN)/ruff format --check server tests
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	@# No change may break a published client: compare with the protos on main.

@@ -51,6 +51,10 @@ from waystation.storage.protocol import Commit, RequestKey, SnapshotStore, Store
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TELEMETRY = Telemetry()
+"""For executions not launched by an Engine (which passes its own). One instance: every
+`Telemetry` registers its instruments with the meter provider, which keeps them."""
+
 Kind = Literal["success", "suspended", "failed", "bailed", "canceled", "waiting"]
 
 
@@ -122,7 +126,7 @@ class Execution:
     requests: list[RequestKey] = field(default_factory=list)
     shutting_down: bool = False
     on_commit: Callable[[str], None] = lambda run_id: None
-    telemetry: Telemetry = field(default_factory=Telemetry)
+    telemetry: Telemetry = field(default_factory=lambda: DEFAULT_TELEMETRY)
     kind: str = "recover"
     """What started this execution: start, resume, restart, time_travel or recover."""
     call: CallTrace | None = None

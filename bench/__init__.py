@@ -1,0 +1,1 @@
+"""Waystation's benchmark: `python -m bench` (`make bench`); see docs/performance.md."""
