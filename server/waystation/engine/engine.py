@@ -91,7 +91,6 @@ class Engine(Upkeep):
         self._resume_grace = resume_grace
         self._active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]] = {}
         self._changes: dict[str, asyncio.Event] = {}
-        self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,7 +116,6 @@ class Engine(Upkeep):
         tasks = [task for _, task in self._active.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
-        self._closing = True
         for execution, task in list(self._active.values()):
             execution.shutting_down = True
             task.cancel()

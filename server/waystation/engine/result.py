@@ -13,7 +13,7 @@ from typing import Any
 
 from waystation.engine.definition import Sleep, Step, Workflow
 from waystation.engine.model import JSON, LabelTarget, RunRecord, RunStatus, StepRecord, StepStatus
-from waystation.engine.paths import ITEM_MARK, Path, format_path, parse_path, split_items
+from waystation.engine.paths import ITEM_MARK, Path, format_path, split_items
 
 Node = Step | Workflow | Sleep
 
@@ -182,8 +182,5 @@ def _is_item(path: Path) -> bool:
 
 
 def _stored_suspended(steps: dict[Path, StepRecord]) -> list[Path]:
-    return [
-        p
-        for p, r in steps.items()
-        if r.status is StepStatus.SUSPENDED and p == parse_path(format_path(p))
-    ]
+    """Without the workflow's graph, every suspended record counts as a leaf."""
+    return [p for p, r in steps.items() if r.status is StepStatus.SUSPENDED]
