@@ -42,7 +42,7 @@ from tests.support.fuzzing import (
     SEEDS,
     Bridge,
     fuzz_settings,
-    reproduce_line,
+    run_here,
     run_in_thread,
     run_seeded,
 )
@@ -77,17 +77,6 @@ def fuzz_seed(request: pytest.FixtureRequest) -> int:
 @pytest.fixture
 async def bridge() -> Bridge:
     return Bridge(asyncio.get_running_loop())
-
-
-def run_here(test: Callable[[], None], seed: int, request: pytest.FixtureRequest) -> None:
-    """Run a pure @given test with `seed` in this thread (no server to keep serving)."""
-    try:
-        with_seed(seed)(test)()
-    except BaseException as exc:
-        line = reproduce_line(request.node.nodeid, seed)
-        print(line)
-        exc.add_note(line)
-        raise
 
 
 # -- snapshot encode/decode round-trips ---------------------------------------------------

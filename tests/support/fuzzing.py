@@ -86,6 +86,18 @@ def reproduce_line(nodeid: str, seed: int) -> str:
     )
 
 
+def run_here(test: Callable[[], None], seed: int, request: Any) -> None:
+    """Run a pure @given test with `seed` in this thread (no server to keep serving); on
+    failure, print and attach the line that reproduces it. `request` is pytest's."""
+    try:
+        with_seed(seed)(test)()
+    except BaseException as exc:
+        line = reproduce_line(request.node.nodeid, seed)
+        print(line)
+        exc.add_note(line)
+        raise
+
+
 async def run_seeded(test: Callable[[], None], seed: int, nodeid: str) -> None:
     """Run the @given-decorated `test` with `seed` in a worker thread; on failure, print
     and attach the line that reproduces it."""
