@@ -1,7 +1,9 @@
 """OpenTelemetry for the server process, configured by the standard `OTEL_*` variables.
 
-Nothing is needed to run: without `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` spans and
-metrics are recorded (so results carry trace ids) but exported nowhere.
+Nothing is needed to run: without `OTEL_TRACES_EXPORTER`, spans are not recorded (the sampler
+drops them all), but every span still gets its ids, so results carry trace ids and the
+caller's W3C context is continued; without `OTEL_METRICS_EXPORTER`, instruments are no-ops.
+Recording what nobody reads cost about a sixth of a cycle's CPU (docs/performance.md).
 - `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`: `console`, `otlp` or `none` (comma lists).
 - `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or `http/protobuf`; the endpoint, headers
   and the rest are read by the OTLP exporters themselves (`OTEL_EXPORTER_OTLP_*`).
@@ -18,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -29,6 +31,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s trace_id=%(trace_id)s span_id=%(span_id)s %(message)s"
@@ -38,11 +41,13 @@ LOG_FORMAT = (
 @dataclass
 class Providers:
     tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+    meter_provider: metrics.MeterProvider
+    """The SDK's, or the API's no-op one when no metrics exporter is configured."""
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        if isinstance(self.meter_provider, MeterProvider):
+            self.meter_provider.shutdown()
 
 
 def _names(variable: str) -> list[str]:
@@ -99,18 +104,27 @@ def _metric_reader(name: str) -> PeriodicExportingMetricReader | None:
 def providers_from_env() -> Providers:
     """Tracer and meter providers as the `OTEL_*` variables say."""
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "waystation")})
-    tracer_provider = TracerProvider(resource=resource)
-    for name in _names("OTEL_TRACES_EXPORTER"):
-        exporter = _span_exporter(name)
-        if exporter is None:
-            continue
+    exporters = [
+        (name, exporter)
+        for name in _names("OTEL_TRACES_EXPORTER")
+        if (exporter := _span_exporter(name)) is not None
+    ]
+    # With no exporter nothing is recorded, but spans still get (and propagate) their ids.
+    tracer_provider = (
+        TracerProvider(resource=resource) if exporters else TracerProvider(sampler=ALWAYS_OFF)
+    )
+    for name, exporter in exporters:
         # Console spans are printed as they end; remote exporters are batched.
         processor = (
             SimpleSpanProcessor(exporter) if name == "console" else BatchSpanProcessor(exporter)
         )
         tracer_provider.add_span_processor(processor)
     readers = [r for r in map(_metric_reader, _names("OTEL_METRICS_EXPORTER")) if r]
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider: metrics.MeterProvider = (
+        MeterProvider(resource=resource, metric_readers=readers)
+        if readers
+        else metrics.NoOpMeterProvider()
+    )
     return Providers(tracer_provider, meter_provider)
 
 

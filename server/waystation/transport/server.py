@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from waystation.api.v1 import service_pb2
@@ -79,7 +79,7 @@ class RunningServer:
 async def create_server(
     settings: ServerSettings,
     tracer_provider: TracerProvider | None = None,
-    meter_provider: MeterProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
     store: SnapshotStore | None = None,
 ) -> RunningServer:
     """Open the store (`store`, or the one `settings.db` names), recover interrupted runs,
