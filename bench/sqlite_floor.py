@@ -1,8 +1,10 @@
 """The storage floor: one small row per transition written with aiosqlite, durably.
 
 `python -m bench.sqlite_floor --db PATH --writes N` prints one JSON line. The file gets the
-service's PRAGMAS (WAL, synchronous=FULL, ...) from `waystation.storage.sqlite`, and each row
-is about the size of a step record. Three ways, each on one connection:
+service's PRAGMAS (WAL, ...) from `waystation.storage.sqlite` with `synchronous=FULL`: every
+write is fsynced before it returns, which is what the service does for a transition that a
+caller is answered after (it commits with NORMAL and fsyncs the WAL itself). Each row is
+about the size of a step record. Three ways, each on one connection:
 - `seq`: one write after another, each its own transaction (one awaited call, one fsync).
 - `c64`: 64 concurrent writers, each write its own transaction (aiosqlite runs them one by
   one: what a server without group commit gets).
@@ -30,7 +32,7 @@ INSERT = "INSERT INTO t (run_id, path, record) VALUES (?, ?, ?)"
 
 async def connect(path: str) -> aiosqlite.Connection:
     db = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in PRAGMAS:
+    for pragma in [*PRAGMAS, "PRAGMA synchronous=FULL"]:
         await db.execute(pragma)
     await db.execute(
         "CREATE TABLE IF NOT EXISTS t (run_id TEXT, path TEXT, record TEXT,"

@@ -142,19 +142,24 @@ class FaultyStore:
         return holder
 
     async def _pragma(self, text: str) -> Any:
-        writer = self.inner._writer  # the connection the group committer writes with
+        writer = self.inner._writer  # the connection the store writes with
         assert writer is not None, "store is not set up"
-        async with writer.execute(f"PRAGMA {text}") as cur:
-            row = await cur.fetchone()
+        row = writer.execute(f"PRAGMA {text}").fetchone()
         return row[0] if row else None
 
     # -- the writes -----------------------------------------------------------------------
 
     async def create_run(
-        self, run: Any, request: RequestKey | None = None, events: Sequence[Any] = ()
+        self,
+        run: Any,
+        request: RequestKey | None = None,
+        events: Sequence[Any] = (),
+        *,
+        durable: bool = True,
     ) -> None:
         await self._write(
-            Create(run, request, events), lambda: self.inner.create_run(run, request, events)
+            Create(run, request, events, durable),
+            lambda: self.inner.create_run(run, request, events, durable=durable),
         )
 
     async def commit(self, commit: Commit) -> None:

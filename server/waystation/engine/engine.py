@@ -188,10 +188,14 @@ class Engine(Upkeep):
         return run
 
     async def _insert(
-        self, run: RunRecord, key: RequestKey | None, events: list[dict[str, Any]] | None = None
+        self,
+        run: RunRecord,
+        key: RequestKey | None,
+        events: list[dict[str, Any]] | None = None,
+        durable: bool = True,
     ) -> None:
         try:
-            await self.store.create_run(run, key, events or [])
+            await self.store.create_run(run, key, events or [], durable=durable)
         except StoreConflict:
             existing = await self.store.load_run(run.run_id)
             raise RunAlreadyExists(run.run_id, existing.status if existing else "unknown") from None
@@ -248,7 +252,9 @@ class Engine(Upkeep):
                 request_context=dict(cmd.request_context),
             )
             self._own(run)
-            await self._insert(run, key, [make_event(run, EventType.RUN_STARTED)])
+            # Durable only if answered now; otherwise the settle's fsync carries it.
+            durable = cmd.return_immediately
+            await self._insert(run, key, [make_event(run, EventType.RUN_STARTED)], durable)
             return run
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
             raise RunAlreadyExists(existing.run_id, existing.status)
@@ -260,7 +266,15 @@ class Engine(Upkeep):
         self._own(existing)
         started = [make_event(existing, EventType.RUN_STARTED)]
         try:
-            await self.store.commit(Commit(existing, expected, new_request=key, events=started))
+            await self.store.commit(
+                Commit(
+                    existing,
+                    expected,
+                    new_request=key,
+                    events=started,
+                    durable=cmd.return_immediately,
+                )
+            )
         except StoreConflict:
             raise RunAlreadyExists(existing.run_id, "running") from None
         return existing
@@ -335,7 +349,11 @@ class Engine(Upkeep):
         events = step_events(run, snapshot.steps, records)
         changed = {format_path(p): r for p, r in records.items()}
         try:
-            await self.store.commit(Commit(run, expected, changed, new_request=key, events=events))
+            # Not fsynced: the call is answered after the settle, whose fsync carries this
+            # commit too (a process that dies keeps it; a power cut before the answer may
+            # lose it, and then the caller, who got no answer, retries).
+            commit = Commit(run, expected, changed, new_request=key, events=events, durable=False)
+            await self.store.commit(commit)
         except StoreConflict:
             now_run = await self.store.load_run(run.run_id)
             raise ResumeConflict(run.run_id, now_run.status if now_run else "deleted") from None

@@ -188,9 +188,14 @@ class Execution:
         *,
         deleted: list[Path] | None = None,
         extra_events: list[dict[str, Any]] | None = None,
+        durable: bool = False,
         **extra: Any,
     ) -> None:
-        """Commit a transition: the header as it is now, and the records in `steps`."""
+        """Commit a transition: the header as it is now, and the records in `steps`.
+
+        Committed before the run moves on, so a process that dies loses nothing; fsynced
+        only when `durable`, for the transition a caller is answered after (the settle):
+        the fsync carries every earlier commit of the run to the disk with it."""
         run = self.snapshot.run
         events = self.pending_events + step_events(run, self.snapshot.steps, steps)
         events += extra_events or []
@@ -213,6 +218,7 @@ class Execution:
                 {format_path(p): r for p, r in steps.items()},
                 deleted_prefixes=[format_path(p) for p in deleted or []],
                 events=events,
+                durable=durable,
                 **extra,
             )
         )
@@ -256,6 +262,7 @@ class Execution:
             stopped,
             extra_events=[settled],
             settled_requests={key: outcome_json for key in self.requests},
+            durable=True,
         )
         return result
 

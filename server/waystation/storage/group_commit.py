@@ -47,10 +47,16 @@ class GroupCommitter(Generic[Op]):
                 results = await self._apply_batch([op for op, _ in batch])
             except BaseException as exc:  # the whole transaction failed
                 results = [(exc, None)] * len(batch)
-            for (_, future), (error, value) in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if error is None:
-                    future.set_result(value)
-                else:
-                    future.set_exception(error)
+            answer(batch, results)
+
+
+def answer(batch: list[tuple[Any, asyncio.Future[Any]]], results: list[Result]) -> None:
+    """Give each waiter of `batch` its own result or error (skipping waiters cancelled
+    meanwhile: their operations were applied all the same)."""
+    for (_, future), (error, value) in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)

@@ -153,8 +153,10 @@ class PostgresStore:
         run: RunRecord,
         request: RequestKey | None = None,
         events: Sequence[dict[str, Any]] = (),
+        *,
+        durable: bool = True,
     ) -> None:
-        await self._committer.submit(encode(Create(run, request, events)))
+        await self._committer.submit(encode(Create(run, request, events, durable)))
 
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(encode(commit))
@@ -181,6 +183,9 @@ class PostgresStore:
         for attempt in range(3):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
+                    if not any(_durable(ops[i]) for i in order):
+                        # Committed now, flushed with the next durable commit (protocol.py).
+                        await conn.execute("SET LOCAL synchronous_commit = off")
                     for i in order:
                         results[i] = await self._apply_one(conn, ops[i])
                 break
@@ -332,6 +337,10 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 _Write = Encoded | LeaseRenewal | ExpiredClaim | Delete
+
+
+def _durable(op: _Write) -> bool:
+    return not isinstance(op, Encoded) or op.op.durable
 
 
 def _run_of(op: _Write) -> str:

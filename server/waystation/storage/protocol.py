@@ -8,6 +8,11 @@ Error contract:
 - Any other failure (disk full, database locked past the busy timeout) raises
   `StoreUnavailable`; nothing is written then either.
 Reads never raise for a missing run: they return None (or nothing).
+
+Durability: a write is committed when its call returns, so a process that dies loses none.
+A durable write (every one but a `Commit` with `durable=False`) is also on stable storage, so
+a power cut loses none; a non-durable one reaches it with the next durable write. Commits
+reach the disk in order: after a power cut a store holds a prefix of its commits.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class Commit:
     """Step records to drop before the upserts: each key and every key below it."""
     events: Sequence[dict[str, Any]] = ()
     """Run events to append; each has a `sequence` unique within the run."""
+    durable: bool = True
+    """On stable storage before `commit` returns. False for a transition that no caller is
+    answered after (a step starting or finishing in the middle of a run): it is committed
+    (visible, and kept if the process dies) but reaches the disk with the next durable
+    commit, which carries every earlier one with it."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Create:
     run: RunRecord
     request: RequestKey | None = None
     events: Sequence[dict[str, Any]] = ()
+    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -125,9 +136,11 @@ class SnapshotStore(Protocol):
         run: RunRecord,
         request: RequestKey | None = None,
         events: Sequence[dict[str, Any]] = (),
+        *,
+        durable: bool = True,
     ) -> None:
         """Insert a new run at `run.version`, with its request key and first events.
-        StoreConflict if the run or the request key exists."""
+        StoreConflict if the run or the request key exists. `durable` as in `Commit`."""
 
     async def commit(self, commit: Commit) -> None:
         """Apply one transition atomically: the header is written with version

@@ -1,0 +1,195 @@
+"""How the SQLite store makes commits durable (storage/sqlite.py, storage/protocol.py).
+
+Commits are applied on the event loop with `synchronous=NORMAL`; a durable write then waits
+for an fsync of the WAL that it shares with every durable write committed before that fsync
+began; checkpoints run off the loop. Checked on real files: which writes fsync, how many
+writers share one fsync, that a commit that was not fsynced survives the death of its
+process, and that the WAL is checkpointed into the database as it grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
+from waystation.storage import Commit, SqliteStore
+from waystation.storage.sqlite import CHECKPOINT_BYTES, CHECKPOINT_EVERY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = SqliteStore(str(tmp_path / "durable.db"))
+    await opened.setup()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def fsyncs(store: SqliteStore) -> int:
+    assert store._wal is not None
+    return store._wal.fsyncs
+
+
+def new_run(run_id: str) -> RunRecord:
+    return RunRecord(run_id, "wf", status=RunStatus.RUNNING, version=1, input={"n": 1})
+
+
+def step_commit(run: RunRecord, n: int, *, durable: bool, payload: str = "") -> Commit:
+    """The next transition of `run`: one step record changed."""
+    expected = run.version
+    run.version += 1
+    record = StepRecord(StepStatus.SUCCESS, output={"n": n, "pad": payload})
+    return Commit(run, expected, {f"s{n}": record}, durable=durable)
+
+
+async def test_only_durable_writes_wait_for_an_fsync(store: SqliteStore) -> None:
+    """A step transition in the middle of a run (durable=False) is committed and readable
+    without an fsync; the answer's commit (durable) makes one, which carries the earlier
+    ones with it. Creates are durable unless told otherwise."""
+    run = new_run("r")
+    before = fsyncs(store)
+    await store.create_run(run, durable=False)
+    await store.commit(step_commit(run, 1, durable=False))
+    await store.commit(step_commit(run, 2, durable=False))
+    assert fsyncs(store) == before
+    snapshot = await store.load("r")
+    assert snapshot is not None and snapshot.run.version == 3 and len(snapshot.steps) == 2
+
+    await store.commit(step_commit(run, 3, durable=True))
+    assert fsyncs(store) == before + 1
+    await store.create_run(new_run("other"))
+    assert fsyncs(store) == before + 2
+
+
+async def test_concurrent_durable_writers_share_fsyncs(store: SqliteStore) -> None:
+    """64 runs settling at once: every commit lands, and they share a few fsyncs (one
+    running while the next collects everyone who arrives meanwhile) instead of 64."""
+    runs = [new_run(f"r{i}") for i in range(64)]
+    await asyncio.gather(*(store.create_run(run, durable=False) for run in runs))
+    before = fsyncs(store)
+    await asyncio.gather(*(store.commit(step_commit(run, 1, durable=True)) for run in runs))
+    made = fsyncs(store) - before
+    assert 1 <= made <= 3, made
+    for run in runs:
+        loaded = await store.load_run(run.run_id)
+        assert loaded is not None and loaded.version == 2
+
+
+async def test_a_cancelled_durable_writer_still_commits(store: SqliteStore) -> None:
+    """A caller that stops waiting (its deadline passed) does not stop its write, nor the
+    fsync other writers share."""
+    runs = [new_run("a"), new_run("b")]
+    for run in runs:
+        await store.create_run(run)
+    first = asyncio.create_task(store.commit(step_commit(runs[0], 1, durable=True)))
+    second = asyncio.create_task(store.commit(step_commit(runs[1], 1, durable=True)))
+    await asyncio.sleep(0)
+    first.cancel()
+    await second
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    for run in runs:
+        loaded = await store.load_run(run.run_id)
+        assert loaded is not None and loaded.version == 2
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
+    from waystation.storage import Commit, SqliteStore
+
+    async def main(path):
+        store = SqliteStore(path)
+        await store.setup()
+        run = RunRecord("r", "wf", status=RunStatus.RUNNING, version=1)
+        await store.create_run(run, durable=False)
+        for n in range(1, 4):
+            run.version += 1
+            record = StepRecord(StepStatus.SUCCESS, output={"n": n})
+            await store.commit(Commit(run, run.version - 1, {f"s{n}": record}, durable=False))
+        print(store._wal.fsyncs, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint, no fsync
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_commits_that_were_not_fsynced_survive_the_death_of_their_process(
+    tmp_path: Path,
+) -> None:
+    """A process SIGKILLed right after non-durable commits returned (no fsync made for
+    them, no close): a new store on the file finds every one of them."""
+    path = tmp_path / "killed.db"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'server'}{os.pathsep}{ROOT}"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", WRITER, str(path)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == -9, done.stderr.decode()
+    assert done.stdout.decode().strip() == "0"  # nothing was fsynced
+    reopened = SqliteStore(str(path))
+    await reopened.setup()
+    try:
+        snapshot = await reopened.load("r")
+        assert snapshot is not None
+        assert snapshot.run.version == 4
+        assert sorted(snapshot.steps) == [("s1",), ("s2",), ("s3",)]
+    finally:
+        await reopened.close()
+
+
+async def test_the_wal_is_checkpointed_into_the_database_as_it_grows(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """The writer never checkpoints; once the WAL is past CHECKPOINT_BYTES the store copies
+    it into the database file from its own thread, and the WAL stops growing."""
+    path = tmp_path / "durable.db"
+    run = new_run("big")
+    await store.create_run(run)
+    pad = "x" * 8192
+    batches = 0
+    assert store._wal is not None
+    while store._wal.checkpoints == 0 and batches < 50 * CHECKPOINT_EVERY:
+        await store.commit(step_commit(run, batches % 50, durable=False, payload=pad))
+        batches += 1
+        if batches % CHECKPOINT_EVERY == 0:
+            await asyncio.sleep(0.05)  # let the checkpoint thread work
+    assert store._wal.checkpoints >= 1, f"no checkpoint after {batches} batches"
+    # One more with no writer racing it copies every frame, so the WAL can restart.
+    await checkpointed(store)
+    store._wal.checkpoint()
+    await checkpointed(store)
+    wal_before = size(f"{path}-wal")
+    assert wal_before > CHECKPOINT_BYTES
+    # The WAL restarts from its beginning instead of growing.
+    for n in range(100):
+        await store.commit(step_commit(run, n % 50, durable=False, payload=pad))
+    assert size(f"{path}-wal") <= wal_before
+    loaded = await store.load("big")
+    assert loaded is not None and loaded.run.version == run.version
+
+
+def size(path: str) -> int:
+    return os.path.getsize(path)
+
+
+async def checkpointed(store: SqliteStore) -> None:
+    assert store._wal is not None
+    if store._wal._checkpointing is not None:
+        await asyncio.wait([store._wal._checkpointing])
