@@ -160,7 +160,7 @@ class WalSync:
         self._next: asyncio.Future[None] | None = None
         """The fsync that callers arriving now share; it begins when the running one ends."""
         self._checkpointer: sqlite3.Connection | None = None
-        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Future[bool] | None = None
         self.fsyncs = 0
         """fsyncs made so far (how many durable writes shared each is what group sync buys)."""
         self.checkpoints = 0
@@ -202,23 +202,28 @@ class WalSync:
             os.close(fd)
         self.fsyncs += 1
 
-    def checkpoint(self) -> None:
-        """Start a checkpoint if the WAL has grown and none is running."""
+    def checkpoint(self, finish: Callable[[], None]) -> None:
+        """Checkpoint if the WAL has grown and no checkpoint is running: the bulk of the
+        copy in a thread (PASSIVE, so the writer goes on), then `finish()` on the event
+        loop, which copies the few frames committed meanwhile. Only a checkpoint that no
+        commit raced lets the next commit restart the WAL from its beginning; without that
+        step, a WAL written to without pause would grow for ever."""
         if self._checkpointing is None or self._checkpointing.done():
             loop = asyncio.get_running_loop()
             self._checkpointing = loop.run_in_executor(self._checkpoints, self._checkpoint)
-            self._checkpointing.add_done_callback(_log_failure)
+            self._checkpointing.add_done_callback(partial(_finish_checkpoint, finish))
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
         with contextlib.suppress(FileNotFoundError):
             if os.path.getsize(self._wal) < CHECKPOINT_BYTES:
-                return
+                return False
         if self._checkpointer is None:
             self._checkpointer = sqlite3.connect(
                 self._db_path, isolation_level=None, check_same_thread=False
             )
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self.checkpoints += 1
+        return True
 
     async def close(self) -> None:
         while (pending := self._running or self._next) is not None:
@@ -231,9 +236,12 @@ class WalSync:
         self._checkpoints.shutdown()
 
 
-def _log_failure(job: asyncio.Future[None]) -> None:
-    if not job.cancelled() and job.exception() is not None:
-        log.warning("sqlite checkpoint failed: %s", job.exception())
+def _finish_checkpoint(finish: Callable[[], None], job: asyncio.Future[bool]) -> None:
+    try:
+        if job.result():
+            finish()
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("sqlite checkpoint failed: %s", exc)
 
 
 def _fsync_directory(path: str) -> None:
@@ -346,7 +354,13 @@ class SqliteStore:
         answer(batch, results)
         self._batches += 1
         if self._wal is not None and self._batches % CHECKPOINT_EVERY == 0:
-            self._wal.checkpoint()
+            self._wal.checkpoint(self._finish_checkpoint)
+
+    def _finish_checkpoint(self) -> None:
+        """On the loop, between two batches: copy what was committed while the checkpoint
+        thread worked (a few frames, and the fsyncs of the WAL and the database)."""
+        if self._writer is not None:
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     # -- reads ----------------------------------------------------------------------------
 
