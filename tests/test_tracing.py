@@ -9,6 +9,7 @@ trace ids, links and attributes. The last test runs a real `waystation serve` pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -29,6 +30,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import settings_for
 from tests.support.api import assert_eventually, call_error, path, struct, value
+from tests.support.faulty_store import FaultyStore
 from tests.support.server_process import ServerProcess
 from tests.support.tracing import (
     Caller,
@@ -44,6 +46,7 @@ from tests.support.tracing import (
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.storage import SqliteStore
 from waystation.telemetry import TraceIdFilter, providers_from_env
 from waystation.transport import RunningServer, create_server
 
@@ -805,3 +808,81 @@ async def test_suspend_context_survives_a_server_restart(db_path: Path) -> None:
     resume = one_span(spans, RESUME_ORDER)
     assert ids(resume)[0] == approver.trace_id
     assert [(lk.context.trace_id, lk.context.span_id) for lk in resume.links] == [ids(start)]
+
+
+# -- the server span's outcome ------------------------------------------------------------
+
+
+async def test_server_spans_record_the_status_each_call_ended_with(traced: Traced) -> None:
+    """The server span of a call carries its gRPC status code, standard rpc.* attributes,
+    and an ERROR status only for the codes that are the server's fault: a refused request
+    or an unknown run is the caller's, and leaves the span's status unset."""
+    started = await start_order(traced.stub)
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await traced.stub.GetRun(rr.GetRunRequest(run_id="no-such-run"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await traced.stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id))  # no data
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    start = one_span(traced.spans, START_RPC)
+    get = one_span(traced.spans, "/waystation.v1.WorkflowService/GetRun")
+    resume = one_span(traced.spans, RESUME_RPC)
+    for span, code in ((start, 0), (get, 5), (resume, 3)):
+        assert span.kind is SpanKind.SERVER
+        assert span.attributes is not None
+        assert span.attributes["rpc.system"] == "grpc"
+        assert span.attributes["rpc.service"] == "waystation.v1.WorkflowService"
+        assert span.attributes["rpc.method"] == span.name.rsplit("/", 1)[1]
+        assert span.attributes["rpc.grpc.status_code"] == code
+        assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_a_watch_stream_runs_in_its_server_span(traced: Traced) -> None:
+    """WatchRun, a server stream, gets its server span too, continuing the caller's trace,
+    and it ends when the stream does."""
+    started = await start_order(traced.stub)
+    caller = Caller.new()
+    stream = traced.stub.WatchRun(
+        rr.WatchRunRequest(run_id=started.run_id), metadata=caller.metadata
+    )
+    first = await stream.read()
+    assert first.sequence >= 1
+    stream.cancel()
+    watch_name = "/waystation.v1.WorkflowService/WatchRun"
+    for _ in range(100):  # the span ends when the server sees the cancellation
+        if spans_named(traced.spans, watch_name):
+            break
+        await asyncio.sleep(0.01)
+    watch = one_span(traced.spans, watch_name)
+    assert watch.kind is SpanKind.SERVER
+    assert ids(watch)[0] == caller.trace_id
+    assert parent_id(watch) == caller.span_id
+    assert watch.attributes is not None
+    assert watch.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+
+
+async def test_a_server_error_marks_its_server_span_as_an_error(db_path: Path) -> None:
+    """A call that fails on the server's side (the store refuses the write: UNAVAILABLE)
+    ends its server span with that code and an ERROR status."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    store = FaultyStore(SqliteStore(str(db_path)))
+    running = await create_server(
+        settings_for(db_path), tracer_provider, MeterProvider(), store=store
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            store.fail_writes(count=-1)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await start_order(WorkflowServiceStub(channel))
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        store.clear()
+        await running.stop(grace=1.0)
+        tracer_provider.shutdown()
+    rpc = one_span(spans, START_RPC)
+    assert rpc.attributes is not None
+    assert rpc.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert rpc.status.status_code is StatusCode.ERROR

@@ -18,6 +18,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
 from waystation.api.v1 import service_pb2
+from waystation.transport.spans import ServerSpans
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,25 @@ def _decoder(message_class: Any) -> Callable[[bytes], Any]:
     return decode
 
 
-def add_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Like the generated `add_WorkflowServiceServicer_to_server`, with safe decoders."""
+def add_service(servicer: Any, server: grpc.aio.Server, spans: ServerSpans) -> None:
+    """Like the generated `add_WorkflowServiceServicer_to_server`, with safe decoders, and
+    each call in its server span."""
     service = service_pb2.DESCRIPTOR.services_by_name["WorkflowService"]
     handlers = {}
     for method in service.methods:
         request = message_factory.GetMessageClass(method.input_type)
         response = message_factory.GetMessageClass(method.output_type)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[method.name] = make(
-            getattr(servicer, method.name),
-            request_deserializer=_decoder(request),
-            response_serializer=response.SerializeToString,
-        )
+        handler = getattr(servicer, method.name)
+        options: dict[str, Any] = {
+            "request_deserializer": _decoder(request),
+            "response_serializer": response.SerializeToString,
+        }
+        if method.server_streaming:
+            streaming = spans.streaming(method.name, handler)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(streaming, **options)
+        else:
+            unary = spans.unary(method.name, handler)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(unary, **options)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )

@@ -19,7 +19,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from waystation.api.v1 import service_pb2
@@ -29,6 +28,7 @@ from waystation.telemetry import Providers, configure_logging, providers_from_en
 from waystation.transport.auth import AuthPolicy
 from waystation.transport.registration import add_service
 from waystation.transport.servicer import WorkflowService
+from waystation.transport.spans import ServerSpans
 
 log = logging.getLogger("waystation")
 
@@ -103,14 +103,14 @@ async def create_server(
     )
     limit = settings.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[_tracing_interceptor(tracer_provider)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
     )
     policy = AuthPolicy.from_file(settings.auth_config) if settings.auth_config else None
-    add_service(WorkflowService(engine, policy, max_payload_bytes=limit // 8), server)
+    service = WorkflowService(engine, policy, max_payload_bytes=limit // 8)
+    add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -132,17 +132,6 @@ async def create_server(
         recovered,
     )
     return RunningServer(server, port, engine, store, health_servicer, providers)
-
-
-def _tracing_interceptor(tracer_provider: TracerProvider) -> Any:
-    """Continues the caller's W3C trace context (traceparent, tracestate, baggage). The
-    health service is left out: the interceptor breaks its streaming Watch, and probes
-    would only add noise to the traces."""
-    skip_health = filters.negate(filters.health_check())
-    interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        tracer_provider=tracer_provider, filter_=skip_health
-    )
-    return interceptor
 
 
 def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:

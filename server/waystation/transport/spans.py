@@ -1,0 +1,116 @@
+"""The server span of each WorkflowService call, continuing the caller's W3C trace context.
+
+What OpenTelemetry's grpc.aio server interceptor did for this service, without running
+through grpc's interceptor chain on every call (that machinery was about 5 % of a cycle's
+CPU, docs/performance.md): the `traceparent`, `tracestate` and `baggage` metadata are
+extracted with the global propagator, and the handler runs inside a SERVER span named
+`/waystation.v1.WorkflowService/Method`, current for everything the call does (the run and
+step spans are its children; log lines carry its ids). The span records the
+`rpc.grpc.status_code` the call ended with, and an ERROR status for the codes the
+OpenTelemetry semantic conventions count as server errors. Health checks and reflection
+are not traced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class ServerSpans:
+    """Wraps the handlers of one service so that each call runs in its server span."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None, service: str) -> None:
+        self._tracer = trace.get_tracer("waystation.transport", tracer_provider=tracer_provider)
+        self._service = service
+
+    def _start(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> trace.Span:
+        carrier = {key: value for key, value in context.invocation_metadata() or ()}
+        return self._tracer.start_span(
+            f"/{self._service}/{method}",
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": self._service,
+                "rpc.method": method,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def unary(self, method: str, handler: Unary) -> Unary:
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            span = self._start(method, context)
+            cancelled = False
+            try:
+                with _current(span):
+                    return await handler(request, context)
+            except asyncio.CancelledError:  # the client went away, or its deadline passed
+                cancelled = True
+                raise
+            finally:
+                _end(span, context, cancelled)
+
+        return traced
+
+    def streaming(self, method: str, handler: Streaming) -> Streaming:
+        async def traced(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            span = self._start(method, context)
+            cancelled = False
+            try:
+                with _current(span):
+                    async for message in handler(request, context):
+                        yield message
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away
+                cancelled = True
+                raise
+            finally:
+                _end(span, context, cancelled)
+
+        return traced
+
+
+def _current(span: trace.Span) -> Any:
+    """`span` as the current span; its status and end are `_end`'s business."""
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+
+
+def _end(span: trace.Span, context: grpc.aio.ServicerContext[Any, Any], cancelled: bool) -> None:
+    """Record the status the call ended with: the one the handler set or aborted with, OK
+    if none, CANCELLED if the call was cancelled before it answered."""
+    code = context.code() or grpc.StatusCode.OK
+    if (cancelled or context.cancelled()) and code in (grpc.StatusCode.OK, 0):
+        code = grpc.StatusCode.CANCELLED
+    if isinstance(code, int):  # grpc.aio reports a code set by abort() as its number
+        code = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in SERVER_ERRORS:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+    span.end()
+
+
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
