@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
-from waystation.storage import Commit, SqliteStore
+from waystation.storage import Commit, SqliteStore, StoreUnavailable
 from waystation.storage.sqlite import CHECKPOINT_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +178,24 @@ async def test_the_wal_stays_bounded_under_writes_without_pause(
 
 def size(path: str) -> int:
     return os.path.getsize(path)
+
+
+async def test_a_failed_fsync_fails_the_durable_writers_and_the_next_one_succeeds(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """An fsync that fails (here: the WAL cannot be opened, as on a broken disk) raises
+    StoreUnavailable in every durable writer that shared it; the store keeps working, and
+    the next fsync serves the next writers."""
+    assert store._wal is not None
+    wal = store._wal._wal
+    run = new_run("r")
+    await store.create_run(run)
+    store._wal._wal = str(tmp_path / "missing" / "durable.db-wal")
+    try:
+        with pytest.raises(StoreUnavailable, match="fsync of the WAL failed"):
+            await store.commit(step_commit(run, 1, durable=True))
+    finally:
+        store._wal._wal = wal
+    await store.commit(step_commit(run, 2, durable=True))
+    loaded = await store.load_run("r")
+    assert loaded is not None and loaded.version == 3

@@ -12,7 +12,10 @@ Reads never raise for a missing run: they return None (or nothing).
 Durability: a write is committed when its call returns, so a process that dies loses none.
 A durable write (every one but a `Commit` with `durable=False`) is also on stable storage, so
 a power cut loses none; a non-durable one reaches it with the next durable write. Commits
-reach the disk in order: after a power cut a store holds a prefix of its commits.
+reach the disk in order: after a power cut a store holds a prefix of its commits. A durable
+write whose flush fails (an fsync error) raises StoreUnavailable although it is committed:
+whether it survives a power cut is then unknown, like a PostgreSQL commit whose connection
+broke.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -179,12 +179,16 @@ class WalSync:
         waiter, self._next = self._next, None
         assert waiter is not None
         self._running = waiter
-        job = asyncio.get_running_loop().run_in_executor(self._fsyncs, self._fsync)
-        job.add_done_callback(partial(self._synced, waiter))
+        loop = asyncio.get_running_loop()
 
-    def _synced(self, waiter: asyncio.Future[None], job: asyncio.Future[None]) -> None:
+        def done(job: Future[None]) -> None:  # in the fsync thread
+            loop.call_soon_threadsafe(self._synced, waiter, job.exception())
+
+        # Straight to the executor, not run_in_executor: no asyncio future chained to it.
+        self._fsyncs.submit(self._fsync).add_done_callback(done)
+
+    def _synced(self, waiter: asyncio.Future[None], error: BaseException | None) -> None:
         self._running = None
-        error = None if job.cancelled() else job.exception()
         if waiter.done():
             pass
         elif error is None:
