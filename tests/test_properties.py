@@ -158,8 +158,19 @@ workflow_results = st.builds(
 
 
 def stored(data: Any) -> Any:
-    """`data` as a store keeps it: encoded as compact JSON (NaN refused), decoded again."""
+    """`data` as a store keeps it: encoded as compact JSON, decoded again."""
     return json.loads(dumps(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [2**70, {"n": -(2**64)}, ["\ud800 lone surrogate"], {"k": 2**63 - 1, "u": "\u2028é\x00"}],
+    ids=["huge-int", "huge-negative-int", "lone-surrogate", "edge-of-orjson"],
+)
+def test_the_store_encoding_keeps_what_its_fast_encoder_refuses(data: Any) -> None:
+    """orjson refuses integers beyond 64 bits and lone surrogates; the store's `dumps`
+    falls back to the stdlib for them, so such values are stored as they are."""
+    assert stored(data) == data
 
 
 def test_a_step_record_reads_back_as_it_was_written(
