@@ -7,6 +7,7 @@ steps it touched, never the whole run, so its cost does not grow with the run's 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -75,12 +76,12 @@ class StepRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status.value}
-        for f in fields(self)[1:]:
-            value = getattr(self, f.name)
+        for name in _step_fields():
+            value = getattr(self, name)
             # Only None and the empty bookkeeping defaults are left out: a payload or output
             # of {}, [], 0 or false is data and is kept.
-            if value is not None and not (f.name in _BOOKKEEPING and not value):
-                out[f.name] = value
+            if value is not None and not (name in _BOOKKEEPING and not value):
+                out[name] = value
         return out
 
     @classmethod
@@ -188,3 +189,9 @@ class RunSnapshot:
     @classmethod
     def from_keys(cls, run: RunRecord, steps: dict[str, StepRecord]) -> RunSnapshot:
         return cls(run, {parse_path(k): v for k, v in steps.items()})
+
+
+@functools.cache
+def _step_fields() -> tuple[str, ...]:
+    """StepRecord's field names after `status`, in order (`fields()` is slow per call)."""
+    return tuple(f.name for f in fields(StepRecord)[1:])
