@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.api import to_json, value
+from waystation.api.v1 import enums_pb2
+from waystation.api.v1 import request_response_pb2 as rr
+from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.storage import Commit, SqliteStore, StoreUnavailable
 from waystation.storage.sqlite import CHECKPOINT_BYTES
@@ -199,3 +203,26 @@ async def test_a_failed_fsync_fails_the_durable_writers_and_the_next_one_succeed
     await store.commit(step_commit(run, 2, durable=True))
     loaded = await store.load_run("r")
     assert loaded is not None and loaded.version == 3
+
+
+async def test_every_transition_is_committed_before_the_next_step_runs(
+    stub: WorkflowServiceStub, db_path: Path
+) -> None:
+    """A step's end rides with the next step's start (one commit, not two), and the last
+    step's end with the settle: each step, when its code starts, finds every earlier step
+    SUCCESS and itself RUNNING in the database file, and the settled run has all three."""
+    result = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="observed", input_data=value({"db": str(db_path)}))
+    )
+    assert result.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert to_json(result.result)["seen"] == {
+        "first": ["first=running"],
+        "second": ["first=success", "second=running"],
+        "third": ["first=success", "second=success", "third=running"],
+    }
+    # One commit per step start, each carrying the previous step's end, and the settle
+    # carrying the last one's: the run's creation is version 1, then 3 starts and the settle.
+    assert result.version == 5
+    stored = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
+    statuses = {k: v.status for k, v in stored.result.steps.items()}
+    assert statuses == dict.fromkeys(("first", "second", "third"), enums_pb2.STEP_STATUS_SUCCESS)

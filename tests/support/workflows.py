@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -160,5 +161,43 @@ async def _deadline(ctx: StepContext) -> dict[str, object]:
 expiring = (
     create_workflow(id="expiring", input_schema=Logged)
     .then(create_step(id="decide", input_schema=Logged, resume_schema=Value, execute=_deadline))
+    .commit()
+)
+
+
+class Observed(BaseModel):
+    db: str
+    seen: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def _statuses(db: str, run_id: str) -> list[str]:
+    """The step records of `run_id` as committed in the SQLite file `db`: "path=status"."""
+    import json
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT path, record FROM steps WHERE run_id = ?", (run_id,))
+        return sorted(f"{path}={json.loads(record)['status']}" for path, record in rows)
+    finally:
+        conn.close()
+
+
+def _observer(name: str) -> Any:
+    async def observe(ctx: StepContext) -> Observed:
+        data: Observed = ctx.input_data
+        seen = {**data.seen, name: _statuses(data.db, ctx.run_id)}
+        return Observed(db=data.db, seen=seen)
+
+    return create_step(id=name, input_schema=Observed, output_schema=Observed, execute=observe)
+
+
+# observed: three steps, each reading what the store (the SQLite file named in the input)
+# holds for the run when its code starts: every earlier transition must be committed
+observed = (
+    create_workflow(id="observed", input_schema=Observed, output_schema=Observed)
+    .then(_observer("first"))
+    .then(_observer("second"))
+    .then(_observer("third"))
     .commit()
 )

@@ -77,6 +77,7 @@ async def _evaluate(
     init: JSON,
     iteration_count: int = 0,
 ) -> bool:
+    await ex.flush()  # user code: every transition before it is committed
     ctx = StepContext(ex.scope(path[:-1], init), None, value)
     ctx.iteration_count = iteration_count
     try:

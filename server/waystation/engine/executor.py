@@ -5,7 +5,9 @@ a SUCCESS record is skipped (its stored output is used), a SUSPENDED record stay
 anything else runs. A resume's claim has already marked the resumed step (and the nested
 workflows, loops and foreach steps around it) RUNNING with the resume data, so resuming,
 recovering after a crash and starting are the same walk, and a completed step never runs
-again. Every transition is committed before the run moves on.
+again. Every transition is committed before the run moves on; a step's end rides with the
+next commit (the next step's start, the settle) when only the engine runs in between
+(`Execution.hold`), so a sequence costs one commit per step.
 
 The shapes (`.parallel`, `.branch`, loops, `.foreach`, `.sleep`) live in `blocks.py`; this
 module holds the walk, single steps, nested workflows and persistence.
@@ -14,6 +16,8 @@ module holds the walk, single steps, nested workflows and persistence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 import traceback
@@ -38,6 +42,7 @@ from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.model import (
     JSON,
     LabelTarget,
+    RunRecord,
     RunSnapshot,
     RunStatus,
     StepRecord,
@@ -47,7 +52,13 @@ from waystation.engine.model import (
 from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.tracing import CallTrace, Telemetry, finish, ids_of
-from waystation.storage.protocol import Commit, RequestKey, SnapshotStore, StoreError
+from waystation.storage.protocol import (
+    Commit,
+    RequestKey,
+    SnapshotStore,
+    StoreError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +129,16 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+_HOLD: contextvars.ContextVar[Literal["", "end", "success"]] = contextvars.ContextVar(
+    "waystation_hold", default=""
+)
+"""What the step being run by a sequence may hold for the next commit instead of committing
+it at once (see Execution.hold): "success" when another plain step follows it in the same
+sequence, or it is the last entry of the run's workflow; "end" when only a suspension may
+be held (whatever follows it, the sequence ends there); "" when nothing may be (steps of
+parallel, branch, loop and foreach blocks, whose siblings run on)."""
+
+
 @dataclass
 class Execution:
     store: SnapshotStore
@@ -135,6 +156,9 @@ class Execution:
     span: Span | None = None
     """The trace context stored when the run last settled (a resume links back to it)."""
     pending_events: list[dict[str, Any]] = field(default_factory=list)
+    held: dict[Path, StepRecord] = field(default_factory=dict)
+    """Step records of transitions that ride with the next commit (see `hold`)."""
+    _held_run: RunRecord | None = None
     _last_error: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -191,13 +215,18 @@ class Execution:
         durable: bool = False,
         **extra: Any,
     ) -> None:
-        """Commit a transition: the header as it is now, and the records in `steps`.
+        """Commit a transition: the header as it is now, the held records, and the records
+        in `steps`.
 
         Committed before the run moves on, so a process that dies loses nothing; fsynced
         only when `durable`, for the transition a caller is answered after (the settle):
         the fsync carries every earlier commit of the run to the disk with it."""
+        held = self.held
+        if held:
+            steps, self.held = {**held, **steps}, {}
         run = self.snapshot.run
-        events = self.pending_events + step_events(run, self.snapshot.steps, steps)
+        before = self.pending_events
+        events = before + step_events(run, self.snapshot.steps, steps)
         events += extra_events or []
         self.pending_events = []
         for prefix in deleted or []:
@@ -211,18 +240,55 @@ class Execution:
             run.lease_until = run.update_time + self.lease_seconds
         else:
             run.owner, run.lease_until = "", None
-        await self.store.commit(
-            Commit(
-                run,
-                expected,
-                {format_path(p): r for p, r in steps.items()},
-                deleted_prefixes=[format_path(p) for p in deleted or []],
-                events=events,
-                durable=durable,
-                **extra,
+        try:
+            await self.store.commit(
+                Commit(
+                    run,
+                    expected,
+                    {format_path(p): r for p, r in steps.items()},
+                    deleted_prefixes=[format_path(p) for p in deleted or []],
+                    events=events,
+                    durable=durable,
+                    **extra,
+                )
             )
-        )
+        except StoreUnavailable:
+            if held:
+                await self._save_held(held, expected, before)
+            raise
         self.on_commit(run.run_id)
+
+    async def _save_held(
+        self, held: dict[Path, StepRecord], expected: int, events: list[dict[str, Any]]
+    ) -> None:
+        """The commit that carried held records failed: try to write them on their own, with
+        the header as it was when they were held, so that a step that finished is not run
+        again when the run is continued (the caller still gets the failure). If the store
+        refuses this too, the run continues from its last commit, as after a crash."""
+        assert self._held_run is not None
+        run = replace(self._held_run, version=expected + 1, update_time=now())
+        run.lease_until = run.update_time + self.lease_seconds
+        records = {format_path(p): r for p, r in held.items()}
+        with contextlib.suppress(StoreError):
+            await self.store.commit(Commit(run, expected, records, events=events, durable=False))
+
+    def hold(self, steps: dict[Path, StepRecord]) -> None:
+        """Record a transition now, and write it with the next commit instead of a commit
+        of its own: for a step's end when the next thing the run does is a commit with no
+        user code before it (the next step's RUNNING record, the settle, a nested
+        workflow's record), so the transition is still committed before the run moves on.
+        Its events are made now, in order."""
+        run = self.snapshot.run
+        self.pending_events += step_events(run, self.snapshot.steps, steps)
+        self.snapshot.steps.update(steps)
+        self.held.update(steps)
+        # The header as it is now, for `_save_held` (labels change in place).
+        self._held_run = replace(run, resume_labels=dict(run.resume_labels))
+
+    async def flush(self) -> None:
+        """Commit the held records now: before user code runs, nothing may be held."""
+        if self.held:
+            await self.commit({})
 
     async def _settle(self, outcome: Outcome) -> WorkflowResultData:
         run = self.snapshot.run
@@ -273,8 +339,13 @@ class Execution:
     ) -> Outcome:
         """Run a workflow's entries in order, each on the previous output."""
         value = input_json
-        for entry in workflow.entries:
-            outcome: Outcome = await run_entry(self, workflow, entry, prefix, value, input_json)
+        entries = workflow.entries
+        for i, entry in enumerate(entries):
+            token = _HOLD.set(self._may_hold(entries, i, prefix))
+            try:
+                outcome: Outcome = await run_entry(self, workflow, entry, prefix, value, input_json)
+            finally:
+                _HOLD.reset(token)
             if outcome.kind != "success":
                 return outcome
             value = outcome.output
@@ -291,6 +362,16 @@ class Execution:
                     violations=validation_details(exc),
                 ),
             )
+
+    @staticmethod
+    def _may_hold(entries: list[Entry], i: int, prefix: Path) -> Literal["", "end", "success"]:
+        """What entry `i` of a sequence may hold (see _HOLD)."""
+        if not isinstance(entries[i], Step):
+            return ""
+        last = i + 1 == len(entries)
+        if (last and prefix == ()) or (not last and isinstance(entries[i + 1], Step)):
+            return "success"
+        return "end"
 
     async def node(
         self, workflow: Workflow, node: Step | Workflow, path: Path, value: JSON, init: JSON
@@ -395,6 +476,7 @@ class Execution:
                 ),
             )
         ctx = self.context(step, path, record, input_data, init)
+        await self.flush()  # a no-op unless a record was already RUNNING (its commit took them)
         with self.telemetry.step_span(format_path(path), self.snapshot.run, record.attempt) as span:
             started = time.monotonic()
             try:
@@ -474,7 +556,10 @@ class Execution:
             resume_labels=[],
             error=None,
         )
-        await self.commit({path: done})
+        if _HOLD.get() == "success":
+            self.hold({path: done})
+        else:
+            await self.commit({path: done})
 
     async def _suspend(
         self, step: Step, path: Path, record: StepRecord, signal: SuspendSignal
@@ -511,7 +596,10 @@ class Execution:
             resume_labels=signal.labels,
             metadata={**record.metadata, **expiry},
         )
-        await self.commit({path: suspended})
+        if _HOLD.get():  # the sequence ends here: the settle or the nested record is next
+            self.hold({path: suspended})
+        else:
+            await self.commit({path: suspended})
         return Outcome("suspended")
 
     def _drop_labels(self, record: StepRecord) -> None:
