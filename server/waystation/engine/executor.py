@@ -477,7 +477,9 @@ class Execution:
             )
         ctx = self.context(step, path, record, input_data, init)
         await self.flush()  # a no-op unless a record was already RUNNING (its commit took them)
-        with self.telemetry.step_span(format_path(path), self.snapshot.run, record.attempt) as span:
+        with self.telemetry.step_span(
+            format_path(path), self.snapshot.run, record.attempt, self.span
+        ) as span:
             started = time.monotonic()
             try:
                 return await self._execute(step, path, record, ctx, span)

@@ -165,8 +165,15 @@ class Telemetry:
         )
 
     @contextmanager
-    def step_span(self, path: str, run: RunRecord, attempt: int) -> Iterator[trace.Span]:
-        """The span of one attempt of one step."""
+    def step_span(
+        self, path: str, run: RunRecord, attempt: int, run_span: trace.Span | None = None
+    ) -> Iterator[trace.Span]:
+        """The span of one attempt of one step; when the run's span is not recorded (no
+        exporter, or a caller's trace that is not sampled), its children would not be
+        either, and the step runs in the run span instead of paying for one."""
+        if run_span is not None and not run_span.is_recording():
+            yield run_span
+            return
         with self.tracer.start_as_current_span(
             f"{PREFIX}.step {path}",
             attributes={
