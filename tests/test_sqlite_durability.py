@@ -226,3 +226,29 @@ async def test_every_transition_is_committed_before_the_next_step_runs(
     stored = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
     statuses = {k: v.status for k, v in stored.result.steps.items()}
     assert statuses == dict.fromkeys(("first", "second", "third"), enums_pb2.STEP_STATUS_SUCCESS)
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (
+            "SELECT run_id FROM runs WHERE status = 'suspended' AND due_at <= ? LIMIT ?",
+            "runs_by_due",
+        ),
+        (
+            "SELECT run_id FROM runs WHERE status IN ('running', 'waiting')"
+            " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
+            "runs_by_lease",
+        ),
+    ],
+    ids=["due-runs", "expired-leases"],
+)
+async def test_the_upkeep_queries_use_their_partial_indexes(
+    store: SqliteStore, query: str, index: str
+) -> None:
+    """The lease and due-time indexes hold only the runs they are for (a suspended run with
+    no deadline is in neither, so its transitions do not touch them); the upkeep queries
+    must still find them by index, not by scanning a store of a million runs."""
+    assert store._writer is not None
+    plan = store._writer.execute(f"EXPLAIN QUERY PLAN {query}", (1.0, 10)).fetchall()
+    assert any(f"USING INDEX {index}" in row[-1] for row in plan), plan
