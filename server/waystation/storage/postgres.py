@@ -81,6 +81,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN due_at DOUBLE PRECISION;
     CREATE INDEX runs_by_due ON runs (status, due_at);
     """,
+    # Partial, as in the SQLite store: transitions of runs that are neither driven nor due
+    # (most of a big store) no longer move entries in these two indexes.
+    """
+    DROP INDEX runs_by_lease;
+    CREATE INDEX runs_by_lease ON runs (status, lease_until)
+        WHERE status IN ('running', 'waiting');
+    DROP INDEX runs_by_due;
+    CREATE INDEX runs_by_due ON runs (status, due_at) WHERE due_at IS NOT NULL;
+    """,
 ]
 
 MIGRATION_LOCK = 0x57415953  # pg_advisory_xact_lock key: "WAYS"
