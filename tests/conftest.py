@@ -12,6 +12,8 @@ from waystation.api.v1 import service_pb2_grpc
 from waystation.transport import RunningServer, ServerSettings, create_server
 
 TEST_WORKFLOWS = ["waystation.examples", "tests.support.workflows"]
+FLOW_WORKFLOWS = [*TEST_WORKFLOWS, "tests.support.flows", "tests.support.flows_extra"]
+"""What the control-flow, foreach, lifecycle and watch tests serve."""
 
 
 def settings_for(db_path: Path, **overrides: object) -> ServerSettings:
@@ -29,8 +31,10 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def server(db_path: Path) -> AsyncIterator[RunningServer]:
-    running = await create_server(settings_for(db_path))
+async def server(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    """Serves the test module's `WORKFLOWS` if it names some, else TEST_WORKFLOWS."""
+    workflows = getattr(request.module, "WORKFLOWS", TEST_WORKFLOWS)
+    running = await create_server(settings_for(db_path, workflows=list(workflows)))
     try:
         yield running
     finally:

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from tests.support.api import assert_eventually, call_error, to_json, value
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import FAST_RECONNECT, ServerProcess
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
@@ -32,11 +32,6 @@ Stub = service_pb2_grpc.WorkflowServiceStub
 WORKFLOWS = ["tests.support.crash_flows", "tests.support.workflows"]
 
 # A restarted server listens on the same port: reconnect quickly, not after seconds.
-FAST_RECONNECT = [
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 200),
-]
 
 
 @pytest.fixture

@@ -10,39 +10,22 @@ never runs the steps before it again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.conftest import settings_for
+from tests.conftest import FLOW_WORKFLOWS
 from tests.support.api import assert_eventually, call_error, path, paths, to_json, value
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
-from waystation.transport import RunningServer, create_server
 
-WORKFLOWS = [
-    "waystation.examples",
-    "tests.support.workflows",
-    "tests.support.flows",
-    "tests.support.flows_extra",
-]
+WORKFLOWS = FLOW_WORKFLOWS
 RUN = enums_pb2.RunStatus
 STEP = enums_pb2.StepStatus
-
-
-@pytest.fixture
-async def server(db_path: Path) -> AsyncIterator[RunningServer]:
-    """A real server that also serves the control-flow workflows."""
-    running = await create_server(settings_for(db_path, workflows=WORKFLOWS))
-    try:
-        yield running
-    finally:
-        await running.stop(grace=1.0)
 
 
 # -- helpers ------------------------------------------------------------------------------

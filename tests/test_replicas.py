@@ -40,7 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.api import RichError, assert_eventually, rich_error, to_json, value
 from tests.support.postgres import database_url
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import FAST_RECONNECT, ServerProcess
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
@@ -56,11 +56,6 @@ RUN = enums_pb2.RunStatus
 EV = enums_pb2.RunEventType
 
 # A replica's channel reconnects quickly instead of backing off for seconds.
-FAST_RECONNECT = [
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 200),
-]
 
 
 @dataclass

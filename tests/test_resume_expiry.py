@@ -18,7 +18,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,12 @@ import pytest
 
 from tests.conftest import settings_for
 from tests.support.api import assert_eventually, call_error, rich_error, to_json, value
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import FAST_RECONNECT, ServerProcess
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
-from waystation.transport import RunningServer, create_server
+from waystation.transport import create_server
 
 WORKFLOWS = ["tests.support.workflows", "tests.support.expiry_flows"]
 RUN = enums_pb2.RunStatus
@@ -42,29 +41,8 @@ EV = enums_pb2.RunEventType
 POLL = 0.25
 """How often a server looks for expired suspensions (upkeep.py `_expire_suspensions`)."""
 
-FAST_RECONNECT = [
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 200),
-]
-
 
 # -- fixtures and helpers -----------------------------------------------------------------
-
-
-@pytest.fixture
-async def server(db_path: Path) -> AsyncIterator[RunningServer]:
-    running = await create_server(settings_for(db_path, workflows=WORKFLOWS))
-    try:
-        yield running
-    finally:
-        await running.stop(grace=1.0)
-
-
-@pytest.fixture
-async def stub(server: RunningServer) -> AsyncIterator[WorkflowServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield WorkflowServiceStub(channel)
 
 
 def new_id(prefix: str) -> str:

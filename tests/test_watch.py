@@ -9,26 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
-from tests.conftest import settings_for
+from tests.conftest import FLOW_WORKFLOWS
 from tests.support.api import assert_eventually, call_error, to_json, value
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
-from waystation.transport import RunningServer, create_server
 
-WORKFLOWS = [
-    "waystation.examples",
-    "tests.support.workflows",
-    "tests.support.flows",
-    "tests.support.flows_extra",
-]
+WORKFLOWS = FLOW_WORKFLOWS
 RUN = enums_pb2.RunStatus
 EV = enums_pb2.RunEventType
 STARTED = EV.RUN_EVENT_TYPE_RUN_STARTED
@@ -37,16 +29,6 @@ SUCCEEDED = EV.RUN_EVENT_TYPE_STEP_SUCCEEDED
 SUSPENDED = EV.RUN_EVENT_TYPE_STEP_SUSPENDED
 RESUMED = EV.RUN_EVENT_TYPE_STEP_RESUMED
 SETTLED = EV.RUN_EVENT_TYPE_RUN_SETTLED
-
-
-@pytest.fixture
-async def server(db_path: Path) -> AsyncIterator[RunningServer]:
-    """A real server that also serves the control-flow workflows."""
-    running = await create_server(settings_for(db_path, workflows=WORKFLOWS))
-    try:
-        yield running
-    finally:
-        await running.stop(grace=1.0)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Poll the port every 50 ms instead of backing off for seconds after the first refusal.
-_FAST_RECONNECT = [
+FAST_RECONNECT = [
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 200),
@@ -134,7 +134,7 @@ class ServerProcess:
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        with grpc.insecure_channel(self.address, options=_FAST_RECONNECT) as channel:
+        with grpc.insecure_channel(self.address, options=FAST_RECONNECT) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if not self.running:
