@@ -11,7 +11,6 @@ step, by design: its effect was never committed), and no acknowledged resume is 
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +22,7 @@ import grpc
 import pytest
 
 from tests.support.api import assert_eventually, call_error, to_json, value
-from tests.support.server_process import FAST_RECONNECT, ServerProcess
+from tests.support.server_process import ServerProcess, client, kill, start
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
@@ -47,21 +46,6 @@ def process(db: Path) -> Iterator[ServerProcess]:
     finally:
         if server.running:
             server.kill()
-
-
-async def start(server: ServerProcess) -> None:
-    """Start (or restart) the process without blocking the event loop."""
-    await asyncio.to_thread(server.start)
-
-
-async def kill(server: ServerProcess) -> None:
-    assert await asyncio.to_thread(server.kill) == -signal.SIGKILL
-
-
-@asynccontextmanager
-async def client(server: ServerProcess) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(server.address, options=FAST_RECONNECT) as channel:
-        yield Stub(channel)
 
 
 async def start_run(stub: Stub, workflow_id: str, run_id: str, data: Any) -> None:

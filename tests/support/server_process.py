@@ -12,6 +12,7 @@ fails raises with that log attached.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -19,12 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 
 # Poll the port every 50 ms instead of backing off for seconds after the first refusal.
 FAST_RECONNECT = [
@@ -152,3 +155,23 @@ def _serving(health: health_pb2_grpc.HealthStub) -> bool:
     except grpc.RpcError:
         return False
     return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+# -- from async tests -------------------------------------------------------------------
+
+
+async def start(server: ServerProcess) -> None:
+    """Start (or restart) the process without blocking the event loop."""
+    await asyncio.to_thread(server.start)
+
+
+async def kill(server: ServerProcess) -> None:
+    """SIGKILL the process (it must die of it) without blocking the event loop."""
+    assert await asyncio.to_thread(server.kill) == -signal.SIGKILL
+
+
+@contextlib.asynccontextmanager
+async def client(server: ServerProcess) -> AsyncIterator[WorkflowServiceStub]:
+    """A stub on a channel that reconnects quickly across the process's restarts."""
+    async with grpc.aio.insecure_channel(server.address, options=FAST_RECONNECT) as channel:
+        yield WorkflowServiceStub(channel)
