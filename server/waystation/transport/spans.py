@@ -102,15 +102,10 @@ def _current(span: trace.Span) -> Any:
 def _end(span: trace.Span, context: grpc.aio.ServicerContext[Any, Any], cancelled: bool) -> None:
     """Record the status the call ended with: the one the handler set or aborted with, OK
     if none, CANCELLED if the call was cancelled before it answered."""
-    code = context.code() or grpc.StatusCode.OK
-    if (cancelled or context.cancelled()) and code in (grpc.StatusCode.OK, 0):
+    code = context.code() or grpc.StatusCode.OK  # None until a handler sets or aborts
+    if (cancelled or context.cancelled()) and code is grpc.StatusCode.OK:
         code = grpc.StatusCode.CANCELLED
-    if isinstance(code, int):  # grpc.aio reports a code set by abort() as its number
-        code = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code in SERVER_ERRORS:
         span.set_status(Status(StatusCode.ERROR, code.name))
     span.end()
-
-
-_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
