@@ -209,11 +209,7 @@ class WalSync:
             self._start()
 
     def _fsync(self) -> None:
-        fd = os.open(self._wal, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(self._wal)
         self.fsyncs += 1
 
     def checkpoint(self, finish: Callable[[], None]) -> None:
@@ -258,13 +254,18 @@ def _finish_checkpoint(finish: Callable[[], None], job: asyncio.Future[bool]) ->
         log.warning("sqlite checkpoint failed: %s", exc)
 
 
-def _fsync_directory(path: str) -> None:
-    """Make the directory entries of the database and its WAL durable (once, at setup)."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+def _fsync_path(path: str) -> None:
+    """fsync the file or directory at `path`."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_directory_of(path: str) -> None:
+    """Make the directory entries of the database and its WAL durable (once, at setup)."""
+    _fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 class SqliteStore:
@@ -298,7 +299,7 @@ class SqliteStore:
         _migrate(writer)
         self._writer = writer
         if self._wal is not None:
-            _fsync_directory(self._path)
+            _fsync_directory_of(self._path)
         self._reader = await aiosqlite.connect(self._path, isolation_level=None)
         await self._reader.execute("PRAGMA busy_timeout=5000")
 
