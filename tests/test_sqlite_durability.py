@@ -45,6 +45,13 @@ def fsyncs(store: SqliteStore) -> int:
     return store._wal.fsyncs
 
 
+def wal_frames(store: SqliteStore) -> int:
+    """Pages appended to the WAL since it last restarted."""
+    assert store._writer is not None
+    page_size: int = store._writer.execute("PRAGMA page_size").fetchone()[0]
+    return os.path.getsize(store._path + "-wal") // (page_size + 24)
+
+
 def new_run(run_id: str) -> RunRecord:
     return RunRecord(run_id, "wf", status=RunStatus.RUNNING, version=1, input={"n": 1})
 
@@ -252,3 +259,25 @@ async def test_the_upkeep_queries_use_their_partial_indexes(
     assert store._writer is not None
     plan = store._writer.execute(f"EXPLAIN QUERY PLAN {query}", (1.0, 10)).fetchall()
     assert any(f"USING INDEX {index}" in row[-1] for row in plan), plan
+
+
+async def test_a_transition_that_changes_no_indexed_column_writes_only_its_own_pages(
+    store: SqliteStore,
+) -> None:
+    """SQLite rewrites an index entry whenever its column is assigned, even to the value it
+    holds. A step transition of a running run changes none of the columns the indexes of
+    `runs` hold, so it appends two pages to the WAL (the run's row and the step's record),
+    not the four index pages that assigning every column would add; a status change
+    rewrites the indexes it moves in."""
+    run = new_run("r")
+    await store.create_run(run, durable=False)
+    await store.commit(step_commit(run, 1, durable=False))
+
+    before = wal_frames(store)
+    await store.commit(step_commit(run, 2, durable=False))
+    assert wal_frames(store) - before == 2
+
+    before = wal_frames(store)
+    run.status = RunStatus.SUSPENDED
+    await store.commit(step_commit(run, 3, durable=False))
+    assert wal_frames(store) - before > 2

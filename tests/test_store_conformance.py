@@ -345,6 +345,50 @@ async def test_runs_with_status_finds_the_runs_in_that_status(store: SnapshotSto
     assert await store.runs_with_status(RunStatus.WAITING, 10) == []
 
 
+async def test_each_indexed_field_a_commit_changes_is_what_the_queries_find(
+    store: SnapshotStore,
+) -> None:
+    """Transitions that change status, lease, due time or resource (one at a time, and none
+    at all) leave every query that reads them through an index in step with the rows."""
+    run = await created(store, "r", resource_id="x", owner="me", lease_until=50.0)
+    other = await created(store, "o", resource_id="x", status=RunStatus.SUCCESS)
+
+    async def commit(**changes: Any) -> None:
+        nonlocal run
+        run = advanced(run, **changes)
+        await store.commit(Commit(run, run.version - 1, {"s": step(output=run.version)}))
+
+    async def resource(rid: str) -> list[str]:
+        return [r.run_id for r in await store.list_runs(RunFilter(resource_id=rid), 10, None)]
+
+    await commit()  # no indexed field changes
+    assert await store.runs_with_status(RunStatus.RUNNING, 10) == ["r"]
+    assert await store.claim_expired("thief", now=40.0, until=90.0, limit=10) == []
+    await commit(status=RunStatus.SUSPENDED, owner="", lease_until=None, due_at=100.0)
+    assert await store.runs_with_status(RunStatus.RUNNING, 10) == []
+    assert await store.due_runs(now=99.0, limit=10) == []
+    assert await store.due_runs(now=100.0, limit=10) == ["r"]
+    await commit(due_at=200.0)
+    assert await store.due_runs(now=150.0, limit=10) == []
+    await commit(resource_id="y")
+    assert await resource("x") == ["o"] and await resource("y") == ["r"]
+    await commit(status=RunStatus.RUNNING, owner="me", lease_until=60.0, due_at=None)
+    assert await store.due_runs(now=300.0, limit=10) == []
+    assert await store.claim_expired("thief", now=55.0, until=90.0, limit=10) == []
+    assert await store.claim_expired("thief", now=65.0, until=90.0, limit=10) == ["r"]
+    loaded = await store.load_run("r")
+    assert loaded is not None
+    assert (loaded.status, loaded.owner, loaded.lease_until, loaded.due_at, loaded.resource_id) == (
+        RunStatus.RUNNING,
+        "thief",
+        90.0,
+        None,
+        "y",
+    )
+    assert loaded.version == run.version + 1
+    assert (await store.load_run("o")) == other
+
+
 # -- request keys ---------------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -521,11 +521,16 @@ def _apply_one(db: sqlite3.Connection, op: _Write) -> Result:
         for table in ("steps", "requests", "events"):
             db.execute(f"DELETE FROM {table} WHERE run_id = ?", (op.run_id,))
         return None, deleted == 1
-    db.execute("SAVEPOINT op")
-    ok = _apply_encoded(db, op)
-    if not ok:
-        db.execute("ROLLBACK TO op")
-    db.execute("RELEASE op")
+    # A savepoint only where a conflict can follow a write (a request id already taken):
+    # an op that fails its first statement has written nothing.
+    if op.new_request is None:
+        ok = _apply_encoded(db, op)
+    else:
+        db.execute("SAVEPOINT op")
+        ok = _apply_encoded(db, op)
+        if not ok:
+            db.execute("ROLLBACK TO op")
+        db.execute("RELEASE op")
     return (None if ok else StoreConflict(conflict_text(op.op))), None
 
 
@@ -534,14 +539,9 @@ def _apply_encoded(db: sqlite3.Connection, e: Encoded) -> bool:
     if isinstance(e.op, Create):
         marks = ", ".join("?" for _ in r)
         cur = db.execute(f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({marks})", r)
-    else:
-        cur = db.execute(
-            "UPDATE runs SET resource_id = ?, status = ?, version = ?, update_time = ?,"
-            " owner = ?, lease_until = ?, due_at = ?, header = ?"
-            " WHERE run_id = ? AND version = ?",
-            (r[2], r[3], r[4], r[6], r[7], r[8], r[9], r[10], e.run_id, e.expected_version),
-        )
-    if cur.rowcount != 1:
+        if cur.rowcount != 1:
+            return False
+    elif not _update_run(db, e):
         return False
     for prefix in e.deleted:
         # Every key below `prefix`: "prefix.x..." sorts between "prefix." and "prefix/".
@@ -565,8 +565,47 @@ def _apply_encoded(db: sqlite3.Connection, e: Encoded) -> bool:
         ).rowcount
         if inserted != 1:
             return False
-    db.executemany("UPDATE requests SET outcome = ? WHERE scope = ? AND request_id = ?", e.outcomes)
+    if e.outcomes:
+        db.executemany(
+            "UPDATE requests SET outcome = ? WHERE scope = ? AND request_id = ?", e.outcomes
+        )
     return True
+
+
+# The columns of `runs` that indexes hold and a transition may change, with their places in
+# RUN_COLUMNS. SQLite rewrites an index entry whenever its column is assigned, even to the
+# value it holds, and most transitions change none of them: assigning only those that
+# changed writes one page of `runs` instead of five (a smaller WAL, a shorter fsync).
+_INDEXED = (("resource_id", 2), ("status", 3), ("lease_until", 8), ("due_at", 9))
+
+
+def _update_run(db: sqlite3.Connection, e: Encoded) -> bool:
+    """Compare-and-set the run's row from `expected_version`; False if it is not there."""
+    r = e.run
+    stored = db.execute(
+        "SELECT resource_id, status, lease_until, due_at FROM runs"
+        " WHERE run_id = ? AND version = ?",
+        (e.run_id, e.expected_version),
+    ).fetchone()
+    if stored is None:
+        return False
+    changed = tuple(
+        (name, r[i]) for (name, i), old in zip(_INDEXED, stored, strict=True) if r[i] != old
+    )
+    db.execute(
+        _update_sql(tuple(name for name, _ in changed)),
+        (*(value for _, value in changed), r[4], r[6], r[7], r[10], e.run_id),
+    )
+    return True
+
+
+@cache
+def _update_sql(indexed: tuple[str, ...]) -> str:
+    assign = "".join(f"{name} = ?, " for name in indexed)
+    return (
+        f"UPDATE runs SET {assign}version = ?, update_time = ?, owner = ?, header = ?"
+        " WHERE run_id = ?"
+    )
 
 
 def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
