@@ -97,6 +97,28 @@ async def test_concurrent_durable_writers_share_fsyncs(store: SqliteStore) -> No
         assert loaded is not None and loaded.version == 2
 
 
+async def test_writes_submitted_over_a_few_busy_turns_share_one_transaction(
+    store: SqliteStore,
+) -> None:
+    """Writers rarely arrive in the same turn of the loop: 32 runs whose commits come one
+    to eight turns apart still share one transaction, because a batch waits while other
+    callbacks are ready."""
+    runs = [new_run(f"r{i}") for i in range(32)]
+    await asyncio.gather(*(store.create_run(run, durable=False) for run in runs))
+
+    async def later(run: RunRecord, turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await store.commit(step_commit(run, 1, durable=False))
+
+    before = store._batches
+    await asyncio.gather(*(later(run, i % 8) for i, run in enumerate(runs)))
+    assert store._batches - before == 1
+    for run in runs:
+        loaded = await store.load_run(run.run_id)
+        assert loaded is not None and loaded.version == 2
+
+
 async def test_a_cancelled_durable_writer_still_commits(store: SqliteStore) -> None:
     """A caller that stops waiting (its deadline passed) does not stop its write, nor the
     fsync other writers share."""
