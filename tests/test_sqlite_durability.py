@@ -213,25 +213,33 @@ def size(path: str) -> int:
     return os.path.getsize(path)
 
 
+@pytest.mark.parametrize("writers", [1, 8], ids=["alone", "together"])
 async def test_a_failed_fsync_fails_the_durable_writers_and_the_next_one_succeeds(
-    store: SqliteStore, tmp_path: Path
+    store: SqliteStore, tmp_path: Path, writers: int
 ) -> None:
     """An fsync that fails (here: the WAL cannot be opened, as on a broken disk) raises
-    StoreUnavailable in every durable writer that shared it; the store keeps working, and
+    StoreUnavailable in every durable writer that shared it, whether it ran on the loop (a
+    writer alone) or in the fsync thread (writers together); the store keeps working, and
     the next fsync serves the next writers."""
     assert store._wal is not None
     wal = store._wal._wal
-    run = new_run("r")
-    await store.create_run(run)
+    runs = [new_run(f"r{i}") for i in range(writers)]
+    await asyncio.gather(*(store.create_run(run) for run in runs))
     store._wal._wal = str(tmp_path / "missing" / "durable.db-wal")
     try:
-        with pytest.raises(StoreUnavailable, match="fsync of the WAL failed"):
-            await store.commit(step_commit(run, 1, durable=True))
+        outcomes = await asyncio.gather(
+            *(store.commit(step_commit(run, 1, durable=True)) for run in runs),
+            return_exceptions=True,
+        )
     finally:
         store._wal._wal = wal
-    await store.commit(step_commit(run, 2, durable=True))
-    loaded = await store.load_run("r")
-    assert loaded is not None and loaded.version == 3
+    for outcome in outcomes:
+        assert isinstance(outcome, StoreUnavailable), outcome
+        assert "fsync of the WAL failed" in str(outcome)
+    await asyncio.gather(*(store.commit(step_commit(run, 2, durable=True)) for run in runs))
+    for run in runs:
+        loaded = await store.load_run(run.run_id)
+        assert loaded is not None and loaded.version == 3
 
 
 async def test_every_transition_is_committed_before_the_next_step_runs(

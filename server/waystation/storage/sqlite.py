@@ -8,14 +8,17 @@ has or how many runs the file holds (every statement is a primary-key or index l
 How a write goes (the hot path of every run):
 - Writes are applied on the event loop's thread by the writer connection, one transaction
   per batch: every write submitted while the loop was busy joins the batch, and the batch
-  waits a few turns more while other callbacks are ready to run (group commit).
+  waits a few turns more while other callbacks are ready to run (group commit). A write
+  submitted while nothing else is queued or ready is applied at once, in the caller's turn.
   With `synchronous=NORMAL` a commit is in the WAL (the page cache) when it returns, so a
   process that dies loses nothing; it costs some tens of microseconds, less than handing it
   to a thread would.
 - A durable write then waits for an fsync of the WAL file (`WalSync`), made in a thread and
-  shared by every durable write committed before it began. That fsync is exactly what
-  `synchronous=FULL` adds to NORMAL in WAL mode, made once per answer instead of once per
-  commit; commits reach the disk in order, so a power cut leaves a prefix of them.
+  shared by every durable write committed before it began (a writer alone, with nothing
+  else for the loop to do, makes it on the loop: two thread hand-offs cost more). That
+  fsync is exactly what `synchronous=FULL` adds to NORMAL in WAL mode, made once per answer
+  instead of once per commit; commits reach the disk in order, so a power cut leaves a
+  prefix of them.
 - The writer never checkpoints (no commit waits for one): `WalSync` copies the WAL into the
   database from a connection of its own, in another thread, once the WAL has grown.
 - Point reads (a run, its steps, a request key) run inline on the writer connection too;
@@ -159,9 +162,9 @@ class WalSync:
 
     `sync()` returns once every transaction committed before it was called is on stable
     storage: an fsync of the WAL file in a thread, shared by all the callers that arrived
-    while the previous fsync ran. `checkpoint()` copies the WAL into the database (PASSIVE:
-    it never blocks the writer) in a thread of its own, so a checkpoint never delays an
-    fsync."""
+    while the previous fsync ran (or, for a caller alone, on the loop). `checkpoint()`
+    copies the WAL into the database (PASSIVE: it never blocks the writer) in a thread of
+    its own, so a checkpoint never delays an fsync."""
 
     def __init__(self, db_path: str) -> None:
         self._db_path = db_path
@@ -180,6 +183,15 @@ class WalSync:
         """Checkpoints made so far."""
 
     async def sync(self) -> None:
+        if self._running is None and not _others_ready(asyncio.get_running_loop()):
+            # Alone: the fsync right here costs less than the two thread hand-offs around
+            # it, and the loop has nothing else to run meanwhile.
+            assert self._next is None  # a caller that queues one also starts it
+            try:
+                self._fsync()
+            except Exception as exc:
+                raise StoreUnavailable(f"sqlite: fsync of the WAL failed: {exc}") from exc
+            return
         waiter = self._next
         if waiter is None:
             waiter = self._next = asyncio.get_running_loop().create_future()
@@ -352,12 +364,17 @@ class SqliteStore:
         disk), and return its value or raise its error. A caller that stops waiting does
         not stop its write."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((op, future))
-        if not self._flushing:
-            self._flushing = True
-            loop.call_soon(self._flush)
-        value = await future
+        if self._queue or _others_ready(loop):
+            future: asyncio.Future[Any] = loop.create_future()
+            self._queue.append((op, future))
+            if not self._flushing:
+                self._flushing = True
+                loop.call_soon(self._flush)
+            value = await future
+        else:  # alone: a batch of one, now, rather than two turns of the loop later
+            ((error, value),) = self._apply([op])
+            if error is not None:
+                raise error
         if durable and self._wal is not None:
             await self._wal.sync()
         return value
@@ -375,15 +392,19 @@ class SqliteStore:
         self._gathered = 0
         batch, self._queue = self._queue, []
         self._flushing = False
+        answer(batch, self._apply([op for op, _ in batch]))
+
+    def _apply(self, ops: list[_Write]) -> list[Result]:
+        """One transaction for `ops`, and a checkpoint every so often."""
         assert self._writer is not None, "store is not set up"
         try:
-            results = _apply_batch(self._writer, [op for op, _ in batch])
+            results = _apply_batch(self._writer, ops)
         except Exception as exc:
-            results = [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(batch)
-        answer(batch, results)
+            results = [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
         self._batches += 1
         if self._wal is not None and self._batches % CHECKPOINT_EVERY == 0:
             self._wal.checkpoint(self._finish_checkpoint)
+        return results
 
     def _finish_checkpoint(self) -> None:
         """On the loop, between two batches: copy what was committed while the checkpoint
