@@ -514,3 +514,14 @@ async def test_get_workflow_shows_a_map_as_a_map(stub: WorkflowServiceStub) -> N
         ("shift", KIND.STEP_KIND_MAP),
         ("plus", KIND.STEP_KIND_STEP),
     ]
+
+
+async def test_get_workflow_answers_the_same_graph_every_time(stub: WorkflowServiceStub) -> None:
+    """The step graph is rendered once per workflow (its JSON Schemas take milliseconds):
+    later GetWorkflow and ListWorkflows calls answer exactly what the first one did."""
+    first = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="arithmetic"))
+    again = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="arithmetic"))
+    listed = await stub.ListWorkflows(rr.ListWorkflowsRequest(page_size=1000))
+    assert len(first.steps) == 3
+    assert again == first
+    assert [w for w in listed.workflows if w.workflow_id == "arithmetic"] == [first]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -64,7 +65,20 @@ def entry_to_proto(entry: Entry) -> message_pb2.StepNode:
     )
 
 
+_RENDERED: weakref.WeakKeyDictionary[Workflow, message_pb2.Workflow] = weakref.WeakKeyDictionary()
+
+
 def workflow_to_proto(workflow: Workflow) -> message_pb2.Workflow:
+    """The workflow as the API shows it, rendered once: a committed workflow never changes,
+    and rendering its JSON Schemas takes milliseconds. Callers must not modify the message
+    (a response that embeds it copies it)."""
+    out = _RENDERED.get(workflow)
+    if out is None:
+        out = _RENDERED[workflow] = _render(workflow)
+    return out
+
+
+def _render(workflow: Workflow) -> message_pb2.Workflow:
     out = message_pb2.Workflow(workflow_id=workflow.id, description=workflow.description)
     _schema(workflow.input_schema, out.input_schema)
     _schema(workflow.output_schema, out.output_schema)
