@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import to_json, value
+from waystation import StepContext, create_step, create_workflow
 from waystation.api.v1 import enums_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine import Engine, StartCommand
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.storage import Commit, SqliteStore, StoreUnavailable
 from waystation.storage.sqlite import CHECKPOINT_BYTES
@@ -311,3 +313,31 @@ async def test_a_transition_that_changes_no_indexed_column_writes_only_its_own_p
     run.status = RunStatus.SUSPENDED
     await store.commit(step_commit(run, 3, durable=False))
     assert wal_frames(store) - before > 2
+
+
+async def test_a_run_moves_its_lease_once_half_of_it_is_gone(store: SqliteStore) -> None:
+    """The lease is an indexed column: commits that follow each other quickly leave it
+    where it is, and the first commit after half of it has passed extends it, so a run
+    that commits holds at least half a lease ahead of it."""
+    lease = 1.0
+    seen: list[float] = []
+
+    async def look(ctx: StepContext) -> int:
+        run = await store.load_run(ctx.run_id)
+        assert run is not None and run.lease_until is not None
+        seen.append(run.lease_until)
+        if len(seen) == 3:
+            await asyncio.sleep(lease * 0.6)
+        return 0
+
+    steps = [create_step(id=f"s{i}", execute=look, output_schema=int) for i in range(5)]
+    flow = create_workflow(id="leased")
+    for step in steps:
+        flow = flow.then(step)
+    engine = Engine(store, [flow.commit()], lease_seconds=lease)
+    result = await engine.start_run(StartCommand(workflow_id="leased"))
+    assert result.status is RunStatus.SUCCESS
+    first, second, third, fourth, fifth = seen
+    assert first == second == third
+    assert fourth >= third + lease * 0.6
+    assert fifth == fourth
