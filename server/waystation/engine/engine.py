@@ -296,11 +296,11 @@ class Engine(Upkeep):
     ) -> WorkflowResultData | asyncio.Task[WorkflowResultData]:
         """Check every rule, claim the suspension and launch the continuation; or the answer
         at once for a replayed request id or a dry run."""
-        run = await self._existing_run(cmd.run_id, cmd.workflow_id)
-        key = RequestKey(f"resume:{run.run_id}", cmd.request_id) if cmd.request_id else None
+        snapshot = await self._existing_snapshot(cmd.run_id, cmd.workflow_id)
+        key = RequestKey(f"resume:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
-        snapshot = await self._wait_suspended(run)
+        snapshot = await self._wait_suspended(snapshot)
         run = snapshot.run
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
@@ -360,25 +360,23 @@ class Engine(Upkeep):
         snapshot.steps.update(records)
         self._notify(run.run_id)
 
-    async def _wait_suspended(self, run: RunRecord) -> RunSnapshot:
+    async def _wait_suspended(self, snapshot: RunSnapshot) -> RunSnapshot:
         """The run's snapshot once it is SUSPENDED. A run still RUNNING from its start is
         given a short grace to reach its first suspension (as Mastra does); a run RUNNING
         because another resume claimed it is a conflict at once."""
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         while True:
+            run = snapshot.run
             if run.status is RunStatus.SUSPENDED:
-                snapshot = await self.store.load(run.run_id)
-                if snapshot is not None and snapshot.run.status is RunStatus.SUSPENDED:
-                    return snapshot
-            elif run.status is RunStatus.RUNNING and run.resume_count > 0:
+                return snapshot
+            if run.status is RunStatus.RUNNING and run.resume_count > 0:
                 raise ResumeConflict(run.run_id, run.status)
-            elif run.status is not RunStatus.RUNNING or (
+            if run.status is not RunStatus.RUNNING or (
                 asyncio.get_running_loop().time() >= deadline
             ):
                 raise RunNotSuspended(run.run_id, run.status)
-            else:
-                await asyncio.sleep(0.025)
-            run = await self._existing_run(run.run_id)
+            await asyncio.sleep(0.025)
+            snapshot = await self._existing_snapshot(run.run_id)
 
     async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
@@ -445,6 +443,14 @@ class Engine(Upkeep):
             raise RunNotFound(run_id)
         workflow = self._workflows.get(snapshot.run.workflow_id)
         return snapshot.run, build_result(workflow, snapshot.run, snapshot.steps)
+
+    async def _existing_snapshot(self, run_id: str, workflow_id: str = "") -> RunSnapshot:
+        """The run with its steps, read at one version; NOT_FOUND as `_existing_run`."""
+        _check_run_id(run_id)
+        snapshot = await self.store.load(run_id)
+        if snapshot is None or (workflow_id and snapshot.run.workflow_id != workflow_id):
+            raise RunNotFound(run_id, workflow_id)
+        return snapshot
 
     async def _existing_run(self, run_id: str, workflow_id: str = "") -> RunRecord:
         _check_run_id(run_id)
