@@ -195,7 +195,9 @@ async def test_the_wal_stays_bounded_under_writes_without_pause(
     """The writer never checkpoints; once the WAL is past CHECKPOINT_BYTES the store copies
     it into the database from its own thread, then finishes on the loop, so that the WAL
     restarts from its beginning although commits never stop (without that last step the
-    WAL of a busy server grew by gigabytes)."""
+    WAL of a busy server grew by gigabytes). The writer here never waits for anything but
+    its commits, which are applied at once: it must still give the loop turns, or the
+    checkpoint's completion would never run."""
     wal = f"{tmp_path / 'durable.db'}-wal"
     run = new_run("big")
     await store.create_run(run)

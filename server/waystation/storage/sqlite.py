@@ -147,6 +147,8 @@ CHECKPOINT_EVERY = 64
 """...which it looks at after this many write batches."""
 GATHER_TURNS = 16
 """A batch waits at most this many turns of a busy event loop for more writes."""
+GIVE_WAY_EVERY = 0.005
+"""Writers applied at once give the loop a turn at least this often (seconds)."""
 
 
 def path_from_url(url: str) -> str:
@@ -301,6 +303,8 @@ class SqliteStore:
         self._flushing = False
         self._gathered = 0
         """Turns of the loop the next batch has waited for more writes."""
+        self._gave_way = 0.0
+        """When (loop time) a writer applied at once last gave the loop a turn."""
         self._batches = 0
 
     @classmethod
@@ -375,6 +379,11 @@ class SqliteStore:
             ((error, value),) = self._apply([op])
             if error is not None:
                 raise error
+            # A run whose steps never await would otherwise keep the loop until it ends:
+            # every other call, and a checkpoint's completion, would wait.
+            if loop.time() - self._gave_way >= GIVE_WAY_EVERY:
+                self._gave_way = loop.time()
+                await asyncio.sleep(0)
         if durable and self._wal is not None:
             await self._wal.sync()
         return value
@@ -496,9 +505,12 @@ class SqliteStore:
 
 
 def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether callbacks other than the running one wait for their turn. CPython's event
-    loop keeps them in `_ready`; on a loop without it (uvloop) a batch never waits."""
-    return bool(getattr(loop, "_ready", None))
+    """Whether other callbacks wait for their turn: tasks at work, some of them about to
+    write. One alone does not count: it is usually the completion of the task that started
+    the writer (a shield's callback), and a sequential caller would wait for it on every
+    step. CPython's event loop keeps them in `_ready`; on a loop without it (uvloop) a
+    batch never waits and a writer is always alone."""
+    return len(getattr(loop, "_ready", ())) > 1
 
 
 def _migrate(db: sqlite3.Connection) -> None:
