@@ -343,3 +343,32 @@ async def test_a_run_moves_its_lease_once_half_of_it_is_gone(store: SqliteStore)
     assert first == second == third
     assert fourth >= third + lease * 0.6
     assert fifth == fourth
+
+
+async def test_a_commit_never_moves_a_lease_the_upkeep_renewed_back(store: SqliteStore) -> None:
+    """The upkeep renews the leases of running executions every third of a lease; a commit
+    that follows writes the run's lease as the execution holds it, so the renewal must
+    reach that copy too, or the commit would shorten the lease it just got."""
+    lease = 1.0
+    seen: list[float] = []
+
+    async def look(ctx: StepContext) -> int:
+        if not seen:
+            await asyncio.sleep(lease * 0.45)  # a renewal comes at lease / 3
+        run = await store.load_run(ctx.run_id)
+        assert run is not None and run.lease_until is not None
+        seen.append(run.lease_until)
+        return 0
+
+    flow = create_workflow(id="renewed")
+    for i in range(2):
+        flow = flow.then(create_step(id=f"s{i}", execute=look, output_schema=int))
+    engine = Engine(store, [flow.commit()], lease_seconds=lease)
+    await engine.start()
+    try:
+        result = await engine.start_run(StartCommand(workflow_id="renewed"))
+    finally:
+        await engine.close()
+    assert result.status is RunStatus.SUCCESS
+    renewed, after_commit = seen
+    assert after_commit >= renewed

@@ -80,6 +80,11 @@ class Upkeep:
             try:
                 until = now() + self.lease_seconds
                 await self.store.renew_leases(self.replica_id, list(self._active), until)
+                # The executions' copies too: their commits write the lease they hold (and
+                # move it only once half of it is gone), so they must not write it back.
+                for execution, _ in self._active.values():
+                    run = execution.snapshot.run
+                    run.lease_until = max(run.lease_until or 0.0, until)
                 await self._take_over(now())
             except Exception:  # the store may be briefly unavailable: try again next time
                 log.exception("lease upkeep failed")
