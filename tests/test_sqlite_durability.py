@@ -3,8 +3,9 @@
 Commits are applied on the event loop with `synchronous=NORMAL`; a durable write then waits
 for an fsync of the WAL that it shares with every durable write committed before that fsync
 began; checkpoints run off the loop. Checked on real files: which writes fsync, how many
-writers share one fsync, that a commit that was not fsynced survives the death of its
-process, and that the WAL is checkpointed into the database as it grows.
+writers share one fsync and one transaction, that a commit that was not fsynced survives
+the death of its process, that the WAL is checkpointed into the database as it grows, and
+what keeps a transition small (the pages it writes, a lease that moves only when it must).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def fsyncs(store: SqliteStore) -> int:
 
 
 def wal_frames(store: SqliteStore) -> int:
-    """Pages appended to the WAL since it last restarted."""
+    """Frames the WAL file has room for: the pages appended so far, as long as no
+    checkpoint restarted it (a few commits in a new store never do)."""
     assert store._writer is not None
     page_size: int = store._writer.execute("PRAGMA page_size").fetchone()[0]
     return os.path.getsize(store._path + "-wal") // (page_size + 24)

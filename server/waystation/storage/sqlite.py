@@ -9,7 +9,8 @@ How a write goes (the hot path of every run):
 - Writes are applied on the event loop's thread by the writer connection, one transaction
   per batch: every write submitted while the loop was busy joins the batch, and the batch
   waits a few turns more while other callbacks are ready to run (group commit). A write
-  submitted while nothing else is queued or ready is applied at once, in the caller's turn.
+  submitted while no batch is queued and at most one other callback is ready is applied at
+  once, in the caller's turn.
   With `synchronous=NORMAL` a commit is in the WAL (the page cache) when it returns, so a
   process that dies loses nothing; it costs some tens of microseconds, less than handing it
   to a thread would.
