@@ -17,6 +17,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from waystation import StepContext, create_step, create_workflow
 from waystation.api.v1 import enums_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
-from waystation.engine import Engine, StartCommand
+from waystation.engine import Engine, StartCommand, Workflow
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.storage import Commit, SqliteStore, StoreUnavailable
 from waystation.storage.sqlite import CHECKPOINT_BYTES
@@ -319,6 +320,14 @@ async def test_a_transition_that_changes_no_indexed_column_writes_only_its_own_p
     assert wal_frames(store) - before > 2
 
 
+def steps_in_a_row(workflow_id: str, count: int, execute: Any) -> Workflow:
+    """A workflow of `count` steps, each running `execute`."""
+    flow = create_workflow(id=workflow_id)
+    for i in range(count):
+        flow = flow.then(create_step(id=f"s{i}", execute=execute, output_schema=int))
+    return flow.commit()
+
+
 async def test_a_run_moves_its_lease_once_half_of_it_is_gone(store: SqliteStore) -> None:
     """The lease is an indexed column: commits that follow each other quickly leave it
     where it is, and the first commit after half of it has passed extends it, so a run
@@ -334,11 +343,7 @@ async def test_a_run_moves_its_lease_once_half_of_it_is_gone(store: SqliteStore)
             await asyncio.sleep(lease * 0.6)
         return 0
 
-    steps = [create_step(id=f"s{i}", execute=look, output_schema=int) for i in range(5)]
-    flow = create_workflow(id="leased")
-    for step in steps:
-        flow = flow.then(step)
-    engine = Engine(store, [flow.commit()], lease_seconds=lease)
+    engine = Engine(store, [steps_in_a_row("leased", 5, look)], lease_seconds=lease)
     result = await engine.start_run(StartCommand(workflow_id="leased"))
     assert result.status is RunStatus.SUCCESS
     first, second, third, fourth, fifth = seen
@@ -362,10 +367,7 @@ async def test_a_commit_never_moves_a_lease_the_upkeep_renewed_back(store: Sqlit
         seen.append(run.lease_until)
         return 0
 
-    flow = create_workflow(id="renewed")
-    for i in range(2):
-        flow = flow.then(create_step(id=f"s{i}", execute=look, output_schema=int))
-    engine = Engine(store, [flow.commit()], lease_seconds=lease)
+    engine = Engine(store, [steps_in_a_row("renewed", 2, look)], lease_seconds=lease)
     await engine.start()
     try:
         result = await engine.start_run(StartCommand(workflow_id="renewed"))

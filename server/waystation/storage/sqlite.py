@@ -365,9 +365,9 @@ class SqliteStore:
         return deleted
 
     async def _write(self, op: _Write, durable: bool = True) -> Any:
-        """Queue `op` for the next batch, wait until it is committed (and, if `durable`, on
-        disk), and return its value or raise its error. A caller that stops waiting does
-        not stop its write."""
+        """Apply `op` now if the writer is alone, else queue it for the next batch; return
+        once it is committed (and, if `durable`, on disk) with its value, or raise its error.
+        A caller that stops waiting does not stop its write."""
         loop = asyncio.get_running_loop()
         if self._queue or _others_ready(loop):
             future: asyncio.Future[Any] = loop.create_future()
@@ -382,8 +382,8 @@ class SqliteStore:
                 raise error
             # A run whose steps never await would otherwise keep the loop until it ends:
             # every other call, and a checkpoint's completion, would wait.
-            if loop.time() - self._gave_way >= GIVE_WAY_EVERY:
-                self._gave_way = loop.time()
+            if (now := loop.time()) - self._gave_way >= GIVE_WAY_EVERY:
+                self._gave_way = now
                 await asyncio.sleep(0)
         if durable and self._wal is not None:
             await self._wal.sync()
