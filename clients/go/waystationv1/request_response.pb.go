@@ -184,7 +184,8 @@ type CreateRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workflow to run. Required.
 	WorkflowId string `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
-	// A caller-chosen run id (1-200 characters of [A-Za-z0-9._:-]); generated when empty.
+	// A caller-chosen run id (1-200 characters of [A-Za-z0-9._:-]); generated when empty (a
+	// UUIDv7, so generated ids sort by creation time).
 	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// The resource (tenant, user, thread) the run belongs to.
 	ResourceId string `protobuf:"bytes,3,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
@@ -257,7 +258,7 @@ type StartRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workflow to run. Required.
 	WorkflowId string `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
-	// An existing PENDING run to start, or a new run id; generated when empty.
+	// An existing PENDING run to start, or a new run id; generated when empty (a UUIDv7).
 	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// The resource the run belongs to (for a new run).
 	ResourceId string `protobuf:"bytes,3,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`

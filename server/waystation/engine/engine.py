@@ -37,6 +37,7 @@ from waystation.engine.errors import (
 )
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.executor import Execution, error_json
+from waystation.engine.ids import new_run_id
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now
 from waystation.engine.paths import format_path
 from waystation.engine.result import WorkflowResultData, build_result
@@ -574,7 +575,7 @@ def _check_run_id(run_id: str) -> None:
 
 def _run_id(requested: str) -> str:
     if not requested:
-        return str(uuid.uuid4())
+        return new_run_id()
     if not RUN_ID.fullmatch(requested):
         raise InvalidArgument("run_id", "must be 1-200 characters of A-Z a-z 0-9 . _ : -")
     return requested

@@ -111,7 +111,9 @@ class CreateRunRequest(_message.Message):
     workflow_id: _builtins.str
     """The workflow to run. Required."""
     run_id: _builtins.str
-    """A caller-chosen run id (1-200 characters of [A-Za-z0-9._:-]); generated when empty."""
+    """A caller-chosen run id (1-200 characters of [A-Za-z0-9._:-]); generated when empty (a
+    UUIDv7, so generated ids sort by creation time).
+    """
     resource_id: _builtins.str
     """The resource (tenant, user, thread) the run belongs to."""
     request_id: _builtins.str
@@ -151,7 +153,7 @@ class StartRunRequest(_message.Message):
     workflow_id: _builtins.str
     """The workflow to run. Required."""
     run_id: _builtins.str
-    """An existing PENDING run to start, or a new run id; generated when empty."""
+    """An existing PENDING run to start, or a new run id; generated when empty (a UUIDv7)."""
     resource_id: _builtins.str
     """The resource the run belongs to (for a new run)."""
     request_id: _builtins.str

@@ -109,7 +109,8 @@ export type CreateRunRequest = Message<"waystation.v1.CreateRunRequest"> & {
   workflowId: string;
 
   /**
-   * A caller-chosen run id (1-200 characters of [A-Za-z0-9._:-]); generated when empty.
+   * A caller-chosen run id (1-200 characters of [A-Za-z0-9._:-]); generated when empty (a
+   * UUIDv7, so generated ids sort by creation time).
    *
    * @generated from field: string run_id = 2;
    */
@@ -151,7 +152,7 @@ export type StartRunRequest = Message<"waystation.v1.StartRunRequest"> & {
   workflowId: string;
 
   /**
-   * An existing PENDING run to start, or a new run id; generated when empty.
+   * An existing PENDING run to start, or a new run id; generated when empty (a UUIDv7).
    *
    * @generated from field: string run_id = 2;
    */
