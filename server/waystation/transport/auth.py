@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,15 +87,18 @@ class AuthPolicy:
         return policy
 
     def authenticate(
-        self, metadata: Iterable[tuple[str, Any]] | None, peer_identities: Sequence[str]
+        self,
+        metadata: Iterable[tuple[str, Any]] | None,
+        peer_identities: Callable[[], Sequence[str]],
     ) -> Principal:
-        """The caller's principal: its bearer token, else its client certificate."""
+        """The caller's principal: its bearer token, else its client certificate (the
+        identities are asked for only then: reading them costs a call into grpc)."""
         if not self.enabled:
             return ANONYMOUS
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str):
                 return self._by_token(value)
-        for identity in peer_identities:
+        for identity in peer_identities():
             if identity in self.identities:
                 return self.identities[identity]
         raise Unauthenticated("a bearer token or a client certificate is required")

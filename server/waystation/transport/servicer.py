@@ -45,7 +45,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
     ) -> Principal:
         """Authenticate the caller and check `action` (on `run_id` / a new run's resource)."""
-        principal = self.policy.authenticate(context.invocation_metadata(), _peer(context))
+        principal = self.policy.authenticate(context.invocation_metadata(), lambda: _peer(context))
         run = None
         if run_id and principal.prefixes:
             run = await self.engine.store.load_run(run_id)
