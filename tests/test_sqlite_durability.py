@@ -205,7 +205,8 @@ async def test_the_wal_stays_bounded_under_writes_without_pause(
     run = new_run("big")
     await store.create_run(run)
     pad = "x" * 8192
-    commits = 2500  # well over 20 MB of WAL frames if nothing were checkpointed
+    # Over five times CHECKPOINT_BYTES of WAL frames if nothing were checkpointed.
+    commits = 5 * CHECKPOINT_BYTES // len(pad)
     for n in range(commits):
         await store.commit(step_commit(run, n % 50, durable=False, payload=pad))
     assert store._wal is not None
