@@ -5,7 +5,9 @@ events). Random ids (UUIDv4) scatter the runs in flight across the whole of each
 so concurrent commits dirty leaves far apart and split full ones in the middle; ids that
 begin with the time keep the runs in flight at the end of each tree, where a batch of
 commits shares a few pages. They are still UUIDs, unique without coordination (74 random
-bits within a millisecond), and they sort by when the run was made.
+bits within a millisecond), and they sort by when the run was made; so an id tells when
+its run was made, to the millisecond (as the run's create_time does to whoever may read
+it). A caller who must not reveal that passes run ids of its own.
 """
 
 from __future__ import annotations
