@@ -629,40 +629,41 @@ def _apply_encoded(db: sqlite3.Connection, e: Encoded) -> bool:
     return True
 
 
-# The columns of `runs` that indexes hold and a transition may change, with their places in
-# RUN_COLUMNS. SQLite rewrites an index entry whenever its column is assigned, even to the
-# value it holds, and most transitions change none of them: assigning only those that
-# changed writes one page of `runs` instead of five (a smaller WAL, a shorter fsync).
-_INDEXED = (("resource_id", 2), ("status", 3), ("lease_until", 8), ("due_at", 9))
+# The columns of `runs` that indexes hold and a transition may change. SQLite rewrites an
+# index entry whenever its column is assigned, even to the value it holds, and most
+# transitions change none of them: assigning only those that changed writes one page of
+# `runs` instead of five (a smaller WAL, a shorter fsync). The other columns a transition
+# may change are always assigned.
+_PLACE = {name: i for i, name in enumerate(RUN_COLUMNS.split(", "))}
+_INDEXED = tuple(
+    (name, _PLACE[name]) for name in ("resource_id", "status", "lease_until", "due_at")
+)
+_ALWAYS = tuple((name, _PLACE[name]) for name in ("version", "update_time", "owner", "header"))
+_READ_INDEXED = (
+    f"SELECT {', '.join(name for name, _ in _INDEXED)} FROM runs WHERE run_id = ? AND version = ?"
+)
 
 
 def _update_run(db: sqlite3.Connection, e: Encoded) -> bool:
     """Compare-and-set the run's row from `expected_version`; False if it is not there."""
     r = e.run
-    stored = db.execute(
-        "SELECT resource_id, status, lease_until, due_at FROM runs"
-        " WHERE run_id = ? AND version = ?",
-        (e.run_id, e.expected_version),
-    ).fetchone()
+    stored = db.execute(_READ_INDEXED, (e.run_id, e.expected_version)).fetchone()
     if stored is None:
         return False
     changed = tuple(
-        (name, r[i]) for (name, i), old in zip(_INDEXED, stored, strict=True) if r[i] != old
+        (name, i) for (name, i), old in zip(_INDEXED, stored, strict=True) if r[i] != old
     )
+    assigned = changed + _ALWAYS
     db.execute(
-        _update_sql(tuple(name for name, _ in changed)),
-        (*(value for _, value in changed), r[4], r[6], r[7], r[10], e.run_id),
+        _update_sql(tuple(name for name, _ in assigned)), (*(r[i] for _, i in assigned), e.run_id)
     )
     return True
 
 
 @cache
-def _update_sql(indexed: tuple[str, ...]) -> str:
-    assign = "".join(f"{name} = ?, " for name in indexed)
-    return (
-        f"UPDATE runs SET {assign}version = ?, update_time = ?, owner = ?, header = ?"
-        " WHERE run_id = ?"
-    )
+def _update_sql(columns: tuple[str, ...]) -> str:
+    assign = ", ".join(f"{name} = ?" for name in columns)
+    return f"UPDATE runs SET {assign} WHERE run_id = ?"
 
 
 def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
