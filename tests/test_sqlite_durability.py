@@ -29,7 +29,7 @@ from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import Engine, StartCommand, Workflow
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.storage import Commit, SqliteStore, StoreUnavailable
-from waystation.storage.sqlite import CHECKPOINT_BYTES
+from waystation.storage.sqlite import CHECKPOINT_BYTES, CHECKPOINT_EVERY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,6 +215,33 @@ async def test_the_wal_stays_bounded_under_writes_without_pause(
     loaded = await store.load("big")
     assert loaded is not None and loaded.run.version == run.version
     assert len(loaded.steps) == 50
+
+
+async def test_a_restarted_wal_is_not_finished_on_the_loop_until_it_is_full_again(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """A WAL that restarts is overwritten from its beginning, not truncated: its file stays
+    past CHECKPOINT_BYTES. The checkpoint thread still copies it now and then, but the
+    finishing step, which blocks the event loop for two fsyncs, waits until the WAL holds
+    CHECKPOINT_BYTES of frames again (it ran after every few dozen batches when the file's
+    size was taken for what the WAL holds)."""
+    assert store._wal is not None
+    run = new_run("big")
+    await store.create_run(run)
+    pad = "x" * 8192
+    n = 0
+    while store._wal.finishes == 0:  # fill the file past the threshold and restart it
+        await store.commit(step_commit(run, n % 50, durable=False, payload=pad))
+        n += 1
+    checkpoints = store._wal.checkpoints
+    small = "y" * 256
+    for i in range(8 * CHECKPOINT_EVERY):  # a few hundred KB of frames
+        await store.commit(step_commit(run, i % 50, durable=False, payload=small))
+        if i % 16 == 0:
+            await asyncio.sleep(0.01)  # let the checkpoint thread's completions run
+    assert size(f"{tmp_path / 'durable.db'}-wal") >= CHECKPOINT_BYTES
+    assert store._wal.checkpoints > checkpoints
+    assert store._wal.finishes == 1
 
 
 def size(path: str) -> int:

@@ -182,11 +182,14 @@ class WalSync:
         self._next: asyncio.Future[None] | None = None
         """The fsync that callers arriving now share; it begins when the running one ends."""
         self._checkpointer: sqlite3.Connection | None = None
+        self._page_size = 4096
         self._checkpointing: asyncio.Future[bool] | None = None
         self.fsyncs = 0
         """fsyncs made so far (how many durable writes shared each is what group sync buys)."""
         self.checkpoints = 0
-        """Checkpoints made so far."""
+        """Checkpoints made so far (in the checkpoint thread)."""
+        self.finishes = 0
+        """Checkpoints finished on the loop so far (each lets the WAL restart)."""
 
     async def sync(self) -> None:
         if self._running is None and not _others_ready(asyncio.get_running_loop()):
@@ -245,6 +248,10 @@ class WalSync:
             self._checkpointing.add_done_callback(partial(_finish_checkpoint, finish))
 
     def _checkpoint(self) -> bool:
+        """Copy the WAL into the database; True if it holds CHECKPOINT_BYTES of frames or
+        more, so that it is time to finish on the loop and let the WAL restart. The file's
+        size only says how far the WAL once reached: a WAL that restarts is overwritten
+        from its beginning, not truncated, so most checkpoints find it holding far less."""
         with contextlib.suppress(FileNotFoundError):
             if os.path.getsize(self._wal) < CHECKPOINT_BYTES:
                 return False
@@ -252,9 +259,10 @@ class WalSync:
             self._checkpointer = sqlite3.connect(
                 self._db_path, isolation_level=None, check_same_thread=False
             )
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            (self._page_size,) = self._checkpointer.execute("PRAGMA page_size").fetchone()
+        _, frames, _ = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
-        return True
+        return bool(frames * self._page_size >= CHECKPOINT_BYTES)
 
     async def close(self) -> None:
         while (pending := self._running or self._next) is not None:
@@ -424,6 +432,8 @@ class SqliteStore:
         thread worked (a few frames, and the fsyncs of the WAL and the database)."""
         if self._writer is not None:
             self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if self._wal is not None:
+                self._wal.finishes += 1
 
     # -- reads ----------------------------------------------------------------------------
 
