@@ -31,6 +31,9 @@ from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine import ResumeCommand, RunStatus
+from waystation.engine.errors import ResumeConflict
+from waystation.transport.server import RunningServer
 
 DOMAIN = "waystation.dev"
 SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
@@ -644,10 +647,11 @@ async def outcome(call: Any) -> message_pb2.WorkflowResult | grpc.aio.AioRpcErro
 
 
 async def test_two_concurrent_resumes_of_one_suspension_have_exactly_one_winner(
-    stub: WorkflowServiceStub, tmp_path: Path
+    stub: WorkflowServiceStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Of two resumes racing for one suspension, exactly one succeeds and the other is
-    ABORTED RESUME_CONFLICT; the continuation runs once, with the winner's data."""
+    ABORTED RESUME_CONFLICT; the continuation runs once, with the winner's data. The lost
+    claim is the loser's answer, not an error in the server's log."""
     started, log = await start_counted(stub, tmp_path, seconds=0.3)
 
     results = await asyncio.gather(
@@ -664,6 +668,39 @@ async def test_two_concurrent_resumes_of_one_suspension_have_exactly_one_winner(
     assert lines(log) == ["one", "gate", "two"]
     winner_value = to_json(wins[0].steps["gate"].resume_payload)["value"]
     assert to_json(wins[0].result) == {"value": winner_value + 1}
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, errors
+
+
+async def test_two_resumes_accepted_in_one_turn_race_in_their_claims(
+    server: RunningServer,
+    stub: WorkflowServiceStub,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two resumes that both pass every check before either claim is written (in one turn
+    of the server's loop) race in the claim's compare-and-set, made in the continuation's
+    task: one wins, the other gets ResumeConflict from its call, the loser's task drives
+    nothing, and neither the lost claim nor its task is logged as an error."""
+    started, log = await start_counted(stub, tmp_path)
+    engine = server.engine
+
+    results = await asyncio.gather(
+        *(
+            engine.resume_run(ResumeCommand(started.run_id, resume_data={"value": v}))
+            for v in (1, 2)
+        ),
+        return_exceptions=True,
+    )
+
+    conflicts = [r for r in results if isinstance(r, ResumeConflict)]
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    assert len(conflicts) == 1 and len(wins) == 1, results
+    assert wins[0].status is RunStatus.SUCCESS
+    assert lines(log) == ["one", "gate", "two"]
+    assert started.run_id not in engine._active
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, errors
 
 
 async def test_resume_while_the_winners_continuation_runs_is_a_resume_conflict(
