@@ -90,6 +90,7 @@ def main() -> None:
                     procs_dir.mkdir()
                     print(f"round {i + 1}/{args.rounds}: {name}", flush=True)
                     results[name].append(measure(tree / "server", procs_dir))
+                    print("  " + "  ".join(f"{k} {v:.3f}" for k, v in results[name][-1].items()))
         finally:
             for tree in trees.values():
                 subprocess.run(

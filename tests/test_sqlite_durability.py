@@ -11,11 +11,13 @@ what keeps a transition small (the pages it writes, a lease that moves only when
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import Engine, StartCommand, Workflow
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
-from waystation.storage import Commit, SqliteStore, StoreUnavailable
+from waystation.storage import Commit, SqliteStore, StoreConflict, StoreUnavailable
 from waystation.storage.sqlite import CHECKPOINT_BYTES, CHECKPOINT_EVERY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -346,6 +348,60 @@ async def test_a_transition_that_changes_no_indexed_column_writes_only_its_own_p
     run.status = RunStatus.SUSPENDED
     await store.commit(step_commit(run, 3, durable=False))
     assert wal_frames(store) - before > 2
+
+
+async def test_a_transition_of_a_run_the_store_just_wrote_reads_nothing_back(
+    store: SqliteStore,
+) -> None:
+    """A commit compares the indexed columns it writes with those stored, to assign only
+    what changed; for a run the store wrote or read at the version the commit expects, it
+    knows them and reads no row back: the commit is its UPDATE's compare-and-set alone."""
+    run = new_run("r")
+    await store.create_run(run, durable=False)
+    with statements(store) as seen:
+        await store.commit(step_commit(run, 1, durable=False))
+    assert not [sql for sql in seen if sql.startswith("SELECT")], seen
+    assert any("WHERE run_id = 'r' AND version = 1" in sql for sql in seen), seen
+
+    store._known.clear()  # as after a rolled-back batch: read back, as before
+    with statements(store) as seen:
+        await store.commit(step_commit(run, 2, durable=False))
+    assert [sql for sql in seen if sql.startswith("SELECT")], seen
+
+    stale = copy.copy(run)  # a commit at a version the store has moved past
+    stale.version = 2
+    with pytest.raises(StoreConflict):
+        await store.commit(step_commit(stale, 9, durable=False))
+    loaded = await store.load("r")
+    assert loaded is not None and loaded.run.version == 3 and ("s9",) not in loaded.steps
+
+
+async def test_a_commit_after_a_lease_renewal_writes_the_lease_it_carries(
+    store: SqliteStore,
+) -> None:
+    """A renewal moves a run's lease without moving its version, so what the store knew of
+    the run's indexed columns no longer holds: the next commit reads them back, and the
+    lease it carries is the one stored (were the renewed lease taken for the old one, the
+    commit would leave it, as an unchanged column, where the renewal put it)."""
+    run = new_run("r")
+    run.owner, run.lease_until = "me", 100.0
+    await store.create_run(run, durable=False)
+    await store.renew_leases("me", ["r"], 200.0)
+    await store.commit(step_commit(run, 1, durable=False))  # still carries 100.0
+    loaded = await store.load_run("r")
+    assert loaded is not None and loaded.lease_until == 100.0
+
+
+@contextlib.contextmanager
+def statements(store: SqliteStore) -> Iterator[list[str]]:
+    """The SQL statements the store's writer connection runs meanwhile."""
+    seen: list[str] = []
+    assert store._writer is not None
+    store._writer.set_trace_callback(seen.append)
+    try:
+        yield seen
+    finally:
+        store._writer.set_trace_callback(None)
 
 
 def steps_in_a_row(workflow_id: str, count: int, execute: Any) -> Workflow:

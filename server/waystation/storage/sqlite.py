@@ -318,6 +318,7 @@ class SqliteStore:
         self._gave_way = 0.0
         """When (loop time) a writer applied at once last gave the loop a turn."""
         self._batches = 0
+        self._known = KnownRuns()
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -419,7 +420,7 @@ class SqliteStore:
         """One transaction for `ops`, and a checkpoint every so often."""
         assert self._writer is not None, "store is not set up"
         try:
-            results = _apply_batch(self._writer, ops)
+            results = _apply_batch(self._writer, ops, self._known)
         except Exception as exc:
             results = [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
         self._batches += 1
@@ -461,12 +462,16 @@ class SqliteStore:
 
     async def load_run(self, run_id: str) -> RunRecord | None:
         rows = self._read(_fetchall, f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return run_from_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        self._known.remember(rows[0])
+        return run_from_row(rows[0])
 
     async def load(self, run_id: str) -> RunSnapshot | None:
         found, rows = self._read(_load, run_id)
         if not found:
             return None
+        self._known.remember(found[0])
         run = run_from_row(found[0])
         steps = {path: StepRecord.from_json(json.loads(rec)) for path, rec in rows}
         return RunSnapshot.from_keys(run, steps)
@@ -548,32 +553,32 @@ def _migrate(db: sqlite3.Connection) -> None:
 _Write = Encoded | LeaseRenewal | ExpiredClaim | Delete
 
 
-def _apply_batch(db: sqlite3.Connection, ops: list[_Write]) -> list[Result]:
+def _apply_batch(db: sqlite3.Connection, ops: list[_Write], known: KnownRuns) -> list[Result]:
     """On the writer connection: one transaction for the whole batch, a savepoint per
     operation, so one that conflicts leaves no trace and the others still commit."""
     try:
         # IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
         db.execute("BEGIN IMMEDIATE")
-        results = [_apply_one(db, op) for op in ops]
+        results = [_apply_one(db, op, known) for op in ops]
         db.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except BaseException as exc:
+        known.clear()  # it may hold what was rolled back
         if db.in_transaction:
             db.execute("ROLLBACK")
-        return [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            return [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
         raise
     return results
 
 
-def _apply_one(db: sqlite3.Connection, op: _Write) -> Result:
+def _apply_one(db: sqlite3.Connection, op: _Write, known: KnownRuns) -> Result:
     if isinstance(op, LeaseRenewal):
         marks = ", ".join("?" for _ in op.run_ids)
         db.execute(
             f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})",
             (op.until, op.owner, *op.run_ids),
         )
+        known.forget(op.run_ids)
         return None, None
     if isinstance(op, ExpiredClaim):
         rows = db.execute(
@@ -582,33 +587,38 @@ def _apply_one(db: sqlite3.Connection, op: _Write) -> Result:
             " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?) RETURNING run_id",
             (op.owner, op.until, op.now, op.limit),
         ).fetchall()
-        return None, [row[0] for row in rows]
+        claimed = [row[0] for row in rows]
+        known.forget(claimed)
+        return None, claimed
     if isinstance(op, Delete):
         deleted = db.execute("DELETE FROM runs WHERE run_id = ?", (op.run_id,)).rowcount
         for table in ("steps", "requests", "events"):
             db.execute(f"DELETE FROM {table} WHERE run_id = ?", (op.run_id,))
+        known.forget([op.run_id])
         return None, deleted == 1
     # A savepoint only where a conflict can follow a write (a request id already taken):
     # an op that fails its first statement has written nothing.
     if op.new_request is None:
-        ok = _apply_encoded(db, op)
+        ok = _apply_encoded(db, op, known)
     else:
         db.execute("SAVEPOINT op")
-        ok = _apply_encoded(db, op)
+        ok = _apply_encoded(db, op, known)
         if not ok:
             db.execute("ROLLBACK TO op")
         db.execute("RELEASE op")
+    if ok:
+        known.remember(op.run)
     return (None if ok else StoreConflict(conflict_text(op.op))), None
 
 
-def _apply_encoded(db: sqlite3.Connection, e: Encoded) -> bool:
+def _apply_encoded(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool:
     r = e.run
     if isinstance(e.op, Create):
         marks = ", ".join("?" for _ in r)
         cur = db.execute(f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({marks})", r)
         if cur.rowcount != 1:
             return False
-    elif not _update_run(db, e):
+    elif not _update_run(db, e, known):
         return False
     for prefix in e.deleted:
         # Every key below `prefix`: "prefix.x..." sorts between "prefix." and "prefix/".
@@ -654,26 +664,67 @@ _READ_INDEXED = (
 )
 
 
-def _update_run(db: sqlite3.Connection, e: Encoded) -> bool:
+def _update_run(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool:
     """Compare-and-set the run's row from `expected_version`; False if it is not there."""
     r = e.run
-    stored = db.execute(_READ_INDEXED, (e.run_id, e.expected_version)).fetchone()
+    stored = known.indexed(e.run_id, e.expected_version)
     if stored is None:
-        return False
+        stored = db.execute(_READ_INDEXED, (e.run_id, e.expected_version)).fetchone()
+        if stored is None:
+            return False
     changed = tuple(
         (name, i) for (name, i), old in zip(_INDEXED, stored, strict=True) if r[i] != old
     )
     assigned = changed + _ALWAYS
-    db.execute(
-        _update_sql(tuple(name for name, _ in assigned)), (*(r[i] for _, i in assigned), e.run_id)
+    cur = db.execute(
+        _update_sql(tuple(name for name, _ in assigned)),
+        (*(r[i] for _, i in assigned), e.run_id, e.expected_version),
     )
-    return True
+    return cur.rowcount == 1
 
 
 @cache
 def _update_sql(columns: tuple[str, ...]) -> str:
     assign = ", ".join(f"{name} = ?" for name in columns)
-    return f"UPDATE runs SET {assign} WHERE run_id = ?"
+    return f"UPDATE runs SET {assign} WHERE run_id = ? AND version = ?"
+
+
+class KnownRuns:
+    """The indexed columns of the runs this store wrote or read last, at their version,
+    so that a transition that finds its run here at the version it expects need not read
+    them back (one statement in five of a commit). One process writes the file, so an
+    entry holds until its run is written again; the writes that change a run without
+    moving its version (lease renewals), takeovers and deletes drop theirs, and a batch
+    rolled back drops them all. Settled runs are not kept; at most KNOWN_RUNS are."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, tuple[int, tuple[Any, ...]]] = {}
+
+    def indexed(self, run_id: str, version: int) -> tuple[Any, ...] | None:
+        entry = self._runs.get(run_id)
+        return entry[1] if entry is not None and entry[0] == version else None
+
+    def remember(self, row: Sequence[Any]) -> None:
+        """Remember a row as written (or read): the values of RUN_COLUMNS."""
+        run_id = row[_RUN_ID]
+        if row[_STATUS] in _SETTLED:
+            self._runs.pop(run_id, None)
+            return
+        self._runs[run_id] = (row[_VERSION], tuple(row[i] for _, i in _INDEXED))
+        if len(self._runs) > KNOWN_RUNS:
+            del self._runs[next(iter(self._runs))]  # the oldest entry
+
+    def forget(self, run_ids: Sequence[str]) -> None:
+        for run_id in run_ids:
+            self._runs.pop(run_id, None)
+
+    def clear(self) -> None:
+        self._runs.clear()
+
+
+_RUN_ID, _STATUS, _VERSION = _PLACE["run_id"], _PLACE["status"], _PLACE["version"]
+_SETTLED = frozenset(s.value for s in RunStatus if s.is_final)
+KNOWN_RUNS = 4096
 
 
 def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -681,15 +732,11 @@ def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[A
 
 
 def _load(db: sqlite3.Connection, run_id: str) -> tuple[list[Any], list[Any]]:
-    """The header and the steps in one read transaction: of the same version."""
-    db.execute("BEGIN")
-    try:
-        found = db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchall()
-        rows = (
-            db.execute("SELECT path, record FROM steps WHERE run_id = ?", (run_id,)).fetchall()
-            if found
-            else []
-        )
-    finally:
-        db.execute("COMMIT")
-    return found, rows
+    """The header and the steps, of the same version: on the writer connection, between
+    two of its batches (this process is the only writer), so no transaction is needed."""
+    found = db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchall()
+    if not found:
+        return found, []
+    return found, db.execute(
+        "SELECT path, record FROM steps WHERE run_id = ?", (run_id,)
+    ).fetchall()
