@@ -15,6 +15,7 @@ Seeds and reproduction: tests/support/fuzzing.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections import Counter
@@ -60,7 +61,7 @@ from waystation.engine.errors import (
     VersionMismatch,
     WaystationError,
 )
-from waystation.engine.model import LabelTarget, RunRecord, RunSnapshot, StepRecord
+from waystation.engine.model import LabelTarget, RunRecord, RunSnapshot, StepRecord, evolve
 from waystation.engine.paths import format_path, item_segment, parse_path, split_items
 from waystation.engine.result import WorkflowResultData
 from waystation.storage import Commit, SqliteStore
@@ -183,6 +184,44 @@ def test_a_step_record_reads_back_as_it_was_written(
     @given(step_records)
     def check(record: StepRecord) -> None:
         assert StepRecord.from_json(stored(record.to_json())) == record
+
+    run_here(check, fuzz_seed, request)
+
+
+def test_evolve_copies_a_record_as_dataclasses_replace_does(
+    fuzz_seed: int, request: pytest.FixtureRequest
+) -> None:
+    """`evolve`, the engine's cheap `replace`, gives a record equal to `replace`'s for any
+    record and any fields changed, in the field order `to_json` relies on, leaves the
+    original as it was, and refuses a name that is no field as `replace` does."""
+    step_changes = st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(StepStatus),
+            "output": json_data,
+            "attempt": st.integers(0, 9),
+        },
+    )
+    run_changes = st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(RunStatus),
+            "version": st.integers(0, 99),
+            "result": json_data,
+        },
+    )
+
+    @fuzz_settings(max_examples=60)
+    @given(st.one_of(st.tuples(step_records, step_changes), st.tuples(run_records, run_changes)))
+    def check(case: tuple[StepRecord | RunRecord, dict[str, Any]]) -> None:
+        record, changes = case
+        before = dataclasses.replace(record)
+        copied = evolve(record, **changes)
+        assert copied == dataclasses.replace(record, **changes)
+        assert list(vars(copied)) == [f.name for f in dataclasses.fields(record)]
+        assert copied is not record and record == before
+        with pytest.raises(TypeError):
+            evolve(record, no_such_field=1)
 
     run_here(check, fuzz_seed, request)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import replace
 
 from waystation.engine.context import ControlSignal, StepContext
 from waystation.engine.definition import (
@@ -34,7 +33,7 @@ from waystation.engine.definition import (
     Workflow,
 )
 from waystation.engine.executor import Execution, Outcome, combine, error_json
-from waystation.engine.model import JSON, RunStatus, StepRecord, StepStatus, now
+from waystation.engine.model import JSON, RunStatus, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import Path, item_segment
 
 
@@ -147,7 +146,7 @@ async def _loop(
                     ),
                 )
             if holds == loop.until:  # dountil stops when it holds, dowhile when it does not
-                await ex.commit({path: replace(record, metadata={**record.metadata, "done": True})})
+                await ex.commit({path: evolve(record, metadata={**record.metadata, "done": True})})
                 return Outcome("success", record.output)
             record = StepRecord(
                 StepStatus.RUNNING,
@@ -189,7 +188,7 @@ async def _foreach(
         )
     if "count" not in aggregate.metadata:  # a new aggregate (or one time travel rewrote)
         count = {"count": len(aggregate.payload)}
-        aggregate = replace(aggregate, metadata={**aggregate.metadata, **count})
+        aggregate = evolve(aggregate, metadata={**aggregate.metadata, **count})
         await ex.commit({path: aggregate})
     items: list[JSON] = aggregate.payload
     outcomes: list[Outcome | None] = [None] * len(items)
@@ -216,7 +215,7 @@ async def _foreach(
     if worst.kind == "success" and len(done) == len(items):
         output = [o.output for o in done]
         await ex.commit(
-            {path: replace(aggregate, status=StepStatus.SUCCESS, output=output, ended_at=now())}
+            {path: evolve(aggregate, status=StepStatus.SUCCESS, output=output, ended_at=now())}
         )
         return Outcome("success", output)
     status = {
@@ -224,7 +223,7 @@ async def _foreach(
         "failed": StepStatus.FAILED,
         "canceled": StepStatus.CANCELED,
     }.get(worst.kind, StepStatus.RUNNING)
-    await ex.commit({path: replace(aggregate, status=status, error=worst.error)})
+    await ex.commit({path: evolve(aggregate, status=status, error=worst.error)})
     return worst
 
 
@@ -245,6 +244,6 @@ async def _sleep(ex: Execution, sleep: Sleep, path: Path, value: JSON) -> Outcom
         await asyncio.sleep(remaining)
     run = ex.snapshot.run
     run.status, run.wake_at = RunStatus.RUNNING, None
-    done = replace(record, status=StepStatus.SUCCESS, output=record.payload, ended_at=now())
+    done = evolve(record, status=StepStatus.SUCCESS, output=record.payload, ended_at=now())
     await ex.commit({path: done})
     return Outcome("success", record.payload)

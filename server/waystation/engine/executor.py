@@ -22,7 +22,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from opentelemetry import trace
@@ -47,6 +47,7 @@ from waystation.engine.model import (
     RunStatus,
     StepRecord,
     StepStatus,
+    evolve,
     now,
 )
 from waystation.engine.paths import Path, format_path, split_items
@@ -271,7 +272,7 @@ class Execution:
         again when the run is continued (the caller still gets the failure). If the store
         refuses this too, the run continues from its last commit, as after a crash."""
         assert self._held_run is not None
-        run = replace(self._held_run, version=expected + 1, update_time=now())
+        run = evolve(self._held_run, version=expected + 1, update_time=now())
         run.lease_until = run.update_time + self.lease_seconds
         records = {format_path(p): r for p, r in held.items()}
         with contextlib.suppress(StoreError):
@@ -288,7 +289,7 @@ class Execution:
         self.snapshot.steps.update(steps)
         self.held.update(steps)
         # The header as it is now, for `_save_held` (labels change in place).
-        self._held_run = replace(run, resume_labels=dict(run.resume_labels))
+        self._held_run = evolve(run, resume_labels=dict(run.resume_labels))
 
     async def flush(self) -> None:
         """Commit the held records now: before user code runs, nothing may be held."""
@@ -301,7 +302,7 @@ class Execution:
         if outcome.kind == "canceled":
             # A cancel can land between two commits of a step: nothing is left RUNNING.
             stopped = {
-                p: replace(r, status=StepStatus.CANCELED)
+                p: evolve(r, status=StepStatus.CANCELED)
                 for p, r in self.snapshot.steps.items()
                 if r.status in (StepStatus.RUNNING, StepStatus.WAITING)
             }
@@ -325,7 +326,7 @@ class Execution:
             ]
             run.due_at = min(deadlines, default=None)
         result = build_result(
-            self.workflow, replace(run, version=run.version + 1), {**self.snapshot.steps, **stopped}
+            self.workflow, evolve(run, version=run.version + 1), {**self.snapshot.steps, **stopped}
         )
         outcome_json = result.to_json()
         settled = make_event(run, EventType.RUN_SETTLED, result=outcome_json)
@@ -417,7 +418,7 @@ class Execution:
     async def _close_nested(self, path: Path, record: StepRecord, outcome: Outcome) -> Outcome:
         if outcome.kind in ("success", "bailed"):
             # bail() ends the innermost workflow: its value is the nested workflow's output.
-            done = replace(record, status=StepStatus.SUCCESS, output=outcome.output, ended_at=now())
+            done = evolve(record, status=StepStatus.SUCCESS, output=outcome.output, ended_at=now())
             await self.commit({path: done})
             return Outcome("success", outcome.output)
         status = {
@@ -426,12 +427,12 @@ class Execution:
             "canceled": StepStatus.CANCELED,
             "waiting": StepStatus.RUNNING,
         }[outcome.kind]
-        await self.commit({path: replace(record, status=status, error=outcome.error)})
+        await self.commit({path: evolve(record, status=status, error=outcome.error)})
         return outcome
 
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
         await self.commit(
-            {path: replace(record, status=StepStatus.FAILED, error=error, ended_at=now())}
+            {path: evolve(record, status=StepStatus.FAILED, error=error, ended_at=now())}
         )
         return Outcome("failed", error=error)
 
@@ -454,7 +455,7 @@ class Execution:
         retries = step.retries if step.retries is not None else config.attempts
         first = record.attempt
         for attempt in range(first, first + retries + 1):
-            record = replace(record, attempt=attempt)
+            record = evolve(record, attempt=attempt)
             outcome = await self._attempt(step, path, record, init)
             if outcome is not None:
                 return outcome
@@ -510,12 +511,12 @@ class Execution:
         except AbortSignal:
             finish(span, "aborted")
             error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
-            await self.commit({path: replace(record, status=StepStatus.CANCELED, error=error)})
+            await self.commit({path: evolve(record, status=StepStatus.CANCELED, error=error)})
             return Outcome("canceled", error=error)
         except asyncio.CancelledError:
             finish(span, "canceled")
             if not self.shutting_down:
-                await self.commit({path: replace(record, status=StepStatus.CANCELED)})
+                await self.commit({path: evolve(record, status=StepStatus.CANCELED)})
             raise
         except Exception as exc:  # the step's own failure: retried, then recorded
             finish(span, "failed", exc)
@@ -553,7 +554,7 @@ class Execution:
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
         self._drop_labels(record)
-        done = replace(
+        done = evolve(
             record,
             status=StepStatus.SUCCESS,
             output=output,
@@ -595,7 +596,7 @@ class Execution:
         api, index = split_items(path)
         for label in signal.labels:
             self.snapshot.run.resume_labels[label] = LabelTarget(api, index)
-        suspended = replace(
+        suspended = evolve(
             record,
             status=StepStatus.SUSPENDED,
             suspend_payload=payload,

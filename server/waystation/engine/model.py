@@ -7,11 +7,10 @@ steps it touched, never the whole run, so its cost does not grow with the run's 
 
 from __future__ import annotations
 
-import functools
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from waystation.engine.paths import Path, parse_path
 
@@ -76,11 +75,10 @@ class StepRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status.value}
-        for name in _step_fields():
-            value = getattr(self, name)
+        for name, value in self.__dict__.items():  # the fields, in order
             # Only None and the empty bookkeeping defaults are left out: a payload or output
             # of {}, [], 0 or false is data and is kept.
-            if value is not None and not (name in _BOOKKEEPING and not value):
+            if value is not None and name != "status" and not (name in _BOOKKEEPING and not value):
                 out[name] = value
         return out
 
@@ -91,7 +89,7 @@ class StepRecord:
     def resumed(self, data: JSON, retry_count: int, actor: str = "") -> StepRecord:
         """The record a resume's claim writes: running again, with the resume data."""
         metadata = {k: v for k, v in self.metadata.items() if k not in ("expires_at", "on_timeout")}
-        return replace(
+        return evolve(
             self,
             status=StepStatus.RUNNING,
             resume_payload=data,
@@ -191,7 +189,18 @@ class RunSnapshot:
         return cls(run, {parse_path(k): v for k, v in steps.items()})
 
 
-@functools.cache
-def _step_fields() -> tuple[str, ...]:
-    """StepRecord's field names after `status`, in order (`fields()` is slow per call)."""
-    return tuple(f.name for f in fields(StepRecord)[1:])
+Record = TypeVar("Record", StepRecord, RunRecord)
+
+
+def evolve(record: Record, **changes: Any) -> Record:
+    """`dataclasses.replace(record, **changes)` at a fraction of its cost: a shallow copy of
+    the fields with `changes` applied, without running `__init__` again (these records have
+    no `__post_init__`, `InitVar` or `init=False` field, where the two would differ). A
+    transition copies a dozen records; `replace` was a tenth of the engine's own time."""
+    if not changes.keys() <= record.__dict__.keys():
+        unknown = sorted(changes.keys() - record.__dict__.keys())
+        raise TypeError(f"{type(record).__name__} has no field {unknown}")
+    copy = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__)
+    copy.__dict__.update(changes)
+    return copy

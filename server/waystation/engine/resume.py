@@ -6,7 +6,7 @@ touch the store, so a refused resume leaves the run exactly as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,7 +23,7 @@ from waystation.engine.errors import (
     StepNotSuspended,
     violations_from,
 )
-from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus
+from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
 from waystation.engine.result import find, suspended_leaves, suspended_records
 
@@ -107,7 +107,7 @@ def claimed_records(
                     and record.status is StepStatus.SUSPENDED
                     and around not in out
                 ):
-                    out[around] = replace(record, status=StepStatus.RUNNING)
+                    out[around] = evolve(record, status=StepStatus.RUNNING)
     return out
 
 

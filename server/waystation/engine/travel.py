@@ -7,12 +7,10 @@ data when it was suspended); everything after it, and inside it, is dropped and 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from waystation.engine.commands import TimeTravelCommand
 from waystation.engine.definition import Step, Workflow
 from waystation.engine.errors import InvalidArgument, StepNotSuspended
-from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, now
+from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
 from waystation.engine.result import find, walk
 
@@ -38,7 +36,7 @@ def plan(
         )
     ]
     writes = {
-        a: replace(snapshot.steps[a], status=StepStatus.RUNNING, error=None)
+        a: evolve(snapshot.steps[a], status=StepStatus.RUNNING, error=None)
         for a in ancestors
         if a in snapshot.steps
     }
@@ -52,7 +50,7 @@ def _target_record(snapshot: RunSnapshot, cmd: TimeTravelCommand, data: JSON) ->
         if old is None or old.status is not StepStatus.SUSPENDED:
             raise StepNotSuspended(snapshot.run.run_id, cmd.step, [])
         payload = cmd.input_data if cmd.input_data is not None else old.payload
-        return replace(old, payload=payload).resumed(data, 0)
+        return evolve(old, payload=payload).resumed(data, 0)
     if cmd.input_data is None and old is None:
         raise InvalidArgument("input_data", "the step never ran here: give its input")
     payload = cmd.input_data if cmd.input_data is not None else old.payload  # type: ignore[union-attr]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from waystation.engine.commands import ResumeCommand
@@ -15,7 +14,7 @@ from waystation.engine.definition import Workflow
 from waystation.engine.errors import ResumeConflict, RunNotSuspended, StepNotSuspended
 from waystation.engine.events import EventType, make_event
 from waystation.engine.executor import Execution, error_json
-from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, now
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, evolve, now
 from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result, suspended_records
 from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict
@@ -140,7 +139,7 @@ class Upkeep:
             f"step [{format_path(split_items(path)[0])}] was not resumed before its deadline",
             path,
         )
-        failed = replace(
+        failed = evolve(
             snapshot.steps[path], status=StepStatus.FAILED, error=run.error, ended_at=now()
         )
         snapshot.steps[path] = failed
@@ -159,12 +158,12 @@ class Upkeep:
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
         self._release(run)
         stopped = {
-            path: replace(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
+            path: evolve(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
             for path, record in snapshot.steps.items()
             if record.status in (StepStatus.RUNNING, StepStatus.WAITING)
         }
         snapshot.steps.update(stopped)
-        result = build_result(workflow, replace(run), snapshot.steps)
+        result = build_result(workflow, evolve(run), snapshot.steps)
         settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
         changed = {format_path(p): r for p, r in stopped.items()}
         await self.store.commit(Commit(run, expected, changed, events=[settled]))
