@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -73,17 +72,10 @@ def main() -> None:
     p.add_argument("b", help="the revision to compare with it")
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args()
+    revisions = {"A": args.a, "B": args.b}
     with tempfile.TemporaryDirectory(prefix="waystation-ab-") as scratch:
-        trees = {}
-        for name, rev in (("A", args.a), ("B", args.b)):
-            tree = Path(scratch) / name
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev],
-                check=True,
-            )
-            trees[name] = tree
-        try:
-            results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in revisions}
+        with procs.worktrees(revisions, Path(scratch)) as trees:
             for i in range(args.rounds):
                 for name, tree in trees.items():
                     procs_dir = Path(scratch) / f"round-{i}-{name}"
@@ -91,12 +83,6 @@ def main() -> None:
                     print(f"round {i + 1}/{args.rounds}: {name}", flush=True)
                     results[name].append(measure(tree / "server", procs_dir))
                     print("  " + "  ".join(f"{k} {v:.3f}" for k, v in results[name][-1].items()))
-        finally:
-            for tree in trees.values():
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                )
     print(f"{'figure':20s} {'A ' + args.a:>16s} {'B ' + args.b:>16s}  B/A")
     for figure in FIGURES:
         a = statistics.median(r[figure] for r in results["A"])

@@ -192,22 +192,14 @@ def main() -> None:
         p.error("give two revisions")
     if shutil.which("valgrind") is None:
         p.error("valgrind is not installed")
-    with tempfile.TemporaryDirectory(prefix="waystation-instructions-") as scratch:
-        results = {}
-        for name, rev in (("A", args.a), ("B", args.b)):
-            tree = Path(scratch) / name
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev],
-                check=True,
-            )
-            try:
-                results[name] = per_cycle(tree / "server", args.cycles, args.grpc)
-            finally:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                )
-            print(f"{name} {rev}: {results[name] / 1e6:.3f} M instructions per cycle", flush=True)
+    results = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="waystation-instructions-") as scratch,
+        procs.worktrees({"A": args.a, "B": args.b}, Path(scratch)) as trees,
+    ):
+        for name, tree in trees.items():
+            results[name] = per_cycle(tree / "server", args.cycles, args.grpc)
+            print(f"{name}: {results[name] / 1e6:.3f} M instructions per cycle", flush=True)
     print(f"B/A {results['B'] / results['A']:.3f}")
     if args.grpc:
         echo = per_echo(2 * args.cycles)

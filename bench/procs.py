@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,23 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def worktrees(revisions: dict[str, str], scratch: Path) -> Iterator[dict[str, Path]]:
+    """Each revision checked out (detached) in a git worktree `scratch/NAME`, by name;
+    removed again on exit."""
+    trees: dict[str, Path] = {}
+    git = ["git", "-C", str(ROOT), "worktree"]
+    try:
+        for name, rev in revisions.items():
+            tree = scratch / name
+            subprocess.run([*git, "add", "--detach", "-q", str(tree), rev], check=True)
+            trees[name] = tree
+        yield trees
+    finally:
+        for tree in trees.values():
+            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
 
 
 def free_port() -> int:
