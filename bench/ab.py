@@ -3,11 +3,13 @@ revisions, alternating, so that a slow spell of the machine falls on both alike.
 
 Each revision is checked out into a temporary git worktree; its `server/` goes first on the
 server process's PYTHONPATH (ahead of the editable install), while the workflows and the
-drivers come from this checkout. A round starts one server per revision in turn, warms it
-with 200 sequential cycles, then measures 1,000 sequential cycles (StartRun and ResumeRun
-p50 in the client, server CPU per cycle) and 4,000 cycles at concurrency 64 in two drivers
-(cycles/s, server CPU per cycle). Printed: the median of the rounds for each revision. This
-is how docs/performance.md measured each change of the second session.
+drivers come from this checkout. A round starts one server per revision in turn (A first in
+odd rounds, B first in even ones; each after `sync`, so that the last one's writes are on
+disk), warms it with 200 sequential cycles, then measures 1,000 sequential cycles (StartRun
+and ResumeRun p50 in the client, server CPU per cycle) and 4,000 cycles at concurrency 64 in
+two drivers (cycles/s, server CPU per cycle). Printed: each round's figures, and the median
+of the rounds for each revision. This is how docs/performance.md measured each change of the
+second and third sessions.
 """
 
 from __future__ import annotations
@@ -77,9 +79,13 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {name: [] for name in revisions}
         with procs.worktrees(revisions, Path(scratch)) as trees:
             for i in range(args.rounds):
-                for name, tree in trees.items():
+                # A then B, then B then A: the second of a pair ran measurably slower (the
+                # first one's files still being written back), even for the same revision.
+                for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                    tree = trees[name]
                     procs_dir = Path(scratch) / f"round-{i}-{name}"
                     procs_dir.mkdir()
+                    os.sync()
                     print(f"round {i + 1}/{args.rounds}: {name}", flush=True)
                     results[name].append(measure(tree / "server", procs_dir))
                     print("  " + "  ".join(f"{k} {v:.3f}" for k, v in results[name][-1].items()))
