@@ -7,6 +7,7 @@ suspended leaf, nested ones included, as the API names it (item marks removed).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,28 @@ def workflow_members(entry: Any) -> list[Step | Workflow]:
     return [entry] if isinstance(entry, Step | Workflow) else list(entry.members)
 
 
+def graph(workflow: Workflow) -> dict[Path, tuple[int, Node]]:
+    """What `walk` yields, by path, with each node's position in that order. A committed
+    workflow cannot change, so its graph is walked once (every settle and every resume looks
+    nodes up in it); one still being built is walked again on each call."""
+    if not workflow.committed:
+        return {path: (i, node) for i, (path, node) in enumerate(walk(workflow))}
+    found = _GRAPHS.get(workflow)
+    if found is None:
+        found = _GRAPHS[workflow] = {p: (i, n) for i, (p, n) in enumerate(walk(workflow))}
+    return found
+
+
+_GRAPHS: weakref.WeakKeyDictionary[Workflow, dict[Path, tuple[int, Node]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def find(workflow: Workflow, path: Path) -> Node | None:
     """The node at `path` (an API path, without item marks), or None."""
+    if workflow.committed and path:
+        entry = graph(workflow).get(path)
+        return entry[1] if entry is not None else None
     node: Node = workflow
     for segment in path:
         if not isinstance(node, Workflow):
@@ -53,14 +74,15 @@ def find(workflow: Workflow, path: Path) -> Node | None:
 
 def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list[Path]:
     """Record paths of the suspended leaf steps, in graph order (then by item index)."""
-    order = {path: i for i, (path, _) in enumerate(walk(workflow))}
+    nodes = graph(workflow)
     found = []
     for path, record in steps.items():
         if record.status is not StepStatus.SUSPENDED or "count" in record.metadata:
             continue  # a foreach's aggregate record is not a leaf: its items are
         api, index = split_items(path)
         if isinstance(find(workflow, api), Step):
-            found.append((order.get(api, len(order)), -1 if index is None else index, path))
+            position = nodes[api][0] if api in nodes else len(nodes)
+            found.append((position, -1 if index is None else index, path))
     return [path for *_, path in sorted(found)]
 
 
@@ -139,7 +161,7 @@ def build_result(
 ) -> WorkflowResultData:
     """The result of `run` as it stands. `workflow` is None when the run's workflow is no
     longer registered: steps are then listed in stored order."""
-    order = [p for p, _ in walk(workflow)] if workflow else []
+    order = list(graph(workflow)) if workflow else []
     known = set(order)
     order += sorted((p for p in steps if p not in known and not _is_item(p)), key=format_path)
     listed = {format_path(p): steps[p] for p in order if p in steps}

@@ -12,7 +12,7 @@ from waystation.engine.definition import Step, Workflow
 from waystation.engine.errors import InvalidArgument, StepNotSuspended
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
-from waystation.engine.result import find, walk
+from waystation.engine.result import find, graph
 
 
 def plan(
@@ -23,7 +23,7 @@ def plan(
     node = find(workflow, target)
     if not target or not isinstance(node, Step | Workflow) or any(ITEM_MARK in s for s in target):
         raise InvalidArgument("step", f"no step [{'.'.join(target)}] in {workflow.id!r}")
-    order = {path: i for i, (path, _) in enumerate(walk(workflow))}
+    order = {path: i for path, (i, _) in graph(workflow).items()}
     position = order[target]
     ancestors = {target[:d] for d in range(1, len(target))}
     dropped = [
