@@ -22,6 +22,9 @@ from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine import Workflow
+from waystation.engine.registry import load_workflows
+from waystation.engine.result import find, graph, walk
 
 WORKFLOWS = FLOW_WORKFLOWS
 SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
@@ -525,3 +528,21 @@ async def test_get_workflow_answers_the_same_graph_every_time(stub: WorkflowServ
     assert len(first.steps) == 3
     assert again == first
     assert [w for w in listed.workflows if w.workflow_id == "arithmetic"] == [first]
+
+
+@pytest.mark.parametrize("workflow", load_workflows(FLOW_WORKFLOWS), ids=lambda wf: wf.id)
+def test_a_committed_workflows_graph_is_its_walk_and_find_looks_nodes_up_in_it(
+    workflow: Workflow,
+) -> None:
+    """The graph a committed workflow keeps (walked once) holds every node `walk` yields, in
+    its order; `find` answers from it exactly what descending the definition answers: each
+    walked path's node, None for a path through a step or to no node."""
+    walked = list(walk(workflow))
+    assert [(p, n) for p, (_, n) in graph(workflow).items()] == walked
+    assert [i for i, _ in graph(workflow).values()] == list(range(len(walked)))
+    assert graph(workflow) is graph(workflow)
+    for at, node in walked:
+        assert find(workflow, at) is node
+        assert find(workflow, (*at, "no-such-step")) is None
+    assert find(workflow, ("no-such-step",)) is None
+    assert find(workflow, ()) is workflow
