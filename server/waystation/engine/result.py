@@ -80,9 +80,9 @@ def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list
         if record.status is not StepStatus.SUSPENDED or "count" in record.metadata:
             continue  # a foreach's aggregate record is not a leaf: its items are
         api, index = split_items(path)
-        if isinstance(find(workflow, api), Step):
-            position = nodes[api][0] if api in nodes else len(nodes)
-            found.append((position, -1 if index is None else index, path))
+        entry = nodes.get(api)
+        if entry is not None and isinstance(entry[1], Step):
+            found.append((entry[0], -1 if index is None else index, path))
     return [path for *_, path in sorted(found)]
 
 

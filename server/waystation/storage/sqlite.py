@@ -143,7 +143,8 @@ WRITER_PRAGMAS = [
 ]
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024
-"""WalSync checkpoints once the WAL file is larger than this... (a cycle of the bench appends
+"""WalSync checkpoints once the WAL file is larger than this, and lets the WAL restart once
+it holds this much... (a cycle of the bench appends
 about 200 KB, mostly new copies of the same few pages at the end of each table: a checkpoint
 copies each page once, so a larger WAL means fewer checkpoints and fewer pages copied per
 commit; 16 MB measured better than 4 and 64)"""
@@ -692,7 +693,7 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 class KnownRuns:
     """The indexed columns of the runs this store wrote or read last, at their version,
     so that a transition that finds its run here at the version it expects need not read
-    them back (one statement in five of a commit). One process writes the file, so an
+    them back (one statement in six of a commit). One process writes the file, so an
     entry holds until its run is written again; the writes that change a run without
     moving its version (lease renewals), takeovers and deletes drop theirs, and a batch
     rolled back drops them all. Settled runs are not kept; at most KNOWN_RUNS are."""
