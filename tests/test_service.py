@@ -19,7 +19,12 @@ from tests.support.api import assert_eventually, call_error, paths, to_json, val
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
-from waystation.engine import load_workflows
+from waystation.engine import RunStatus, StartCommand, load_workflows
+from waystation.engine.errors import RunAlreadyExists
+from waystation.engine.events import EventType, make_event
+from waystation.engine.executor import Execution
+from waystation.engine.model import RunRecord, RunSnapshot
+from waystation.storage import SqliteStore
 from waystation.transport import RunningServer, create_server
 
 Stub = service_pb2_grpc.WorkflowServiceStub
@@ -263,6 +268,91 @@ async def test_concurrent_start_runs_with_one_request_id_start_one_run(
     assert first.run_id == second.run_id
     assert first.status == second.status == enums_pb2.RUN_STATUS_SUSPENDED
     assert lines(log) == ["one"]
+
+
+async def test_starts_accepted_in_one_turn_with_one_request_id_race_in_the_insert(
+    server: RunningServer, log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two starts with one request_id that both find it free (in one turn of the loop) race
+    in the insert, which rides with the first step's RUNNING record: one run is stored and
+    runs; the other start finds the key taken by that commit and answers the same run. The
+    lost insert is nobody's error, and its execution is neither tracked nor driven."""
+    engine = server.engine
+    command = StartCommand(
+        "counted", input_data={"log": str(log), "seconds": 0.0}, request_id="start-in-one-turn"
+    )
+
+    first, second = await asyncio.gather(
+        engine.start_run(command), engine.start_run(command), return_exceptions=True
+    )
+
+    assert not isinstance(first, BaseException), first
+    assert not isinstance(second, BaseException), second
+    assert first.run_id == second.run_id
+    assert first.status is second.status is RunStatus.SUSPENDED
+    assert lines(log) == ["one"]
+    assert not engine._active
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, errors
+
+
+async def test_a_start_whose_first_commit_finds_its_run_id_taken_changes_nothing(
+    server: RunningServer, stub: Stub, log: Path
+) -> None:
+    """A start that found its run id free but whose first commit (the insert with the first
+    step's RUNNING record) finds it taken by then fails RUN_ALREADY_EXISTS with the stored
+    run's status; its steps never run and the stored run is untouched."""
+    taken = await start_counted(stub, log)
+    before = await stub.GetRun(rr.GetRunRequest(run_id=taken.run_id))
+    workflow = server.engine.workflow("counted")
+    run = RunRecord(
+        taken.run_id,
+        "counted",
+        "",
+        RunStatus.RUNNING,
+        version=1,
+        input={"log": str(log), "seconds": 0.0},
+    )
+    execution = Execution(server.engine.store, workflow, RunSnapshot(run, {}), stored=False)
+    execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
+
+    with pytest.raises(RunAlreadyExists) as raised:
+        await execution.drive()
+
+    assert raised.value.metadata == {"run_id": taken.run_id, "status": "suspended"}
+    assert lines(log) == ["one"]
+    after = await stub.GetRun(rr.GetRunRequest(run_id=taken.run_id))
+    assert after == before
+
+
+async def test_a_start_writes_its_insert_with_the_first_steps_running_record(
+    server: RunningServer, stub: Stub, log: Path
+) -> None:
+    """A start that waits for its result stores the run with its first step's RUNNING
+    record, in one transaction: counted (one, then a suspending gate) takes three, not four.
+    The events still begin with RUN_STARTED and follow each other without a gap. A start
+    answered at once still stores the run on its own, before it answers: four."""
+    store = server.engine.store
+    assert isinstance(store, SqliteStore)
+    before = store._batches
+    started = await start_counted(stub, log)
+    assert store._batches - before == 3
+    events = await store.list_events(started.run_id, 0, 100)
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events][:3] == [
+        EventType.RUN_STARTED.value,
+        EventType.STEP_STARTED.value,
+        EventType.STEP_SUCCEEDED.value,
+    ]
+
+    before = store._batches
+    immediate = await start_counted(stub, log, return_immediately=True)
+
+    async def suspended() -> bool:
+        return (await status_of(stub, immediate.run_id)) == SUSPENDED
+
+    await assert_eventually(suspended)
+    assert store._batches - before == 4
 
 
 async def test_create_run_with_a_repeated_request_id_returns_the_first_run(stub: Stub) -> None:

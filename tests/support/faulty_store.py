@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,16 +41,17 @@ def any_write(op: Write) -> bool:
 
 
 def is_create(op: Write) -> bool:
-    """The insert of a new run (StartRun, CreateRun)."""
+    """The insert of a new run (StartRun, with its first step's RUNNING record; CreateRun)."""
     return isinstance(op, Create)
 
 
 def touches_step(step: str, status: StepStatus | None = None) -> Predicate:
     """A commit that writes the record of `step` (in `status`, when given). A resume's claim
-    is the commit that writes the resumed step RUNNING."""
+    is the commit that writes the resumed step RUNNING; a start's insert writes its first
+    step RUNNING."""
 
     def matches(op: Write) -> bool:
-        record = op.steps.get(step) if isinstance(op, Commit) else None
+        record = op.steps.get(step)
         return record is not None and (status is None or record.status is status)
 
     return matches
@@ -156,10 +157,11 @@ class FaultyStore:
         events: Sequence[Any] = (),
         *,
         durable: bool = True,
+        steps: Mapping[str, Any] | None = None,
     ) -> None:
         await self._write(
-            Create(run, request, events, durable),
-            lambda: self.inner.create_run(run, request, events, durable=durable),
+            Create(run, request, events, durable, steps or {}),
+            lambda: self.inner.create_run(run, request, events, durable=durable, steps=steps),
         )
 
     async def commit(self, commit: Commit) -> None:

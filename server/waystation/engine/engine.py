@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from waystation.engine import schema, travel
 from waystation.engine.commands import ResumeCommand, StartCommand, TimeTravelCommand
-from waystation.engine.definition import Workflow
+from waystation.engine.definition import Step, Workflow
 from waystation.engine.errors import (
     InvalidArgument,
     InvalidInput,
@@ -36,7 +36,7 @@ from waystation.engine.errors import (
     violations_from,
 )
 from waystation.engine.events import EventType, make_event, step_events
-from waystation.engine.executor import Execution, error_json
+from waystation.engine.executor import Execution, error_json, insert_run
 from waystation.engine.ids import new_run_id
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now
 from waystation.engine.paths import format_path
@@ -139,11 +139,21 @@ class Engine(Upkeep):
         (a few percent of a ResumeRun)."""
         driving: list[str] = []
 
+        def drives(execution: Execution) -> None:
+            self._active[execution.run_id] = (execution, task)
+            driving.append(execution.run_id)
+            if execution.kind == "start":
+                self.telemetry.runs_started.add(
+                    1, {"waystation.workflow_id": execution.workflow.id}
+                )
+
         async def accept_and_drive() -> WorkflowResultData:
             execution = await accept
             self._adopt(execution)
-            self._active[execution.run_id] = (execution, task)
-            driving.append(execution.run_id)
+            if execution.stored:
+                drives(execution)
+            else:  # its first commit stores the run; until then it is nobody's to track
+                execution.on_stored = lambda: drives(execution)
             return await execution.drive()
 
         task = asyncio.create_task(accept_and_drive(), name=name)
@@ -229,11 +239,7 @@ class Engine(Upkeep):
         events: list[dict[str, Any]] | None = None,
         durable: bool = True,
     ) -> None:
-        try:
-            await self.store.create_run(run, key, events or [], durable=durable)
-        except StoreConflict:
-            existing = await self.store.load_run(run.run_id)
-            raise RunAlreadyExists(run.run_id, existing.status if existing else "unknown") from None
+        await insert_run(self.store, run, key, events or [], durable)
 
     async def start_run(self, cmd: StartCommand) -> WorkflowResultData:
         workflow = self.workflow(cmd.workflow_id)
@@ -260,20 +266,27 @@ class Engine(Upkeep):
     ) -> RunRecord:
         execution = await self._started(workflow, cmd, key)
         self._launch(execution)
+        self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
         return execution.snapshot.run
 
     async def _started(
         self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
     ) -> Execution:
-        run = await self._prepare_start(workflow, cmd, key)
+        # A caller that waits for the result is answered after the settle, so the insert
+        # may ride with the first step's RUNNING record (one transaction fewer per start).
+        defer = not cmd.return_immediately and isinstance(workflow.entries[0], Step)
+        run, unsaved = await self._prepare_start(workflow, cmd, key, defer)
         execution = Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
         execution.kind, execution.call = "start", cmd.trace
-        self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
+        if unsaved is not None:
+            execution.stored, execution.pending_events = False, unsaved
         return execution
 
     async def _prepare_start(
-        self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
-    ) -> RunRecord:
+        self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None, defer: bool
+    ) -> tuple[RunRecord, list[dict[str, Any]] | None]:
+        """The run, RUNNING and stored; or, with `defer` and a new run id, not stored yet,
+        with the events its first commit is to carry."""
         try:
             input_json = schema.normalize(workflow.input_schema, cmd.input_data)
         except ValidationError as exc:
@@ -295,10 +308,12 @@ class Engine(Upkeep):
                 request_context=dict(cmd.request_context),
             )
             self._own(run)
+            started = [make_event(run, EventType.RUN_STARTED)]
+            if defer:
+                return run, started
             # Durable only if answered now; otherwise the settle's fsync carries it.
-            durable = cmd.return_immediately
-            await self._insert(run, key, [make_event(run, EventType.RUN_STARTED)], durable)
-            return run
+            await self._insert(run, key, started, durable=cmd.return_immediately)
+            return run, None
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
             raise RunAlreadyExists(existing.run_id, existing.status)
         expected = existing.version
@@ -320,7 +335,7 @@ class Engine(Upkeep):
             )
         except StoreConflict:
             raise RunAlreadyExists(existing.run_id, "running") from None
-        return existing
+        return existing, None
 
     async def resume_run(self, cmd: ResumeCommand) -> WorkflowResultData:
         started = asyncio.get_running_loop().time()

@@ -38,6 +38,7 @@ from waystation.engine.context import (
     SuspendSignal,
 )
 from waystation.engine.definition import Entry, RetryConfig, Step, Workflow
+from waystation.engine.errors import RunAlreadyExists
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.model import (
     JSON,
@@ -57,6 +58,7 @@ from waystation.storage.protocol import (
     Commit,
     RequestKey,
     SnapshotStore,
+    StoreConflict,
     StoreError,
     StoreUnavailable,
 )
@@ -68,6 +70,22 @@ DEFAULT_TELEMETRY = Telemetry()
 `Telemetry` registers its instruments with the meter provider, which keeps them."""
 
 Kind = Literal["success", "suspended", "failed", "bailed", "canceled", "waiting"]
+
+
+async def insert_run(
+    store: SnapshotStore,
+    run: RunRecord,
+    key: RequestKey | None,
+    events: list[dict[str, Any]],
+    durable: bool,
+    steps: dict[str, StepRecord] | None = None,
+) -> None:
+    """Store a new run; RunAlreadyExists if its id or its request key is taken."""
+    try:
+        await store.create_run(run, key, events, durable=durable, steps=steps)
+    except StoreConflict:
+        existing = await store.load_run(run.run_id)
+        raise RunAlreadyExists(run.run_id, existing.status if existing else "unknown") from None
 
 
 @dataclass
@@ -161,6 +179,13 @@ class Execution:
     """Step records of transitions that ride with the next commit (see `hold`)."""
     _held_run: RunRecord | None = None
     _last_error: dict[str, Any] = field(default_factory=dict)
+    stored: bool = True
+    """False for a start whose run is not in the store yet: its first commit, the first
+    step's RUNNING record, inserts it (with `requests` and the held events), so that the
+    insert and that record are one transaction; no user code runs before either. A run id
+    or request id already taken then fails the execution with RunAlreadyExists."""
+    on_stored: Callable[[], None] = lambda: None
+    """Called once the first commit of an execution that was not `stored` has landed."""
 
     @property
     def run_id(self) -> str:
@@ -184,6 +209,8 @@ class Execution:
                 outcome = Outcome("canceled", error=error_json("CANCELED", reason))
             except StoreError:
                 raise  # nothing more can be written; a takeover continues the run later
+            except RunAlreadyExists:
+                raise  # the first commit found the run id taken: this run never existed
             except Exception as exc:  # an engine bug must not leave a run RUNNING forever
                 log.exception("run %s failed inside the engine", self.run_id)
                 outcome = Outcome(
@@ -246,23 +273,36 @@ class Execution:
                 run.lease_until = run.update_time + self.lease_seconds
         else:
             run.owner, run.lease_until = "", None
+        records = {format_path(p): r for p, r in steps.items()}
         try:
-            await self.store.commit(
-                Commit(
-                    run,
-                    expected,
-                    {format_path(p): r for p, r in steps.items()},
-                    deleted_prefixes=[format_path(p) for p in deleted or []],
-                    events=events,
-                    durable=durable,
-                    **extra,
+            if not self.stored:
+                assert not deleted and not extra, "a run's first commit is a step's start"
+                await self._insert(records, events, durable)
+            else:
+                await self.store.commit(
+                    Commit(
+                        run,
+                        expected,
+                        records,
+                        deleted_prefixes=[format_path(p) for p in deleted or []],
+                        events=events,
+                        durable=durable,
+                        **extra,
+                    )
                 )
-            )
         except StoreUnavailable:
             if held:
                 await self._save_held(held, expected, before)
             raise
         self.on_commit(run.run_id)
+
+    async def _insert(
+        self, records: dict[str, StepRecord], events: list[dict[str, Any]], durable: bool
+    ) -> None:
+        key = self.requests[0] if self.requests else None
+        await insert_run(self.store, self.snapshot.run, key, events, durable, records)
+        self.stored = True
+        self.on_stored()
 
     async def _save_held(
         self, held: dict[Path, StepRecord], expected: int, events: list[dict[str, Any]]

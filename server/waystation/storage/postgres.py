@@ -12,7 +12,7 @@ only checks that the schema is current.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -164,8 +164,9 @@ class PostgresStore:
         events: Sequence[dict[str, Any]] = (),
         *,
         durable: bool = True,
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> None:
-        await self._committer.submit(encode(Create(run, request, events, durable)))
+        await self._committer.submit(encode(Create(run, request, events, durable, steps or {})))
 
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(encode(commit))

@@ -82,6 +82,7 @@ class Create:
     request: RequestKey | None = None
     events: Sequence[dict[str, Any]] = ()
     durable: bool = True
+    steps: Mapping[str, StepRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,11 @@ class SnapshotStore(Protocol):
         events: Sequence[dict[str, Any]] = (),
         *,
         durable: bool = True,
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> None:
-        """Insert a new run at `run.version`, with its request key and first events.
-        StoreConflict if the run or the request key exists. `durable` as in `Commit`."""
+        """Insert a new run at `run.version`, with its request key, first events and
+        first step records. StoreConflict if the run or the request key exists. `durable`
+        as in `Commit`."""
 
     async def commit(self, commit: Commit) -> None:
         """Apply one transition atomically: the header is written with version

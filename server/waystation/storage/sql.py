@@ -115,7 +115,8 @@ class Encoded:
     def of(cls, op: Commit | Create) -> Encoded:
         """Raises ValueError / TypeError for values JSON cannot hold."""
         if isinstance(op, Create):
-            return cls(op, run_row(op.run), [], [], _events(op.events), op.request, [])
+            steps = [(key, dumps(rec.to_json())) for key, rec in op.steps.items()]
+            return cls(op, run_row(op.run), steps, [], _events(op.events), op.request, [])
         return cls(
             op,
             run_row(op.run, version=op.expected_version + 1),

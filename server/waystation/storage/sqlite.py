@@ -35,7 +35,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache, partial
 from pathlib import Path
@@ -359,8 +359,10 @@ class SqliteStore:
         events: Sequence[dict[str, Any]] = (),
         *,
         durable: bool = True,
+        steps: Mapping[str, StepRecord] | None = None,
     ) -> None:
-        await self._write(encode(Create(run, request, events)), durable=durable)
+        create = Create(run, request, events, durable, steps or {})
+        await self._write(encode(create), durable=durable)
 
     async def commit(self, commit: Commit) -> None:
         await self._write(encode(commit), durable=commit.durable)
