@@ -46,6 +46,7 @@ from tests.support.tracing import (
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine import StartCommand
 from waystation.storage import SqliteStore
 from waystation.telemetry import TraceIdFilter, providers_from_env
 from waystation.transport import RunningServer, create_server
@@ -567,6 +568,31 @@ async def test_start_and_resume_record_run_counters_and_histograms(traced: Trace
     latency = points["waystation.resume.latency"]
     assert sum(point.count for point in latency) == 1
     assert latency[0].sum > 0
+
+
+async def test_a_start_that_loses_its_insert_is_not_counted_and_ends_its_span_in_error(
+    traced: Traced,
+) -> None:
+    """Of two starts with one request_id accepted in one turn of the loop, the one whose
+    insert (written with its first step's RUNNING record) finds the key taken ends its run
+    span as `already_exists`, an error, and is not counted as a started run; both callers get
+    the winner's run, counted once."""
+    engine = traced.server.engine
+    command = StartCommand("order-approval", input_data=ORDER, request_id="one-insert")
+
+    first, second = await asyncio.gather(engine.start_run(command), engine.start_run(command))
+
+    assert first.run_id == second.run_id
+    lost = [
+        span
+        for span in traced.spans.get_finished_spans()
+        if (span.attributes or {}).get("waystation.status") == "already_exists"
+    ]
+    assert len(lost) == 1
+    assert lost[0].status.status_code is StatusCode.ERROR
+    assert (lost[0].attributes or {}).get("waystation.run_id") != first.run_id
+    points = metric_points(traced.metrics)
+    assert counter_total(points["waystation.runs.started"]) == 1
 
 
 async def test_failed_run_is_counted_as_settled_failed(traced: Traced) -> None:

@@ -209,8 +209,9 @@ class Execution:
                 outcome = Outcome("canceled", error=error_json("CANCELED", reason))
             except StoreError:
                 raise  # nothing more can be written; a takeover continues the run later
-            except RunAlreadyExists:
-                raise  # the first commit found the run id taken: this run never existed
+            except RunAlreadyExists as exc:  # its first commit found the id taken
+                finish(span, "already_exists", str(exc))
+                raise  # this run never existed; the caller answers ALREADY_EXISTS
             except Exception as exc:  # an engine bug must not leave a run RUNNING forever
                 log.exception("run %s failed inside the engine", self.run_id)
                 outcome = Outcome(
