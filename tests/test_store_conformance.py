@@ -111,6 +111,26 @@ async def test_create_run_stores_every_header_field(store: SnapshotStore) -> Non
     assert await store.load_run("full") == run
 
 
+async def test_create_run_with_step_records_stores_them_with_the_run(
+    store: SnapshotStore,
+) -> None:
+    """create_run with step records (a start's insert with its first step's RUNNING record)
+    writes them in the same transaction; a second create of the id writes none of its own."""
+    run = new_run("with-steps", version=2)
+    first = step(StepStatus.RUNNING, payload={"x": 1})
+    await store.create_run(run, steps={"one": first})
+
+    snapshot = await store.load("with-steps")
+    assert snapshot is not None
+    assert snapshot.run == run
+    assert snapshot.steps == {("one",): first}
+
+    with pytest.raises(StoreConflict):
+        await store.create_run(new_run("with-steps"), steps={"two": step()})
+    again = await store.load("with-steps")
+    assert again is not None and set(again.steps) == {("one",)}
+
+
 async def test_commit_at_the_expected_version_bumps_it_and_upserts_steps(
     store: SnapshotStore,
 ) -> None:
