@@ -12,7 +12,7 @@ from waystation.engine.definition import Step, Workflow
 from waystation.engine.errors import InvalidArgument, StepNotSuspended
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
-from waystation.engine.result import find, graph
+from waystation.engine.result import graph
 
 
 def plan(
@@ -20,18 +20,17 @@ def plan(
 ) -> tuple[dict[Path, StepRecord], list[Path]]:
     """The records to write and the record paths (with everything below them) to drop."""
     target = cmd.step
-    node = find(workflow, target)
+    nodes = graph(workflow)  # every node by path, with its position in graph order
+    position, node = nodes.get(target, (len(nodes), None))
     if not target or not isinstance(node, Step | Workflow) or any(ITEM_MARK in s for s in target):
         raise InvalidArgument("step", f"no step [{'.'.join(target)}] in {workflow.id!r}")
-    order = {path: i for path, (i, _) in graph(workflow).items()}
-    position = order[target]
     ancestors = {target[:d] for d in range(1, len(target))}
     dropped = [
         path
         for path in snapshot.steps
         if path not in ancestors
         and (
-            order.get(split_items(path)[0], len(order)) >= position
+            nodes.get(split_items(path)[0], (len(nodes), None))[0] >= position
             or is_prefix(target, split_items(path)[0])
         )
     ]

@@ -144,10 +144,10 @@ WRITER_PRAGMAS = [
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 """WalSync checkpoints once the WAL file is larger than this, and lets the WAL restart once
-it holds this much... (a cycle of the bench appends
-about 200 KB, mostly new copies of the same few pages at the end of each table: a checkpoint
-copies each page once, so a larger WAL means fewer checkpoints and fewer pages copied per
-commit; 16 MB measured better than 4 and 64)"""
+it holds this much... (a cycle of the bench appends about 200 KB, mostly new copies of the
+same few pages at the end of each table: a checkpoint copies each page once, so a larger WAL
+means fewer checkpoints and fewer pages copied per commit; 16 MB measured better than 4 and
+64)"""
 CHECKPOINT_EVERY = 64
 """...which it looks at after this many write batches."""
 GATHER_TURNS = 16
