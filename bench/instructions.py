@@ -18,6 +18,10 @@ bench's echo server is counted the same way, per call, as the floor. The count t
 grpc.aio's call handling, the transport layer and the engine; divided by the echo's count per
 call it is what the concurrency-64 target asks of the server's CPU (a cycle is two calls:
 reaching half the echo's rate needs a cycle to cost at most four echo calls).
+
+`per_iteration` counts the same way what one iteration of the long loop (or one item of the
+long foreach) costs near the start of a run and near its end; `python -m bench` uses it for
+its growth targets next to the timed ones.
 """
 
 from __future__ import annotations
@@ -71,14 +75,42 @@ async def cycles(n: int, directory: str) -> None:
         await store.close()
 
 
+LONG_RUNS = {
+    "loop": ("bench-loop", lambda n: {"i": 0, "n": n}),
+    "foreach": ("bench-foreach", lambda n: {"n": n}),
+}
+"""The long-run workflows of `bench.workflows`, and their input for `n` iterations."""
+
+
+async def long_run(shape: str, n: int, directory: str) -> None:
+    """One run of `bench-loop` or `bench-foreach` with `n` iterations, in-process (the
+    child's side), its times not recorded. The store is left open: closing it checkpoints
+    what the WAL holds, which depends on where in the WAL's cycle the run ended, not on how
+    many iterations it made (the child exits at once instead)."""
+    from bench import workflows
+    from waystation.engine import Engine, StartCommand
+    from waystation.storage.sqlite import SqliteStore
+
+    workflows.RECORD_TIMES = False
+    workflow_id, data = LONG_RUNS[shape]
+    store = SqliteStore(os.path.join(directory, "store.db"))
+    await store.setup()
+    engine = Engine(store, [workflows.loop, workflows.fanout])
+    await engine.start()
+    done = await engine.start_run(StartCommand(workflow_id=workflow_id, input_data=data(n)))
+    assert done.status.value == "success", done
+
+
 VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
 
-def count(server_tree: Path, n: int) -> int:
-    """Instructions of a child process that runs `n` cycles with `server_tree`'s engine."""
+def count(server_tree: Path, n: int, shape: str = "cycle") -> int:
+    """Instructions of a child process that runs `n` cycles (or one `shape` run of `n`
+    iterations: "loop", "foreach") with `server_tree`'s engine."""
     with tempfile.TemporaryDirectory(prefix="waystation-instructions-") as scratch:
+        child = [sys.executable, "-m", "bench.instructions", "--child", str(n), scratch, shape]
         done = subprocess.run(
-            [*VALGRIND, sys.executable, "-m", "bench.instructions", "--child", str(n), scratch],
+            [*VALGRIND, *child],
             cwd=ROOT,
             env=_env(server_tree),
             capture_output=True,
@@ -86,6 +118,18 @@ def count(server_tree: Path, n: int) -> int:
             check=True,
         )
     return _instructions(done.stderr)
+
+
+def per_iteration(server_tree: Path, shape: str, n: int, width: int) -> tuple[float, float]:
+    """Instructions of one iteration of a `shape` run ("loop", "foreach") near its start
+    (iterations 10 to 10 + `width`) and near its end (the last `width` of `n`): each the
+    difference of two whole runs, `width` iterations apart, divided by `width`. Runs of
+    both lengths do the same start-up and the same last step, so only the iterations in
+    between remain."""
+    lengths = (10, 10 + width, n - width, n)
+    with ThreadPoolExecutor(2) as pool:  # one count per core
+        a, b, c, d = pool.map(lambda k: count(server_tree, k, shape), lengths)
+    return (b - a) / width, (d - c) / width
 
 
 def count_served(argv: list[str], env: dict[str, str], calls: Callable[[str], None]) -> int:
@@ -183,11 +227,15 @@ def main() -> None:
     p.add_argument("b", nargs="?", help="the revision to compare with it")
     p.add_argument("--cycles", type=int, default=300)
     p.add_argument("--grpc", action="store_true", help="count the server over gRPC")
-    p.add_argument("--child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=3, metavar=("N", "DIR", "SHAPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        asyncio.run(cycles(int(args.child[0]), args.child[1]))
-        return
+        n, directory, shape = int(args.child[0]), args.child[1], args.child[2]
+        if shape == "cycle":
+            asyncio.run(cycles(n, directory))
+            return
+        asyncio.run(long_run(shape, n, directory))
+        os._exit(0)  # no clean-up at exit either: the store stays open (see long_run)
     if not (args.a and args.b):
         p.error("give two revisions")
     if shutil.which("valgrind") is None:

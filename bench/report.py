@@ -7,6 +7,8 @@ from typing import Any
 
 from bench.stats import ratio
 
+INSTR = "instructions"
+
 # (key, what it is, unit). Keys come from run.py; "{big}" is the largest growth level.
 FIGURES: list[tuple[str, str, str]] = [
     ("echo.c1.p50_ms", "floor: grpc.aio echo, concurrency 1, p50", "ms"),
@@ -56,6 +58,10 @@ FIGURES: list[tuple[str, str, str]] = [
     ("loop.late_ms", "loop: one iteration near iteration {loop.n}", "ms"),
     ("foreach.early_ms", "foreach: one item near item 10", "ms"),
     ("foreach.late_ms", "foreach: one item near item {foreach.n}", "ms"),
+    ("loop.early_instructions", "loop: one iteration, iterations 10 to {loop.early_end}", INSTR),
+    ("loop.late_instructions", "loop: one iteration, the last {loop.counted_width}", INSTR),
+    ("foreach.early_instructions", "foreach: one item, items 10 to {foreach.early_end}", INSTR),
+    ("foreach.late_instructions", "foreach: one item, the last {foreach.counted_width}", INSTR),
 ]
 
 GROWTH = [
@@ -79,9 +85,12 @@ def figures(
     summary: dict[str, Any], once: dict[str, Any], levels: list[int]
 ) -> list[tuple[str, Any, str]]:
     rows = []
+    words = {k: v for k, v in once.items() if isinstance(v, int)}
+    for shape in ("loop", "foreach"):
+        words[f"{shape}.early_end"] = 10 + once.get(f"{shape}.counted_width", 0)
     for key, label, unit in FIGURES:
-        for name in ("loop.n", "foreach.n"):
-            label = label.replace("{" + name + "}", f"{once.get(name, 0):,}")
+        for name, number in words.items():
+            label = label.replace("{" + name + "}", f"{number:,}")
         rows.append((label, summary.get(key, once.get(key)), unit))
     for level in levels:
         for key, label, unit in GROWTH:
@@ -130,6 +139,16 @@ def targets(summary: dict[str, Any], once: dict[str, Any], levels: list[int]) ->
             f"foreach item at {once.get('foreach.n', 0):,} / at 10",
             ratio(once.get("foreach.late_ms"), once.get("foreach.early_ms")), 1.2,
             "one .foreach run at concurrency 1; medians per window",
+        ),
+        _at_most(
+            f"loop iteration at {once.get('loop.n', 0):,} / at 10, counted",
+            ratio(once.get("loop.late_instructions"), once.get("loop.early_instructions")),
+            1.2, "instructions per iteration, the last third of one run over its first",
+        ),
+        _at_most(
+            f"foreach item at {once.get('foreach.n', 0):,} / at 10, counted",
+            ratio(once.get("foreach.late_instructions"), once.get("foreach.early_instructions")),
+            1.2, "instructions per item, the last third of one run over its first",
         ),
         _at_most(
             "server peak RSS in the burst (MB)", s.get("ws.burst.server_peak_mb"), 150.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import procs, seed
+from bench import instructions, procs, seed
 from bench.peer_setup import Peer, PeerUnavailable, setup_langgraph, setup_mastra
 from bench.stats import gaps_ms, median, percentile, rate
 
@@ -132,6 +133,7 @@ class Bench:
         finally:
             server.stop()
             echo.stop()
+        self._long_run_instructions()
         if self.config.growth:
             self._growth()
         return {
@@ -328,6 +330,30 @@ class Bench:
                 self.once[f"{name}.late_ms"] = percentile(late[name], 50)
         finally:
             driver.close()
+
+    def _long_run_instructions(self) -> None:
+        """Instructions per iteration of the same long loop and foreach, early and late,
+        counted by valgrind (`bench.instructions.per_iteration`). A timed iteration moves
+        with the machine's speed, which on these shared machines changes by half for
+        seconds at a time; a count does not. The windows are a third of the run wide, so
+        that each holds whole cycles of the WAL's checkpoints, whose work comes in lumps."""
+        if shutil.which("valgrind") is None:
+            self.notes.append("valgrind not installed: iterations not counted in instructions")
+            return
+        n = self.config.loop_n
+        width = n // 3
+        server_tree = procs.ROOT / "server"
+        for shape in instructions.LONG_RUNS:
+            log(f"{shape} of {n}: instructions per iteration (valgrind)")
+            try:
+                early, late = instructions.per_iteration(server_tree, shape, n, width)
+            except (subprocess.CalledProcessError, RuntimeError) as exc:
+                self.errors.setdefault(f"{shape}.instructions", {})["failed"] = 1
+                self.notes.append(f"{shape}: counting failed: {exc}"[:500])
+                continue
+            self.once[f"{shape}.counted_width"] = width
+            self.once[f"{shape}.early_instructions"] = early
+            self.once[f"{shape}.late_instructions"] = late
 
     def _growth(self) -> None:
         """ResumeRun p50 with many suspended runs stored: one file and one server per

@@ -23,6 +23,10 @@ from waystation import StepContext, create_step, create_workflow
 _TIMES: dict[str, list[float]] = {}
 """Per run id: when each loop iteration or foreach item ran (perf_counter seconds)."""
 
+RECORD_TIMES = True
+"""Off when the iterations' instructions are counted (`bench.instructions`): the report
+then returns no times, so that a longer run's larger result does not count as iterations."""
+
 
 class Value(BaseModel):
     value: int
@@ -83,7 +87,8 @@ class Times(BaseModel):
 
 
 async def _tick(ctx: StepContext) -> Counter:
-    _TIMES.setdefault(ctx.run_id, []).append(time.perf_counter())
+    if RECORD_TIMES:
+        _TIMES.setdefault(ctx.run_id, []).append(time.perf_counter())
     counter: Counter = ctx.input_data
     return Counter(i=counter.i + 1, n=counter.n)
 
@@ -117,7 +122,8 @@ class Size(BaseModel):
 
 
 async def _item(ctx: StepContext) -> int:
-    _TIMES.setdefault(ctx.run_id, []).append(time.perf_counter())
+    if RECORD_TIMES:
+        _TIMES.setdefault(ctx.run_id, []).append(time.perf_counter())
     return int(ctx.input_data)
 
 
