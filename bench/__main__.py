@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small counts (CI): under a minute")
+    p.add_argument("--quick", action="store_true", help="small counts (CI): about a minute")
     p.add_argument("--out", type=Path, default=HERE / "results.json", help="the JSON file")
     p.add_argument("--rounds", type=int, help="interleaved rounds of the comparable figures")
     p.add_argument("--drivers", type=int, help="client processes for concurrency 64 and bursts")
