@@ -334,9 +334,10 @@ class Bench:
     def _long_run_instructions(self) -> None:
         """Instructions per iteration of the same long loop and foreach, early and late,
         counted by valgrind (`bench.instructions.per_iteration`). A timed iteration moves
-        with the machine's speed, which on these shared machines changes by half for
-        seconds at a time; a count does not. The windows are a third of the run wide, so
-        that each holds whole cycles of the WAL's checkpoints, whose work comes in lumps."""
+        with the machine's speed, which on these shared machines changes by up to two
+        thirds in spells of a tenth of a second and more; a count does not. The windows are
+        a third of the run wide, so that each holds whole cycles of the WAL's checkpoints,
+        whose work comes in lumps."""
         if shutil.which("valgrind") is None:
             self.notes.append("valgrind not installed: iterations not counted in instructions")
             return
