@@ -338,11 +338,13 @@ class Bench:
         thirds in spells of a tenth of a second and more; a count does not. The windows are
         a third of the run wide, so that each holds whole cycles of the WAL's checkpoints,
         whose work comes in lumps."""
+        n = self.config.loop_n
+        width = n // 3
+        for shape in instructions.LONG_RUNS:
+            self.once[f"{shape}.counted_width"] = width  # the table's labels say it
         if shutil.which("valgrind") is None:
             self.notes.append("valgrind not installed: iterations not counted in instructions")
             return
-        n = self.config.loop_n
-        width = n // 3
         server_tree = procs.ROOT / "server"
         for shape in instructions.LONG_RUNS:
             log(f"{shape} of {n}: instructions per iteration (valgrind)")
@@ -352,7 +354,6 @@ class Bench:
                 self.errors.setdefault(f"{shape}.instructions", {})["failed"] = 1
                 self.notes.append(f"{shape}: counting failed: {exc}"[:500])
                 continue
-            self.once[f"{shape}.counted_width"] = width
             self.once[f"{shape}.early_instructions"] = early
             self.once[f"{shape}.late_instructions"] = late
 
