@@ -139,8 +139,8 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_calls(
 
         async def refused() -> bool:
             """Whether a new call on a new connection is refused (until the signal lands, it
-            is still answered). A connection made just as the server stops may get no answer
-            at all until its deadline: a short one, so that the next try comes soon."""
+            is still answered). A call that gets no answer in time is tried again: a short
+            deadline, so that a stuck try does not use up the step's time."""
             async with grpc.aio.insecure_channel(process.address) as fresh:
                 try:
                     await Stub(fresh).GetRun(rr.GetRunRequest(run_id="drain"), timeout=0.25)
