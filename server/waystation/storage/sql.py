@@ -6,13 +6,13 @@ Dialect differences (placeholders, upserts, locking) stay in each backend's modu
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from waystation.engine.model import RunRecord, RunStatus
+from waystation.engine.model import RunRecord, RunStatus, StepRecord
 from waystation.storage.protocol import Commit, Create, RequestKey, RunFilter, StoreError
 
 RUN_COLUMNS = (
@@ -115,12 +115,12 @@ class Encoded:
     def of(cls, op: Commit | Create) -> Encoded:
         """Raises ValueError / TypeError for values JSON cannot hold."""
         if isinstance(op, Create):
-            steps = [(key, dumps(rec.to_json())) for key, rec in op.steps.items()]
+            steps = _steps(op.steps)
             return cls(op, run_row(op.run), steps, [], _events(op.events), op.request, [])
         return cls(
             op,
             run_row(op.run, version=op.expected_version + 1),
-            [(key, dumps(rec.to_json())) for key, rec in op.steps.items()],
+            _steps(op.steps),
             list(op.deleted_prefixes),
             _events(op.events),
             op.new_request,
@@ -134,6 +134,10 @@ class Encoded:
     @property
     def expected_version(self) -> int:
         return self.op.expected_version if isinstance(self.op, Commit) else -1
+
+
+def _steps(steps: Mapping[str, StepRecord]) -> list[tuple[str, str]]:
+    return [(key, dumps(record.to_json())) for key, record in steps.items()]
 
 
 def _events(events: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
