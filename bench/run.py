@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import instructions, procs, seed
 from bench.peer_setup import Peer, PeerUnavailable, setup_langgraph, setup_mastra
-from bench.stats import gaps_ms, median, percentile, rate
+from bench.stats import gaps_ms, median, percentile, rate, ratio
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Config:
     echo_c1: int
     echo_c64: int
     seq_cycles: int
+    seq_blocks: int
     c64_cycles: int
     burst: int
     sqlite_writes: int
@@ -54,14 +55,14 @@ class Config:
         if quick:
             base = cls(
                 quick=True, rounds=1, drivers=2, echo_c1=300, echo_c64=2000, seq_cycles=50,
-                c64_cycles=300, burst=100, sqlite_writes=200, sqlite_concurrent=1000,
+                seq_blocks=5, c64_cycles=300, burst=100, sqlite_writes=200, sqlite_concurrent=1000,
                 mastra_seq=50, mastra_c64=300, langgraph_seq=20, langgraph_c64=60,
                 loop_n=300, loop_reps=1, growth_levels=(100, 2000), growth_sample=60,
             )  # fmt: skip
         else:
             base = cls(
                 quick=False, rounds=3, drivers=2, echo_c1=2000, echo_c64=10000,
-                seq_cycles=400, c64_cycles=2000, burst=1000, sqlite_writes=1000,
+                seq_cycles=400, seq_blocks=10, c64_cycles=2000, burst=1000, sqlite_writes=1000,
                 sqlite_concurrent=5000, mastra_seq=400, mastra_c64=2000, langgraph_seq=100,
                 langgraph_c64=400, loop_n=3000, loop_reps=4,
                 growth_levels=(100, 10_000, 1_000_000), growth_sample=400,
@@ -168,8 +169,9 @@ class Bench:
             for i in range(c.rounds):
                 log(f"round {i + 1}/{c.rounds}")
                 figures: dict[str, Any] = {}
-                figures |= self._echo(echo, one_echo, many_echo)
-                figures |= self._waystation(server, one_ws, many_ws)
+                figures |= self._sequential(echo, server, one_echo, one_ws)
+                figures |= self._echo(echo, many_echo)
+                figures |= self._waystation(server, many_ws)
                 figures |= self._sqlite(i)
                 for peer in self._peers_ready():
                     if not peer.error:
@@ -179,39 +181,57 @@ class Bench:
             for d in (one_echo, many_echo, one_ws, many_ws):
                 d.close()
 
-    def _echo(self, echo: procs.Server, one: procs.Drivers, many: procs.Drivers) -> dict[str, Any]:
-        c = self.config
-        out = {}
-        for name, pool, calls, width in (("c1", one, c.echo_c1, 1), ("c64", many, c.echo_c64, 64)):
-            cpu = procs.cpu_seconds(echo.pid)
-            m = procs.merge(pool.split("echo", calls, "calls", concurrency=width), "lat")
-            out[f"echo.{name}.server_cpu_ms_per_call"] = _per(
-                procs.cpu_seconds(echo.pid), cpu, len(m["lat"])
-            )
-            self._errors(f"echo.{name}", m)
-            out[f"echo.{name}.p50_ms"] = percentile(m["lat"], 50)
-            out[f"echo.{name}.p99_ms"] = percentile(m["lat"], 99)
-            out[f"echo.{name}.calls_per_s"] = rate(len(m["lat"]), m["wall"])
-        return out
-
-    def _waystation(
-        self, server: procs.Server, one: procs.Drivers, many: procs.Drivers
+    def _sequential(
+        self, echo: procs.Server, server: procs.Server, echo_1: procs.Drivers, ws_1: procs.Drivers
     ) -> dict[str, Any]:
+        """The echo and Waystation at concurrency 1, in alternating blocks (echo calls, then
+        cycles, `seq_blocks` times), so that the two latencies the ResumeRun target divides
+        are measured over the same seconds: the machine's speed changes in spells of a few
+        seconds, which moved the ratio of two p50s measured one after the other by a fifth
+        (docs/performance.md)."""
+        c = self.config
+        blocks = max(1, c.seq_blocks)
+        echo_m = _Pooled("lat")
+        ws_m = _Pooled("start", "resume", "cycle")
+        for b in range(blocks):
+            calls = c.echo_c1 * (b + 1) // blocks - c.echo_c1 * b // blocks
+            echo_m.add(echo.pid, echo_1, "echo", calls, "calls")
+            cycles = c.seq_cycles * (b + 1) // blocks - c.seq_cycles * b // blocks
+            ws_m.add(server.pid, ws_1, "cycles", cycles, "cycles")
+        self._errors("echo.c1", echo_m.merged)
+        self._errors("waystation.seq", ws_m.merged)
+        echo_lat, resume_lat = echo_m.merged["lat"], ws_m.merged["resume"]
+        return {
+            "echo.c1.server_cpu_ms_per_call": echo_m.cpu_ms_per(len(echo_lat)),
+            "echo.c1.p50_ms": percentile(echo_lat, 50),
+            "echo.c1.p99_ms": percentile(echo_lat, 99),
+            "echo.c1.calls_per_s": rate(len(echo_lat), echo_m.merged["wall"]),
+            "ws.seq.server_cpu_ms_per_cycle": ws_m.cpu_ms_per(len(ws_m.merged["cycle"])),
+            "ws.seq.start_p50_ms": percentile(ws_m.merged["start"], 50),
+            "ws.seq.start_p99_ms": percentile(ws_m.merged["start"], 99),
+            "ws.seq.resume_p50_ms": percentile(resume_lat, 50),
+            "ws.seq.resume_p99_ms": percentile(resume_lat, 99),
+            "ws.seq.cycles_per_s": rate(len(ws_m.merged["cycle"]), ws_m.merged["wall"]),
+            "ws.seq.resume_over_echo": ratio(percentile(resume_lat, 50), percentile(echo_lat, 50)),
+        }
+
+    def _echo(self, echo: procs.Server, many: procs.Drivers) -> dict[str, Any]:
+        c = self.config
+        cpu = procs.cpu_seconds(echo.pid)
+        m = procs.merge(many.split("echo", c.echo_c64, "calls", concurrency=64), "lat")
+        self._errors("echo.c64", m)
+        return {
+            "echo.c64.server_cpu_ms_per_call": _per(
+                procs.cpu_seconds(echo.pid), cpu, len(m["lat"])
+            ),
+            "echo.c64.p50_ms": percentile(m["lat"], 50),
+            "echo.c64.p99_ms": percentile(m["lat"], 99),
+            "echo.c64.calls_per_s": rate(len(m["lat"]), m["wall"]),
+        }
+
+    def _waystation(self, server: procs.Server, many: procs.Drivers) -> dict[str, Any]:
         c = self.config
         out: dict[str, Any] = {}
-        cpu = procs.cpu_seconds(server.pid)
-        m = procs.merge(
-            one.split("cycles", c.seq_cycles, "cycles", concurrency=1), "start", "resume", "cycle"
-        )
-        out["ws.seq.server_cpu_ms_per_cycle"] = _per(
-            procs.cpu_seconds(server.pid), cpu, len(m["cycle"])
-        )
-        self._errors("waystation.seq", m)
-        out["ws.seq.start_p50_ms"] = percentile(m["start"], 50)
-        out["ws.seq.start_p99_ms"] = percentile(m["start"], 99)
-        out["ws.seq.resume_p50_ms"] = percentile(m["resume"], 50)
-        out["ws.seq.resume_p99_ms"] = percentile(m["resume"], 99)
-        out["ws.seq.cycles_per_s"] = rate(len(m["cycle"]), m["wall"])
         cpu = procs.cpu_seconds(server.pid)
         m = procs.merge(
             many.split("cycles", c.c64_cycles, "cycles", concurrency=64), "start", "resume", "cycle"
@@ -442,6 +462,36 @@ class Bench:
         self.once[f"growth.{level}.seed_s"] = time.monotonic() - started
         self.once[f"growth.{level}.stored_runs"] = seed.count_suspended(str(db))
         return value
+
+
+class _Pooled:
+    """Blocks of one measurement pooled: latencies joined, walls, errors and the server's
+    CPU seconds added up."""
+
+    def __init__(self, *keys: str) -> None:
+        self.keys = keys
+        self.merged: dict[str, Any] = {"wall": 0.0, "errors": {}, "samples": []}
+        self.merged |= {key: [] for key in keys}
+        self.cpu: float | None = 0.0
+
+    def add(self, pid: int, pool: procs.Drivers, op: str, total: int, key: str) -> None:
+        """`total` of `key` in one block, one at a time; `pid` is the server's."""
+        before = procs.cpu_seconds(pid)
+        m = procs.merge(pool.split(op, total, key, concurrency=1), *self.keys)
+        after = procs.cpu_seconds(pid)
+        if self.cpu is not None and after is not None and before is not None:
+            self.cpu += after - before
+        else:
+            self.cpu = None
+        self.merged["wall"] += m["wall"]
+        for name, count in m["errors"].items():
+            self.merged["errors"][name] = self.merged["errors"].get(name, 0) + count
+        self.merged["samples"] = (self.merged["samples"] + m["samples"])[:5]
+        for key in self.keys:
+            self.merged[key] += m[key]
+
+    def cpu_ms_per(self, count: int) -> float | None:
+        return self.cpu * 1000 / count if self.cpu is not None and count else None
 
 
 def _per(after: float | None, before: float | None, count: int) -> float | None:
