@@ -186,9 +186,9 @@ class Bench:
     ) -> dict[str, Any]:
         """The echo and Waystation at concurrency 1, in alternating blocks (echo calls, then
         cycles, `seq_blocks` times), so that the two latencies the ResumeRun target divides
-        are measured over the same seconds: the machine's speed changes in spells of a few
-        seconds, which moved the ratio of two p50s measured one after the other by a fifth
-        (docs/performance.md)."""
+        are measured over the same seconds. The machine's speed changes in spells of a few
+        seconds: eight repetitions gave ratios of 2.78-3.61 measured one phase after the
+        other, and 3.13-3.51 in ten blocks (docs/performance.md)."""
         c = self.config
         blocks = max(1, c.seq_blocks)
         echo_m = _Pooled("lat")
