@@ -198,21 +198,23 @@ class Bench:
             echo_m.add(echo.pid, echo_1, "echo", calls, "calls")
             cycles = c.seq_cycles * (b + 1) // blocks - c.seq_cycles * b // blocks
             ws_m.add(server.pid, ws_1, "cycles", cycles, "cycles")
-        self._errors("echo.c1", echo_m.merged)
-        self._errors("waystation.seq", ws_m.merged)
-        echo_lat, resume_lat = echo_m.merged["lat"], ws_m.merged["resume"]
+        echo_all, ws_all = echo_m.merged, ws_m.merged
+        self._errors("echo.c1", echo_all)
+        self._errors("waystation.seq", ws_all)
+        echo_lat, resume_lat, cycles_done = echo_all["lat"], ws_all["resume"], ws_all["cycle"]
+        echo_p50, resume_p50 = percentile(echo_lat, 50), percentile(resume_lat, 50)
         return {
-            "echo.c1.server_cpu_ms_per_call": echo_m.cpu_ms_per(len(echo_lat)),
-            "echo.c1.p50_ms": percentile(echo_lat, 50),
+            "echo.c1.server_cpu_ms_per_call": _per(echo_m.cpu, 0.0, len(echo_lat)),
+            "echo.c1.p50_ms": echo_p50,
             "echo.c1.p99_ms": percentile(echo_lat, 99),
-            "echo.c1.calls_per_s": rate(len(echo_lat), echo_m.merged["wall"]),
-            "ws.seq.server_cpu_ms_per_cycle": ws_m.cpu_ms_per(len(ws_m.merged["cycle"])),
-            "ws.seq.start_p50_ms": percentile(ws_m.merged["start"], 50),
-            "ws.seq.start_p99_ms": percentile(ws_m.merged["start"], 99),
-            "ws.seq.resume_p50_ms": percentile(resume_lat, 50),
+            "echo.c1.calls_per_s": rate(len(echo_lat), echo_all["wall"]),
+            "ws.seq.server_cpu_ms_per_cycle": _per(ws_m.cpu, 0.0, len(cycles_done)),
+            "ws.seq.start_p50_ms": percentile(ws_all["start"], 50),
+            "ws.seq.start_p99_ms": percentile(ws_all["start"], 99),
+            "ws.seq.resume_p50_ms": resume_p50,
             "ws.seq.resume_p99_ms": percentile(resume_lat, 99),
-            "ws.seq.cycles_per_s": rate(len(ws_m.merged["cycle"]), ws_m.merged["wall"]),
-            "ws.seq.resume_over_echo": ratio(percentile(resume_lat, 50), percentile(echo_lat, 50)),
+            "ws.seq.cycles_per_s": rate(len(cycles_done), ws_all["wall"]),
+            "ws.seq.resume_over_echo": ratio(resume_p50, echo_p50),
         }
 
     def _echo(self, echo: procs.Server, many: procs.Drivers) -> dict[str, Any]:
@@ -465,33 +467,29 @@ class Bench:
 
 
 class _Pooled:
-    """Blocks of one measurement pooled: latencies joined, walls, errors and the server's
-    CPU seconds added up."""
+    """Blocks of one measurement at concurrency 1, pooled: `procs.merge` of every block's
+    answers, but with the blocks' walls and the server's CPU seconds added up (the merged
+    wall would span the other measurement's blocks in between)."""
 
     def __init__(self, *keys: str) -> None:
         self.keys = keys
-        self.merged: dict[str, Any] = {"wall": 0.0, "errors": {}, "samples": []}
-        self.merged |= {key: [] for key in keys}
+        self.answers: list[dict[str, Any]] = []
+        self.wall = 0.0
         self.cpu: float | None = 0.0
 
     def add(self, pid: int, pool: procs.Drivers, op: str, total: int, key: str) -> None:
         """`total` of `key` in one block, one at a time; `pid` is the server's."""
         before = procs.cpu_seconds(pid)
-        m = procs.merge(pool.split(op, total, key, concurrency=1), *self.keys)
+        answers = pool.split(op, total, key, concurrency=1)
         after = procs.cpu_seconds(pid)
-        if self.cpu is not None and after is not None and before is not None:
-            self.cpu += after - before
-        else:
-            self.cpu = None
-        self.merged["wall"] += m["wall"]
-        for name, count in m["errors"].items():
-            self.merged["errors"][name] = self.merged["errors"].get(name, 0) + count
-        self.merged["samples"] = (self.merged["samples"] + m["samples"])[:5]
-        for key in self.keys:
-            self.merged[key] += m[key]
+        spent = None if before is None or after is None else after - before
+        self.cpu = None if self.cpu is None or spent is None else self.cpu + spent
+        self.wall += procs.merge(answers)["wall"]
+        self.answers += answers
 
-    def cpu_ms_per(self, count: int) -> float | None:
-        return self.cpu * 1000 / count if self.cpu is not None and count else None
+    @property
+    def merged(self) -> dict[str, Any]:
+        return {**procs.merge(self.answers, *self.keys), "wall": self.wall}
 
 
 def _per(after: float | None, before: float | None, count: int) -> float | None:
