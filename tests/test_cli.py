@@ -273,6 +273,48 @@ def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
         assert process.stop(signal.SIGTERM) == 0
 
 
+@pytest.mark.parametrize(
+    ("workflows", "error"),
+    [
+        ("tests.support.broken_flows", "two workflows have the id 'twice'"),
+        ("tests.support.no_such_module", "No module named 'tests.support.no_such_module'"),
+    ],
+    ids=["duplicate-ids", "missing-module"],
+)
+def test_serve_exits_1_at_once_when_its_workflows_cannot_be_loaded(
+    tmp_path: Path, workflows: str, error: str
+) -> None:
+    """A server that cannot serve says why and exits, so a supervisor sees it fail; it
+    does not sit idle holding the database open."""
+    server = ServerProcess(tmp_path / "broken.db", workflows=[workflows])
+    with pytest.raises(RuntimeError, match="exited during startup"):
+        server.start()
+    assert server.stop(timeout=5) == 1
+    assert error in " ".join(server.log.split())  # the message may be folded
+
+
+def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    """A second server on a busy address exits 1 instead of sharing the port's calls
+    (gRPC's default SO_REUSEPORT would split them between two stores), and the first
+    server goes on serving."""
+
+    def served(address: str) -> list[str]:
+        outcome = cli(address, "--json", "workflows", "list")
+        assert outcome.code == 0, outcome.stderr
+        return [w["workflowId"] for w in json.loads(outcome.stdout)["workflows"]]
+
+    with ServerProcess(tmp_path / "first.db") as first:
+        examples = served(first.address)
+        second = ServerProcess(tmp_path / "second.db", workflows=["tests.support.workflows"])
+        second.address = first.address
+        done = subprocess.run(second.command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert f"cannot listen on {first.address}" in " ".join(done.stderr.split())
+        for _ in range(4):  # every call still reaches the first server
+            assert served(first.address) == examples
+        assert first.running
+
+
 # -- runs watch, restart, time-travel, delete ---------------------------------------------
 
 

@@ -85,43 +85,52 @@ async def create_server(
     """Open the store (`store`, or the one `settings.db` names), recover interrupted runs,
     and start serving on `settings.listen`. Spans and metrics go to the given providers,
     or to ones made from the `OTEL_*` variables (owned, and shut down, by the server)."""
+    if settings.recovery not in ("continue", "fail"):
+        raise ValueError(f"recovery must be 'continue' or 'fail', not {settings.recovery!r}")
+    workflows = load_workflows(settings.workflows)  # before anything is opened
+    policy = AuthPolicy.from_file(settings.auth_config) if settings.auth_config else None
     providers = None
     if tracer_provider is None or meter_provider is None:
         providers = providers_from_env()
         tracer_provider = tracer_provider or providers.tracer_provider
         meter_provider = meter_provider or providers.meter_provider
     store = store or open_store(settings.db, migrate=settings.migrate)
-    await store.setup()
-    if settings.recovery not in ("continue", "fail"):
-        raise ValueError(f"recovery must be 'continue' or 'fail', not {settings.recovery!r}")
-    engine = Engine(
-        store,
-        load_workflows(settings.workflows),
-        recovery="fail" if settings.recovery == "fail" else "continue",
-        telemetry=Telemetry(tracer_provider, meter_provider),
-        lease_seconds=settings.lease_seconds,
-    )
     limit = settings.max_message_bytes
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # Fail on a port another process serves, instead of sharing its calls.
+            ("grpc.so_reuseport", 0),
         ],
     )
-    policy = AuthPolicy.from_file(settings.auth_config) if settings.auth_config else None
-    service = WorkflowService(engine, policy, max_payload_bytes=limit // 8)
-    add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    port = _bind(server, settings)
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
-    # Recover before serving, so no call sees a run that is about to be continued.
-    recovered = await engine.start()
-    await server.start()
+    try:
+        await store.setup()
+        engine = Engine(
+            store,
+            workflows,
+            recovery="fail" if settings.recovery == "fail" else "continue",
+            telemetry=Telemetry(tracer_provider, meter_provider),
+            lease_seconds=settings.lease_seconds,
+        )
+        service = WorkflowService(engine, policy, max_payload_bytes=limit // 8)
+        add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        port = _bind(server, settings)
+        # Recover before serving, so no call sees a run that is about to be continued.
+        recovered = await engine.start()
+        await server.start()
+    except BaseException:
+        # Nothing may keep a process that cannot serve alive (the store's threads would).
+        await server.stop(None)
+        await store.close()
+        if providers is not None:
+            providers.shutdown()
+        raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -135,7 +144,18 @@ async def create_server(
 
 
 def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
-    """Listen with TLS (mutual when a client CA is given) or in plain text."""
+    """Listen with TLS (mutual when a client CA is given) or in plain text; OSError if the
+    address cannot be listened on."""
+    try:
+        port = _add_port(server, settings)
+    except RuntimeError as exc:  # grpc's way to say it could not bind
+        raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    return port
+
+
+def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
     if not settings.tls_cert and not settings.tls_key:
         return server.add_insecure_port(settings.listen)
     if not (settings.tls_cert and settings.tls_key):
