@@ -297,6 +297,38 @@ async def test_time_travel_with_invalid_resume_data_is_refused(
     assert after.result.version == started.version
 
 
+async def test_time_travel_with_invalid_input_is_refused_and_the_run_kept(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """New input that the target would refuse is INVALID_ARGUMENT INVALID_INPUT, with one
+    violation per problem, before anything changes (as Mastra refuses it: "Invalid
+    inputData"): the finished run keeps its result and no step runs. A foreach's input
+    must be a list."""
+    log = tmp_path / "counted.log"
+    started = await start(stub, "counted", {"log": str(log)})
+    done = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=started.run_id, resume_data=value({"value": 1}))
+    )
+    refusals = [
+        (done, travel(done.run_id, ("one",), input_data={"seconds": "soon"})),
+        (done, travel(done.run_id, ("gate",), input_data=[], resume_data={"value": 2})),
+    ]
+    items = await start(stub, "items-3", [{"name": "z"}])
+    refusals.append((items, travel(items.run_id, ("item",), input_data={"name": "z"})))
+    errors = [await call_error(stub.TimeTravelRun(request)) for _, request in refusals]
+
+    assert [(e.code, e.reason) for e in errors] == [
+        (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+    ] * 3
+    assert sorted(errors[0].violations) == ["input_data.log", "input_data.seconds"]
+    assert list(errors[1].violations) == ["input_data"]
+    assert list(errors[2].violations) == ["input_data"]
+    for before, _ in refusals:
+        after = await get_run(stub, before.run_id)
+        assert (after.status, after.result.version) == (RUN.RUN_STATUS_SUCCESS, before.version)
+    assert lines(log) == ["one", "gate", "two"]
+
+
 @pytest.mark.parametrize("step", [("nope",), ("plus", "deeper"), ()], ids=str)
 async def test_time_travel_to_an_unknown_step_is_invalid(
     stub: WorkflowServiceStub, tmp_path: Path, step: tuple[str, ...]

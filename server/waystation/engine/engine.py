@@ -527,10 +527,11 @@ class Engine(Upkeep):
         request_id: str = "",
     ) -> WorkflowResultData:
         """Continue a run left RUNNING or WAITING by a process that died."""
+        _check_run_id(run_id)
         key = RequestKey(f"restart:{run_id}", request_id) if request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
-        snapshot = await self.store.load(run_id) if run_id else None
+        snapshot = await self.store.load(run_id)
         if snapshot is None:
             raise RunNotFound(run_id)
         run = snapshot.run
@@ -553,10 +554,11 @@ class Engine(Upkeep):
 
     async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
         """Re-execute from `cmd.step`, keeping the results of the steps before it."""
+        _check_run_id(cmd.run_id)
         key = RequestKey(f"travel:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
-        snapshot = await self.store.load(cmd.run_id) if cmd.run_id else None
+        snapshot = await self.store.load(cmd.run_id)
         if snapshot is None:
             raise RunNotFound(cmd.run_id)
         run = snapshot.run

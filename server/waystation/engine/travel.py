@@ -7,12 +7,21 @@ data when it was suspended); everything after it, and inside it, is dropped and 
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from waystation.engine import schema
 from waystation.engine.commands import TimeTravelCommand
-from waystation.engine.definition import Step, Workflow
-from waystation.engine.errors import InvalidArgument, StepNotSuspended
+from waystation.engine.definition import Foreach, Step, Workflow
+from waystation.engine.errors import (
+    FieldViolation,
+    InvalidArgument,
+    InvalidInput,
+    StepNotSuspended,
+    violations_from,
+)
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
-from waystation.engine.result import graph
+from waystation.engine.result import find, graph
 
 
 def plan(
@@ -24,6 +33,8 @@ def plan(
     position, node = nodes.get(target, (len(nodes), None))
     if not target or not isinstance(node, Step | Workflow) or any(ITEM_MARK in s for s in target):
         raise InvalidArgument("step", f"no step [{'.'.join(target)}] in {workflow.id!r}")
+    if cmd.input_data is not None:
+        _check_input(workflow, target, node, cmd.input_data)
     ancestors = {target[:d] for d in range(1, len(target))}
     dropped = [
         path
@@ -41,6 +52,30 @@ def plan(
     }
     writes[target] = _target_record(snapshot, cmd, resume_data)
     return writes, dropped
+
+
+def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: JSON) -> None:
+    """Refuse new input that the target would refuse when it runs, before anything changes:
+    a foreach's input is the list of its items, each checked against its body's schema."""
+    parent = find(workflow, target[:-1])
+    foreach = isinstance(parent, Workflow) and any(
+        isinstance(e, Foreach) and e.body is node for e in parent.entries
+    )
+    items = {"input_data": data}
+    if foreach:
+        if not isinstance(data, list):
+            kind = type(data).__name__
+            wrong = FieldViolation("input_data", f"a foreach needs a list of items, got {kind}")
+            raise InvalidInput(workflow.id, [wrong])
+        items = {f"input_data.{i}": item for i, item in enumerate(data)}
+    violations: list[FieldViolation] = []
+    for field, item in items.items():
+        try:
+            schema.normalize(node.input_schema, item)
+        except ValidationError as exc:
+            violations += violations_from(exc, field)
+    if violations:
+        raise InvalidInput(workflow.id, violations)
 
 
 def _target_record(snapshot: RunSnapshot, cmd: TimeTravelCommand, data: JSON) -> StepRecord:
