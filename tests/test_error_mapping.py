@@ -250,6 +250,7 @@ async def test_failed_precondition_lists_the_suspended_steps(stub: WorkflowServi
         step_path="validate",
     )
     assert error.suspended == [["approval"]]
+    assert error.labels == {"manager": ["approval"]}
 
     await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
     error = await call_error(stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id)))
@@ -354,6 +355,10 @@ async def test_a_value_that_is_not_json_is_invalid_argument(stub: WorkflowServic
         ("GetRun", rr.GetRunRequest(run_id=""), "run_id"),
         ("CancelRun", rr.CancelRunRequest(run_id=""), "run_id"),
         ("ResumeRun", rr.ResumeRequest(run_id=""), "run_id"),
+        ("RestartRun", rr.RestartRunRequest(run_id=""), "run_id"),
+        ("RestartRun", rr.RestartRunRequest(run_id="r" * 201), "run_id"),
+        ("TimeTravelRun", rr.TimeTravelRunRequest(run_id="", step=path("a")), "run_id"),
+        ("TimeTravelRun", rr.TimeTravelRunRequest(run_id="r" * 201, step=path("a")), "run_id"),
         ("GetWorkflow", rr.GetWorkflowRequest(workflow_id=""), "workflow_id"),
         ("CreateRun", rr.CreateRunRequest(workflow_id="order-approval", run_id="a b"), "run_id"),
         ("CreateRun", rr.CreateRunRequest(workflow_id="order-approval", run_id="x/y"), "run_id"),
@@ -379,6 +384,10 @@ async def test_a_value_that_is_not_json_is_invalid_argument(stub: WorkflowServic
         "get-run-empty-id",
         "cancel-empty-id",
         "resume-empty-id",
+        "restart-empty-id",
+        "restart-id-too-long",
+        "time-travel-empty-id",
+        "time-travel-id-too-long",
         "get-workflow-empty-id",
         "create-id-with-space",
         "create-id-with-slash",

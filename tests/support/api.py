@@ -51,6 +51,8 @@ class RichError:
     metadata: dict[str, str] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)
     suspended: list[list[str]] = field(default_factory=list)
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    """The resume labels of a SuspendedStepsDetail: label -> step path."""
 
 
 def rich_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> RichError:
@@ -70,6 +72,7 @@ def rich_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> RichError:
             steps = errordetails_pb2.SuspendedStepsDetail()
             detail.Unpack(steps)
             out.suspended = [list(p.segments) for p in steps.suspended]
+            out.labels = {k: list(v.step.segments) for k, v in steps.resume_labels.items()}
     return out
 
 

@@ -30,12 +30,16 @@ the metadata a client sees (run_id, step_path, ...) is always present.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from waystation.engine.paths import Path, format_path
+
+if TYPE_CHECKING:
+    from waystation.engine.model import LabelTarget
 
 
 @dataclass(frozen=True)
@@ -101,16 +105,18 @@ class RunNotSuspended(PreconditionError):
         super().__init__(f"{text}: {detail}" if detail else text, run_id=run_id, status=status)
 
 
-class _SuspendedListError(PreconditionError):
-    """A precondition error that lists the run's suspended steps for the caller."""
+class SuspendedListError(PreconditionError):
+    """A precondition error that lists the run's suspended steps for the caller, and its
+    resume labels (`labels`, attached by `resume.resolve`, which has the run)."""
 
     def __init__(self, message: str, run_id: str, suspended: Sequence[Path], **meta: str) -> None:
         listed = ", ".join(f"[{format_path(p)}]" for p in suspended) or "none"
         super().__init__(f"{message}; suspended steps: {listed}", run_id=run_id, **meta)
         self.suspended = list(suspended)
+        self.labels: Mapping[str, LabelTarget] = {}
 
 
-class StepNotSuspended(_SuspendedListError):
+class StepNotSuspended(SuspendedListError):
     reason = "STEP_NOT_SUSPENDED"
 
     def __init__(self, run_id: str, step: Path, suspended: Sequence[Path]) -> None:
@@ -123,7 +129,7 @@ class StepNotSuspended(_SuspendedListError):
         )
 
 
-class StepAmbiguous(_SuspendedListError):
+class StepAmbiguous(SuspendedListError):
     reason = "STEP_AMBIGUOUS"
 
     def __init__(self, run_id: str, suspended: Sequence[Path], under: Path = ()) -> None:
@@ -136,7 +142,7 @@ class StepAmbiguous(_SuspendedListError):
         )
 
 
-class LabelNotFound(_SuspendedListError):
+class LabelNotFound(SuspendedListError):
     reason = "LABEL_NOT_FOUND"
 
     def __init__(self, run_id: str, label: str, suspended: Sequence[Path], known: Iterable[str]):
@@ -149,7 +155,7 @@ class LabelNotFound(_SuspendedListError):
         )
 
 
-class ForeachIndexNotSuspended(_SuspendedListError):
+class ForeachIndexNotSuspended(SuspendedListError):
     reason = "FOREACH_INDEX_NOT_SUSPENDED"
 
     def __init__(self, run_id: str, step: Path, index: int, suspended: Sequence[Path]) -> None:

@@ -224,7 +224,8 @@ def error_to_proto(error: dict[str, Any], out: message_pb2.RunError) -> None:
     out.message = error.get("message", "")
     out.reason = error.get("reason", "")
     out.type = error.get("type", "")
-    out.step.segments.extend(error.get("step") or [])
+    if step := error.get("step"):  # a StepPath in an answer is never empty
+        out.step.segments.extend(step)
     details = {k: v for k, v in (error.get("details") or {}).items() if k != "traceback"}
     if details:
         json_to_struct(details, out.details)
@@ -324,8 +325,8 @@ def event_to_proto(run_id: str, event: dict[str, Any]) -> message_pb2.RunEvent:
         run_status=RUN_STATUS_TO_PROTO[RunStatus(event["run_status"])],
     )
     timestamp(event["time"], out.time)
-    if "step" in event:
-        out.step.segments.extend(event["step"])
+    if step := event.get("step"):
+        out.step.segments.extend(step)
     if "foreach_index" in event:
         out.foreach_index = event["foreach_index"]
     if "step_result" in event:

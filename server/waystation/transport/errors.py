@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -22,7 +22,10 @@ from grpc_status import rpc_status
 
 from waystation.api.v1 import errordetails_pb2, message_pb2
 from waystation.engine import errors
+from waystation.engine.model import LabelTarget
+from waystation.engine.paths import Path
 from waystation.storage import StoreConflict, StoreUnavailable
+from waystation.transport.convert import label_to_proto
 from waystation.transport.registration import Undecodable
 
 log = logging.getLogger(__name__)
@@ -89,14 +92,19 @@ def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
         )
     suspended = getattr(exc, "suspended", None)
     if suspended is not None:
-        status.details.append(
-            _pack(
-                errordetails_pb2.SuspendedStepsDetail(
-                    suspended=[message_pb2.StepPath(segments=p) for p in suspended]
-                )
-            )
-        )
+        status.details.append(_pack(_suspended_detail(suspended, getattr(exc, "labels", {}))))
     return status
+
+
+def _suspended_detail(
+    suspended: list[Path], labels: Mapping[str, LabelTarget]
+) -> errordetails_pb2.SuspendedStepsDetail:
+    detail = errordetails_pb2.SuspendedStepsDetail(
+        suspended=[message_pb2.StepPath(segments=p) for p in suspended]
+    )
+    for label, target in labels.items():
+        label_to_proto(target, detail.resume_labels[label])
+    return detail
 
 
 def _cut(text: str, limit: int) -> str:
