@@ -31,6 +31,7 @@ from waystation.engine.errors import (
     RunNotActive,
     RunNotFound,
     RunNotSuspended,
+    SuspendedListError,
     VersionMismatch,
     WorkflowNotFound,
     violations_from,
@@ -363,7 +364,11 @@ class Engine(Upkeep):
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)
-        path, records = resolve(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
+        try:
+            path, records = resolve(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
+        except SuspendedListError as exc:
+            exc.labels = snapshot.run.resume_labels  # listed in the refusal's details
+            raise
         data = validate_resume_data(workflow, run.run_id, path, cmd.resume_data)
         target = ResumeTarget(path, records, data)
         if cmd.validate_only:

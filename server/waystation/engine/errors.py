@@ -107,7 +107,7 @@ class RunNotSuspended(PreconditionError):
 
 class SuspendedListError(PreconditionError):
     """A precondition error that lists the run's suspended steps for the caller, and its
-    resume labels (`labels`, attached by `resume.resolve`, which has the run)."""
+    resume labels (`labels`, attached by the engine, which has the run)."""
 
     def __init__(self, message: str, run_id: str, suspended: Sequence[Path], **meta: str) -> None:
         listed = ", ".join(f"[{format_path(p)}]" for p in suspended) or "none"

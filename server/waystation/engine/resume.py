@@ -21,7 +21,6 @@ from waystation.engine.errors import (
     RunNotSuspended,
     StepAmbiguous,
     StepNotSuspended,
-    SuspendedListError,
     violations_from,
 )
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve
@@ -48,22 +47,7 @@ def resolve(
 ) -> tuple[Path, list[Path]]:
     """The suspended leaf named by `label`, by `step` (a leaf, or a nested workflow holding
     exactly one suspended leaf), or, with neither, the run's only suspended leaf; and the
-    records to resume (one foreach item with `foreach_index`, every suspended item without).
-    A refusal lists the suspended leaves and the run's resume labels."""
-    try:
-        return _resolve(workflow, snapshot, step, label, foreach_index)
-    except SuspendedListError as exc:
-        exc.labels = snapshot.run.resume_labels
-        raise
-
-
-def _resolve(
-    workflow: Workflow,
-    snapshot: RunSnapshot,
-    step: Path,
-    label: str,
-    foreach_index: int | None,
-) -> tuple[Path, list[Path]]:
+    records to resume (one foreach item with `foreach_index`, every suspended item without)."""
     run_id = snapshot.run.run_id
     records = suspended_records(workflow, snapshot.steps)
     leaves = suspended_leaves(workflow, snapshot.steps)
