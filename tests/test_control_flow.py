@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import FLOW_WORKFLOWS
 from tests.support.api import call_error, path, paths, struct, to_json, value
 from tests.support.workflows import lines
+from waystation import StepContext, create_step, create_workflow
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
@@ -442,6 +443,66 @@ async def test_resume_with_a_retry_count_starts_the_step_at_that_attempt(
     assert done.status == SUCCESS
     assert lines(log) == ["attempt:1:True"]
     assert to_json(done.result) == {"ok": True, "retry_count": 1}
+
+
+async def test_the_workflow_retry_config_retries_a_failing_step(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`retry_config={"attempts": 2, ...}` on the workflow (a mapping, as in Mastra, or a
+    RetryConfig) gives a step without its own `retries` two more tries."""
+    log = tmp_path / "retries.log"
+    done = await start(stub, "workflow-retries", {"log": str(log)})
+    assert done.status == SUCCESS, done.error
+    assert lines(log) == ["attempt:0", "attempt:1", "attempt:2"]
+    assert to_json(done.result) == {"retry_count": 2}
+
+
+async def test_output_that_breaks_the_output_schema_fails_the_attempt_with_its_fields(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """An output that does not match the step's `output_schema` fails the attempt like a
+    raise (it is retried), and the run's error says so: INVALID_STEP_OUTPUT with one
+    violation per field, not the validator's text; a suspend payload likewise."""
+    log = tmp_path / "output.log"
+    done = await start(stub, "wrong-output", {"log": str(log)})
+    assert done.status == enums_pb2.RUN_STATUS_FAILED
+    assert lines(log) == ["attempt:0", "attempt:1"]
+    error = done.error
+    assert (error.reason, list(error.step.segments)) == ("INVALID_STEP_OUTPUT", ["greet"])
+    assert error.message == "output of step [greet] is invalid"
+    assert [v["field"] for v in to_json(error.details)["violations"]] == ["greeting"]
+    assert done.steps["greet"].error.reason == "INVALID_STEP_OUTPUT"
+
+    asked = await start(stub, "wrong-payload")
+    assert asked.status == enums_pb2.RUN_STATUS_FAILED
+    assert asked.error.reason == "INVALID_SUSPEND_PAYLOAD"
+    assert [v["field"] for v in to_json(asked.error.details)["violations"]] == ["greeting"]
+
+
+@pytest.mark.parametrize(
+    ("retry_config", "error"),
+    [
+        ({"attempts": 2, "delay_ms": 5}, TypeError),
+        ({"attempts": "2"}, TypeError),
+        ({"attempts": -1}, ValueError),
+        ({"delay": -0.5}, ValueError),
+        ({"delay": float("nan")}, ValueError),
+        ([2, 0], TypeError),
+    ],
+    ids=["unknown-field", "attempts-not-int", "negative-attempts", "negative-delay", "nan", "list"],
+)
+def test_a_retry_config_that_cannot_work_is_refused_when_the_workflow_is_defined(
+    retry_config: Any, error: type[Exception]
+) -> None:
+    """Not at the first run, as an INTERNAL failure of every run."""
+    with pytest.raises(error, match="retry_config"):
+        create_workflow(id="bad-retries", retry_config=retry_config)
+    with pytest.raises(ValueError, match="retries"):
+        create_step(id="s", retries=-1, execute=_noop)
+
+
+async def _noop(ctx: StepContext) -> None:
+    return None
 
 
 # -- map ----------------------------------------------------------------------------------

@@ -202,3 +202,47 @@ unstorable_state = (
     .then(create_step(id="unstorable", retries=0, execute=_unstorable))
     .commit()
 )
+
+
+async def _twice_failing(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], f"attempt:{ctx.retry_count}")
+    if ctx.retry_count < 2:
+        raise RuntimeError("transient failure")
+    return {"retry_count": ctx.retry_count}
+
+
+# the workflow's retry_config in Mastra's shape (a mapping) retries a step that fails twice
+workflow_retries = (
+    create_workflow(id="workflow-retries", retry_config={"attempts": 2, "delay": 0.01})
+    .then(create_step(id="twice-failing", execute=_twice_failing))
+    .commit()
+)
+
+
+class Greeting(BaseModel):
+    greeting: str
+
+
+async def _wrong_output(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], f"attempt:{ctx.retry_count}")
+    return {"not_greeting": ctx.retry_count}
+
+
+# a step whose output never matches its output schema (one retry)
+wrong_output = (
+    create_workflow(id="wrong-output")
+    .then(create_step(id="greet", output_schema=Greeting, retries=1, execute=_wrong_output))
+    .commit()
+)
+
+
+async def _wrong_payload(ctx: StepContext) -> None:
+    ctx.suspend({"nope": 1})
+
+
+# a step whose suspend payload never matches its suspend schema (no retries)
+wrong_payload = (
+    create_workflow(id="wrong-payload")
+    .then(create_step(id="ask", suspend_schema=Greeting, retries=0, execute=_wrong_payload))
+    .commit()
+)

@@ -11,7 +11,7 @@ may not contain "." (the separator of a path's text form) or "#" (which marks fo
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
@@ -27,10 +27,40 @@ MapFn = Callable[[StepContext], Awaitable[Any] | Any]
 
 @dataclass(frozen=True)
 class RetryConfig:
-    """Workflow-wide retries: `attempts` more tries after a failure, `delay` seconds apart."""
+    """Workflow-wide retries: `attempts` more tries after a failure, `delay` seconds apart
+    (Mastra's `retryConfig` counts its delay in milliseconds)."""
 
     attempts: int = 0
     delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_retries("retry_config.attempts", self.attempts)
+        if not isinstance(self.delay, int | float) or isinstance(self.delay, bool):
+            raise TypeError(f"retry_config.delay must be a number of seconds, not {self.delay!r}")
+        if not self.delay >= 0:  # also NaN
+            raise ValueError(f"retry_config.delay must be >= 0 seconds, not {self.delay!r}")
+
+    @classmethod
+    def of(cls, value: RetryConfig | Mapping[str, Any] | None) -> RetryConfig:
+        """A RetryConfig from itself, a mapping of its fields (Mastra's shape,
+        `{"attempts": 2, "delay": 0.5}`), or None (no retries)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - {"attempts", "delay"})
+            if unknown:
+                raise TypeError(f"retry_config has no field {unknown}: use attempts and delay")
+            return cls(**value)
+        raise TypeError(f"retry_config must be a RetryConfig or a mapping, not {value!r}")
+
+
+def _check_retries(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, not {value}")
 
 
 def _check_id(kind: str, value: str) -> str:
@@ -70,6 +100,8 @@ class Step:
         self.resume_schema = resume_schema
         self.suspend_schema = suspend_schema
         self.state_schema = state_schema
+        if retries is not None:
+            _check_retries(f"step {id!r}: retries", retries)
         self.retries = retries
 
     @property
@@ -96,14 +128,14 @@ class Workflow:
         input_schema: schema.Schema = None,
         output_schema: schema.Schema = None,
         state_schema: schema.Schema = None,
-        retry_config: RetryConfig | None = None,
+        retry_config: RetryConfig | Mapping[str, Any] | None = None,
     ) -> None:
         self.id = _check_id("workflow", id)
         self.description = description
         self.input_schema = input_schema
         self.output_schema = output_schema
         self.state_schema = state_schema
-        self.retry_config = retry_config or RetryConfig()
+        self.retry_config = RetryConfig.of(retry_config)
         self.entries: list[Entry] = []
         self.committed = False
 

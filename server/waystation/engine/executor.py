@@ -141,6 +141,15 @@ def _expiry(step: Step, signal: SuspendSignal) -> dict[str, Any]:
     return {"expires_at": now() + signal.timeout, "on_timeout": action}
 
 
+def _invalid(reason: str, what: str, path: Path, exc: Exception) -> dict[str, Any]:
+    """The error of a step whose output or suspend payload its schema refused (one violation
+    per problem), or that JSON cannot hold."""
+    message = f"{what} of step [{format_path(path)}] is invalid"
+    if isinstance(exc, ValidationError):
+        return error_json(reason, message, path, exc, violations=validation_details(exc))
+    return error_json(reason, f"{message}: {exc}", path, exc)
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(str(p) for p in e["loc"]), "description": e["msg"]}
@@ -541,7 +550,6 @@ class Execution:
     ) -> Outcome | None:
         try:
             value = await step.execute(ctx)
-            output = schema.dump(step.output_schema, value)
         except SuspendSignal as signal:
             finish(span, "suspended")
             return await self._suspend(step, path, record, signal)
@@ -569,6 +577,12 @@ class Execution:
                 exc,
                 traceback="".join(traceback.format_exception(exc))[-2000:],
             )
+            return None
+        try:
+            output = schema.dump(step.output_schema, value)
+        except (ValidationError, TypeError, ValueError) as exc:  # a failed attempt too
+            finish(span, "failed", exc)
+            self._last_error = _invalid("INVALID_STEP_OUTPUT", "output", path, exc)
             return None
         finish(span, "success")
         await self._succeed(path, record, output)
@@ -616,12 +630,7 @@ class Execution:
         try:
             payload = schema.dump(step.suspend_schema, signal.payload)
         except (ValidationError, TypeError, ValueError) as exc:
-            self._last_error = error_json(
-                "INVALID_SUSPEND_PAYLOAD",
-                f"suspend payload of step [{format_path(path)}] is invalid",
-                path,
-                exc,
-            )
+            self._last_error = _invalid("INVALID_SUSPEND_PAYLOAD", "suspend payload", path, exc)
             return None
         try:
             expiry = _expiry(step, signal)
