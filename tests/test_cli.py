@@ -515,6 +515,34 @@ def test_time_travel_with_resume_data_resumes_a_suspended_step(
     assert "fulfilled" in outcome.stdout
 
 
+def test_the_paths_workflows_list_shows_are_the_paths_resume_takes(
+    flows_server: ServerProcess,
+) -> None:
+    """Steps inside blocks (parallel, foreach) and nested workflows are listed as the
+    dotted paths `runs resume --step` takes: a block adds no segment."""
+    shown = cli(flows_server.address, "workflows", "list")
+    assert shown.code == 0, shown.stderr
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in shown.stdout.splitlines()]
+    can_suspend = {row[0]: row[2] for row in cells if len(row) == 4}
+    assert can_suspend["outer-pair"] == "inner-pair.left, inner-pair.right"
+    assert can_suspend["two-approvals"] == "a, b"
+    assert can_suspend["items-1"] == "item"
+    for workflow, data, step in [
+        ("outer-pair", {}, "inner-pair.left"),
+        ("items-1", [{"name": "x", "ask": True}], "item"),
+    ]:
+        run_id = f"paths-{uuid.uuid4().hex[:8]}"
+        args = ["runs", "start", workflow, "--data", json.dumps(data), "--run-id", run_id]
+        started = cli(flows_server.address, *args)
+        assert started.code == 0, started.stderr
+        args = ["runs", "resume", run_id, "--step", step, "--data", '{"ok": true}']
+        resumed = cli(flows_server.address, *args)
+        assert resumed.code == 0, resumed.stderr
+    shown = cli(flows_server.address, "workflows", "show", "items-1")
+    assert "step item\n" in shown.stdout
+    assert "item.item" not in shown.stdout
+
+
 def test_time_travel_to_an_unknown_step_exits_3(flows_server: ServerProcess, run_id: str) -> None:
     start_order(flows_server, run_id)
     outcome = cli(flows_server.address, "runs", "time-travel", run_id, "--step", "nowhere")

@@ -74,11 +74,20 @@ def render_workflow(workflow: message_pb2.Workflow) -> None:
         _schemas(f"step {path}", [(name, getattr(node, name)) for name in _STEP_SCHEMAS])
 
 
+_NAMED = (enums_pb2.STEP_KIND_STEP, enums_pb2.STEP_KIND_WORKFLOW)
+"""The nodes a path names; the blocks around them (parallel, branch, loops, foreach) add no
+segment to it (DESIGN.md §4: a parallel branch `a` is resumed as `a`)."""
+
+
 def walk(
     nodes: Iterable[message_pb2.StepNode], prefix: str = ""
 ) -> Iterator[tuple[str, message_pb2.StepNode]]:
-    """Every node of a step graph, depth first, with its dotted path."""
+    """Every step and nested workflow of a step graph, depth first, with the dotted path
+    that `runs resume --step` takes."""
     for node in nodes:
+        if node.kind not in _NAMED:
+            yield from walk(node.children, prefix)
+            continue
         path = f"{prefix}{node.id}"
         yield path, node
         yield from walk(node.children, f"{path}.")
