@@ -14,7 +14,7 @@ are not traced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,7 +22,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
 
 SERVER_ERRORS = frozenset(
     {
@@ -76,17 +76,27 @@ class ServerSpans:
     def streaming(self, method: str, handler: Streaming) -> Streaming:
         async def traced(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any, None]:
             span = self._start(method, context)
             cancelled = False
+            messages = handler(request, context)
             try:
-                with _current(span):
-                    async for message in handler(request, context):
-                        yield message
+                while True:
+                    # Current only while the handler runs: a stream the client cancels is
+                    # closed from another context, where a context attached across the
+                    # `yield` could not be detached (OpenTelemetry logs that as an error).
+                    with _current(span):
+                        try:
+                            message = await anext(messages)
+                        except StopAsyncIteration:
+                            break
+                    yield message
             except (asyncio.CancelledError, GeneratorExit):  # the client went away
                 cancelled = True
                 raise
             finally:
+                with _current(span):
+                    await messages.aclose()
                 _end(span, context, cancelled)
 
         return traced
