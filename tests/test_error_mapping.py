@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, error_details_pb2
 
 from tests.support.api import assert_eventually, call_error, path, value
-from waystation.api.v1 import enums_pb2, errordetails_pb2
+from waystation.api.v1 import enums_pb2, errordetails_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import errors
@@ -494,6 +494,53 @@ async def test_aborted_for_a_version_mismatch_and_a_resume_conflict(
     )
     assert_error(error, grpc.StatusCode.ABORTED, "RESUME_CONFLICT", run_id=counted.run_id)
     assert (await winner).status == enums_pb2.RUN_STATUS_SUCCESS
+    await assert_still_serving(stub)
+
+
+@pytest.mark.parametrize(
+    ("rpc", "req", "fields"),
+    [
+        (
+            "StartRun",
+            rr.StartRunRequest(
+                workflow_id="",
+                run_id="a b",
+                tracing_options=message_pb2.TracingOptions(trace_id="zz", parent_span_id="qq"),
+            ),
+            ["run_id", "tracing_options.parent_span_id", "tracing_options.trace_id", "workflow_id"],
+        ),
+        ("ResumeRun", rr.ResumeRequest(run_id="", retry_count=-1), ["retry_count", "run_id"]),
+        ("CreateRun", rr.CreateRunRequest(workflow_id="", run_id="x/y"), ["run_id", "workflow_id"]),
+        (
+            "ListRuns",
+            rr.ListRunsRequest(page_size=-1, page_token="garbage", statuses=[42]),
+            ["page_size", "page_token", "statuses"],
+        ),
+        (
+            "ListWorkflows",
+            rr.ListWorkflowsRequest(page_size=-1, page_token="abc"),
+            ["page_size", "page_token"],
+        ),
+        (
+            "TimeTravelRun",
+            rr.TimeTravelRunRequest(
+                run_id="", tracing_options=message_pb2.TracingOptions(parent_span_id="00")
+            ),
+            ["run_id", "tracing_options.parent_span_id", "tracing_options.trace_id"],
+        ),
+    ],
+    ids=["start", "resume", "create", "list-runs", "list-workflows", "time-travel"],
+)
+async def test_a_request_with_several_problems_names_every_one(
+    stub: WorkflowServiceStub, rpc: str, req: Any, fields: list[str]
+) -> None:
+    """One BadRequest violation per problem (DESIGN.md §5), not only the first one found:
+    a client fixes its request in one round trip."""
+    error = await call_error(getattr(stub, rpc)(req))
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert sorted(error.violations) == fields
+    assert await run_count(stub) == 0
     await assert_still_serving(stub)
 
 

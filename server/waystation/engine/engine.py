@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any, Literal
@@ -33,12 +32,13 @@ from waystation.engine.errors import (
     RunNotSuspended,
     SuspendedListError,
     VersionMismatch,
+    Violations,
     WorkflowNotFound,
     violations_from,
 )
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.executor import Execution, error_json, insert_run
-from waystation.engine.ids import new_run_id
+from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id, new_run_id
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now
 from waystation.engine.paths import format_path
 from waystation.engine.result import WorkflowResultData, build_result
@@ -63,8 +63,6 @@ from waystation.storage.protocol import (
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 200
-RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 Recovery = Literal["continue", "fail"]
@@ -203,10 +201,7 @@ class Engine(Upkeep):
         return sorted(self._workflows.values(), key=lambda wf: wf.id)
 
     def workflow(self, workflow_id: str) -> Workflow:
-        if not workflow_id:
-            raise InvalidArgument("workflow_id", "required")
-        if len(workflow_id) > MAX_ID:
-            raise InvalidArgument("workflow_id", f"longer than {MAX_ID} characters")
+        check_workflow_id(workflow_id)
         workflow = self._workflows.get(workflow_id)
         if workflow is None:
             raise WorkflowNotFound(workflow_id)
@@ -502,7 +497,7 @@ class Engine(Upkeep):
         return True
 
     async def get_run(self, run_id: str) -> tuple[RunRecord, WorkflowResultData]:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         snapshot = await self.store.load(run_id)
         if snapshot is None:
             raise RunNotFound(run_id)
@@ -511,14 +506,14 @@ class Engine(Upkeep):
 
     async def _existing_snapshot(self, run_id: str, workflow_id: str = "") -> RunSnapshot:
         """The run with its steps, read at one version; NOT_FOUND as `_existing_run`."""
-        _check_run_id(run_id)
+        check_run_id(run_id)
         snapshot = await self.store.load(run_id)
         if snapshot is None or (workflow_id and snapshot.run.workflow_id != workflow_id):
             raise RunNotFound(run_id, workflow_id)
         return snapshot
 
     async def _existing_run(self, run_id: str, workflow_id: str = "") -> RunRecord:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         run = await self.store.load_run(run_id)
         if run is None or (workflow_id and run.workflow_id != workflow_id):
             raise RunNotFound(run_id, workflow_id)
@@ -532,7 +527,7 @@ class Engine(Upkeep):
         request_id: str = "",
     ) -> WorkflowResultData:
         """Continue a run left RUNNING or WAITING by a process that died."""
-        _check_run_id(run_id)
+        check_run_id(run_id)
         key = RequestKey(f"restart:{run_id}", request_id) if request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
@@ -559,7 +554,7 @@ class Engine(Upkeep):
 
     async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
         """Re-execute from `cmd.step`, keeping the results of the steps before it."""
-        _check_run_id(cmd.run_id)
+        check_run_id(cmd.run_id)
         key = RequestKey(f"travel:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
             return await self._replay(seen)
@@ -620,10 +615,11 @@ class Engine(Upkeep):
     async def list_runs(
         self, where: RunFilter, page_size: int, page_token: str
     ) -> tuple[list[RunRecord], str]:
-        if page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
+        problems = Violations()
+        problems.check(check_page_size, page_size, default=None)
+        after = problems.check(_decode_token, page_token, where, default=None)
+        problems.raise_any()
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_token(page_token, where) if page_token else None
         runs = await self.store.list_runs(where, limit + 1, after)
         if len(runs) <= limit:
             return runs, ""
@@ -631,20 +627,9 @@ class Engine(Upkeep):
         return runs[:limit], _encode_token(Cursor(last.create_time, last.run_id), where)
 
 
-def _check_run_id(run_id: str) -> None:
-    """A run id that cannot exist is refused with a short message (never echoed whole)."""
-    if not run_id:
-        raise InvalidArgument("run_id", "required")
-    if len(run_id) > MAX_ID:
-        raise InvalidArgument("run_id", f"longer than {MAX_ID} characters")
-
-
 def _run_id(requested: str) -> str:
-    if not requested:
-        return new_run_id()
-    if not RUN_ID.fullmatch(requested):
-        raise InvalidArgument("run_id", "must be 1-200 characters of A-Z a-z 0-9 . _ : -")
-    return requested
+    check_new_run_id(requested)
+    return requested or new_run_id()
 
 
 def _fingerprint(where: RunFilter) -> str:
@@ -666,13 +651,28 @@ def _encode_token(cursor: Cursor, where: RunFilter) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str, where: RunFilter) -> Cursor:
+def check_page_size(page_size: int) -> None:
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+
+
+def read_page_token(token: str) -> tuple[Cursor, str] | None:
+    """A ListRuns page token's cursor and the fingerprint of the filters it was made for
+    (None for no token); InvalidArgument if it is not one."""
+    if not token:
+        return None
     try:
         raw: Any = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        cursor = Cursor(float(raw["t"]), str(raw["r"]))
-        fingerprint = raw["f"]
+        return Cursor(float(raw["t"]), str(raw["r"])), str(raw["f"])
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidArgument("page_token", "malformed page token") from exc
+
+
+def _decode_token(token: str, where: RunFilter) -> Cursor | None:
+    read = read_page_token(token)
+    if read is None:
+        return None
+    cursor, fingerprint = read
     if fingerprint != _fingerprint(where):
         raise InvalidArgument("page_token", "the page token belongs to other filters")
     return cursor

@@ -30,9 +30,9 @@ the metadata a client sees (run_id, step_path, ...) is always present.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -40,6 +40,8 @@ from waystation.engine.paths import Path, format_path
 
 if TYPE_CHECKING:
     from waystation.engine.model import LabelTarget
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -226,8 +228,31 @@ class InvalidInput(InvalidDataError):
 class InvalidArgument(InvalidDataError):
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, description: str) -> None:
-        super().__init__(f"{field}: {description}", [FieldViolation(field, description)])
+    def __init__(self, field: str, description: str, *more: FieldViolation) -> None:
+        violations = [FieldViolation(field, description), *more]
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations), violations)
+
+
+class Violations:
+    """The problems of a request's fields, all of them: each check runs even when an earlier
+    one failed, and `raise_any` refuses the request with one violation per problem (as
+    DESIGN.md §5 asks), not only the first one found."""
+
+    def __init__(self) -> None:
+        self.found: list[FieldViolation] = []
+
+    def check(self, check: Callable[..., T], *args: Any, default: T) -> T:
+        """`check(*args)`, or `default` once its InvalidArgument is noted."""
+        try:
+            return check(*args)
+        except InvalidArgument as exc:
+            self.found += exc.violations
+            return default
+
+    def raise_any(self) -> None:
+        if self.found:
+            first, *more = self.found
+            raise InvalidArgument(first.field, first.description, *more)
 
 
 class ConflictError(WaystationError):

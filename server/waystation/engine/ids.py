@@ -1,4 +1,5 @@
-"""Run ids the server makes up: UUIDv7 (RFC 9562), time-ordered.
+"""Ids: the checks every id a request names must pass, and the run ids the server makes up:
+UUIDv7 (RFC 9562), time-ordered.
 
 A run id leads the key of every row a transition writes (the run's row, its steps, its
 events). Random ids (UUIDv4) scatter the runs in flight across the whole of each B-tree,
@@ -13,7 +14,13 @@ it). A caller who must not reveal that passes run ids of its own.
 from __future__ import annotations
 
 import os
+import re
 import time
+
+from waystation.engine.errors import InvalidArgument
+
+MAX_ID = 200
+RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
 _VERSION = 0x7 << 76
 _VARIANT = 0b10 << 62
@@ -28,3 +35,24 @@ def new_run_id() -> str:
     value = (millis << 80) | _VERSION | ((rand >> 68) << 64) | _VARIANT | (rand & _RAND_B)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id that cannot exist is refused with a short message (never echoed whole)."""
+    if not run_id:
+        raise InvalidArgument("run_id", "required")
+    if len(run_id) > MAX_ID:
+        raise InvalidArgument("run_id", f"longer than {MAX_ID} characters")
+
+
+def check_new_run_id(requested: str) -> None:
+    """The id a caller asks for a new run, if it asks for one (else the server makes one)."""
+    if requested and not RUN_ID.fullmatch(requested):
+        raise InvalidArgument("run_id", "must be 1-200 characters of A-Z a-z 0-9 . _ : -")
+
+
+def check_workflow_id(workflow_id: str) -> None:
+    if not workflow_id:
+        raise InvalidArgument("workflow_id", "required")
+    if len(workflow_id) > MAX_ID:
+        raise InvalidArgument("workflow_id", f"longer than {MAX_ID} characters")

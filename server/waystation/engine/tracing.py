@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
-from waystation.engine.errors import InvalidArgument
+from waystation.engine.errors import InvalidArgument, Violations
 from waystation.engine.model import RunRecord
 
 PREFIX = "waystation"
@@ -42,14 +42,16 @@ class TracingOptions:
         """A remote parent made of `trace_id` / `parent_span_id`, or None without them."""
         if not self.trace_id and not self.parent_span_id:
             return None
-        if not self.trace_id:
-            raise InvalidArgument("tracing_options.trace_id", "required with parent_span_id")
-        trace_id = _hex_id("tracing_options.trace_id", self.trace_id, 32)
+        problems = Violations()
+        trace_id = problems.check(_hex_id, "tracing_options.trace_id", self.trace_id, 32, default=0)
         span_id = (
-            _hex_id("tracing_options.parent_span_id", self.parent_span_id, 16)
+            problems.check(
+                _hex_id, "tracing_options.parent_span_id", self.parent_span_id, 16, default=0
+            )
             if self.parent_span_id
             else int.from_bytes(secrets.token_bytes(8), "big") or 1
         )
+        problems.raise_any()
         remote = SpanContext(
             trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
         )
@@ -57,7 +59,9 @@ class TracingOptions:
 
 
 def _hex_id(name: str, text: str, width: int) -> int:
-    if not 1 <= len(text) <= width or any(c not in string.hexdigits for c in text):
+    if not text:
+        raise InvalidArgument(name, "required with parent_span_id")
+    if len(text) > width or any(c not in string.hexdigits for c in text):
         raise InvalidArgument(name, f"must be 1-{width} hexadecimal characters")
     value = int(text, 16)
     if value == 0:

@@ -11,7 +11,7 @@ from opentelemetry import propagate, trace
 
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.engine import RunRecord, RunStatus, StepRecord, StepStatus, WorkflowResultData
-from waystation.engine.errors import InvalidArgument
+from waystation.engine.errors import InvalidArgument, Violations
 from waystation.engine.events import EventType
 from waystation.engine.model import JSON, LabelTarget
 from waystation.engine.paths import Path
@@ -340,14 +340,17 @@ def event_to_proto(run_id: str, event: dict[str, Any]) -> message_pb2.RunEvent:
 def call_trace(options: message_pb2.TracingOptions, metadata: Any) -> CallTrace:
     """The tracing of a call: W3C context in the metadata wins (the gRPC server span already
     continues it); without it, `trace_id` / `parent_span_id` place the run in that trace."""
+    problems = Violations()
+    field = "tracing_options.metadata"
     traced = TracingOptions(
-        metadata=struct_to_json(options.metadata, "tracing_options.metadata"),
+        metadata=problems.check(struct_to_json, options.metadata, field, default={}),
         request_context_keys=list(options.request_context_keys),
         trace_id=options.trace_id,
         parent_span_id=options.parent_span_id,
         tags=list(options.tags),
     )
-    parent = traced.parent()  # validates the ids either way
+    parent = problems.check(traced.parent, default=None)  # validates the ids either way
+    problems.raise_any()
     carrier = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
     extracted = trace.get_current_span(propagate.extract(carrier)).get_span_context()
     return CallTrace(traced, None if extracted.is_valid else parent)

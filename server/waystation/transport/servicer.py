@@ -12,7 +12,9 @@ import grpc
 
 from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
 from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand, TimeTravelCommand
-from waystation.engine.errors import InvalidArgument
+from waystation.engine.engine import check_page_size, read_page_token
+from waystation.engine.errors import FieldViolation, InvalidArgument, Violations
+from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id
 from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
 from waystation.transport import convert
@@ -22,6 +24,9 @@ from waystation.transport.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 rr = request_response_pb2
+
+_REFUSED: dict[str, Any] = {}
+"""What a field whose check failed reads as: never used, the request is refused first."""
 
 
 class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
@@ -35,11 +40,11 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         a fraction of the message limit, so that the answer, which repeats it, still fits
         and an accepted call is never answered RESOURCE_EXHAUSTED."""
 
-    def _check_sizes(self, request: Any, *fields: str) -> None:
+    def _check_sizes(self, problems: Violations, request: Any, *fields: str) -> None:
         limit = self.max_payload_bytes
         for field in fields:
             if limit and request.HasField(field) and getattr(request, field).ByteSize() > limit:
-                raise InvalidArgument(field, f"larger than {limit} bytes")
+                problems.found.append(FieldViolation(field, f"larger than {limit} bytes"))
 
     async def _guard(
         self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
@@ -58,10 +63,11 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> rr.ListWorkflowsResponse:
         await self._guard(context, "read")
         workflows = self.engine.workflows()
-        start = _offset_token(request.page_token)
+        problems = Violations()
+        start = problems.check(_offset_token, request.page_token, default=0)
+        problems.check(check_page_size, request.page_size, default=None)
+        problems.raise_any()
         size = request.page_size or 100
-        if size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
         page = workflows[start : start + min(size, 1000)]
         more = start + len(page) < len(workflows)
         return rr.ListWorkflowsResponse(
@@ -79,6 +85,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     @handle_errors
     async def CreateRun(self, request: rr.CreateRunRequest, context: Context) -> message_pb2.Run:
         await self._guard(context, "start", run_id=request.run_id, resource_id=request.resource_id)
+        problems = Violations()
+        problems.check(check_workflow_id, request.workflow_id, default=None)
+        problems.check(check_new_run_id, request.run_id, default=None)
+        problems.raise_any()
         run = await self.engine.create_run(
             request.workflow_id, request.run_id, request.resource_id, request.request_id
         )
@@ -89,18 +99,22 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.StartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         await self._guard(context, "start", run_id=request.run_id, resource_id=request.resource_id)
-        self._check_sizes(request, "input_data", "initial_state", "request_context")
+        problems = Violations()
+        problems.check(check_workflow_id, request.workflow_id, default=None)
+        problems.check(check_new_run_id, request.run_id, default=None)
+        self._check_sizes(problems, request, "input_data", "initial_state", "request_context")
         command = StartCommand(
             workflow_id=request.workflow_id,
             run_id=request.run_id,
             resource_id=request.resource_id,
-            input_data=convert.optional_value(request, "input_data"),
-            initial_state=convert.struct_to_json(request.initial_state, "initial_state"),
-            request_context=convert.struct_to_json(request.request_context, "request_context"),
+            input_data=problems.check(_value, request, "input_data", default=None),
+            initial_state=problems.check(_struct, request, "initial_state", default=_REFUSED),
+            request_context=problems.check(_struct, request, "request_context", default=_REFUSED),
             request_id=request.request_id,
             return_immediately=request.return_immediately,
-            trace=_trace(request, context),
+            trace=problems.check(_trace, request, context, default=None),
         )
+        problems.raise_any()
         result = await self.engine.start_run(command)
         return convert.result_to_proto(result, request.output_options)
 
@@ -109,24 +123,29 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.ResumeRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         principal = await self._guard(context, "resume", run_id=request.run_id)
-        self._check_sizes(request, "resume_data", "request_context")
+        problems = Violations()
+        problems.check(check_run_id, request.run_id, default=None)
+        self._check_sizes(problems, request, "resume_data", "request_context")
         command = ResumeCommand(
             run_id=request.run_id,
             workflow_id=request.workflow_id,
-            resume_data=convert.optional_value(request, "resume_data"),
+            resume_data=problems.check(_value, request, "resume_data", default=None),
             step=convert.path_from_proto(request.step),
             label=request.label,
             foreach_index=request.foreach_index if request.HasField("foreach_index") else None,
-            request_context=convert.struct_to_json(request.request_context, "request_context"),
-            retry_count=_non_negative("retry_count", request.retry_count),
+            request_context=problems.check(_struct, request, "request_context", default=_REFUSED),
+            retry_count=problems.check(
+                _non_negative, "retry_count", request.retry_count, default=0
+            ),
             request_id=request.request_id,
             validate_only=request.validate_only,
             expected_version=(
                 request.expected_version if request.HasField("expected_version") else None
             ),
-            trace=_trace(request, context),
+            trace=problems.check(_trace, request, context, default=None),
             actor=principal.name,
         )
+        problems.raise_any()
         result = await self.engine.resume_run(command)
         return convert.result_to_proto(result, request.output_options)
 
@@ -146,14 +165,22 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     @handle_errors
     async def ListRuns(self, request: rr.ListRunsRequest, context: Context) -> rr.ListRunsResponse:
         principal = await self._guard(context, "read")
+        problems = Violations()
         where = RunFilter(
             workflow_id=request.workflow_id,
-            statuses=[_run_status(s) for s in request.statuses],
+            statuses=[
+                problems.check(_run_status, s, default=RunStatus.PENDING) for s in request.statuses
+            ],
             resource_id=request.resource_id,
-            created_after=_time_or_none(request, "create_time_after"),
-            created_before=_time_or_none(request, "create_time_before"),
+            created_after=problems.check(_time_or_none, request, "create_time_after", default=None),
+            created_before=problems.check(
+                _time_or_none, request, "create_time_before", default=None
+            ),
             resource_prefixes=principal.prefixes,
         )
+        problems.check(check_page_size, request.page_size, default=None)
+        problems.check(read_page_token, request.page_token, default=None)
+        problems.raise_any()  # a token made for other filters is the engine's to refuse
         runs, token = await self.engine.list_runs(where, request.page_size, request.page_token)
         return rr.ListRunsResponse(
             runs=[convert.run_to_proto(r) for r in runs], next_page_token=token
@@ -165,8 +192,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         try:
             reject_undecodable(request)
             await self._guard(context, "read", run_id=request.run_id)
-            if request.after_sequence < 0:
-                raise InvalidArgument("after_sequence", "must not be negative")
+            problems = Violations()
+            problems.check(check_run_id, request.run_id, default=None)
+            problems.check(_non_negative, "after_sequence", request.after_sequence, default=0)
+            problems.raise_any()
             async for event in self.engine.watch(request.run_id, request.after_sequence):
                 yield convert.event_to_proto(request.run_id, event)
         except grpc.aio.AbortError:
@@ -179,11 +208,13 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.RestartRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         await self._guard(context, "admin", run_id=request.run_id)
+        problems = Violations()
+        problems.check(check_run_id, request.run_id, default=None)
+        request_context = problems.check(_struct, request, "request_context", default=_REFUSED)
+        trace = problems.check(_trace, request, context, default=None)
+        problems.raise_any()
         result = await self.engine.restart_run(
-            request.run_id,
-            convert.struct_to_json(request.request_context, "request_context"),
-            _trace(request, context),
-            request.request_id,
+            request.run_id, request_context, trace, request.request_id
         )
         return convert.result_to_proto(result, request.output_options)
 
@@ -192,21 +223,25 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.TimeTravelRunRequest, context: Context
     ) -> message_pb2.WorkflowResult:
         await self._guard(context, "admin", run_id=request.run_id)
-        self._check_sizes(request, "input_data", "resume_data", "initial_state", "request_context")
+        problems = Violations()
+        problems.check(check_run_id, request.run_id, default=None)
+        sized = ("input_data", "resume_data", "initial_state", "request_context")
+        self._check_sizes(problems, request, *sized)
         command = TimeTravelCommand(
             run_id=request.run_id,
             step=convert.path_from_proto(request.step),
-            input_data=convert.optional_value(request, "input_data"),
-            resume_data=convert.optional_value(request, "resume_data"),
+            input_data=problems.check(_value, request, "input_data", default=None),
+            resume_data=problems.check(_value, request, "resume_data", default=None),
             initial_state=(
-                convert.struct_to_json(request.initial_state, "initial_state")
+                problems.check(_struct, request, "initial_state", default=_REFUSED)
                 if request.HasField("initial_state")
                 else None
             ),
-            request_context=convert.struct_to_json(request.request_context, "request_context"),
-            trace=_trace(request, context),
+            request_context=problems.check(_struct, request, "request_context", default=_REFUSED),
+            trace=problems.check(_trace, request, context, default=None),
             request_id=request.request_id,
         )
+        problems.raise_any()
         result = await self.engine.time_travel_run(command)
         return convert.result_to_proto(result, request.output_options)
 
@@ -229,6 +264,14 @@ def _peer(context: Context) -> list[str]:
 
 def _trace(request: Any, context: Context) -> CallTrace:
     return convert.call_trace(request.tracing_options, context.invocation_metadata())
+
+
+def _value(request: Any, field: str) -> Any:
+    return convert.optional_value(request, field)
+
+
+def _struct(request: Any, field: str) -> dict[str, Any]:
+    return convert.struct_to_json(getattr(request, field), field)
 
 
 def _non_negative(field: str, value: int) -> int:
