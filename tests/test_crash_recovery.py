@@ -286,35 +286,3 @@ async def test_recovery_fail_reports_the_interrupted_step_failed_not_running(
     step_b = run.result.steps["B"]
     assert step_b.status == enums_pb2.STEP_STATUS_FAILED
     assert step_b.error.reason == "RUN_INTERRUPTED"
-
-
-async def test_restart_run_continues_a_run_whose_replica_died(
-    process: ServerProcess, db: Path, tmp_path: Path
-) -> None:
-    """Two server processes share one SQLite file (replicas). The one driving a run is
-    killed mid-step; the survivor, which started before the run existed, does not drive it
-    until RestartRun asks it to: then the run continues from its last committed step and
-    ends SUCCESS, step A having run once. RestartRun of a finished run is then refused
-    FAILED_PRECONDITION (RUN_NOT_ACTIVE)."""
-    log = tmp_path / "steps.log"
-    survivor = ServerProcess(db, workflows=WORKFLOWS)
-    try:
-        await start(process)
-        await start(survivor)
-        async with client(process) as stub:
-            await start_run(stub, "crash-two-steps", "orphan", {"log": str(log), "seconds": 1})
-            await eventually_logged(log, "start:B")
-        await kill(process)
-
-        async with client(survivor) as stub:
-            assert (await get_run(stub, "orphan")).status == enums_pb2.RUN_STATUS_RUNNING
-            result = await stub.RestartRun(rr.RestartRunRequest(run_id="orphan"), timeout=15)
-            assert result.status == enums_pb2.RUN_STATUS_SUCCESS
-            assert to_json(result.result)["ran"] == ["A", "B"]
-            refused = await call_error(stub.RestartRun(rr.RestartRunRequest(run_id="orphan")))
-            assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
-            assert refused.reason == "RUN_NOT_ACTIVE"
-    finally:
-        if survivor.running:
-            survivor.kill()
-    assert Counter(lines(log)) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}

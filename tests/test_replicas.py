@@ -330,6 +330,44 @@ async def test_runs_of_a_replica_killed_mid_step_are_finished_by_the_others(
         assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}, run_id
 
 
+async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expires(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """With a long lease, the run of a replica killed mid-step waits for its lease; a
+    RestartRun on another replica takes it over at once: the run continues from its last
+    committed step and ends SUCCESS, step A having run once. RestartRun of a finished run
+    is then refused FAILED_PRECONDITION (RUN_NOT_ACTIVE). (A SQLite file takes one server,
+    so this needs replicas on PostgreSQL.)"""
+    log = tmp_path / "steps.log"
+    dying, survivor = (server(tmp_path, name, pg_url, ["--lease", "60"]) for name in "ab")
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(stop_all, dying, survivor)
+        await start_all(dying, survivor)
+        stubs = []
+        for process in (dying, survivor):
+            channel = grpc.aio.insecure_channel(process.address, options=FAST_RECONNECT)
+            await stack.enter_async_context(channel)
+            stubs.append(WorkflowServiceStub(channel))
+        data = {"log": str(log), "seconds": 1}
+        await start_run(stubs[0], "crash-two-steps", "orphan", data, return_immediately=True)
+
+        async def in_b() -> bool:
+            return "start:B" in lines(log)
+
+        await assert_eventually(in_b, timeout=10)
+        assert await asyncio.to_thread(dying.kill) == -9
+
+        assert (await get_run(stubs[1], "orphan")).status == RUN.RUN_STATUS_RUNNING
+        result = await stubs[1].RestartRun(rr.RestartRunRequest(run_id="orphan"), timeout=15)
+        assert result.status == RUN.RUN_STATUS_SUCCESS
+        assert to_json(result.result)["ran"] == ["A", "B"]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs[1].RestartRun(rr.RestartRunRequest(run_id="orphan"))
+        error = rich_error(refused.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
+    assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
+
+
 async def test_runs_of_a_replica_drained_on_rollout_are_finished_by_the_others(
     cluster: list[Replica], tmp_path: Path
 ) -> None:

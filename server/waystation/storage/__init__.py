@@ -6,9 +6,11 @@ from waystation.storage.protocol import (
     RequestKey,
     RequestRecord,
     RunFilter,
+    SchemaOutOfDate,
     SnapshotStore,
     StoreConflict,
     StoreError,
+    StoreInUse,
     StoreUnavailable,
 )
 from waystation.storage.sqlite import SqliteStore
@@ -16,9 +18,9 @@ from waystation.storage.sqlite import SqliteStore
 
 def open_store(url: str, *, migrate: bool = True) -> SnapshotStore:
     """The backend for `url`: `sqlite:///file.db` or `postgresql://user@host/db`. With
-    `migrate=False` a PostgreSQL store only checks that its schema is current."""
+    `migrate=False` a store only checks that its schema is current."""
     if url.startswith("sqlite://"):
-        return SqliteStore.from_url(url)
+        return SqliteStore.from_url(url, migrate=migrate)
     if url.startswith(("postgresql://", "postgres://")):
         from waystation.storage.postgres import PostgresStore
 
@@ -34,10 +36,12 @@ __all__ = [
     "RequestKey",
     "RequestRecord",
     "RunFilter",
+    "SchemaOutOfDate",
     "SnapshotStore",
     "SqliteStore",
     "StoreConflict",
     "StoreError",
+    "StoreInUse",
     "StoreUnavailable",
     "open_store",
 ]

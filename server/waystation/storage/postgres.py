@@ -29,8 +29,8 @@ from waystation.storage.protocol import (
     RequestKey,
     RequestRecord,
     RunFilter,
+    SchemaOutOfDate,
     StoreConflict,
-    StoreError,
     StoreUnavailable,
     conflict_text,
 )
@@ -95,10 +95,6 @@ MIGRATIONS: list[str] = [
 MIGRATION_LOCK = 0x57415953  # pg_advisory_xact_lock key: "WAYS"
 
 _COLUMN_MARKS = ", ".join(f"${i}" for i in range(1, 12))
-
-
-class SchemaOutOfDate(StoreError):
-    """The database's schema is older than this server and migrations are not allowed."""
 
 
 class PostgresStore:

@@ -39,6 +39,14 @@ class StoreUnavailable(StoreError):
     """The database could not complete the operation; nothing was written."""
 
 
+class SchemaOutOfDate(StoreError):
+    """The database's schema is older than this server and migrations are not allowed."""
+
+
+class StoreInUse(StoreError):
+    """Another process serves this store, which takes one process (a SQLite file)."""
+
+
 @dataclass(frozen=True)
 class RequestKey:
     """An idempotency key: `scope` names the operation ("start:wf", "resume:run")."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -55,7 +56,9 @@ from waystation.storage.protocol import (
     RequestKey,
     RequestRecord,
     RunFilter,
+    SchemaOutOfDate,
     StoreConflict,
+    StoreInUse,
     StoreUnavailable,
     conflict_text,
 )
@@ -304,8 +307,13 @@ class SqliteStore:
     exclusive = True
     """One process serves a SQLite file: at start-up, every RUNNING run is an orphan."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, migrate: bool = True) -> None:
         self._path = path
+        self._migrate = migrate
+        self._lock: int | None = None
+        """A descriptor of the `-lock` file beside the database, locked while this store is
+        open: a second process on the same file (a second `make run`) fails at start-up
+        instead of taking over runs the first one drives."""
         self._writer: sqlite3.Connection | None = None
         """Writes and point reads, on the event loop's thread."""
         self._reader: aiosqlite.Connection | None = None
@@ -322,16 +330,22 @@ class SqliteStore:
         self._known = KnownRuns()
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStore:
-        return cls(path_from_url(url))
+    def from_url(cls, url: str, *, migrate: bool = True) -> SqliteStore:
+        return cls(path_from_url(url), migrate=migrate)
 
     async def setup(self) -> None:
         if self._wal is not None:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self._path)
         writer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        for pragma in PRAGMAS + WRITER_PRAGMAS:
-            writer.execute(pragma)
-        _migrate(writer)
+        try:
+            for pragma in PRAGMAS + WRITER_PRAGMAS:
+                writer.execute(pragma)
+            _migrate(writer, self._migrate)
+        except BaseException:
+            writer.close()
+            self._unlock()
+            raise
         self._writer = writer
         if self._wal is not None:
             _fsync_directory_of(self._path)
@@ -348,6 +362,12 @@ class SqliteStore:
         if self._writer is not None:
             # The last connection to close checkpoints the WAL into the database: a thread.
             await asyncio.to_thread(self._writer.close)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
         self._reader = self._writer = None
 
     # -- writes ---------------------------------------------------------------------------
@@ -535,14 +555,36 @@ def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
     return len(getattr(loop, "_ready", ())) > 1
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _lock(path: str) -> int:
+    """A descriptor holding a POSIX lock on `path`-lock; StoreInUse if another process holds
+    it. The lock is on a file of its own: closing any descriptor of the database file would
+    drop SQLite's own locks on it. POSIX locks belong to the process, so a store opened again
+    in the process that holds one (a test reading what a crashed store left) is let in."""
+    fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreInUse(f"another process serves {path} (a SQLite file takes one)") from None
+    return fd
+
+
+def _migrate(db: sqlite3.Connection, migrate: bool = True) -> None:
     # BEGIN IMMEDIATE takes the write lock first, so two processes starting on one file
     # apply each migration once.
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+        exists = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        row = db.execute("SELECT max(version) FROM schema_version").fetchone() if exists else None
         current = row[0] if row and row[0] is not None else 0
+        if current < len(MIGRATIONS) and not migrate:
+            raise SchemaOutOfDate(
+                f"schema version {current}, this server needs {len(MIGRATIONS)}; "
+                "start it once with migrations enabled"
+            )
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             for statement in filter(str.strip, script.split(";")):
                 db.execute(statement)
