@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-LISTEN ?= 127.0.0.1:50051
-DB     ?= sqlite:///waystation.db
+# `make run` serves on $(LISTEN) with $(DB): the server's own variables, then these defaults.
+LISTEN ?= $(or $(WAYSTATION_LISTEN),127.0.0.1:50051)
+DB     ?= $(or $(WAYSTATION_DB),sqlite:///waystation.db)
 
 # Client packages: each has generate.sh (checked-in generated code; Java generates at build
 # time) and test.sh (its end-to-end tests, run against a real server by with_server.sh).

@@ -277,7 +277,7 @@ def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
     ("workflows", "error"),
     [
         ("tests.support.broken_flows", "two workflows have the id 'twice'"),
-        ("tests.support.no_such_module", "No module named 'tests.support.no_such_module'"),
+        ("tests.support.no_such_module", "no module named 'tests.support.no_such_module'"),
     ],
     ids=["duplicate-ids", "missing-module"],
 )
@@ -313,6 +313,59 @@ def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
         for _ in range(4):  # every call still reaches the first server
             assert served(first.address) == examples
         assert first.running
+
+
+def test_serve_refuses_a_sqlite_file_another_server_serves(tmp_path: Path) -> None:
+    """A SQLite file takes one process: a second server on it (another port) exits 1 at
+    once, before it could take over the runs the first one drives."""
+    db = tmp_path / "shared.db"
+    with ServerProcess(db) as first:
+        started = start_order(first, f"shared-{uuid.uuid4().hex[:8]}")
+        assert started.code == 0, started.stderr
+        second = ServerProcess(db)
+        done = subprocess.run(second.command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert f"another process serves {db}" in " ".join(done.stderr.split())
+        assert "recovered" not in done.stderr and "continuing" not in done.stderr
+        assert cli(first.address, "workflows", "list").code == 0
+    with ServerProcess(db) as again:  # the first one's lock went with it
+        assert cli(again.address, "workflows", "list").code == 0
+
+
+def test_serve_without_migrations_refuses_an_old_sqlite_schema(tmp_path: Path) -> None:
+    """`--no-migrate` only checks the schema, on SQLite as on PostgreSQL: a new file is
+    refused with one line, and a file a migrating server made is served."""
+    db = tmp_path / "checked.db"
+    checking = ServerProcess(db, extra_args=["--no-migrate"])
+    done = subprocess.run(checking.command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot start: schema version 0, this server needs" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    with ServerProcess(db):
+        pass
+    with ServerProcess(db, extra_args=["--no-migrate"]) as checked:
+        assert cli(checked.address, "workflows", "list").code == 0
+
+
+def test_serve_imports_workflow_modules_from_the_working_directory(tmp_path: Path) -> None:
+    """README's "Your own workflows": `waystation serve --workflows myapp.workflows`, run
+    where `myapp/` is, serves it (the installed script, not `python -m`)."""
+    package = tmp_path / "myapp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "workflows.py").write_text(
+        "from waystation import create_step, create_workflow\n"
+        "async def hello(ctx):\n"
+        "    return {'hello': 'world'}\n"
+        "hello = create_workflow(id='hello').then(create_step(id='hi', execute=hello)).commit()\n"
+    )
+    server = ServerProcess(
+        tmp_path / "app.db", workflows=["myapp.workflows"], cwd=tmp_path, console_script=True
+    )
+    with server:
+        outcome = cli(server.address, "runs", "start", "hello")
+        assert outcome.code == 0, outcome.stderr
+        assert "world" in outcome.stdout
 
 
 # -- runs watch, restart, time-travel, delete ---------------------------------------------

@@ -58,6 +58,8 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
         db_url: str | None = None,
+        cwd: Path | None = None,
+        console_script: bool = False,
     ) -> None:
         self.db_path = db_path
         self.db_url = db_url
@@ -67,13 +69,20 @@ class ServerProcess:
         self._args = [arg for module in workflows for arg in ("--workflows", module)]
         self._args += list(extra_args)
         self._env = {**os.environ, **(env or {})}
+        self._cwd = cwd
+        self._console_script = console_script
+        """Run the installed `waystation` script (as README's commands do), not `python -m`,
+        which puts the working directory on sys.path by itself."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def command(self) -> list[str]:
         """The command line that starts the server."""
         db = self.db_url or f"sqlite:///{self.db_path}"
-        base = [sys.executable, "-m", "waystation.cli", "serve", "--listen", self.address]
+        program = [str(Path(sys.executable).with_name("waystation"))]
+        if not self._console_script:
+            program = [sys.executable, "-m", "waystation.cli"]
+        base = [*program, "serve", "--listen", self.address]
         return [*base, "--db", db, *self._args]
 
     @property
@@ -94,7 +103,7 @@ class ServerProcess:
             raise RuntimeError(f"the server on {self.address} is already running")
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, env=self._env
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self._env, cwd=self._cwd
             )
         try:
             self._wait_until_healthy()

@@ -7,6 +7,8 @@ here, inside the command, so that the client commands work without it.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -104,7 +106,7 @@ def serve_command(
     ] = "",
 ) -> None:
     """Serve workflows over gRPC until SIGTERM or SIGINT."""
-    from waystation.transport.server import ServerSettings, serve
+    from waystation.transport.server import CannotStart, ServerSettings, serve
 
     settings = ServerSettings(
         listen=listen,
@@ -121,7 +123,13 @@ def serve_command(
         tls_client_ca=tls_client_ca,
         auth_config=auth_config,
     )
-    asyncio.run(serve(settings))
+    if os.getcwd() not in sys.path:  # as `python -m` would: the project's own modules
+        sys.path.insert(0, os.getcwd())
+    try:
+        asyncio.run(serve(settings))
+    except CannotStart as exc:
+        typer.echo(f"waystation serve: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def split_modules(values: list[str]) -> list[str]:

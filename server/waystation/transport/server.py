@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from waystation.api.v1 import service_pb2
 from waystation.engine import Engine, Telemetry, load_workflows
-from waystation.storage import SnapshotStore, open_store
+from waystation.storage import SnapshotStore, StoreError, open_store
 from waystation.telemetry import Providers, configure_logging, providers_from_env
 from waystation.transport.auth import AuthPolicy
 from waystation.transport.registration import add_service
@@ -88,6 +88,8 @@ async def create_server(
     if settings.recovery not in ("continue", "fail"):
         raise ValueError(f"recovery must be 'continue' or 'fail', not {settings.recovery!r}")
     workflows = load_workflows(settings.workflows)  # before anything is opened
+    if not workflows:
+        log.warning("no committed workflow in %s", ", ".join(settings.workflows))
     policy = AuthPolicy.from_file(settings.auth_config) if settings.auth_config else None
     providers = None
     if tracer_provider is None or meter_provider is None:
@@ -169,10 +171,24 @@ def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
     return server.add_secure_port(settings.listen, credentials)
 
 
+class CannotStart(Exception):
+    """The server cannot start for a reason its operator can fix (one line says which)."""
+
+
 async def serve(settings: ServerSettings) -> None:
     """Serve until SIGTERM or SIGINT, then drain gracefully."""
     configure_logging(settings.log_level)
-    running = await create_server(settings)
+    try:
+        running = await create_server(settings)
+    except ModuleNotFoundError as exc:
+        if exc.name not in settings.workflows:
+            raise  # a module that a workflows module imports: its traceback says where
+        raise CannotStart(
+            f"no module named {exc.name!r} (workflow modules are imported from the current"
+            " directory and PYTHONPATH)"
+        ) from exc
+    except (OSError, ValueError, StoreError) as exc:
+        raise CannotStart(str(exc)) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
