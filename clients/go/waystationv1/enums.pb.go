@@ -25,7 +25,7 @@ const (
 type RunStatus int32
 
 const (
-	// Never set by the server; a filter with this value matches every status.
+	// Never set by the server; a ListRuns filter naming it is refused (INVALID_ARGUMENT).
 	RunStatus_RUN_STATUS_UNSPECIFIED RunStatus = 0
 	// Created by CreateRun, not started yet.
 	RunStatus_RUN_STATUS_PENDING RunStatus = 1

@@ -18,7 +18,7 @@ export const file_waystation_v1_enums: GenFile = /*@__PURE__*/
  */
 export enum RunStatus {
   /**
-   * Never set by the server; a filter with this value matches every status.
+   * Never set by the server; a ListRuns filter naming it is refused (INVALID_ARGUMENT).
    *
    * @generated from enum value: RUN_STATUS_UNSPECIFIED = 0;
    */

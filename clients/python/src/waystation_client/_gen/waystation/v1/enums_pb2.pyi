@@ -23,7 +23,7 @@ class _RunStatus:
 class _RunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RUN_STATUS_UNSPECIFIED: _RunStatus.ValueType  # 0
-    """Never set by the server; a filter with this value matches every status."""
+    """Never set by the server; a ListRuns filter naming it is refused (INVALID_ARGUMENT)."""
     RUN_STATUS_PENDING: _RunStatus.ValueType  # 1
     """Created by CreateRun, not started yet."""
     RUN_STATUS_RUNNING: _RunStatus.ValueType  # 2
@@ -43,7 +43,7 @@ class RunStatus(_RunStatus, metaclass=_RunStatusEnumTypeWrapper):
     """The lifecycle state of a run."""
 
 RUN_STATUS_UNSPECIFIED: RunStatus.ValueType  # 0
-"""Never set by the server; a filter with this value matches every status."""
+"""Never set by the server; a ListRuns filter naming it is refused (INVALID_ARGUMENT)."""
 RUN_STATUS_PENDING: RunStatus.ValueType  # 1
 """Created by CreateRun, not started yet."""
 RUN_STATUS_RUNNING: RunStatus.ValueType  # 2
