@@ -92,6 +92,27 @@ def test_start_suspends_the_order_at_the_approval_step(server: ServerProcess, ru
     assert run_id in outcome.stdout
 
 
+def test_start_resume_and_show_print_the_resume_labels(server: ServerProcess, run_id: str) -> None:
+    """Every command that prints a run's result names the labels `runs resume --label`
+    takes, and the step each one resumes."""
+    order = '{"order_id": "o-1", "amount": 250}'
+    started = cli(
+        server.address, "runs", "start", "order-approval", "--data", order, "--run-id", run_id
+    )
+    assert started.code == 0, started.stderr
+    assert "label manager -> approval" in started.stdout
+    shown = cli(server.address, "runs", "show", run_id)
+    assert "label manager -> approval" in shown.stdout
+    document = f"doc-{run_id}"
+    args = ["runs", "start", "document-review", "--data", DOCUMENT, "--run-id", document]
+    assert cli(server.address, *args).code == 0
+    legal = '{"approved": true, "reviewer": "lee"}'
+    resumed = cli(server.address, "runs", "resume", document, "--label", "legal", "--data", legal)
+    assert resumed.code == 0, resumed.stderr
+    assert "label editor -> review.editor-signoff" in resumed.stdout
+    assert "label legal" not in resumed.stdout
+
+
 def test_resume_with_valid_data_finishes_the_run(server: ServerProcess, run_id: str) -> None:
     start_order(server, run_id)
     outcome = cli(server.address, "runs", "resume", run_id, "--data", APPROVE)
@@ -541,6 +562,16 @@ def test_the_paths_workflows_list_shows_are_the_paths_resume_takes(
     shown = cli(flows_server.address, "workflows", "show", "items-1")
     assert "step item\n" in shown.stdout
     assert "item.item" not in shown.stdout
+
+
+def test_the_label_of_a_suspended_foreach_item_names_the_item(
+    flows_server: ServerProcess, run_id: str
+) -> None:
+    items = [{"name": "a"}, {"name": "b", "ask": True}]
+    args = ["runs", "start", "items-1", "--data", json.dumps(items), "--run-id", run_id]
+    started = cli(flows_server.address, *args)
+    assert started.code == 0, started.stderr
+    assert "label item-b -> item[1]" in started.stdout
 
 
 def test_time_travel_to_an_unknown_step_exits_3(flows_server: ServerProcess, run_id: str) -> None:

@@ -30,6 +30,9 @@ RequestId = Annotated[
     str, typer.Option("--request-id", help="Idempotency key: a repeat returns the first outcome.")
 ]
 
+OUTPUT = message_pb2.OutputOptions(include_resume_labels=True)
+"""What every WorkflowResult the CLI asks for carries: the labels `runs resume --label` takes."""
+
 
 @app.command("list")
 def list_runs(
@@ -64,7 +67,8 @@ def show_run(ctx: typer.Context, run_id: RunId) -> None:
     """Show a run and its latest result."""
     opts = options(ctx)
     with connect(opts) as stub:
-        run = stub.GetRun(request_response_pb2.GetRunRequest(run_id=run_id), timeout=opts.timeout)
+        request = request_response_pb2.GetRunRequest(run_id=run_id, output_options=OUTPUT)
+        run = stub.GetRun(request, timeout=opts.timeout)
     emit(opts, run, render_run)
 
 
@@ -94,6 +98,7 @@ def start_run(
         request_context=json_object(context, "--context"),
         request_id=request_id,
         return_immediately=no_wait,
+        output_options=OUTPUT,
     )
     opts = options(ctx)
     with connect(opts) as stub:
@@ -133,6 +138,7 @@ def resume_run(
         request_id=request_id,
         validate_only=validate_only,
         expected_version=expected_version,
+        output_options=OUTPUT,
     )
     opts = options(ctx)
     with connect(opts) as stub:
@@ -198,7 +204,7 @@ def restart_run(ctx: typer.Context, run_id: RunId, context: Context = None) -> N
     committed step, and wait until it settles. A server continues its own interrupted runs
     when it starts; this is for a run that no live process drives."""
     request = request_response_pb2.RestartRunRequest(
-        run_id=run_id, request_context=json_object(context, "--context")
+        run_id=run_id, request_context=json_object(context, "--context"), output_options=OUTPUT
     )
     opts = options(ctx)
     with connect(opts) as stub:
@@ -235,6 +241,7 @@ def time_travel_run(
         resume_data=json_value(resume_data, "--resume-data"),
         initial_state=json_object(state, "--state"),
         request_context=json_object(context, "--context"),
+        output_options=OUTPUT,
     )
     opts = options(ctx)
     with connect(opts) as stub:
