@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -274,6 +275,25 @@ def test_an_unknown_status_is_a_usage_error() -> None:
     outcome = cli(f"127.0.0.1:{free_port()}", "runs", "list", "--status", "sleepy")
     assert outcome.code == 2
     assert "suspended" in outcome.stderr  # the choices are listed
+
+
+def test_help_prints_flags_as_flags_and_help_texts_as_written() -> None:
+    """`--help` shows no value placeholder after a flag (`--json <bool>`), keeps brackets
+    (`[i]` is no console markup) and says that the global options go before the group."""
+    nobody = f"127.0.0.1:{free_port()}"
+    watch = cli(nobody, "runs", "watch", "--help")
+    assert watch.code == 0, watch.stderr
+    text = " ".join(watch.stdout.split())
+    assert "step (`[i]` for a foreach item)" in text
+    assert "`waystation --json runs watch RUN_ID`" in text
+    assert "go before `runs`" in text
+    flags = {(): "--json", ("runs", "start"): "--no-wait", ("runs", "resume"): "--validate-only"}
+    for command, flag in flags.items():
+        shown = cli(nobody, *command, "--help")
+        assert shown.code == 0, shown.stderr
+        assert "<bool>" not in shown.stdout
+        for name in (flag, "--help"):
+            assert re.search(rf"^ +{name} +[A-Z]", shown.stdout, re.MULTILINE), shown.stdout
 
 
 def test_an_unreachable_server_exits_14() -> None:

@@ -16,6 +16,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain help, as click prints it. Typer's rich help (0.29.2) shows a value placeholder
+    # after every flag (`--json <bool>`, `--help <bool>`) and reads docstrings as console
+    # markup, so `[i]` in a help text vanished.
+    rich_markup_mode=None,
 )
 app.command("serve")(serve_command)
 app.add_typer(workflows.app, name="workflows")

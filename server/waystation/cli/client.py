@@ -28,6 +28,14 @@ class ClientOptions:
     as_json: bool = False
 
 
+def global_options_note(group: str) -> str:
+    """The epilog of a client command's help: where the root's options go."""
+    return (
+        f"The global options (--server, --timeout, --json, ...) go before `{group}`, e.g."
+        f" `waystation --json {group} ...`; `waystation --help` lists them."
+    )
+
+
 def options(ctx: typer.Context) -> ClientOptions:
     """The global options stored by the root callback (defaults when run without it)."""
     found = ctx.find_object(ClientOptions)
