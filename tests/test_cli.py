@@ -11,6 +11,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -300,6 +301,25 @@ def test_an_unreachable_server_exits_14() -> None:
     outcome = cli(f"127.0.0.1:{free_port()}", "workflows", "list")
     assert outcome.code == 14
     assert "UNAVAILABLE" in outcome.stderr
+
+
+def test_a_call_that_runs_out_of_time_exits_4_without_a_hint_unless_it_starts_a_run() -> None:
+    """Only a start or resume may go on after its deadline; a read that runs out of time
+    says nothing about runs."""
+    only_the_error = ["Error: DEADLINE_EXCEEDED (4): Deadline Exceeded"]
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        for command in (["runs", "list"], ["workflows", "list"], ["runs", "show", "r-1"]):
+            outcome = cli(address, "--timeout", "0.3", *command)
+            assert outcome.code == 4, outcome.stderr
+            assert outcome.stderr.splitlines() == only_the_error
+        resumed = cli(address, "--timeout", "0.3", "runs", "resume", "r-2", "--request-id", "q-2")
+        assert resumed.code == 4
+        assert "`waystation runs show r-2`, or retry with the same --request-id q-2" in (
+            resumed.stderr
+        )
 
 
 def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
@@ -592,6 +612,25 @@ def test_the_label_of_a_suspended_foreach_item_names_the_item(
     started = cli(flows_server.address, *args)
     assert started.code == 0, started.stderr
     assert "label item-b -> item[1]" in started.stdout
+
+
+def test_a_start_that_runs_out_of_time_names_the_run_that_goes_on(
+    flows_server: ServerProcess, run_id: str, tmp_path: Path
+) -> None:
+    """The run a start that ran out of time began goes on; the hint names it when the
+    command chose its id, and otherwise says how to make the next start safe to retry."""
+    data = json.dumps({"log": str(tmp_path / "log"), "seconds": 3})
+    args = ["--timeout", "0.5", "runs", "start", "interruptible", "--data", data]
+    named = cli(flows_server.address, *args, "--run-id", run_id)
+    assert named.code == 4, named.stderr
+    assert f"see how it ends with `waystation runs show {run_id}`" in named.stderr
+    shown = cli(flows_server.address, "--json", "runs", "show", run_id)
+    assert shown.code == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "RUN_STATUS_RUNNING"
+    anonymous = cli(flows_server.address, *args)
+    assert anonymous.code == 4, anonymous.stderr
+    assert "pass --run-id or --request-id next time" in anonymous.stderr
+    assert "runs show" not in anonymous.stderr
 
 
 def test_time_travel_to_an_unknown_step_exits_3(flows_server: ServerProcess, run_id: str) -> None:

@@ -43,15 +43,18 @@ def options(ctx: typer.Context) -> ClientOptions:
 
 
 @contextmanager
-def connect(opts: ClientOptions) -> Iterator[service_pb2_grpc.WorkflowServiceStub]:
-    """A stub on a fresh channel; a failed call prints its status and exits with its code."""
+def connect(
+    opts: ClientOptions, deadline_hint: str = ""
+) -> Iterator[service_pb2_grpc.WorkflowServiceStub]:
+    """A stub on a fresh channel; a failed call prints its status (and `deadline_hint` when
+    it ran out of time) and exits with its code."""
     try:
         with grpc.insecure_channel(opts.server) as channel:
             yield service_pb2_grpc.WorkflowServiceStub(channel)
     except grpc.RpcError as err:
         if not isinstance(err, grpc.Call):
             raise
-        report_rpc_error(err)
+        report_rpc_error(err, deadline_hint)
         raise typer.Exit(code=exit_code(err)) from None
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from waystation.api.v1 import message_pb2, request_response_pb2
 from waystation.cli.client import ClientOptions, connect, emit, global_options_note, options
-from waystation.cli.errors import stderr
+from waystation.cli.errors import settling_hint, stderr
 from waystation.cli.inputs import json_object, json_value, run_status, status_names, step_path
 from waystation.cli.render import render_event, render_result, render_run, render_runs, stdout
 
@@ -105,7 +105,8 @@ def start_run(
         output_options=OUTPUT,
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    hint = settling_hint(run_id=run_id, request_id=request_id, workflow_id=workflow_id)
+    with connect(opts, hint) as stub:
         result = stub.StartRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
@@ -145,7 +146,7 @@ def resume_run(
         output_options=OUTPUT,
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    with connect(opts, settling_hint(run_id=run_id, request_id=request_id)) as stub:
         result = stub.ResumeRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
@@ -212,7 +213,7 @@ def restart_run(ctx: typer.Context, run_id: RunId, context: Context = None) -> N
         run_id=run_id, request_context=json_object(context, "--context"), output_options=OUTPUT
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    with connect(opts, settling_hint(run_id=run_id)) as stub:
         result = stub.RestartRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
@@ -249,7 +250,7 @@ def time_travel_run(
         output_options=OUTPUT,
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    with connect(opts, settling_hint(run_id=run_id)) as stub:
         result = stub.TimeTravelRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
