@@ -6,6 +6,7 @@ FAILED_PRECONDITION, 10 ABORTED, 14 UNAVAILABLE); usage errors exit with 2.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -21,8 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
+from tests.support.certificates import Authority
 from tests.support.server_process import ServerProcess, free_port
 from tests.support.workflows import lines
 
@@ -31,7 +34,9 @@ APPROVE = '{"approved": true, "approver": "ann"}'
 DOCUMENT = '{"document_id": "d-1", "title": "Quarterly report"}'
 
 # Wide and colourless, so that tables do not fold the ids the tests look for.
-CLI_ENV = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "WAYSTATION_SERVER")}
+CLI_ENV = {
+    k: v for k, v in os.environ.items() if k != "FORCE_COLOR" and not k.startswith("WAYSTATION_")
+}
 CLI_ENV |= {"COLUMNS": "240", "NO_COLOR": "1"}
 
 
@@ -42,10 +47,15 @@ class Outcome:
     stderr: str
 
 
-def cli(address: str, *args: str) -> Outcome:
+def cli(address: str, *args: str, env: dict[str, str] | None = None) -> Outcome:
     command = [sys.executable, "-m", "waystation.cli", "--server", address, "--timeout", "20"]
     done = subprocess.run(
-        [*command, *args], capture_output=True, text=True, env=CLI_ENV, timeout=45, check=False
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        env=CLI_ENV | (env or {}),
+        timeout=45,
+        check=False,
     )
     return Outcome(done.returncode, done.stdout, done.stderr)
 
@@ -638,3 +648,100 @@ def test_time_travel_to_an_unknown_step_exits_3(flows_server: ServerProcess, run
     outcome = cli(flows_server.address, "runs", "time-travel", run_id, "--step", "nowhere")
     assert outcome.code == 3
     assert "INVALID_ARGUMENT" in outcome.stderr
+
+
+# -- TLS, mutual TLS and bearer tokens ------------------------------------------------------
+
+TOKEN = f"ws-cli-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    trust: grpc.ChannelCredentials
+    """Trusts the CA: the test's own channel to a TLS server."""
+    server: list[str]
+    """`waystation serve` options: a certificate for 127.0.0.1 signed by the CA, its key."""
+    client: tuple[Path, Path]
+    """A client certificate (CN cli-client) and its key."""
+    mutual: grpc.ChannelCredentials
+    """Trusts the CA and presents the client certificate."""
+    policy: Path
+    """Allows everything to the token TOKEN and to the identity cli-client."""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("cli-pki")
+    ca = Authority.new("cli test CA")
+    cert, key = ca.issue("localhost", ips=["127.0.0.1"], server=True).write(folder / "server")
+    client = ca.issue("cli-client")
+    policy = folder / "policy.json"
+    credentials = [
+        {"name": "cli-token", "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},
+        {"name": "cli-cert", "mtls_identity": "cli-client"},
+    ]
+    policy.write_text(json.dumps({"credentials": credentials}), encoding="utf-8")
+    return Pki(
+        ca=ca.write(folder / "ca.crt"),
+        trust=grpc.ssl_channel_credentials(ca.cert_pem),
+        server=["--tls-cert", str(cert), "--tls-key", str(key)],
+        client=client.write(folder / "client"),
+        mutual=grpc.ssl_channel_credentials(ca.cert_pem, client.key_pem, client.cert_pem),
+        policy=policy,
+    )
+
+
+def test_a_tls_server_is_reached_with_the_ca_of_tls_ca_or_its_variable(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with ServerProcess(tmp_path / "tls.db", extra_args=pki.server, tls=pki.trust) as server:
+        by_option = cli(server.address, "--tls-ca", str(pki.ca), "workflows", "list")
+        assert by_option.code == 0, by_option.stderr
+        assert "order-approval" in by_option.stdout
+        by_variable = cli(
+            server.address, "workflows", "list", env={"WAYSTATION_TLS_CA": str(pki.ca)}
+        )
+        assert by_variable.code == 0, by_variable.stderr
+        plain = cli(server.address, "workflows", "list")
+        assert plain.code == 14, plain.stderr
+
+
+def test_a_mutual_tls_server_takes_the_client_certificate_of_tls_cert_and_tls_key(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The certificate is the caller's identity in the server's policy."""
+    args = [*pki.server, "--tls-client-ca", str(pki.ca), "--auth-config", str(pki.policy)]
+    with ServerProcess(tmp_path / "mtls.db", extra_args=args, tls=pki.mutual) as server:
+        cert, key = pki.client
+        mutual = ["--tls-ca", str(pki.ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+        started = cli(server.address, *mutual, "runs", "start", "order-approval", "--data", ORDER)
+        assert started.code == 0, started.stderr
+        assert "suspended" in started.stdout
+        anonymous = cli(server.address, "--tls-ca", str(pki.ca), "workflows", "list")
+        assert anonymous.code == 14, anonymous.stderr  # refused at the handshake
+        half = cli(server.address, "--tls-ca", str(pki.ca), "--tls-cert", str(cert), "runs", "list")
+        assert half.code == 2  # a usage error: no call is made
+        assert "--tls-key" in half.stderr
+
+
+def test_a_bearer_token_from_token_or_its_variable_goes_with_every_call(
+    pki: Pki, tmp_path: Path, run_id: str
+) -> None:
+    """Unary calls and the WatchRun stream carry it; without it the server answers
+    UNAUTHENTICATED (exit 16)."""
+    args = ["--auth-config", str(pki.policy)]
+    with ServerProcess(tmp_path / "token.db", extra_args=args) as server:
+        refused = cli(server.address, "workflows", "list")
+        assert refused.code == 16, refused.stderr
+        assert "UNAUTHENTICATED" in refused.stderr
+        start = ["runs", "start", "order-approval", "--data", ORDER, "--run-id", run_id]
+        started = cli(server.address, "--token", TOKEN, *start)
+        assert started.code == 0, started.stderr
+        with_variable = {"WAYSTATION_TOKEN": TOKEN}
+        canceled = cli(server.address, "runs", "cancel", run_id, env=with_variable)
+        assert canceled.code == 0, canceled.stderr
+        watched = cli(server.address, "runs", "watch", run_id, env=with_variable)
+        assert watched.code == 0, watched.stderr
+        assert "RUN_SETTLED" in watched.stdout
+        assert cli(server.address, "runs", "watch", run_id).code == 16
