@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -30,15 +32,22 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "waystation.db"
 
 
-@pytest.fixture
-async def server(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
-    """Serves the test module's `WORKFLOWS` if it names some, else TEST_WORKFLOWS."""
-    workflows = getattr(request.module, "WORKFLOWS", TEST_WORKFLOWS)
-    running = await create_server(settings_for(db_path, workflows=list(workflows)))
+@asynccontextmanager
+async def serving(settings: ServerSettings, **more: Any) -> AsyncIterator[RunningServer]:
+    """A server started with `settings` (and `create_server`'s `more`), stopped on exit."""
+    running = await create_server(settings, **more)
     try:
         yield running
     finally:
         await running.stop(grace=1.0)
+
+
+@pytest.fixture
+async def server(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    """Serves the test module's `WORKFLOWS` if it names some, else TEST_WORKFLOWS."""
+    workflows = getattr(request.module, "WORKFLOWS", TEST_WORKFLOWS)
+    async with serving(settings_for(db_path, workflows=list(workflows))) as running:
+        yield running
 
 
 @pytest.fixture

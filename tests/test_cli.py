@@ -6,10 +6,13 @@ FAILED_PRECONDITION, 10 ABORTED, 14 UNAVAILABLE); usage errors exit with 2.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
+from tests.support.certificates import Authority
 from tests.support.server_process import ServerProcess, free_port
 from tests.support.workflows import lines
 
@@ -29,7 +34,9 @@ APPROVE = '{"approved": true, "approver": "ann"}'
 DOCUMENT = '{"document_id": "d-1", "title": "Quarterly report"}'
 
 # Wide and colourless, so that tables do not fold the ids the tests look for.
-CLI_ENV = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "WAYSTATION_SERVER")}
+CLI_ENV = {
+    k: v for k, v in os.environ.items() if k != "FORCE_COLOR" and not k.startswith("WAYSTATION_")
+}
 CLI_ENV |= {"COLUMNS": "240", "NO_COLOR": "1"}
 
 
@@ -40,10 +47,15 @@ class Outcome:
     stderr: str
 
 
-def cli(address: str, *args: str) -> Outcome:
+def cli(address: str, *args: str, env: dict[str, str] | None = None) -> Outcome:
     command = [sys.executable, "-m", "waystation.cli", "--server", address, "--timeout", "20"]
     done = subprocess.run(
-        [*command, *args], capture_output=True, text=True, env=CLI_ENV, timeout=45, check=False
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        env=CLI_ENV | (env or {}),
+        timeout=45,
+        check=False,
     )
     return Outcome(done.returncode, done.stdout, done.stderr)
 
@@ -90,6 +102,27 @@ def test_start_suspends_the_order_at_the_approval_step(server: ServerProcess, ru
     assert "approval" in outcome.stdout
     assert "routine check" in outcome.stdout  # the suspend payload
     assert run_id in outcome.stdout
+
+
+def test_start_resume_and_show_print_the_resume_labels(server: ServerProcess, run_id: str) -> None:
+    """Every command that prints a run's result names the labels `runs resume --label`
+    takes, and the step each one resumes."""
+    order = '{"order_id": "o-1", "amount": 250}'
+    started = cli(
+        server.address, "runs", "start", "order-approval", "--data", order, "--run-id", run_id
+    )
+    assert started.code == 0, started.stderr
+    assert "label manager -> approval" in started.stdout
+    shown = cli(server.address, "runs", "show", run_id)
+    assert "label manager -> approval" in shown.stdout
+    document = f"doc-{run_id}"
+    args = ["runs", "start", "document-review", "--data", DOCUMENT, "--run-id", document]
+    assert cli(server.address, *args).code == 0
+    legal = '{"approved": true, "reviewer": "lee"}'
+    resumed = cli(server.address, "runs", "resume", document, "--label", "legal", "--data", legal)
+    assert resumed.code == 0, resumed.stderr
+    assert "label editor -> review.editor-signoff" in resumed.stdout
+    assert "label legal" not in resumed.stdout
 
 
 def test_resume_with_valid_data_finishes_the_run(server: ServerProcess, run_id: str) -> None:
@@ -255,10 +288,48 @@ def test_an_unknown_status_is_a_usage_error() -> None:
     assert "suspended" in outcome.stderr  # the choices are listed
 
 
+def test_help_prints_flags_as_flags_and_help_texts_as_written() -> None:
+    """`--help` shows no value placeholder after a flag (`--json <bool>`), keeps brackets
+    (`[i]` is no console markup) and says that the global options go before the group."""
+    nobody = f"127.0.0.1:{free_port()}"
+    watch = cli(nobody, "runs", "watch", "--help")
+    assert watch.code == 0, watch.stderr
+    text = " ".join(watch.stdout.split())
+    assert "step (`[i]` for a foreach item)" in text
+    assert "`waystation --json runs watch RUN_ID`" in text
+    assert "go before `runs`" in text
+    flags = {(): "--json", ("runs", "start"): "--no-wait", ("runs", "resume"): "--validate-only"}
+    for command, flag in flags.items():
+        shown = cli(nobody, *command, "--help")
+        assert shown.code == 0, shown.stderr
+        assert "<bool>" not in shown.stdout
+        for name in (flag, "--help"):
+            assert re.search(rf"^ +{name} +[A-Z]", shown.stdout, re.MULTILINE), shown.stdout
+
+
 def test_an_unreachable_server_exits_14() -> None:
     outcome = cli(f"127.0.0.1:{free_port()}", "workflows", "list")
     assert outcome.code == 14
     assert "UNAVAILABLE" in outcome.stderr
+
+
+def test_a_call_that_runs_out_of_time_exits_4_without_a_hint_unless_it_starts_a_run() -> None:
+    """Only a start or resume may go on after its deadline; a read that runs out of time
+    says nothing about runs."""
+    only_the_error = ["Error: DEADLINE_EXCEEDED (4): Deadline Exceeded"]
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        for command in (["runs", "list"], ["workflows", "list"], ["runs", "show", "r-1"]):
+            outcome = cli(address, "--timeout", "0.3", *command)
+            assert outcome.code == 4, outcome.stderr
+            assert outcome.stderr.splitlines() == only_the_error
+        resumed = cli(address, "--timeout", "0.3", "runs", "resume", "r-2", "--request-id", "q-2")
+        assert resumed.code == 4
+        assert "`waystation runs show r-2`, or retry with the same --request-id q-2" in (
+            resumed.stderr
+        )
 
 
 def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
@@ -596,8 +667,134 @@ def test_the_paths_workflows_list_shows_are_the_paths_resume_takes(
     assert "item.item" not in shown.stdout
 
 
+def test_the_label_of_a_suspended_foreach_item_names_the_item(
+    flows_server: ServerProcess, run_id: str
+) -> None:
+    items = [{"name": "a"}, {"name": "b", "ask": True}]
+    args = ["runs", "start", "items-1", "--data", json.dumps(items), "--run-id", run_id]
+    started = cli(flows_server.address, *args)
+    assert started.code == 0, started.stderr
+    assert "label item-b -> item[1]" in started.stdout
+
+
+def test_a_start_that_runs_out_of_time_names_the_run_that_goes_on(
+    flows_server: ServerProcess, run_id: str, tmp_path: Path
+) -> None:
+    """The run a start that ran out of time began goes on; the hint names it when the
+    command chose its id, and otherwise says how to make the next start safe to retry."""
+    data = json.dumps({"log": str(tmp_path / "log"), "seconds": 3})
+    args = ["--timeout", "0.5", "runs", "start", "interruptible", "--data", data]
+    named = cli(flows_server.address, *args, "--run-id", run_id)
+    assert named.code == 4, named.stderr
+    assert f"see how it ends with `waystation runs show {run_id}`" in named.stderr
+    shown = cli(flows_server.address, "--json", "runs", "show", run_id)
+    assert shown.code == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "RUN_STATUS_RUNNING"
+    anonymous = cli(flows_server.address, *args)
+    assert anonymous.code == 4, anonymous.stderr
+    assert "pass --run-id or --request-id next time" in anonymous.stderr
+    assert "runs show" not in anonymous.stderr
+
+
 def test_time_travel_to_an_unknown_step_exits_3(flows_server: ServerProcess, run_id: str) -> None:
     start_order(flows_server, run_id)
     outcome = cli(flows_server.address, "runs", "time-travel", run_id, "--step", "nowhere")
     assert outcome.code == 3
     assert "INVALID_ARGUMENT" in outcome.stderr
+
+
+# -- TLS, mutual TLS and bearer tokens ------------------------------------------------------
+
+TOKEN = f"ws-cli-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    trust: grpc.ChannelCredentials
+    """Trusts the CA: the test's own channel to a TLS server."""
+    server: list[str]
+    """`waystation serve` options: a certificate for 127.0.0.1 signed by the CA, its key."""
+    client: tuple[Path, Path]
+    """A client certificate (CN cli-client) and its key."""
+    mutual: grpc.ChannelCredentials
+    """Trusts the CA and presents the client certificate."""
+    policy: Path
+    """Allows everything to the token TOKEN and to the identity cli-client."""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("cli-pki")
+    ca = Authority.new("cli test CA")
+    cert, key = ca.issue("localhost", ips=["127.0.0.1"], server=True).write(folder / "server")
+    client = ca.issue("cli-client")
+    policy = folder / "policy.json"
+    credentials = [
+        {"name": "cli-token", "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},
+        {"name": "cli-cert", "mtls_identity": "cli-client"},
+    ]
+    policy.write_text(json.dumps({"credentials": credentials}), encoding="utf-8")
+    return Pki(
+        ca=ca.write(folder / "ca.crt"),
+        trust=grpc.ssl_channel_credentials(ca.cert_pem),
+        server=["--tls-cert", str(cert), "--tls-key", str(key)],
+        client=client.write(folder / "client"),
+        mutual=grpc.ssl_channel_credentials(ca.cert_pem, client.key_pem, client.cert_pem),
+        policy=policy,
+    )
+
+
+def test_a_tls_server_is_reached_with_the_ca_of_tls_ca_or_its_variable(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with ServerProcess(tmp_path / "tls.db", extra_args=pki.server, tls=pki.trust) as server:
+        by_option = cli(server.address, "--tls-ca", str(pki.ca), "workflows", "list")
+        assert by_option.code == 0, by_option.stderr
+        assert "order-approval" in by_option.stdout
+        by_variable = cli(
+            server.address, "workflows", "list", env={"WAYSTATION_TLS_CA": str(pki.ca)}
+        )
+        assert by_variable.code == 0, by_variable.stderr
+        plain = cli(server.address, "workflows", "list")
+        assert plain.code == 14, plain.stderr
+
+
+def test_a_mutual_tls_server_takes_the_client_certificate_of_tls_cert_and_tls_key(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The certificate is the caller's identity in the server's policy."""
+    args = [*pki.server, "--tls-client-ca", str(pki.ca), "--auth-config", str(pki.policy)]
+    with ServerProcess(tmp_path / "mtls.db", extra_args=args, tls=pki.mutual) as server:
+        cert, key = pki.client
+        mutual = ["--tls-ca", str(pki.ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+        started = cli(server.address, *mutual, "runs", "start", "order-approval", "--data", ORDER)
+        assert started.code == 0, started.stderr
+        assert "suspended" in started.stdout
+        anonymous = cli(server.address, "--tls-ca", str(pki.ca), "workflows", "list")
+        assert anonymous.code == 14, anonymous.stderr  # refused at the handshake
+        half = cli(server.address, "--tls-ca", str(pki.ca), "--tls-cert", str(cert), "runs", "list")
+        assert half.code == 2  # a usage error: no call is made
+        assert "--tls-key" in half.stderr
+
+
+def test_a_bearer_token_from_token_or_its_variable_goes_with_every_call(
+    pki: Pki, tmp_path: Path, run_id: str
+) -> None:
+    """Unary calls and the WatchRun stream carry it; without it the server answers
+    UNAUTHENTICATED (exit 16)."""
+    args = ["--auth-config", str(pki.policy)]
+    with ServerProcess(tmp_path / "token.db", extra_args=args) as server:
+        refused = cli(server.address, "workflows", "list")
+        assert refused.code == 16, refused.stderr
+        assert "UNAUTHENTICATED" in refused.stderr
+        start = ["runs", "start", "order-approval", "--data", ORDER, "--run-id", run_id]
+        started = cli(server.address, "--token", TOKEN, *start)
+        assert started.code == 0, started.stderr
+        with_variable = {"WAYSTATION_TOKEN": TOKEN}
+        canceled = cli(server.address, "runs", "cancel", run_id, env=with_variable)
+        assert canceled.code == 0, canceled.stderr
+        watched = cli(server.address, "runs", "watch", run_id, env=with_variable)
+        assert watched.code == 0, watched.stderr
+        assert "RUN_SETTLED" in watched.stdout
+        assert cli(server.address, "runs", "watch", run_id).code == 16

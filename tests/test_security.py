@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.conftest import serving as running_server
 from tests.conftest import settings_for
 from tests.support.api import RichError, call_error, rich_error, to_json, value
 from tests.support.certificates import Authority, Issued
@@ -163,10 +164,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 # -- servers and channels -----------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(
+def serving(
     db_path: Path, pki: Pki, *, mutual: bool = False, **more: Any
-) -> AsyncIterator[RunningServer]:
+) -> AbstractAsyncContextManager[RunningServer]:
     settings = settings_for(
         db_path,
         tls_cert=str(pki.server_cert),
@@ -174,11 +174,7 @@ async def serving(
         tls_client_ca=str(pki.ca_file) if mutual else "",
         auth_config=str(pki.policy),
     )
-    running = await create_server(settings, **more)
-    try:
-        yield running
-    finally:
-        await running.stop(grace=1.0)
+    return running_server(settings, **more)
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@
         server.start()       # the same port and database file again
 
 `db_url` serves another database instead of the SQLite file (`postgresql://...`); the
-file's name then only names the log. The process writes its log to `log_path`; a start that
-fails raises with that log attached.
+file's name then only names the log. A server given TLS options (`extra_args`) is asked
+whether it is healthy over a channel with the `tls` credentials. The process writes its
+log to `log_path`; a start that fails raises with that log attached.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class ServerProcess:
         db_url: str | None = None,
         cwd: Path | None = None,
         console_script: bool = False,
+        tls: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.db_path = db_path
         self.db_url = db_url
@@ -74,6 +76,7 @@ class ServerProcess:
         """Run the installed `waystation` script (as README's commands do), not `python -m`,
         which puts the working directory on sys.path by itself."""
         self._process: subprocess.Popen[bytes] | None = None
+        self._tls = tls
 
     @property
     def command(self) -> list[str]:
@@ -146,7 +149,11 @@ class ServerProcess:
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        with grpc.insecure_channel(self.address, options=FAST_RECONNECT) as channel:
+        if self._tls is None:
+            channel = grpc.insecure_channel(self.address, options=FAST_RECONNECT)
+        else:
+            channel = grpc.secure_channel(self.address, self._tls, options=FAST_RECONNECT)
+        with channel:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if not self.running:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from waystation import connection
 from waystation.cli import runs, workflows
 from waystation.cli.client import ClientOptions
 from waystation.cli.serve import serve_command
@@ -16,10 +18,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain help, as click prints it. Typer's rich help (0.29.2) shows a value placeholder
+    # after every flag (`--json <bool>`, `--help <bool>`) and reads docstrings as console
+    # markup, so `[i]` in a help text vanished.
+    rich_markup_mode=None,
 )
 app.command("serve")(serve_command)
 app.add_typer(workflows.app, name="workflows")
 app.add_typer(runs.app, name="runs")
+
+
+def _pem_file(variable: str, about: str) -> Any:
+    """An option naming a PEM file, which must exist; also read from `variable`."""
+    return typer.Option(envvar=variable, metavar="FILE", exists=True, dir_okay=False, help=about)
 
 
 @app.callback()
@@ -34,9 +45,55 @@ def client_options(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print responses as proto3 JSON instead of tables.")
     ] = False,
+    tls_ca: Annotated[
+        Path | None,
+        _pem_file(
+            connection.ENV_TLS_CA,
+            "CA certificate (PEM) that the server's certificate must chain to; enables TLS.",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        _pem_file(
+            connection.ENV_TLS_CERT,
+            "Client certificate (PEM), with --tls-key, for a server that requires one"
+            " (mutual TLS).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        _pem_file(connection.ENV_TLS_KEY, "The client certificate's private key (PEM)."),
+    ] = None,
+    tls_server_name: Annotated[
+        str,
+        typer.Option(
+            envvar=connection.ENV_TLS_SERVER_NAME,
+            metavar="NAME",
+            help="Check the server's certificate for this name instead of --server's host.",
+        ),
+    ] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar=connection.ENV_TOKEN,
+            metavar="TOKEN",
+            help="Bearer token, sent as `authorization: Bearer TOKEN` (prefer the variable:"
+            " other users can read a command line).",
+        ),
+    ] = "",
 ) -> None:
     """Options for the commands that call a server (`workflows`, `runs`)."""
-    ctx.obj = ClientOptions(server=server, timeout=timeout, as_json=as_json)
+    try:
+        credentials = connection.Credentials(
+            tls_ca=str(tls_ca or ""),
+            tls_cert=str(tls_cert or ""),
+            tls_key=str(tls_key or ""),
+            tls_server_name=tls_server_name,
+            token=token,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--tls-cert / --tls-key") from None
+    ctx.obj = ClientOptions(server, timeout, as_json, credentials)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from waystation.api.v1 import service_pb2_grpc
 from waystation.cli.errors import exit_code, report_rpc_error
+from waystation.connection import Credentials, open_channel
 
 M = TypeVar("M", bound=Message)
 
@@ -26,6 +27,15 @@ class ClientOptions:
     server: str = "127.0.0.1:50051"
     timeout: float = 30.0
     as_json: bool = False
+    credentials: Credentials = field(default_factory=Credentials)
+
+
+def global_options_note(group: str) -> str:
+    """The epilog of a client command's help: where the root's options go."""
+    return (
+        f"The global options (--server, --json, --tls-ca, --token, ...) go before `{group}`, e.g."
+        f" `waystation --json {group} ...`; `waystation --help` lists them."
+    )
 
 
 def options(ctx: typer.Context) -> ClientOptions:
@@ -35,15 +45,18 @@ def options(ctx: typer.Context) -> ClientOptions:
 
 
 @contextmanager
-def connect(opts: ClientOptions) -> Iterator[service_pb2_grpc.WorkflowServiceStub]:
-    """A stub on a fresh channel; a failed call prints its status and exits with its code."""
+def connect(
+    opts: ClientOptions, deadline_hint: str = ""
+) -> Iterator[service_pb2_grpc.WorkflowServiceStub]:
+    """A stub on a fresh channel; a failed call prints its status (and `deadline_hint` when
+    it ran out of time) and exits with its code."""
     try:
-        with grpc.insecure_channel(opts.server) as channel:
+        with open_channel(opts.server, opts.credentials) as channel:
             yield service_pb2_grpc.WorkflowServiceStub(channel)
     except grpc.RpcError as err:
         if not isinstance(err, grpc.Call):
             raise
-        report_rpc_error(err)
+        report_rpc_error(err, deadline_hint)
         raise typer.Exit(code=exit_code(err)) from None
 
 

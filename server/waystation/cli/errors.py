@@ -19,11 +19,6 @@ from waystation.cli.render import dotted
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
-_STILL_RUNNING = (
-    "  A start or resume that ran out of time was still accepted and goes on: see how it ends"
-    " with `waystation runs show RUN_ID`, or retry with the same --request-id."
-)
-
 
 def exit_code(call: Call) -> int:
     """The numeric gRPC status code of a failed call (never 0)."""
@@ -31,16 +26,32 @@ def exit_code(call: Call) -> int:
     return number or 2
 
 
-def report_rpc_error(call: Call) -> None:
-    """Print the code name, the message and every detail of a failed call to stderr."""
+def report_rpc_error(call: Call, deadline_hint: str = "") -> None:
+    """Print the code name, the message and every detail of a failed call to stderr, and
+    `deadline_hint` when the call ran out of time."""
     code = call.code()
     stderr.print(
         Text(f"Error: {code.name} ({exit_code(call)}): {call.details() or ''}", "bold red")
     )
     for line in detail_lines(call):
         stderr.print(Text(f"  {line}"))
-    if code is StatusCode.DEADLINE_EXCEEDED:
-        stderr.print(Text(_STILL_RUNNING))
+    if code is StatusCode.DEADLINE_EXCEEDED and deadline_hint:
+        stderr.print(Text(f"  {deadline_hint}"))
+
+
+def settling_hint(*, run_id: str = "", request_id: str = "", workflow_id: str = "") -> str:
+    """The deadline hint of a call that starts or resumes a run: the server may have accepted
+    it and go on after the deadline, so say how to see how it ends, or to retry safely."""
+    ways = [f"see how it ends with `waystation runs show {run_id}`"] if run_id else []
+    if request_id:
+        ways.append(f"retry with the same --request-id {request_id} for its outcome")
+    if ways:
+        return f"The server may have accepted the call and go on: {', or '.join(ways)}."
+    return (
+        "The server may have started the run and go on under an id this call never got"
+        f" (`waystation runs list --workflow {workflow_id}` shows it); pass --run-id or"
+        " --request-id next time, so that a retry is safe."
+    )
 
 
 def detail_lines(call: Call) -> list[str]:

@@ -117,7 +117,8 @@ def _suspended(result: message_pb2.WorkflowResult) -> None:
         stdout.print(Text(f"  {key}{shown}"))
     for label in sorted(result.resume_labels):
         target = result.resume_labels[label]
-        stdout.print(Text(f"  label {label} -> {dotted(target.step)}"))
+        index = f"[{target.foreach_index}]" if target.HasField("foreach_index") else ""
+        stdout.print(Text(f"  label {label} -> {dotted(target.step)}{index}"))
 
 
 def _error_text(error: message_pb2.RunError) -> str:

@@ -11,12 +11,15 @@ from google.protobuf import json_format
 from rich.text import Text
 
 from waystation.api.v1 import message_pb2, request_response_pb2
-from waystation.cli.client import ClientOptions, connect, emit, options
-from waystation.cli.errors import stderr
+from waystation.cli.client import ClientOptions, connect, emit, global_options_note, options
+from waystation.cli.errors import settling_hint, stderr
 from waystation.cli.inputs import json_object, json_value, run_status, status_names, step_path
 from waystation.cli.render import render_event, render_result, render_run, render_runs, stdout
 
-app = typer.Typer(help="Start, resume, watch, inspect and cancel runs.", no_args_is_help=True)
+NOTE = global_options_note("runs")
+app = typer.Typer(
+    help="Start, resume, watch, inspect and cancel runs.", epilog=NOTE, no_args_is_help=True
+)
 
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.")]
 Data = Annotated[
@@ -30,15 +33,19 @@ RequestId = Annotated[
     str, typer.Option("--request-id", help="Idempotency key: a repeat returns the first outcome.")
 ]
 
+OUTPUT = message_pb2.OutputOptions(include_resume_labels=True)
+"""What every WorkflowResult the CLI asks for carries: the labels `runs resume --label` takes."""
 
-@app.command("list")
+
+@app.command("list", epilog=NOTE)
 def list_runs(
     ctx: typer.Context,
     workflow: Annotated[str, typer.Option("--workflow", help="Only runs of this workflow.")] = "",
     status: Annotated[
         list[str] | None,
         typer.Option(
-            "--status", help=f"Only runs with this status (repeatable): {status_names()}."
+            "--status",
+            help=f"Only runs with this status (repeatable): {', '.join(status_names())}.",
         ),
     ] = None,
     resource: Annotated[str, typer.Option("--resource", help="Only runs of this resource.")] = "",
@@ -59,16 +66,17 @@ def list_runs(
     emit(opts, response, render_runs)
 
 
-@app.command("show")
+@app.command("show", epilog=NOTE)
 def show_run(ctx: typer.Context, run_id: RunId) -> None:
     """Show a run and its latest result."""
     opts = options(ctx)
     with connect(opts) as stub:
-        run = stub.GetRun(request_response_pb2.GetRunRequest(run_id=run_id), timeout=opts.timeout)
+        request = request_response_pb2.GetRunRequest(run_id=run_id, output_options=OUTPUT)
+        run = stub.GetRun(request, timeout=opts.timeout)
     emit(opts, run, render_run)
 
 
-@app.command("start")
+@app.command("start", epilog=NOTE)
 def start_run(
     ctx: typer.Context,
     workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow to run.")],
@@ -94,14 +102,16 @@ def start_run(
         request_context=json_object(context, "--context"),
         request_id=request_id,
         return_immediately=no_wait,
+        output_options=OUTPUT,
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    hint = settling_hint(run_id=run_id, request_id=request_id, workflow_id=workflow_id)
+    with connect(opts, hint) as stub:
         result = stub.StartRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
 
-@app.command("resume")
+@app.command("resume", epilog=NOTE)
 def resume_run(
     ctx: typer.Context,
     run_id: RunId,
@@ -133,14 +143,15 @@ def resume_run(
         request_id=request_id,
         validate_only=validate_only,
         expected_version=expected_version,
+        output_options=OUTPUT,
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    with connect(opts, settling_hint(run_id=run_id, request_id=request_id)) as stub:
         result = stub.ResumeRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
 
-@app.command("cancel")
+@app.command("cancel", epilog=NOTE)
 def cancel_run(
     ctx: typer.Context,
     run_id: RunId,
@@ -154,7 +165,7 @@ def cancel_run(
     emit(opts, run, render_run)
 
 
-@app.command("watch")
+@app.command("watch", epilog=NOTE)
 def watch_run(
     ctx: typer.Context,
     run_id: RunId,
@@ -166,9 +177,10 @@ def watch_run(
     """Print a run's events as they happen, stored ones first, until the run is final.
 
     One line per event: sequence, time, event type, step (`[i]` for a foreach item) and the
-    run's status. With --json, one JSON object per line. The stream has no deadline
-    (--timeout does not apply): it ends, with exit code 0, when the run succeeds, fails or
-    is canceled; a suspended or sleeping run is watched until it finishes.
+    run's status; with the global --json (`waystation --json runs watch RUN_ID`), one JSON
+    object per line. The stream has no deadline (the global --timeout does not apply): it
+    ends, with exit code 0, when the run succeeds, fails or is canceled; a suspended or
+    sleeping run is watched until it finishes.
     """
     opts = options(ctx)
     request = request_response_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
@@ -192,21 +204,21 @@ def _show_event(opts: ClientOptions, event: message_pb2.RunEvent) -> None:
         render_event(event)
 
 
-@app.command("restart")
+@app.command("restart", epilog=NOTE)
 def restart_run(ctx: typer.Context, run_id: RunId, context: Context = None) -> None:
     """Continue a run left RUNNING by a process that died (a replica's), from its last
     committed step, and wait until it settles. A server continues its own interrupted runs
     when it starts; this is for a run that no live process drives."""
     request = request_response_pb2.RestartRunRequest(
-        run_id=run_id, request_context=json_object(context, "--context")
+        run_id=run_id, request_context=json_object(context, "--context"), output_options=OUTPUT
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    with connect(opts, settling_hint(run_id=run_id)) as stub:
         result = stub.RestartRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
 
-@app.command("time-travel")
+@app.command("time-travel", epilog=NOTE)
 def time_travel_run(
     ctx: typer.Context,
     run_id: RunId,
@@ -235,14 +247,15 @@ def time_travel_run(
         resume_data=json_value(resume_data, "--resume-data"),
         initial_state=json_object(state, "--state"),
         request_context=json_object(context, "--context"),
+        output_options=OUTPUT,
     )
     opts = options(ctx)
-    with connect(opts) as stub:
+    with connect(opts, settling_hint(run_id=run_id)) as stub:
         result = stub.TimeTravelRun(request, timeout=opts.timeout)
     emit(opts, result, render_result)
 
 
-@app.command("delete")
+@app.command("delete", epilog=NOTE)
 def delete_run(ctx: typer.Context, run_id: RunId) -> None:
     """Delete a run and its history (a running run must be canceled first)."""
     opts = options(ctx)

@@ -11,15 +11,16 @@ from rich.text import Text
 from rich.tree import Tree
 
 from waystation.api.v1 import enums_pb2, message_pb2, request_response_pb2
-from waystation.cli.client import connect, emit, options
+from waystation.cli.client import connect, emit, global_options_note, options
 from waystation.cli.render import fields, json_text, stdout, table
 
-app = typer.Typer(help="Registered workflow definitions.", no_args_is_help=True)
+NOTE = global_options_note("workflows")
+app = typer.Typer(help="Registered workflow definitions.", epilog=NOTE, no_args_is_help=True)
 
 _STEP_SCHEMAS = ("input_schema", "output_schema", "suspend_schema", "resume_schema")
 
 
-@app.command("list")
+@app.command("list", epilog=NOTE)
 def list_workflows(ctx: typer.Context) -> None:
     """List the workflows that the server runs."""
     opts = options(ctx)
@@ -30,7 +31,7 @@ def list_workflows(ctx: typer.Context) -> None:
     emit(opts, response, render_workflows)
 
 
-@app.command("show")
+@app.command("show", epilog=NOTE)
 def show_workflow(
     ctx: typer.Context,
     workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow's id.")],

@@ -1,0 +1,129 @@
+"""Client channels to a server, for the `waystation` client commands and the health check:
+plain text, TLS, mutual TLS, and a bearer token sent with every call.
+
+Both read the same environment variables:
+
+    WAYSTATION_TLS_CA           CA certificate (PEM) the server's certificate must chain to;
+                                enables TLS
+    WAYSTATION_TLS_CLIENT_CERT  client certificate (PEM), for a server that requires one
+    WAYSTATION_TLS_CLIENT_KEY   the client certificate's private key (PEM)
+    WAYSTATION_TLS_SERVER_NAME  the name to check the server's certificate against, when the
+                                address does not carry it (127.0.0.1 inside a container)
+    WAYSTATION_TOKEN            bearer token, sent as `authorization: Bearer <token>`
+
+The client certificate's variables are not `WAYSTATION_TLS_CERT` / `_KEY`: those name the
+certificate `waystation serve` presents, and a client reading them would present the
+server's certificate as its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ENV_TLS_CA = "WAYSTATION_TLS_CA"
+ENV_TLS_CERT = "WAYSTATION_TLS_CLIENT_CERT"
+ENV_TLS_KEY = "WAYSTATION_TLS_CLIENT_KEY"
+ENV_TLS_SERVER_NAME = "WAYSTATION_TLS_SERVER_NAME"
+ENV_TOKEN = "WAYSTATION_TOKEN"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach a server: TLS is on when a CA or a client certificate is given (without
+    a CA, the system's trusted roots check the server)."""
+
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = ""
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("a client certificate needs both a certificate and its key")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Credentials:
+        """The credentials the `WAYSTATION_*` variables name (ValueError: a certificate
+        without its key)."""
+        return cls(
+            tls_ca=env.get(ENV_TLS_CA, ""),
+            tls_cert=env.get(ENV_TLS_CERT, ""),
+            tls_key=env.get(ENV_TLS_KEY, ""),
+            tls_server_name=env.get(ENV_TLS_SERVER_NAME, ""),
+            token=env.get(ENV_TOKEN, ""),
+        )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert)
+
+
+def open_channel(address: str, credentials: Credentials) -> grpc.Channel:
+    """A channel to `address` (host:port); OSError when a PEM file cannot be read."""
+    options = []
+    if credentials.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", credentials.tls_server_name))
+    if credentials.tls:
+        channel = grpc.secure_channel(address, _tls(credentials), options)
+    else:
+        channel = grpc.insecure_channel(address, options)
+    if credentials.token:
+        channel = grpc.intercept_channel(channel, _BearerToken(credentials.token))
+    return channel
+
+
+def _tls(credentials: Credentials) -> grpc.ChannelCredentials:
+    def pem(path: str) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=pem(credentials.tls_ca),
+        private_key=pem(credentials.tls_key),
+        certificate_chain=pem(credentials.tls_cert),
+    )
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    """Adds `authorization: Bearer <token>` to every call. An interceptor rather than call
+    credentials, which gRPC refuses on a plain-text channel (a server that takes tokens
+    without TLS, behind a local proxy)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._header],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
