@@ -362,13 +362,13 @@ class SqliteStore:
         if self._writer is not None:
             # The last connection to close checkpoints the WAL into the database: a thread.
             await asyncio.to_thread(self._writer.close)
+        self._reader = self._writer = None
         self._unlock()
 
     def _unlock(self) -> None:
         if self._lock is not None:
             os.close(self._lock)  # releases the lock
             self._lock = None
-        self._reader = self._writer = None
 
     # -- writes ---------------------------------------------------------------------------
 
