@@ -760,6 +760,21 @@ def test_a_tls_server_is_reached_with_the_ca_of_tls_ca_or_its_variable(
         assert plain.code == 14, plain.stderr
 
 
+def test_client_tls_variables_are_checked_by_client_commands_and_not_by_serve(
+    tmp_path: Path,
+) -> None:
+    """A CA file that does not exist is a usage error (exit 2) for a client command; a
+    server whose environment holds client variables (set for its healthcheck, say) serves."""
+    missing = {"WAYSTATION_TLS_CA": str(tmp_path / "none.pem")}
+    with ServerProcess(
+        tmp_path / "env-tls.db", env={**missing, "WAYSTATION_TLS_CLIENT_CERT": "x"}
+    ) as server:
+        refused = cli(server.address, "workflows", "list", env=missing)
+        assert refused.code == 2
+        assert "--tls-ca" in refused.stderr and "none.pem" in refused.stderr
+        assert cli(server.address, "workflows", "list").code == 0
+
+
 def test_a_mutual_tls_server_takes_the_client_certificate_of_tls_cert_and_tls_key(
     pki: Pki, tmp_path: Path
 ) -> None:

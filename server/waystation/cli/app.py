@@ -29,8 +29,9 @@ app.add_typer(runs.app, name="runs")
 
 
 def _pem_file(variable: str, about: str) -> Any:
-    """An option naming a PEM file, which must exist; also read from `variable`."""
-    return typer.Option(envvar=variable, metavar="FILE", exists=True, dir_okay=False, help=about)
+    """An option naming a PEM file (checked by the client commands); also read from
+    `variable`."""
+    return typer.Option(envvar=variable, metavar="FILE", help=about)
 
 
 @app.callback()
@@ -83,6 +84,11 @@ def client_options(
     ] = "",
 ) -> None:
     """Options for the commands that call a server (`workflows`, `runs`)."""
+    if ctx.invoked_subcommand == "serve":
+        return  # a server's environment may hold any client's variables: they are not its
+    for name, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"no such file: {path}", param_hint=name)
     try:
         credentials = connection.Credentials(
             tls_ca=str(tls_ca or ""),
