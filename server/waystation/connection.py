@@ -18,8 +18,7 @@ server's certificate as its own.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,18 +46,6 @@ class Credentials:
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("a client certificate needs both a certificate and its key")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Credentials:
-        """The credentials the `WAYSTATION_*` variables name (ValueError: a certificate
-        without its key)."""
-        return cls(
-            tls_ca=env.get(ENV_TLS_CA, ""),
-            tls_cert=env.get(ENV_TLS_CERT, ""),
-            tls_key=env.get(ENV_TLS_KEY, ""),
-            tls_server_name=env.get(ENV_TLS_SERVER_NAME, ""),
-            token=env.get(ENV_TOKEN, ""),
-        )
 
     @property
     def tls(self) -> bool:

@@ -241,6 +241,9 @@ class Violations:
     def __init__(self) -> None:
         self.found: list[FieldViolation] = []
 
+    def add(self, field: str, description: str) -> None:
+        self.found.append(FieldViolation(field, description))
+
     def check(self, check: Callable[..., T], *args: Any, default: T) -> T:
         """`check(*args)`, or `default` once its InvalidArgument is noted."""
         try:

@@ -43,7 +43,13 @@ class TracingOptions:
         if not self.trace_id and not self.parent_span_id:
             return None
         problems = Violations()
-        trace_id = problems.check(_hex_id, "tracing_options.trace_id", self.trace_id, 32, default=0)
+        trace_id = 0
+        if self.trace_id:
+            trace_id = problems.check(
+                _hex_id, "tracing_options.trace_id", self.trace_id, 32, default=0
+            )
+        else:
+            problems.add("tracing_options.trace_id", "required with parent_span_id")
         span_id = (
             problems.check(
                 _hex_id, "tracing_options.parent_span_id", self.parent_span_id, 16, default=0
@@ -59,9 +65,7 @@ class TracingOptions:
 
 
 def _hex_id(name: str, text: str, width: int) -> int:
-    if not text:
-        raise InvalidArgument(name, "required with parent_span_id")
-    if len(text) > width or any(c not in string.hexdigits for c in text):
+    if not 1 <= len(text) <= width or any(c not in string.hexdigits for c in text):
         raise InvalidArgument(name, f"must be 1-{width} hexadecimal characters")
     value = int(text, 16)
     if value == 0:

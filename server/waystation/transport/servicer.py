@@ -13,7 +13,7 @@ import grpc
 from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
 from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand, TimeTravelCommand
 from waystation.engine.engine import check_page_size, read_page_token
-from waystation.engine.errors import FieldViolation, InvalidArgument, Violations
+from waystation.engine.errors import InvalidArgument, Violations
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id
 from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
@@ -44,7 +44,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         limit = self.max_payload_bytes
         for field in fields:
             if limit and request.HasField(field) and getattr(request, field).ByteSize() > limit:
-                problems.found.append(FieldViolation(field, f"larger than {limit} bytes"))
+                problems.add(field, f"larger than {limit} bytes")
 
     async def _guard(
         self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
@@ -107,7 +107,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             workflow_id=request.workflow_id,
             run_id=request.run_id,
             resource_id=request.resource_id,
-            input_data=problems.check(_value, request, "input_data", default=None),
+            input_data=problems.check(convert.optional_value, request, "input_data", default=None),
             initial_state=problems.check(_struct, request, "initial_state", default=_REFUSED),
             request_context=problems.check(_struct, request, "request_context", default=_REFUSED),
             request_id=request.request_id,
@@ -129,7 +129,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         command = ResumeCommand(
             run_id=request.run_id,
             workflow_id=request.workflow_id,
-            resume_data=problems.check(_value, request, "resume_data", default=None),
+            resume_data=problems.check(
+                convert.optional_value, request, "resume_data", default=None
+            ),
             step=convert.path_from_proto(request.step),
             label=request.label,
             foreach_index=request.foreach_index if request.HasField("foreach_index") else None,
@@ -230,8 +232,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         command = TimeTravelCommand(
             run_id=request.run_id,
             step=convert.path_from_proto(request.step),
-            input_data=problems.check(_value, request, "input_data", default=None),
-            resume_data=problems.check(_value, request, "resume_data", default=None),
+            input_data=problems.check(convert.optional_value, request, "input_data", default=None),
+            resume_data=problems.check(
+                convert.optional_value, request, "resume_data", default=None
+            ),
             initial_state=(
                 problems.check(_struct, request, "initial_state", default=_REFUSED)
                 if request.HasField("initial_state")
@@ -264,10 +268,6 @@ def _peer(context: Context) -> list[str]:
 
 def _trace(request: Any, context: Context) -> CallTrace:
     return convert.call_trace(request.tracing_options, context.invocation_metadata())
-
-
-def _value(request: Any, field: str) -> Any:
-    return convert.optional_value(request, field)
 
 
 def _struct(request: Any, field: str) -> dict[str, Any]:
