@@ -307,6 +307,32 @@ def test_help_prints_flags_as_flags_and_help_texts_as_written() -> None:
             assert re.search(rf"^ +{name} +[A-Z]", shown.stdout, re.MULTILINE), shown.stdout
 
 
+def test_the_global_options_may_also_follow_the_command(server: ServerProcess, run_id: str) -> None:
+    """`runs start ... --json --server ADDR` is `--server ADDR --json runs start ...`; a
+    command's own option keeps its value even when the value reads like a global option."""
+
+    def raw(*args: str) -> Outcome:
+        command = [sys.executable, "-m", "waystation.cli", *args]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=CLI_ENV, timeout=45, check=False
+        )
+        return Outcome(done.returncode, done.stdout, done.stderr)
+
+    started = raw(
+        "runs", "start", "order-approval", "--data", ORDER, "--run-id", run_id,
+        "--json", "--server", server.address, "--timeout=20",
+    )  # fmt: skip
+    assert started.code == 0, started.stderr
+    assert json.loads(started.stdout)["status"] == "RUN_STATUS_SUSPENDED"
+    resume = ["runs", "resume", run_id, "--request-id", "--json", "--data", APPROVE]
+    first = raw(*resume, "--json", f"--server={server.address}")
+    assert first.code == 0, first.stderr
+    assert json.loads(first.stdout)["status"] == "RUN_STATUS_SUCCESS"
+    again = raw(*resume, "--server", server.address)  # the same request id: a replay
+    assert again.code == 0, again.stderr
+    assert "success" in again.stdout
+
+
 def test_an_unreachable_server_exits_14() -> None:
     outcome = cli(f"127.0.0.1:{free_port()}", "workflows", "list")
     assert outcome.code == 14

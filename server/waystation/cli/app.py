@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from waystation import connection
-from waystation.cli import runs, workflows
+from waystation.cli import argv, runs, workflows
 from waystation.cli.client import ClientOptions
 from waystation.cli.serve import serve_command
 
@@ -103,5 +104,5 @@ def client_options(
 
 
 def main() -> None:
-    """The console script's entry point."""
-    app()
+    """The console script's entry point: the global options may also follow the command."""
+    app(args=argv.hoist(sys.argv[1:], app))

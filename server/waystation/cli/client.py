@@ -34,7 +34,7 @@ def global_options_note(group: str) -> str:
     """The epilog of a client command's help: where the root's options go."""
     return (
         f"The global options (--server, --json, --tls-ca, --token, ...) go before `{group}`, e.g."
-        f" `waystation --json {group} ...`; `waystation --help` lists them."
+        f" `waystation --json {group} ...`, or after the command; `waystation --help` lists them."
     )
 
 
