@@ -307,6 +307,22 @@ def test_help_prints_flags_as_flags_and_help_texts_as_written() -> None:
             assert re.search(rf"^ +{name} +[A-Z]", shown.stdout, re.MULTILINE), shown.stdout
 
 
+def test_help_names_what_each_option_takes() -> None:
+    """An option that takes a value names it (`--db URL`, `--status STATUS`), not the
+    Python type typer would print (`<str>`, `<list[str]>`, `<float range>`); a choice
+    lists the choices."""
+    nobody = f"127.0.0.1:{free_port()}"
+    commands = [(), ("serve",), ("runs", "list"), ("runs", "start"), ("runs", "resume")]
+    for command in commands:
+        shown = cli(nobody, *command, "--help")
+        assert shown.code == 0, shown.stderr
+        for name, takes in re.findall(r"^ +(--[\w-]+) <([^>]*)>", shown.stdout, re.MULTILINE):
+            assert "|" in takes, f"{' '.join(command)} {name} <{takes}>"
+    serve = cli(nobody, "serve", "--help").stdout
+    for row in ("--listen HOST:PORT", "--db URL", "--workflows MODULE", "--grace SECONDS"):
+        assert re.search(rf"^ +{row} ", serve, re.MULTILINE), serve
+
+
 def test_the_global_options_may_also_follow_the_command(server: ServerProcess, run_id: str) -> None:
     """`runs start ... --json --server ADDR` is `--server ADDR --json runs start ...`; a
     command's own option keeps its value even when the value reads like a global option."""

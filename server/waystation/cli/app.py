@@ -39,10 +39,16 @@ def _pem_file(variable: str, about: str) -> Any:
 def client_options(
     ctx: typer.Context,
     server: Annotated[
-        str, typer.Option(envvar="WAYSTATION_SERVER", help="The server's host:port.")
+        str,
+        typer.Option(
+            envvar="WAYSTATION_SERVER", metavar="HOST:PORT", help="The server's host:port."
+        ),
     ] = "127.0.0.1:50051",
     timeout: Annotated[
-        float, typer.Option(min=0.001, help="Seconds each call may take (its gRPC deadline).")
+        float,
+        typer.Option(
+            min=0.001, metavar="SECONDS", help="Seconds each call may take (its gRPC deadline)."
+        ),
     ] = 30.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print responses as proto3 JSON instead of tables.")

@@ -23,14 +23,22 @@ app = typer.Typer(
 
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.")]
 Data = Annotated[
-    str | None, typer.Option("--data", help="JSON text, or @path to a JSON file (@- for stdin).")
+    str | None,
+    typer.Option(
+        "--data", metavar="JSON", help="JSON text, or @path to a JSON file (@- for stdin)."
+    ),
 ]
 Context = Annotated[
     str | None,
-    typer.Option("--context", help="Request context: a JSON object, or @path to one."),
+    typer.Option(
+        "--context", metavar="JSON", help="Request context: a JSON object, or @path to one."
+    ),
 ]
 RequestId = Annotated[
-    str, typer.Option("--request-id", help="Idempotency key: a repeat returns the first outcome.")
+    str,
+    typer.Option(
+        "--request-id", metavar="ID", help="Idempotency key: a repeat returns the first outcome."
+    ),
 ]
 
 OUTPUT = message_pb2.OutputOptions(include_resume_labels=True)
@@ -40,17 +48,26 @@ OUTPUT = message_pb2.OutputOptions(include_resume_labels=True)
 @app.command("list", epilog=NOTE)
 def list_runs(
     ctx: typer.Context,
-    workflow: Annotated[str, typer.Option("--workflow", help="Only runs of this workflow.")] = "",
+    workflow: Annotated[
+        str, typer.Option("--workflow", metavar="WORKFLOW_ID", help="Only runs of this workflow.")
+    ] = "",
     status: Annotated[
         list[str] | None,
         typer.Option(
             "--status",
+            metavar="STATUS",
             help=f"Only runs with this status (repeatable): {', '.join(status_names())}.",
         ),
     ] = None,
-    resource: Annotated[str, typer.Option("--resource", help="Only runs of this resource.")] = "",
-    page_size: Annotated[int, typer.Option("--page-size", min=0, help="Runs per page.")] = 0,
-    page_token: Annotated[str, typer.Option("--page-token", help="Token of the next page.")] = "",
+    resource: Annotated[
+        str, typer.Option("--resource", metavar="RESOURCE", help="Only runs of this resource.")
+    ] = "",
+    page_size: Annotated[
+        int, typer.Option("--page-size", metavar="N", min=0, help="Runs per page.")
+    ] = 0,
+    page_token: Annotated[
+        str, typer.Option("--page-token", metavar="TOKEN", help="Token of the next page.")
+    ] = "",
 ) -> None:
     """List runs, newest first."""
     request = request_response_pb2.ListRunsRequest(
@@ -81,10 +98,15 @@ def start_run(
     ctx: typer.Context,
     workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow to run.")],
     data: Data = None,
-    run_id: Annotated[str, typer.Option("--run-id", help="Choose the run's id.")] = "",
-    resource: Annotated[str, typer.Option("--resource", help="The run's resource.")] = "",
+    run_id: Annotated[
+        str, typer.Option("--run-id", metavar="RUN_ID", help="Choose the run's id.")
+    ] = "",
+    resource: Annotated[
+        str, typer.Option("--resource", metavar="RESOURCE", help="The run's resource.")
+    ] = "",
     state: Annotated[
-        str | None, typer.Option("--state", help="Initial state: a JSON object, or @path.")
+        str | None,
+        typer.Option("--state", metavar="JSON", help="Initial state: a JSON object, or @path."),
     ] = None,
     context: Context = None,
     request_id: RequestId = "",
@@ -117,11 +139,17 @@ def resume_run(
     run_id: RunId,
     data: Data = None,
     step: Annotated[
-        str | None, typer.Option("--step", help="The suspended step's path, e.g. review.decide.")
+        str | None,
+        typer.Option(
+            "--step", metavar="PATH", help="The suspended step's path, e.g. review.decide."
+        ),
     ] = None,
-    label: Annotated[str, typer.Option("--label", help="A resume label, instead of --step.")] = "",
+    label: Annotated[
+        str, typer.Option("--label", metavar="LABEL", help="A resume label, instead of --step.")
+    ] = "",
     foreach_index: Annotated[
-        int | None, typer.Option("--foreach-index", min=0, help="Inside a foreach: the item.")
+        int | None,
+        typer.Option("--foreach-index", metavar="N", min=0, help="Inside a foreach: the item."),
     ] = None,
     context: Context = None,
     request_id: RequestId = "",
@@ -129,7 +157,10 @@ def resume_run(
         bool, typer.Option("--validate-only", help="Check everything, change nothing.")
     ] = False,
     expected_version: Annotated[
-        int | None, typer.Option("--expected-version", help="Fail unless the run has this version.")
+        int | None,
+        typer.Option(
+            "--expected-version", metavar="VERSION", help="Fail unless the run has this version."
+        ),
     ] = None,
 ) -> None:
     """Resume a suspended step with data and wait until the run settles again."""
@@ -155,7 +186,9 @@ def resume_run(
 def cancel_run(
     ctx: typer.Context,
     run_id: RunId,
-    reason: Annotated[str, typer.Option("--reason", help="Why; stored in the run's error.")] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why; stored in the run's error.")
+    ] = "",
 ) -> None:
     """Cancel a run (a no-op on a finished run)."""
     request = request_response_pb2.CancelRunRequest(run_id=run_id, reason=reason)
@@ -171,7 +204,12 @@ def watch_run(
     run_id: RunId,
     after: Annotated[
         int,
-        typer.Option("--after", min=0, help="Only events after this sequence (to pick up again)."),
+        typer.Option(
+            "--after",
+            metavar="SEQUENCE",
+            min=0,
+            help="Only events after this sequence (to pick up again).",
+        ),
     ] = 0,
 ) -> None:
     """Print a run's events as they happen, stored ones first, until the run is final.
@@ -223,18 +261,30 @@ def time_travel_run(
     ctx: typer.Context,
     run_id: RunId,
     step: Annotated[
-        str, typer.Option("--step", help="The step to run again, by path, e.g. review.decide.")
+        str,
+        typer.Option(
+            "--step", metavar="PATH", help="The step to run again, by path, e.g. review.decide."
+        ),
     ],
     data: Annotated[
         str | None,
-        typer.Option("--data", help="The step's new input: JSON, or @path (default: as stored)."),
+        typer.Option(
+            "--data",
+            metavar="JSON",
+            help="The step's new input: JSON, or @path (default: as stored).",
+        ),
     ] = None,
     resume_data: Annotated[
         str | None,
-        typer.Option("--resume-data", help="Resume data for a suspended step: JSON, or @path."),
+        typer.Option(
+            "--resume-data",
+            metavar="JSON",
+            help="Resume data for a suspended step: JSON, or @path.",
+        ),
     ] = None,
     state: Annotated[
-        str | None, typer.Option("--state", help="Replace the state: a JSON object, or @path.")
+        str | None,
+        typer.Option("--state", metavar="JSON", help="Replace the state: a JSON object, or @path."),
     ] = None,
     context: Context = None,
 ) -> None:

@@ -34,15 +34,22 @@ class Recovery(StrEnum):
 
 def serve_command(
     listen: Annotated[
-        str, typer.Option(envvar="WAYSTATION_LISTEN", help="host:port to listen on.")
+        str,
+        typer.Option(
+            envvar="WAYSTATION_LISTEN", metavar="HOST:PORT", help="host:port to listen on."
+        ),
     ] = "127.0.0.1:50051",
     db: Annotated[
-        str, typer.Option(envvar="WAYSTATION_DB", help="sqlite:///path or postgresql://...")
+        str,
+        typer.Option(
+            envvar="WAYSTATION_DB", metavar="URL", help="sqlite:///path or postgresql://..."
+        ),
     ] = "sqlite:///waystation.db",
     workflows: Annotated[
         list[str] | None,
         typer.Option(
             envvar="WAYSTATION_WORKFLOWS",
+            metavar="MODULE",
             help="Module whose workflows to serve (repeatable; the variable is comma-separated)."
             " Default: the shipped examples, waystation.examples.",
         ),
@@ -52,11 +59,21 @@ def serve_command(
     ] = LogLevel.info,
     max_message_bytes: Annotated[
         int,
-        typer.Option(envvar="WAYSTATION_MAX_MESSAGE_BYTES", min=1, help="Largest gRPC message."),
+        typer.Option(
+            envvar="WAYSTATION_MAX_MESSAGE_BYTES",
+            metavar="BYTES",
+            min=1,
+            help="Largest gRPC message.",
+        ),
     ] = 4 * 1024 * 1024,
     grace: Annotated[
         float,
-        typer.Option(envvar="WAYSTATION_GRACE", min=0, help="Seconds to drain calls on shutdown."),
+        typer.Option(
+            envvar="WAYSTATION_GRACE",
+            metavar="SECONDS",
+            min=0,
+            help="Seconds to drain calls on shutdown.",
+        ),
     ] = 10.0,
     recovery: Annotated[
         Recovery,
@@ -70,6 +87,7 @@ def serve_command(
         float,
         typer.Option(
             envvar="WAYSTATION_LEASE_SECONDS",
+            metavar="SECONDS",
             min=0.5,
             help="Seconds a replica holds the runs it drives; other replicas take over a run"
             " whose lease expired (PostgreSQL).",
@@ -84,15 +102,20 @@ def serve_command(
         ),
     ] = True,
     tls_cert: Annotated[
-        str, typer.Option(envvar="WAYSTATION_TLS_CERT", help="Server certificate (PEM).")
+        str,
+        typer.Option(
+            envvar="WAYSTATION_TLS_CERT", metavar="FILE", help="Server certificate (PEM)."
+        ),
     ] = "",
     tls_key: Annotated[
-        str, typer.Option(envvar="WAYSTATION_TLS_KEY", help="Server private key (PEM).")
+        str,
+        typer.Option(envvar="WAYSTATION_TLS_KEY", metavar="FILE", help="Server private key (PEM)."),
     ] = "",
     tls_client_ca: Annotated[
         str,
         typer.Option(
             envvar="WAYSTATION_TLS_CLIENT_CA",
+            metavar="FILE",
             help="CA bundle (PEM) for client certificates: enables mutual TLS.",
         ),
     ] = "",
@@ -100,6 +123,7 @@ def serve_command(
         str,
         typer.Option(
             envvar="WAYSTATION_AUTH_CONFIG",
+            metavar="FILE",
             help="JSON policy of credentials (bearer-token hashes, mTLS identities), their"
             " tenants and actions. Without it every caller may do everything.",
         ),
