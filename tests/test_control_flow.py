@@ -607,3 +607,49 @@ def test_a_committed_workflows_graph_is_its_walk_and_find_looks_nodes_up_in_it(
         assert find(workflow, (*at, "no-such-step")) is None
     assert find(workflow, ("no-such-step",)) is None
     assert find(workflow, ()) is workflow
+
+
+# -- bail ---------------------------------------------------------------------------------
+
+
+async def test_a_bail_in_a_foreach_item_ends_the_run_and_the_foreach(
+    stub: WorkflowServiceStub,
+) -> None:
+    result = await start(stub, "foreach-bail")
+    assert result.status == SUCCESS
+    assert to_json(result.result) == {"bailed_at": 1}
+    stored = await get_result(stub, result.run_id)
+    assert stored.steps["item"].status == STEP.STEP_STATUS_CANCELED
+    assert stored.steps["item"].HasField("ended_at")
+    assert {s.status for s in stored.steps.values()} <= {
+        STEP.STEP_STATUS_SUCCESS,
+        STEP.STEP_STATUS_CANCELED,
+    }
+
+
+async def test_a_bail_in_a_parallel_branch_cancels_the_suspended_sibling(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A run that bailed holds no suspended step: nothing lists it, no label leads to it."""
+    labels = message_pb2.OutputOptions(include_resume_labels=True)
+    result = await start(stub, "parallel-bail", output_options=labels)
+    assert result.status == SUCCESS
+    assert to_json(result.result) == {"bailed": True}
+    stored = await get_result(stub, result.run_id)
+    assert stored.steps["quit"].status == STEP.STEP_STATUS_SUCCESS
+    assert stored.steps["sibling"].status == STEP.STEP_STATUS_CANCELED
+    assert not stored.suspended
+    assert not stored.resume_labels
+
+
+async def test_a_bail_in_a_nested_workflow_cancels_what_it_left_and_the_run_goes_on(
+    stub: WorkflowServiceStub,
+) -> None:
+    result = await start(stub, "nested-bail")
+    assert result.status == SUSPENDED
+    assert paths(result) == [["outer-ask"]]
+    assert result.steps["bailing-inner"].status == STEP.STEP_STATUS_SUCCESS
+    assert output(result, "bailing-inner") == {"bailed": True}
+    assert result.steps["bailing-inner.inner-ask"].status == STEP.STEP_STATUS_CANCELED
+    done = await stub.ResumeRun(resume(result.run_id, {"ok": True}))
+    assert done.status == SUCCESS

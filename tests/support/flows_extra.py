@@ -246,3 +246,45 @@ wrong_payload = (
     .then(create_step(id="ask", suspend_schema=Greeting, retries=0, execute=_wrong_payload))
     .commit()
 )
+
+
+async def _bail_on_one(ctx: StepContext) -> Any:
+    if ctx.input_data == 1:
+        ctx.bail({"bailed_at": 1})
+    return ctx.input_data
+
+
+async def _three(ctx: StepContext) -> list[int]:
+    return [0, 1, 2]
+
+
+async def _bailer(ctx: StepContext) -> None:
+    ctx.bail({"bailed": True})
+
+
+# foreach over [0, 1, 2] whose item 1 bails: the run succeeds with the bail's value
+foreach_bail = (
+    create_workflow(id="foreach-bail")
+    .then(create_step(id="items", execute=_three))
+    .foreach(create_step(id="item", execute=_bail_on_one))
+    .commit()
+)
+
+# parallel: "quit" bails, "sibling" suspends (label "sibling-label")
+parallel_bail = (
+    create_workflow(id="parallel-bail")
+    .parallel([create_step(id="quit", execute=_bailer), asker("sibling", "sibling-label")])
+    .commit()
+)
+
+_bailing_inner = (
+    create_workflow(id="bailing-inner")
+    .parallel([create_step(id="quit", execute=_bailer), asker("inner-ask")])
+    .commit()
+)
+
+# a nested workflow whose parallel bails and suspends -> outer-ask: the bail ends only the
+# nested workflow, and the run goes on to suspend at outer-ask
+nested_bail = (
+    create_workflow(id="nested-bail").then(_bailing_inner).then(asker("outer-ask")).commit()
+)

@@ -51,7 +51,7 @@ from waystation.engine.model import (
     evolve,
     now,
 )
-from waystation.engine.paths import Path, format_path, split_items
+from waystation.engine.paths import Path, format_path, is_prefix, split_items
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.tracing import CallTrace, Telemetry, finish, ids_of
 from waystation.storage.protocol import (
@@ -356,6 +356,8 @@ class Execution:
                 for p, r in self.snapshot.steps.items()
                 if r.status in (StepStatus.RUNNING, StepStatus.WAITING)
             }
+        elif outcome.kind == "bailed":
+            stopped = self._abandoned(())
         run.status = {
             "success": RunStatus.SUCCESS,
             "bailed": RunStatus.SUCCESS,
@@ -469,7 +471,8 @@ class Execution:
         if outcome.kind in ("success", "bailed"):
             # bail() ends the innermost workflow: its value is the nested workflow's output.
             done = evolve(record, status=StepStatus.SUCCESS, output=outcome.output, ended_at=now())
-            await self.commit({path: done})
+            abandoned = self._abandoned(path) if outcome.kind == "bailed" else {}
+            await self.commit({**abandoned, path: done})
             return Outcome("success", outcome.output)
         status = {
             "suspended": StepStatus.SUSPENDED,
@@ -479,6 +482,20 @@ class Execution:
         }[outcome.kind]
         await self.commit({path: evolve(record, status=status, error=outcome.error)})
         return outcome
+
+    def _abandoned(self, prefix: Path) -> dict[Path, StepRecord]:
+        """The records below `prefix` that a bail() leaves unfinished (a parallel sibling
+        suspended or waiting, a foreach cut short), ended CANCELED, their resume labels
+        dropped: a workflow that bailed holds no step still running, waiting or suspended."""
+        unfinished = (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED)
+        abandoned = {
+            p: evolve(r, status=StepStatus.CANCELED, ended_at=now())
+            for p, r in self.snapshot.steps.items()
+            if r.status in unfinished and p != prefix and is_prefix(prefix, p)
+        }
+        for record in abandoned.values():
+            self._drop_labels(record)
+        return abandoned
 
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
         await self.commit(
