@@ -505,6 +505,69 @@ async def _noop(ctx: StepContext) -> None:
     return None
 
 
+def _step(step_id: str, **schemas: Any) -> Any:
+    return create_step(id=step_id, execute=_noop, **schemas)
+
+
+def _flow() -> Workflow:
+    return create_workflow(id="bad-shape")
+
+
+@pytest.mark.parametrize(
+    ("define", "error", "words"),
+    [
+        (lambda: _step("s", input_schema=int), TypeError, "input_schema must be a pydantic"),
+        (lambda: _step("s", resume_schema=dict), TypeError, "resume_schema must be a pydantic"),
+        (lambda: create_workflow(id="w", input_schema=str), TypeError, "input_schema"),
+        (lambda: _flow().parallel([_step("a"), _step("a")]), ValueError, "two steps"),
+        (
+            lambda: _flow().branch([(lambda c: True, _step("a")), (lambda c: True, _step("a"))]),
+            ValueError,
+            "two steps",
+        ),
+        (lambda: _flow().parallel([]), TypeError, "non-empty list"),
+        (lambda: _flow().branch([]), TypeError, "non-empty list"),
+        (lambda: _flow().branch([(True, _step("a"))]), TypeError, "condition is a function"),
+        (lambda: _flow().branch([_step("a")]), TypeError, "(condition, step) pair"),
+        (lambda: _flow().dountil(_step("a"), None), TypeError, "condition is a function"),
+        (lambda: _flow().then("a"), TypeError, "takes a step or a committed workflow"),
+        (lambda: _flow().foreach(_step("a"), concurrency=1.5), TypeError, "concurrency"),
+        (lambda: _flow().map(5), TypeError, "function of ctx"),
+        (lambda: _flow().sleep(-5), ValueError, "seconds >= 0"),
+        (lambda: _flow().sleep(float("nan")), ValueError, "seconds >= 0"),
+        (lambda: _flow().sleep("5"), TypeError, "number of seconds"),
+        (lambda: _flow().sleep_until("2030-01-01"), TypeError, "datetime"),
+    ],
+    ids=[
+        "step-schema-int",
+        "resume-schema-dict",
+        "workflow-schema-str",
+        "parallel-twice-one-id",
+        "branch-twice-one-id",
+        "empty-parallel",
+        "empty-branch",
+        "branch-condition-not-callable",
+        "branch-arm-not-a-pair",
+        "loop-condition-none",
+        "then-a-string",
+        "foreach-concurrency-float",
+        "map-not-callable",
+        "negative-sleep",
+        "nan-sleep",
+        "sleep-text",
+        "sleep-until-text",
+    ],
+)
+def test_a_definition_that_cannot_work_is_refused_when_it_is_made(
+    define: Any, error: type[Exception], words: str
+) -> None:
+    """When the module loads, with a message naming the problem; not at run time as an
+    INTERNAL failure, a lost step or a sleep that does not sleep."""
+    with pytest.raises(error) as caught:
+        define()
+    assert words in str(caught.value)
+
+
 # -- map ----------------------------------------------------------------------------------
 
 

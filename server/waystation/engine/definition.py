@@ -11,6 +11,7 @@ may not contain "." (the separator of a path's text form) or "#" (which marks fo
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,11 +96,12 @@ class Step:
         self.id = _check_id("step", id)
         self.execute = execute
         self.description = description
-        self.input_schema = input_schema
-        self.output_schema = output_schema
-        self.resume_schema = resume_schema
-        self.suspend_schema = suspend_schema
-        self.state_schema = state_schema
+        owner = f"step {id!r}"
+        self.input_schema = schema.check(owner, "input_schema", input_schema)
+        self.output_schema = schema.check(owner, "output_schema", output_schema)
+        self.resume_schema = schema.check(owner, "resume_schema", resume_schema)
+        self.suspend_schema = schema.check(owner, "suspend_schema", suspend_schema)
+        self.state_schema = schema.check(owner, "state_schema", state_schema)
         if retries is not None:
             _check_retries(f"step {id!r}: retries", retries)
         self.retries = retries
@@ -132,54 +134,83 @@ class Workflow:
     ) -> None:
         self.id = _check_id("workflow", id)
         self.description = description
-        self.input_schema = input_schema
-        self.output_schema = output_schema
-        self.state_schema = state_schema
+        owner = f"workflow {id!r}"
+        self.input_schema = schema.check(owner, "input_schema", input_schema)
+        self.output_schema = schema.check(owner, "output_schema", output_schema)
+        self.state_schema = schema.check(owner, "state_schema", state_schema)
         self.retry_config = RetryConfig.of(retry_config)
         self.entries: list[Entry] = []
         self.committed = False
 
     def then(self, step: Step | Workflow) -> Self:
         """Run `step` after the previous entries, with the previous output as its input."""
-        return self._add(step)
+        return self._add(self._step(".then", step))
 
     def parallel(self, steps: Sequence[Step | Workflow], id: str = "") -> Self:
         """Run every step on the previous output; the output maps step id to output."""
-        return self._add(Parallel(self._block_id(id, "parallel"), list(steps)))
+        if isinstance(steps, str) or not isinstance(steps, Sequence) or not steps:
+            raise TypeError(f"workflow {self.id!r}: .parallel takes a non-empty list of steps")
+        members = [self._step(".parallel", step) for step in steps]
+        return self._add(Parallel(self._block_id(id, "parallel"), members))
 
     def branch(self, arms: Sequence[tuple[Condition, Step | Workflow]], id: str = "") -> Self:
         """Run every step whose condition holds for the previous output; the output maps the
         ids of the steps that ran to their outputs. Conditions are not evaluated again when
         a suspended arm resumes."""
-        return self._add(Branch(self._block_id(id, "branch"), list(arms)))
+        if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
+            raise TypeError(
+                f"workflow {self.id!r}: .branch takes a non-empty list of (condition, step)"
+            )
+        checked = []
+        for arm in arms:
+            if not isinstance(arm, tuple | list) or len(arm) != 2:
+                raise TypeError(
+                    f"workflow {self.id!r}: a .branch arm is a (condition, step) pair, not {arm!r}"
+                )
+            condition, step = arm
+            checked.append((self._condition(".branch", condition), self._step(".branch", step)))
+        return self._add(Branch(self._block_id(id, "branch"), checked))
 
     def dowhile(self, step: Step | Workflow, condition: Condition) -> Self:
         """Run `step`, then again on its own output while `condition` holds (the condition
         sees the output as `input_data` and the iterations done as `iteration_count`)."""
-        return self._add(Loop(step.id, step, condition, until=False))
+        step = self._step(".dowhile", step)
+        return self._add(Loop(step.id, step, self._condition(".dowhile", condition), until=False))
 
     def dountil(self, step: Step | Workflow, condition: Condition) -> Self:
         """Run `step`, then again on its own output until `condition` holds."""
-        return self._add(Loop(step.id, step, condition, until=True))
+        step = self._step(".dountil", step)
+        return self._add(Loop(step.id, step, self._condition(".dountil", condition), until=True))
 
     def foreach(self, step: Step | Workflow, concurrency: int = 1) -> Self:
         """Run `step` on every item of the previous output (a list); the output is the list
         of outputs in input order. Items start in windows of `concurrency`; once an item
         suspends, no further window starts until every suspended item is resumed."""
+        step = self._step(".foreach", step)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool):
+            raise TypeError(f"foreach concurrency must be an int, not {concurrency!r}")
         if concurrency < 1:
             raise ValueError("foreach concurrency must be at least 1")
         return self._add(Foreach(step.id, step, concurrency))
 
     def map(self, fn: MapFn, id: str = "") -> Self:
         """Reshape the previous output with `fn(ctx)` (sync or async)."""
+        if not callable(fn):
+            raise TypeError(f"workflow {self.id!r}: .map takes a function of ctx, not {fn!r}")
         return self._add(MapStep(id=self._block_id(id, "map"), execute=_map_execute(fn)))
 
     def sleep(self, seconds: float, id: str = "") -> Self:
         """Pause the run for `seconds` (durable: the wake-up time is stored)."""
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            raise TypeError(f"sleep takes a number of seconds, not {seconds!r}")
+        if not 0 <= seconds < math.inf:  # also NaN
+            raise ValueError(f"sleep takes a finite number of seconds >= 0, not {seconds!r}")
         return self._add(Sleep(self._block_id(id, "sleep"), seconds=float(seconds)))
 
     def sleep_until(self, when: datetime, id: str = "") -> Self:
         """Pause the run until `when` (an aware datetime; durable)."""
+        if not isinstance(when, datetime):
+            raise TypeError(f"sleep_until takes a datetime, not {when!r}")
         if when.tzinfo is None:
             raise ValueError("sleep_until needs a timezone-aware datetime")
         return self._add(Sleep(self._block_id(id, "sleep-until"), until=when.timestamp()))
@@ -203,6 +234,21 @@ class Workflow:
     def can_suspend(self) -> bool:
         return any(s.can_suspend for s in self.steps())
 
+    def _step(self, method: str, value: Any) -> Step | Workflow:
+        if not isinstance(value, Step | Workflow):
+            raise TypeError(
+                f"workflow {self.id!r}: {method} takes a step or a committed workflow,"
+                f" not {value!r}"
+            )
+        return value
+
+    def _condition(self, method: str, value: Any) -> Condition:
+        if not callable(value):
+            raise TypeError(
+                f"workflow {self.id!r}: a {method} condition is a function of ctx, not {value!r}"
+            )
+        return value  # type: ignore[no-any-return]
+
     def _block_id(self, given: str, kind: str) -> str:
         return given or f"{kind}-{len(self.entries) + 1}"
 
@@ -217,7 +263,13 @@ class Workflow:
                 raise TypeError(
                     f"workflow {self.id!r}: expected a step or workflow, got {member!r}"
                 )
-        new_ids = {entry.id, *(m.id for m in _members(entry))}
+        member_ids = [m.id for m in _members(entry)]
+        twice = sorted({i for i in member_ids if member_ids.count(i) > 1})
+        if twice:
+            raise ValueError(
+                f"workflow {self.id!r}: two steps of one {entry.kind} have the id {twice[0]!r}"
+            )
+        new_ids = {entry.id, *member_ids}
         _check_id("step", entry.id)
         clash = new_ids.intersection(ids)
         if clash:

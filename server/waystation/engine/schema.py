@@ -17,6 +17,14 @@ from waystation.engine.model import JSON
 Schema = type[BaseModel] | None
 
 
+def check(owner: str, field: str, value: Any) -> Schema:
+    """`value` if it can be a schema (a pydantic model class, or None); TypeError if not,
+    when the workflow is defined rather than on every call that would use it."""
+    if value is None or (isinstance(value, type) and issubclass(value, BaseModel)):
+        return value
+    raise TypeError(f"{owner}: {field} must be a pydantic model class or None, not {value!r}")
+
+
 def parse(schema: Schema, data: JSON) -> Any:
     """JSON to what a step sees: a model instance, or the JSON itself without a schema.
     Raises pydantic.ValidationError."""
