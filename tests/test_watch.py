@@ -270,3 +270,26 @@ async def test_watch_with_a_negative_after_sequence_is_invalid(
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_ARGUMENT"
     assert "after_sequence" in error.violations
+
+
+async def test_a_watch_of_a_run_deleted_meanwhile_ends_not_found(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Not OK after the last event, which a client would read as the run having settled."""
+    started = await start(stub, "counted", {"log": str(tmp_path / "c.log")})
+    assert started.status == RUN.RUN_STATUS_SUSPENDED
+    call = stub.WatchRun(rr.WatchRunRequest(run_id=started.run_id))
+    seen = []
+    async for event in call:
+        seen.append(event)
+        if event.type == SETTLED:
+            await stub.DeleteRun(rr.DeleteRunRequest(run_id=started.run_id))
+            break
+    error = await call_error(_rest(call))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "RUN_NOT_FOUND"
+    assert shape(seen) == COUNTED_STORY[:6]
+
+
+async def _rest(call: Any) -> list[message_pb2.RunEvent]:
+    return [event async for event in call]

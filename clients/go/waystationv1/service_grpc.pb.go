@@ -64,7 +64,8 @@ type WorkflowServiceClient interface {
 	// Lists runs, newest first, with filters and pages. No state change.
 	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 	// Streams a run's events, replaying stored ones after after_sequence, until the run
-	// settles in a final state. No state change.
+	// settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+	// change.
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunEvent], error)
 	// Continues a run that was RUNNING or WAITING when its process died, from its last
 	// committed step. State change: RUNNING -> settled.
@@ -244,7 +245,8 @@ type WorkflowServiceServer interface {
 	// Lists runs, newest first, with filters and pages. No state change.
 	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	// Streams a run's events, replaying stored ones after after_sequence, until the run
-	// settles in a final state. No state change.
+	// settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+	// change.
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[RunEvent]) error
 	// Continues a run that was RUNNING or WAITING when its process died, from its last
 	// committed step. State change: RUNNING -> settled.

@@ -595,7 +595,7 @@ class Engine(Upkeep):
 
     async def watch(self, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
         """The run's events after `after`, stored ones first, then live ones, until the run
-        is final and every event was sent."""
+        is final and every event was sent; RunNotFound if the run is deleted meanwhile."""
         await self._existing_run(run_id)
         while True:
             changed = self._changes.setdefault(run_id, asyncio.Event())
@@ -606,7 +606,9 @@ class Engine(Upkeep):
             if events:
                 continue
             run = await self.store.load_run(run_id)
-            if run is None or (run.status.is_final and run.event_sequence <= after):
+            if run is None:
+                raise RunNotFound(run_id)  # deleted: the stream must not end as if settled
+            if run.status.is_final and run.event_sequence <= after:
                 return
             # Another process may drive the run: look at the store now and then anyway.
             with contextlib.suppress(TimeoutError):

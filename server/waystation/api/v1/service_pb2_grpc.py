@@ -171,7 +171,8 @@ class WorkflowServiceServicer:
 
     def WatchRun(self, request, context):
         """Streams a run's events, replaying stored ones after after_sequence, until the run
-        settles in a final state. No state change.
+        settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+        change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

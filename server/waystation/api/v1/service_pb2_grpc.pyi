@@ -64,7 +64,8 @@ class WorkflowServiceStub:
     """Lists runs, newest first, with filters and pages. No state change."""
     WatchRun: _grpc.UnaryStreamMultiCallable[_request_response_pb2.WatchRunRequest, _message_pb2.RunEvent]
     """Streams a run's events, replaying stored ones after after_sequence, until the run
-    settles in a final state. No state change.
+    settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+    change.
     """
     RestartRun: _grpc.UnaryUnaryMultiCallable[_request_response_pb2.RestartRunRequest, _message_pb2.WorkflowResult]
     """Continues a run that was RUNNING or WAITING when its process died, from its last
@@ -112,7 +113,8 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists runs, newest first, with filters and pages. No state change."""
     WatchRun: _aio.UnaryStreamMultiCallable[_request_response_pb2.WatchRunRequest, _message_pb2.RunEvent]  # type: ignore[assignment]
     """Streams a run's events, replaying stored ones after after_sequence, until the run
-    settles in a final state. No state change.
+    settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+    change.
     """
     RestartRun: _aio.UnaryUnaryMultiCallable[_request_response_pb2.RestartRunRequest, _message_pb2.WorkflowResult]  # type: ignore[assignment]
     """Continues a run that was RUNNING or WAITING when its process died, from its last
@@ -211,7 +213,8 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_message_pb2.RunEvent], _abc.AsyncIterator[_message_pb2.RunEvent]]:
         """Streams a run's events, replaying stored ones after after_sequence, until the run
-        settles in a final state. No state change.
+        settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+        change.
         """
 
     @_abc_1.abstractmethod

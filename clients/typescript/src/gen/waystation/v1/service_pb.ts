@@ -111,7 +111,8 @@ export const WorkflowService: GenService<{
   },
   /**
    * Streams a run's events, replaying stored ones after after_sequence, until the run
-   * settles in a final state. No state change.
+   * settles in a final state; a run deleted meanwhile ends the stream NOT_FOUND. No state
+   * change.
    *
    * @generated from rpc waystation.v1.WorkflowService.WatchRun
    */
