@@ -428,6 +428,15 @@ def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
         assert first.running
 
 
+def test_serve_refuses_a_port_above_65535(tmp_path: Path) -> None:
+    """grpc would listen on the port modulo 65536: another port than the one asked for."""
+    server = ServerProcess(tmp_path / "wrap.db")
+    server.address = f"127.0.0.1:{65536 + free_port()}"
+    done = subprocess.run(server.command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "port" in done.stderr and "is above 65535" in " ".join(done.stderr.split())
+
+
 def test_serve_refuses_a_sqlite_file_another_server_serves(tmp_path: Path) -> None:
     """A SQLite file takes one process: a second server on it (another port) exits 1 at
     once, before it could take over the runs the first one drives."""

@@ -148,6 +148,10 @@ async def create_server(
 def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
     """Listen with TLS (mutual when a client CA is given) or in plain text; OSError if the
     address cannot be listened on."""
+    _, colon, port_text = settings.listen.rpartition(":")
+    if colon and port_text.isdigit() and int(port_text) > 65535:
+        # grpc would take it modulo 65536 and serve on another port than the one asked for.
+        raise OSError(f"cannot listen on {settings.listen}: port {port_text} is above 65535")
     try:
         port = _add_port(server, settings)
     except RuntimeError as exc:  # grpc's way to say it could not bind
