@@ -5,6 +5,7 @@ deadlines and the message size limit."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -690,6 +691,63 @@ async def small_server(db_path: Path) -> AsyncIterator[RunningServer]:
         yield running
     finally:
         await running.stop(grace=1.0)
+
+
+async def test_an_answer_over_the_size_limit_is_refused_with_details_and_no_traceback(
+    small_server: RunningServer, log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run whose result is larger than the server may send (64 KiB here) is answered
+    RESOURCE_EXHAUSTED RESPONSE_TOO_LARGE naming the run and the sizes, on StartRun, GetRun
+    and WatchRun alike, rather than failed by grpc with no details and a traceback; the run
+    is stored and the server goes on serving."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_server.port}") as channel:
+        stub = Stub(channel)
+        request = rr.StartRunRequest(workflow_id="inflate", input_data=value({"bytes": 100_000}))
+        started = await call_error(stub.StartRun(request))
+        assert started.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert started.reason == "RESPONSE_TOO_LARGE"
+        assert started.metadata["limit"] == str(64 * 1024)
+        assert int(started.metadata["size"]) > 100_000
+        run_id = started.metadata["run_id"]
+        listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="inflate"))
+        assert [(r.run_id, r.status) for r in listed.runs] == [
+            (run_id, enums_pb2.RUN_STATUS_SUCCESS)
+        ]
+        read = await call_error(stub.GetRun(rr.GetRunRequest(run_id=run_id)))
+        assert (read.reason, read.metadata["run_id"]) == ("RESPONSE_TOO_LARGE", run_id)
+        watch = stub.WatchRun(rr.WatchRunRequest(run_id=run_id))
+        watched = await call_error(_all(watch))
+        assert watched.reason == "RESPONSE_TOO_LARGE"
+        small = await stub.StartRun(rr.StartRunRequest(workflow_id="slow", input_data=logged(log)))
+        assert small.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def _all(call: Any) -> list[Any]:
+    return [message async for message in call]
+
+
+async def test_payloads_that_together_exceed_their_share_of_the_limit_are_refused(
+    small_server: RunningServer,
+) -> None:
+    """Each payload under an eighth of the message limit, but input and state together
+    over it: refused INVALID_ARGUMENT naming both, before a run exists (the answer repeats
+    them, and would not fit)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_server.port}") as channel:
+        stub = Stub(channel)
+        share = 64 * 1024 // 8
+        request = rr.StartRunRequest(
+            workflow_id="remember",
+            run_id="together",
+            input_data=value({"a": "x" * (share * 2 // 3)}),
+            initial_state=value({"b": "y" * (share * 2 // 3)}).struct_value,
+        )
+        error = await call_error(stub.StartRun(request))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert sorted(error.violations) == ["initial_state", "input_data"]
+        assert "together" in error.violations["input_data"]
+        missing = await call_error(stub.GetRun(rr.GetRunRequest(run_id="together")))
+        assert missing.code == grpc.StatusCode.NOT_FOUND
 
 
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(

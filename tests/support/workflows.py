@@ -201,3 +201,11 @@ observed = (
     .then(_observer("third"))
     .commit()
 )
+
+
+async def _inflate(ctx: StepContext) -> dict[str, str]:
+    return {"blob": "x" * int(ctx.input_data["bytes"])}
+
+
+# inflate: a step whose output is `bytes` long, from a small input
+inflate = create_workflow(id="inflate").then(create_step(id="inflate", execute=_inflate)).commit()

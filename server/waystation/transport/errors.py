@@ -32,6 +32,36 @@ log = logging.getLogger(__name__)
 
 DOMAIN = "waystation.dev"
 
+
+class ResponseTooLarge(Exception):
+    """An answer larger than the server may send: refused with this, rather than failed by
+    grpc after the handler (no details, a traceback in the log). The call took effect."""
+
+    reason = "RESPONSE_TOO_LARGE"
+
+    def __init__(self, size: int, limit: int, run_id: str = "") -> None:
+        self.message = (
+            f"the answer is {size} bytes, more than the server's {limit}-byte message limit"
+            " (--max-message-bytes); a call that changes a run took effect: read the run with"
+            " GetRun (without include_state if that was asked for), or raise the limit"
+        )
+        super().__init__(self.message)
+        self.metadata = {"size": str(size), "limit": str(limit), "run_id": run_id}
+
+
+def check_fits(message: Any, limit: int) -> Any:
+    """`message`, or ResponseTooLarge if it is larger than `limit` bytes (0: no limit)."""
+    if limit and (size := message.ByteSize()) > limit:
+        raise ResponseTooLarge(size, limit, _run_id_of(message))
+    return message
+
+
+def _run_id_of(message: Any) -> str:
+    """The run a WorkflowResult, Run or RunEvent is about; "" for other answers."""
+    fields = message.DESCRIPTOR.fields_by_name
+    return message.run_id if "run_id" in fields else ""
+
+
 ERROR_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
@@ -42,6 +72,7 @@ ERROR_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     StoreConflict: grpc.StatusCode.ABORTED,
+    ResponseTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 _STORE_REASONS: dict[type[BaseException], str] = {
@@ -115,13 +146,14 @@ Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 
 
 def handle_errors(method: Method) -> Method:
-    """Wrap a unary servicer method: mapped errors abort with their rich status."""
+    """Wrap a unary servicer method: mapped errors abort with their rich status, and so
+    does an answer larger than the servicer's `max_message_bytes`."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             reject_undecodable(request)
-            return await method(self, request, context)
+            return check_fits(await method(self, request, context), self.max_message_bytes)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:

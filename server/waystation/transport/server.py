@@ -115,7 +115,7 @@ async def create_server(
             telemetry=Telemetry(tracer_provider, meter_provider),
             lease_seconds=settings.lease_seconds,
         )
-        service = WorkflowService(engine, policy, max_payload_bytes=limit // 8)
+        service = WorkflowService(engine, policy, max_message_bytes=limit)
         add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

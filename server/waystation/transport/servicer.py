@@ -19,7 +19,12 @@ from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
 from waystation.transport import convert
 from waystation.transport.auth import AuthPolicy, Principal, authorize
-from waystation.transport.errors import abort_for, handle_errors, reject_undecodable
+from waystation.transport.errors import (
+    abort_for,
+    check_fits,
+    handle_errors,
+    reject_undecodable,
+)
 from waystation.transport.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -31,20 +36,35 @@ _REFUSED: dict[str, Any] = {}
 
 class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     def __init__(
-        self, engine: Engine, policy: AuthPolicy | None = None, max_payload_bytes: int = 0
+        self, engine: Engine, policy: AuthPolicy | None = None, max_message_bytes: int = 0
     ) -> None:
         self.engine = engine
         self.policy = policy or AuthPolicy()
-        self.max_payload_bytes = max_payload_bytes
+        self.max_message_bytes = max_message_bytes
+        """The largest message the server sends (0: no limit): a larger answer is refused
+        RESOURCE_EXHAUSTED RESPONSE_TOO_LARGE, with details, by `handle_errors`."""
+        self.max_payload_bytes = max_message_bytes // 8
         """Largest user payload (input, state, context, resume data) a request may carry:
-        a fraction of the message limit, so that the answer, which repeats it, still fits
-        and an accepted call is never answered RESOURCE_EXHAUSTED."""
+        a fraction of the message limit, so that the answer, which repeats it, fits unless
+        the steps make it much larger."""
 
     def _check_sizes(self, problems: Violations, request: Any, *fields: str) -> None:
+        """Each payload, and all of them together, at most `max_payload_bytes`."""
         limit = self.max_payload_bytes
-        for field in fields:
-            if limit and request.HasField(field) and getattr(request, field).ByteSize() > limit:
+        if not limit:
+            return
+        sizes = {f: getattr(request, f).ByteSize() for f in fields if request.HasField(f)}
+        for field, size in sizes.items():
+            if size > limit:
                 problems.add(field, f"larger than {limit} bytes")
+        total = sum(sizes.values())
+        if total > limit and all(size <= limit for size in sizes.values()):
+            for field in sizes:
+                problems.add(
+                    field,
+                    f"with {', '.join(sorted(set(sizes) - {field}))}: {total} bytes,"
+                    f" more than the {limit} a request's payloads may take together",
+                )
 
     async def _guard(
         self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
@@ -199,7 +219,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             problems.check(_non_negative, "after_sequence", request.after_sequence, default=0)
             problems.raise_any()
             async for event in self.engine.watch(request.run_id, request.after_sequence):
-                yield convert.event_to_proto(request.run_id, event)
+                message = convert.event_to_proto(request.run_id, event)
+                yield check_fits(message, self.max_message_bytes)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
