@@ -408,7 +408,7 @@ def steps_in_a_row(workflow_id: str, count: int, execute: Any) -> Workflow:
     """A workflow of `count` steps, each running `execute`."""
     flow = create_workflow(id=workflow_id)
     for i in range(count):
-        flow = flow.then(create_step(id=f"s{i}", execute=execute, output_schema=int))
+        flow = flow.then(create_step(id=f"s{i}", execute=execute))
     return flow.commit()
 
 
