@@ -334,10 +334,10 @@ async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expire
     tmp_path: Path, pg_url: str
 ) -> None:
     """With a long lease, the run of a replica killed mid-step waits for its lease; a
-    RestartRun on another replica takes it over at once: the run continues from its last
-    committed step and ends SUCCESS, step A having run once. RestartRun of a finished run
-    is then refused FAILED_PRECONDITION (RUN_NOT_ACTIVE). (A SQLite file takes one server,
-    so this needs replicas on PostgreSQL.)"""
+    RestartRun with `force` on another replica takes it over at once: the run continues
+    from its last committed step and ends SUCCESS, step A having run once. RestartRun of a
+    finished run is then refused FAILED_PRECONDITION (RUN_NOT_ACTIVE). (A SQLite file takes
+    one server, so this needs replicas on PostgreSQL.)"""
     log = tmp_path / "steps.log"
     dying, survivor = (server(tmp_path, name, pg_url, ["--lease", "60"]) for name in "ab")
     async with AsyncExitStack() as stack:
@@ -358,7 +358,8 @@ async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expire
         assert await asyncio.to_thread(dying.kill) == -9
 
         assert (await get_run(stubs[1], "orphan")).status == RUN.RUN_STATUS_RUNNING
-        result = await stubs[1].RestartRun(rr.RestartRunRequest(run_id="orphan"), timeout=15)
+        forced = rr.RestartRunRequest(run_id="orphan", force=True)
+        result = await stubs[1].RestartRun(forced, timeout=15)
         assert result.status == RUN.RUN_STATUS_SUCCESS
         assert to_json(result.result)["ran"] == ["A", "B"]
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -366,6 +367,111 @@ async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expire
         error = rich_error(refused.value)
         assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
+
+
+async def test_restart_run_without_force_leaves_a_live_replicas_run_alone(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A RestartRun sent to another replica while the run's own replica is alive and
+    holds its lease is refused RUN_NOT_ACTIVE, naming the replica: the run is not
+    interrupted, its step runs once, and the caller waiting on the first replica gets the
+    run's outcome."""
+    log = tmp_path / "steps.log"
+    first, other = (server(tmp_path, name, pg_url, ["--lease", "60"]) for name in "ab")
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(stop_all, first, other)
+        await start_all(first, other)
+        stubs = []
+        for process in (first, other):
+            channel = grpc.aio.insecure_channel(process.address, options=FAST_RECONNECT)
+            await stack.enter_async_context(channel)
+            stubs.append(WorkflowServiceStub(channel))
+        data = {"log": str(log), "seconds": 2}
+        waiting = asyncio.create_task(start_run(stubs[0], "crash-two-steps", "alive", data))
+
+        async def in_b() -> bool:
+            return "start:B" in lines(log)
+
+        await assert_eventually(in_b, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs[1].RestartRun(rr.RestartRunRequest(run_id="alive"), timeout=15)
+        error = rich_error(refused.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
+        assert "force" in error.message
+        done = await waiting
+        assert done.status == RUN.RUN_STATUS_SUCCESS
+    assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1, "done:B": 1}
+
+
+async def test_a_forced_restart_of_a_live_replicas_run_answers_both_callers(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """RestartRun with `force` on replica B while replica A still runs the step: B takes
+    the run over and finishes it; the caller waiting on A gets that outcome, not ABORTED
+    (RUN_CHANGED), and A logs no error: losing a run to another replica is no failure."""
+    a, b, _ = cluster
+    log = tmp_path / "steps.log"
+    data = {"log": str(log), "seconds": 1}
+    waiting = asyncio.create_task(start_run(a.stub, "crash-two-steps", "forced", data))
+
+    async def in_b() -> bool:
+        return "start:B" in lines(log)
+
+    await assert_eventually(in_b, timeout=10)
+    forced = await b.stub.RestartRun(rr.RestartRunRequest(run_id="forced", force=True))
+    assert forced.status == RUN.RUN_STATUS_SUCCESS
+    done = await asyncio.wait_for(waiting, timeout=LEASE * 3)
+    assert (done.status, done.version) == (forced.status, forced.version)
+    assert counts(log)["start:B"] == 2
+    assert " ERROR " not in a.process.log
+
+
+async def test_a_retry_on_another_replica_waits_for_the_first_calls_outcome(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """A StartRun whose deadline expired while its run goes on in replica A, retried with
+    the same request id on replica B, waits there for the run to settle and answers its
+    outcome, as a retry on A does; not the RUNNING run as it stands."""
+    a, b, _ = cluster
+    log = tmp_path / "steps.log"
+    request = rr.StartRunRequest(
+        workflow_id="crash-two-steps",
+        run_id="retried",
+        request_id="retry-1",
+        input_data=value({"log": str(log), "seconds": 3}),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await a.stub.StartRun(request, timeout=0.5)
+    assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    again = await b.stub.StartRun(request, timeout=20)
+    assert (again.run_id, again.status) == ("retried", RUN.RUN_STATUS_SUCCESS)
+    assert to_json(again.result)["ran"] == ["A", "B"]
+    assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1, "done:B": 1}
+
+
+async def test_a_cancel_through_another_replica_stops_the_step_where_it_runs(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """CancelRun sent to replica B while replica A runs the run's step: A interrupts the
+    step within a renewal of its leases (a third of a lease), writes nothing more, and the
+    caller waiting on A gets the CANCELED run, as if A had been asked; A logs no error."""
+    a, b, _ = cluster
+    log = tmp_path / "steps.log"
+    data = {"log": str(log), "seconds": 30}
+    waiting = asyncio.create_task(start_run(a.stub, "crash-two-steps", "canceled", data))
+
+    async def in_b() -> bool:
+        return "start:B" in lines(log)
+
+    await assert_eventually(in_b, timeout=10)
+    canceled = await b.stub.CancelRun(rr.CancelRunRequest(run_id="canceled", reason="stop"))
+    assert canceled.status == RUN.RUN_STATUS_CANCELED
+    done = await asyncio.wait_for(waiting, timeout=LEASE * 3)
+    assert done.status == RUN.RUN_STATUS_CANCELED
+    assert done.error.reason == "CANCELED"
+    assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1}  # B never finished
+    assert (await get_run(a.stub, "canceled")).result.version == canceled.result.version
+    assert " ERROR " not in a.process.log
 
 
 async def test_runs_of_a_replica_drained_on_rollout_are_finished_by_the_others(

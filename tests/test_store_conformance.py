@@ -531,3 +531,21 @@ async def test_setup_twice_is_idempotent_and_data_survives_reopening(
         assert seen.run_id == "durable"
     finally:
         await reopened.close()
+
+
+async def test_a_lease_renewal_returns_the_runs_it_renewed(store: SnapshotStore) -> None:
+    """The runs still the owner's are renewed and returned; one another replica took over
+    (or that was released) is neither, so the owner knows it lost it."""
+    await created(store, "mine", owner="me", lease_until=50.0)
+    await created(store, "taken", owner="me", lease_until=10.0)
+    await created(store, "released", owner="", lease_until=None)
+    taken = await store.claim_expired("thief", now=20.0, until=90.0, limit=10)
+    assert sorted(taken) == ["released", "taken"]
+    renewed = await store.renew_leases("me", ["mine", "taken", "released", "gone"], 120.0)
+    assert sorted(renewed) == ["mine"]
+    assert await store.renew_leases("me", [], 130.0) == []
+    loaded = {r: await store.load_run(r) for r in ("mine", "taken")}
+    assert [(r.owner, r.lease_until) for r in loaded.values() if r] == [
+        ("me", 120.0),
+        ("thief", 90.0),
+    ]

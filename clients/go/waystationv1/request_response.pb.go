@@ -867,7 +867,9 @@ func (x *WatchRunRequest) GetAfterSequence() int64 {
 // RestartRun.
 type RestartRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The run, which must be RUNNING or WAITING with no process driving it. Required.
+	// The run, which must be RUNNING or WAITING with no process driving it: a run that
+	// another replica holds a lease on is refused RUN_NOT_ACTIVE, unless force is set.
+	// Required.
 	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Merged key by key over the stored request context.
 	RequestContext *structpb.Struct `protobuf:"bytes,2,opt,name=request_context,json=requestContext,proto3" json:"request_context,omitempty"`
@@ -876,7 +878,11 @@ type RestartRunRequest struct {
 	// Output options.
 	OutputOptions *OutputOptions `protobuf:"bytes,4,opt,name=output_options,json=outputOptions,proto3" json:"output_options,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Take the run over although another replica's lease on it has not expired, for an
+	// operator who knows that replica is dead. Without it such a run waits for its lease to
+	// expire, when the other replicas take it over by themselves.
+	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,6 +950,13 @@ func (x *RestartRunRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *RestartRunRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 // TimeTravelRun.
@@ -1231,14 +1244,15 @@ const file_waystation_v1_request_response_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n" +
 	"\x0fWatchRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12%\n" +
-	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"\x98\x02\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"\xae\x02\n" +
 	"\x11RestartRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12@\n" +
 	"\x0frequest_context\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x0erequestContext\x12F\n" +
 	"\x0ftracing_options\x18\x03 \x01(\v2\x1d.waystation.v1.TracingOptionsR\x0etracingOptions\x12C\n" +
 	"\x0eoutput_options\x18\x04 \x01(\v2\x1c.waystation.v1.OutputOptionsR\routputOptions\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\xf6\x03\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\"\xf6\x03\n" +
 	"\x14TimeTravelRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12+\n" +
 	"\x04step\x18\x02 \x01(\v2\x17.waystation.v1.StepPathR\x04step\x125\n" +

@@ -243,12 +243,27 @@ def _show_event(opts: ClientOptions, event: message_pb2.RunEvent) -> None:
 
 
 @app.command("restart", epilog=NOTE)
-def restart_run(ctx: typer.Context, run_id: RunId, context: Context = None) -> None:
+def restart_run(
+    ctx: typer.Context,
+    run_id: RunId,
+    context: Context = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Take the run over although its replica's lease has not expired."
+        ),
+    ] = False,
+) -> None:
     """Continue a run left RUNNING by a process that died (a replica's), from its last
     committed step, and wait until it settles. A server continues its own interrupted runs
-    when it starts; this is for a run that no live process drives."""
+    when it starts; this is for a run that no live process drives. A run another replica
+    still holds a lease on is refused unless --force (only if you know that replica is
+    dead: a live one would lose the run mid-step)."""
     request = request_response_pb2.RestartRunRequest(
-        run_id=run_id, request_context=json_object(context, "--context"), output_options=OUTPUT
+        run_id=run_id,
+        request_context=json_object(context, "--context"),
+        output_options=OUTPUT,
+        force=force,
     )
     opts = options(ctx)
     with connect(opts, settling_hint(run_id=run_id)) as stub:

@@ -37,7 +37,7 @@ from waystation.engine.errors import (
     violations_from,
 )
 from waystation.engine.events import EventType, make_event, step_events
-from waystation.engine.executor import Execution, error_json, insert_run
+from waystation.engine.executor import Execution, RunChanged, error_json, insert_run
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id, new_run_id
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now
 from waystation.engine.paths import format_path
@@ -66,6 +66,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 Recovery = Literal["continue", "fail"]
+
+
+ELSEWHERE_POLL = 0.1
+"""Seconds between two looks at a run that another replica drives, for a caller waiting
+for its outcome (a replayed request id, an execution that lost the run)."""
 
 
 class Engine(Upkeep):
@@ -181,6 +186,23 @@ class Engine(Upkeep):
     def _release(self, run: RunRecord) -> None:
         run.owner, run.lease_until = "", None
 
+    def _leased_elsewhere(self, run: RunRecord) -> bool:
+        """Whether another replica holds a lease on `run` that has not expired."""
+        return bool(run.owner) and run.owner != self.replica_id and (run.lease_until or 0) > now()
+
+    async def _outcome(self, task: asyncio.Task[WorkflowResultData]) -> WorkflowResultData:
+        """An execution's result, awaited shielded (a call's deadline does not stop its
+        run). If another replica changed the run under it (canceled it, took it over), the
+        run's outcome there: its result once it no longer runs."""
+        try:
+            return await asyncio.shield(task)
+        except RunChanged as changed:
+            while True:
+                run, result = await self.get_run(changed.run_id)
+                if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
+                    return result
+                await asyncio.sleep(ELSEWHERE_POLL)
+
     def _notify(self, run_id: str) -> None:
         """Wake the watchers of a run after a commit."""
         event = self._changes.pop(run_id, None)
@@ -192,7 +214,11 @@ class Engine(Upkeep):
         for run_id in driving:
             if self._active.get(run_id, (None, None))[1] is task:
                 del self._active[run_id]
-            if error is not None:
+            if isinstance(error, RunChanged):
+                log.warning(
+                    "run %s changed by another replica: this one stopped driving it", run_id
+                )
+            elif error is not None:
                 log.error("run %s stopped: %r", run_id, error)
 
     # -- workflows ------------------------------------------------------------------------
@@ -250,7 +276,7 @@ class Engine(Upkeep):
                 run = await asyncio.shield(self._insert_and_launch(workflow, cmd, key))
                 return build_result(workflow, run, {})
             started = self._started(workflow, cmd, key)
-            return await asyncio.shield(self._drive_after(started, f"start:{workflow.id}"))
+            return await self._outcome(self._drive_after(started, f"start:{workflow.id}"))
         except RunAlreadyExists:
             # A concurrent call with the same request id may have won the insert.
             if key and (seen := await self.store.get_request(key)):
@@ -338,7 +364,7 @@ class Engine(Upkeep):
         accepted = await self._accept_resume(cmd)
         if isinstance(accepted, WorkflowResultData):
             return accepted  # a replayed request id, or validate_only
-        result = await asyncio.shield(accepted)
+        result = await self._outcome(accepted)
         latency = asyncio.get_running_loop().time() - started
         self.telemetry.resume_latency.record(
             latency, {"waystation.workflow_id": result.workflow_id}
@@ -441,8 +467,9 @@ class Engine(Upkeep):
     async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
         execution runs here, wait for it (unless the call asked not to wait: then the run as
-        it stands); a run that no process drives is answered as it stands after a short
-        grace (its request may have been accepted by a dead process)."""
+        it stands); while another replica drives it, wait for it to settle there; a run that
+        no process drives is answered as it stands after a short grace (its request may have
+        been accepted by a dead process)."""
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         key_run = seen.run_id
         while True:
@@ -452,13 +479,16 @@ class Engine(Upkeep):
                 return (await self.get_run(key_run))[1]
             active = self._active.get(key_run)
             if active is not None:
-                return await asyncio.shield(active[1])
+                return await self._outcome(active[1])
             run, result = await self.get_run(key_run)
-            if run.status not in (RunStatus.RUNNING, RunStatus.PENDING) or (
-                asyncio.get_running_loop().time() >= deadline
-            ):
+            if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
                 return result
-            await asyncio.sleep(0.02)
+            if self._leased_elsewhere(run):
+                await asyncio.sleep(ELSEWHERE_POLL)  # until it settles there, or the deadline
+            elif asyncio.get_running_loop().time() >= deadline:
+                return result
+            else:
+                await asyncio.sleep(0.02)
             seen = await self.store.get_request(seen.key) or seen
 
     async def cancel_run(self, run_id: str, reason: str = "") -> WorkflowResultData:
@@ -471,7 +501,7 @@ class Engine(Upkeep):
             if active is not None and run.status in (RunStatus.RUNNING, RunStatus.WAITING):
                 active[1].cancel(reason or "run canceled")
                 try:
-                    return await asyncio.shield(active[1])
+                    return await self._outcome(active[1])
                 except asyncio.CancelledError:
                     continue
             if await self._cancel_stored(run_id, reason):
@@ -525,8 +555,10 @@ class Engine(Upkeep):
         request_context: dict[str, Any],
         trace: CallTrace | None = None,
         request_id: str = "",
+        force: bool = False,
     ) -> WorkflowResultData:
-        """Continue a run left RUNNING or WAITING by a process that died."""
+        """Continue a run left RUNNING or WAITING by a process that died. A run whose lease
+        another replica holds is taken over only with `force` (its driver may be alive)."""
         check_run_id(run_id)
         key = RequestKey(f"restart:{run_id}", request_id) if request_id else None
         if key and (seen := await self.store.get_request(key)):
@@ -537,6 +569,13 @@ class Engine(Upkeep):
         run = snapshot.run
         if run.status not in (RunStatus.RUNNING, RunStatus.WAITING) or run_id in self._active:
             raise RunNotActive(run_id, run.status if run_id not in self._active else "driven")
+        lease_left = (run.lease_until or 0.0) - now()
+        if run.owner and run.owner != self.replica_id and lease_left > 0 and not force:
+            raise RunNotActive(
+                run_id,
+                f"driven by replica {run.owner}, whose lease runs {lease_left:.0f} s more;"
+                " force takes it over if that replica is dead",
+            )
         run.request_context = merge_context(run.request_context, request_context)
         workflow = self.workflow(run.workflow_id)
         # Take the run over by compare-and-set: a driver that is still alive loses its next
@@ -550,7 +589,7 @@ class Engine(Upkeep):
             raise RunNotActive(run_id, "changed by its driver") from None
         execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call = "restart", trace
-        return await asyncio.shield(self._launch(execution))
+        return await self._outcome(self._launch(execution))
 
     async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
         """Re-execute from `cmd.step`, keeping the results of the steps before it."""
@@ -583,7 +622,7 @@ class Engine(Upkeep):
         execution.pending_events = [make_event(run, EventType.RUN_STARTED)]
         self._own(run)
         await execution.commit(writes, deleted=dropped, new_request=key)
-        return await asyncio.shield(self._launch(execution))
+        return await self._outcome(self._launch(execution))
 
     async def delete_run(self, run_id: str) -> None:
         run = await self._existing_run(run_id)

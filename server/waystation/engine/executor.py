@@ -167,6 +167,18 @@ be held (whatever follows it, the sequence ends there); "" when nothing may be (
 parallel, branch, loop and foreach blocks, whose siblings run on)."""
 
 
+class RunChanged(StoreConflict):
+    """Another writer changed the run under an execution (another replica canceled it or
+    took it over): this process stops driving it, and its callers get the run's outcome
+    from the store (`Engine._outcome`)."""
+
+    reason = "RUN_CHANGED"
+
+    def __init__(self, run_id: str, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
 @dataclass
 class Execution:
     store: SnapshotStore
@@ -174,6 +186,9 @@ class Execution:
     snapshot: RunSnapshot
     requests: list[RequestKey] = field(default_factory=list)
     shutting_down: bool = False
+    lost: bool = False
+    """Set (before the task is cancelled) when the lease upkeep finds the run is no longer
+    this replica's: nothing more is written, the execution ends with RunChanged."""
     on_commit: Callable[[str], None] = lambda run_id: None
     telemetry: Telemetry = field(default_factory=lambda: DEFAULT_TELEMETRY)
     kind: str = "recover"
@@ -214,6 +229,8 @@ class Execution:
             except asyncio.CancelledError as exc:
                 if self.shutting_down:
                     raise  # the run stays RUNNING; the next process continues it
+                if self.lost:
+                    raise RunChanged(self.run_id, "another replica changed the run") from None
                 reason = str(exc.args[0]) if exc.args else "run canceled"
                 outcome = Outcome("canceled", error=error_json("CANCELED", reason))
             except StoreError:
@@ -304,6 +321,8 @@ class Execution:
             if held:
                 await self._save_held(held, expected, before)
             raise
+        except StoreConflict as exc:
+            raise RunChanged(run.run_id, str(exc)) from None
         self.on_commit(run.run_id)
 
     async def _insert(
@@ -581,7 +600,7 @@ class Execution:
             return Outcome("canceled", error=error)
         except asyncio.CancelledError:
             finish(span, "canceled")
-            if not self.shutting_down:
+            if not (self.shutting_down or self.lost):
                 await self.commit({path: evolve(record, status=StepStatus.CANCELED)})
             raise
         except Exception as exc:  # the step's own failure: retried, then recorded

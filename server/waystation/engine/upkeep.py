@@ -78,7 +78,9 @@ class Upkeep:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 until = now() + self.lease_seconds
-                await self.store.renew_leases(self.replica_id, list(self._active), until)
+                sent = {rid: ex for rid, (ex, _) in self._active.items() if ex.stored}
+                renewed = await self.store.renew_leases(self.replica_id, list(sent), until)
+                self._stop_lost(sent, set(renewed))
                 # The executions' copies too: their commits write the lease they hold (and
                 # move it only once half of it is gone), so they must not write it back.
                 for execution, _ in self._active.values():
@@ -87,6 +89,24 @@ class Upkeep:
                 await self._take_over(now())
             except Exception:  # the store may be briefly unavailable: try again next time
                 log.exception("lease upkeep failed")
+
+    def _stop_lost(self, sent: dict[str, Execution], renewed: set[str]) -> None:
+        """Stop the executions whose run the renewal found no longer ours: another replica
+        canceled it or took it over. Their step is interrupted now, not when its next
+        commit would fail, and they write nothing more (`Execution.lost`)."""
+        for run_id, execution in sent.items():
+            active = self._active.get(run_id)
+            run = execution.snapshot.run
+            if run_id in renewed or active is None or active[0] is not execution:
+                continue
+            if run.owner != self.replica_id or run.status not in (
+                RunStatus.RUNNING,
+                RunStatus.WAITING,
+            ):
+                continue  # settling: its own commit released the lease
+            log.warning("run %s is no longer this replica's: stopping its execution", run_id)
+            execution.lost = True
+            active[1].cancel()
 
     async def _expire_suspensions(self, interval: float = 0.25) -> None:
         """Act on suspensions whose timeout passed: fail the run, or resume the step once

@@ -167,9 +167,11 @@ class PostgresStore:
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(encode(commit))
 
-    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
-        if run_ids:
-            await self._committer.submit(LeaseRenewal(owner, list(run_ids), until))
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> list[str]:
+        if not run_ids:
+            return []
+        renewed: list[str] = await self._committer.submit(LeaseRenewal(owner, list(run_ids), until))
+        return renewed
 
     async def claim_expired(self, owner: str, now: float, until: float, limit: int) -> list[str]:
         claimed: list[str] = await self._committer.submit(ExpiredClaim(owner, now, until, limit))
@@ -219,6 +221,13 @@ class PostgresStore:
                 await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", op.run_id)
             return None, status == "DELETE 1"
         if isinstance(op, LeaseRenewal):
+            # A row locked by a commit in flight is skipped, not lost: it counts as renewed
+            # (the commit moves the lease itself when it needs to).
+            locked = await conn.fetch(
+                "SELECT run_id FROM runs WHERE owner = $1 AND run_id = ANY($2)",
+                op.owner,
+                list(op.run_ids),
+            )
             await conn.execute(
                 "UPDATE runs SET lease_until = $1 WHERE run_id IN (SELECT run_id FROM runs"
                 " WHERE owner = $2 AND run_id = ANY($3) ORDER BY run_id FOR UPDATE SKIP LOCKED)",
@@ -226,7 +235,7 @@ class PostgresStore:
                 op.owner,
                 list(op.run_ids),
             )
-            return None, None
+            return None, [row["run_id"] for row in locked]
         if isinstance(op, ExpiredClaim):
             rows = await conn.fetch(
                 "UPDATE runs SET owner = $1, lease_until = $2, version = version + 1"

@@ -181,9 +181,10 @@ class SnapshotStore(Protocol):
     async def due_runs(self, now: float, limit: int) -> list[str]:
         """Ids of SUSPENDED runs with a suspension that expired by `now`, at most `limit`."""
 
-    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> list[str]:
         """Extend to `until` the leases that `owner` holds on these runs (the version does
-        not change: a lease is not a transition)."""
+        not change: a lease is not a transition). Returns the ids of the runs renewed: one
+        missing is no longer `owner`'s (another replica canceled it or took it over)."""
 
     async def claim_expired(self, owner: str, now: float, until: float, limit: int) -> list[str]:
         """Take over RUNNING or WAITING runs whose lease ended before `now` (or that have

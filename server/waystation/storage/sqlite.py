@@ -387,9 +387,13 @@ class SqliteStore:
     async def commit(self, commit: Commit) -> None:
         await self._write(encode(commit), durable=commit.durable)
 
-    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> None:
-        if run_ids:
-            await self._write(LeaseRenewal(owner, list(run_ids), until), durable=False)
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], until: float) -> list[str]:
+        if not run_ids:
+            return []
+        renewed: list[str] = await self._write(
+            LeaseRenewal(owner, list(run_ids), until), durable=False
+        )
+        return renewed
 
     async def claim_expired(self, owner: str, now: float, until: float, limit: int) -> list[str]:
         claimed: list[str] = await self._write(ExpiredClaim(owner, now, until, limit))
@@ -619,12 +623,13 @@ def _apply_batch(db: sqlite3.Connection, ops: list[_Write], known: KnownRuns) ->
 def _apply_one(db: sqlite3.Connection, op: _Write, known: KnownRuns) -> Result:
     if isinstance(op, LeaseRenewal):
         marks = ", ".join("?" for _ in op.run_ids)
-        db.execute(
-            f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})",
+        rows = db.execute(
+            f"UPDATE runs SET lease_until = ? WHERE owner = ? AND run_id IN ({marks})"
+            " RETURNING run_id",
             (op.until, op.owner, *op.run_ids),
-        )
+        ).fetchall()
         known.forget(op.run_ids)
-        return None, None
+        return None, [row[0] for row in rows]
     if isinstance(op, ExpiredClaim):
         rows = db.execute(
             "UPDATE runs SET owner = ?, lease_until = ?, version = version + 1"

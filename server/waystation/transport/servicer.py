@@ -237,7 +237,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         trace = problems.check(_trace, request, context, default=None)
         problems.raise_any()
         result = await self.engine.restart_run(
-            request.run_id, request_context, trace, request.request_id
+            request.run_id, request_context, trace, request.request_id, force=request.force
         )
         return convert.result_to_proto(result, request.output_options)
 

@@ -466,10 +466,19 @@ class RestartRunRequest(_message.Message):
     TRACING_OPTIONS_FIELD_NUMBER: _builtins.int
     OUTPUT_OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    """The run, which must be RUNNING or WAITING with no process driving it. Required."""
+    """The run, which must be RUNNING or WAITING with no process driving it: a run that
+    another replica holds a lease on is refused RUN_NOT_ACTIVE, unless force is set.
+    Required.
+    """
     request_id: _builtins.str
     """Idempotency key."""
+    force: _builtins.bool
+    """Take the run over although another replica's lease on it has not expired, for an
+    operator who knows that replica is dead. Without it such a run waits for its lease to
+    expire, when the other replicas take it over by themselves.
+    """
     @_builtins.property
     def request_context(self) -> _struct_pb2.Struct:
         """Merged key by key over the stored request context."""
@@ -490,10 +499,11 @@ class RestartRunRequest(_message.Message):
         tracing_options: _message_pb2.TracingOptions | None = ...,
         output_options: _message_pb2.OutputOptions | None = ...,
         request_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output_options", b"output_options", "request_context", b"request_context", "tracing_options", b"tracing_options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output_options", b"output_options", "request_context", b"request_context", "request_id", b"request_id", "run_id", b"run_id", "tracing_options", b"tracing_options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "output_options", b"output_options", "request_context", b"request_context", "request_id", b"request_id", "run_id", b"run_id", "tracing_options", b"tracing_options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
