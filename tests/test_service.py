@@ -750,6 +750,47 @@ async def test_payloads_that_together_exceed_their_share_of_the_limit_are_refuse
         assert missing.code == grpc.StatusCode.NOT_FOUND
 
 
+def _objects(levels: int) -> Any:
+    data: Any = "leaf"
+    for _ in range(levels):
+        data = {"d": data}
+    return data
+
+
+async def test_payloads_nest_at_most_as_deep_as_every_answer_can_carry(
+    stub: Stub, tmp_path: Path
+) -> None:
+    """Protobuf decoders stop at 100 message levels, and an answer holds a payload a few
+    levels deeper than the request did: input nested 31 objects deep is served and every
+    answer that repeats it reads back in Python; 32 is refused INVALID_ARGUMENT naming the
+    field, before a run exists. A step whose output nests deeper fails INVALID_STEP_OUTPUT."""
+    deepest = rr.StartRunRequest(workflow_id="remember", input_data=value(_objects(31)))
+    started = await stub.StartRun(deepest)
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED
+    read = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+    assert to_json(read.result.steps["remember"].payload) == _objects(31)
+    watch = stub.WatchRun(rr.WatchRunRequest(run_id=started.run_id))
+    async for event in watch:
+        if event.type == enums_pb2.RUN_EVENT_TYPE_RUN_SETTLED:
+            assert to_json(event.result.steps["remember"].payload) == _objects(31)
+            break
+    watch.cancel()
+    too_deep = rr.StartRunRequest(
+        workflow_id="remember", run_id="too-deep", input_data=value(_objects(32))
+    )
+    error = await call_error(stub.StartRun(too_deep))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nested deeper than 31" in error.violations["input_data"]
+    missing = await call_error(stub.GetRun(rr.GetRunRequest(run_id="too-deep")))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+    failed = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="deep-output", input_data=value({"levels": 40}))
+    )
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    assert failed.error.reason == "INVALID_STEP_OUTPUT"
+    assert "nested deeper than 31" in failed.error.message
+
+
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(
     small_server: RunningServer, log: Path
 ) -> None:

@@ -209,3 +209,14 @@ async def _inflate(ctx: StepContext) -> dict[str, str]:
 
 # inflate: a step whose output is `bytes` long, from a small input
 inflate = create_workflow(id="inflate").then(create_step(id="inflate", execute=_inflate)).commit()
+
+
+async def _deep(ctx: StepContext) -> Any:
+    value: Any = "leaf"
+    for _ in range(int(ctx.input_data["levels"])):
+        value = {"d": value}
+    return value
+
+
+# deep-output: a step whose output nests `levels` objects deep
+deep_output = create_workflow(id="deep-output").then(create_step(id="deep", execute=_deep)).commit()

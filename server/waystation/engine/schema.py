@@ -16,6 +16,12 @@ from waystation.engine.model import JSON
 
 Schema = type[BaseModel] | None
 
+MAX_NESTING = 31
+"""Levels of lists and objects a payload may nest. Protobuf decoders stop at 100 message
+levels (Python's and Java's); an object is three (Value, Struct, map entry), and an answer
+holds a payload up to six levels down (RunEvent, WorkflowResult, steps entry, StepResult,
+items, Value): 6 + 31 x 3 = 99, so every answer stays readable in every language."""
+
 
 def check(owner: str, field: str, value: Any) -> Schema:
     """`value` if it can be a schema (a pydantic model class, or None); TypeError if not,
@@ -42,12 +48,30 @@ def dump(schema: Schema, value: Any) -> JSON:
 
 
 def finite(value: JSON) -> JSON:
-    """`value`, if JSON can hold it; ValueError for NaN and infinities."""
+    """`value`, if JSON can hold it and an answer can carry it; ValueError for NaN and
+    infinities, and for nesting deeper than MAX_NESTING."""
+    check_nesting(value)
     bad = _non_finite(value)
     if bad is not None:
         where = ".".join(str(part) for part in bad) or "value"
         raise ValueError(f"{where}: NaN and infinities cannot be stored as JSON")
     return value
+
+
+def check_nesting(value: JSON) -> None:
+    """ValueError if `value` nests lists and objects deeper than MAX_NESTING."""
+    level = [value]
+    for _ in range(MAX_NESTING):
+        level = [
+            item
+            for container in level
+            if isinstance(container, dict | list)
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, dict | list)
+        ]
+        if not level:
+            return
+    raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
 
 
 def normalize(schema: Schema, data: JSON) -> JSON:

@@ -11,7 +11,14 @@ from typing import Any
 import grpc
 
 from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
-from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand, TimeTravelCommand
+from waystation.engine import (
+    Engine,
+    ResumeCommand,
+    RunStatus,
+    StartCommand,
+    TimeTravelCommand,
+    schema,
+)
 from waystation.engine.engine import check_page_size, read_page_token
 from waystation.engine.errors import InvalidArgument, Violations
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id
@@ -127,7 +134,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             workflow_id=request.workflow_id,
             run_id=request.run_id,
             resource_id=request.resource_id,
-            input_data=problems.check(convert.optional_value, request, "input_data", default=None),
+            input_data=problems.check(_value, request, "input_data", default=None),
             initial_state=problems.check(_struct, request, "initial_state", default=_REFUSED),
             request_context=problems.check(_struct, request, "request_context", default=_REFUSED),
             request_id=request.request_id,
@@ -149,9 +156,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         command = ResumeCommand(
             run_id=request.run_id,
             workflow_id=request.workflow_id,
-            resume_data=problems.check(
-                convert.optional_value, request, "resume_data", default=None
-            ),
+            resume_data=problems.check(_value, request, "resume_data", default=None),
             step=convert.path_from_proto(request.step),
             label=request.label,
             foreach_index=request.foreach_index if request.HasField("foreach_index") else None,
@@ -253,10 +258,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         command = TimeTravelCommand(
             run_id=request.run_id,
             step=convert.path_from_proto(request.step),
-            input_data=problems.check(convert.optional_value, request, "input_data", default=None),
-            resume_data=problems.check(
-                convert.optional_value, request, "resume_data", default=None
-            ),
+            input_data=problems.check(_value, request, "input_data", default=None),
+            resume_data=problems.check(_value, request, "resume_data", default=None),
             initial_state=(
                 problems.check(_struct, request, "initial_state", default=_REFUSED)
                 if request.HasField("initial_state")
@@ -291,8 +294,24 @@ def _trace(request: Any, context: Context) -> CallTrace:
     return convert.call_trace(request.tracing_options, context.invocation_metadata())
 
 
+def _value(request: Any, field: str) -> Any:
+    """A Value field as JSON (None when unset), at most MAX_NESTING levels deep."""
+    return _nested(field, convert.optional_value(request, field))
+
+
 def _struct(request: Any, field: str) -> dict[str, Any]:
-    return convert.struct_to_json(getattr(request, field), field)
+    """A Struct field as JSON, at most MAX_NESTING levels deep."""
+    data: dict[str, Any] = _nested(field, convert.struct_to_json(getattr(request, field), field))
+    return data
+
+
+def _nested(field: str, data: Any) -> Any:
+    """`data`, unless it nests deeper than an answer repeating it could carry."""
+    try:
+        schema.check_nesting(data)
+    except ValueError as exc:
+        raise InvalidArgument(field, str(exc)) from None
+    return data
 
 
 def _non_negative(field: str, value: int) -> int:
