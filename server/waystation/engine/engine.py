@@ -569,12 +569,12 @@ class Engine(Upkeep):
         run = snapshot.run
         if run.status not in (RunStatus.RUNNING, RunStatus.WAITING) or run_id in self._active:
             raise RunNotActive(run_id, run.status if run_id not in self._active else "driven")
-        lease_left = (run.lease_until or 0.0) - now()
-        if run.owner and run.owner != self.replica_id and lease_left > 0 and not force:
+        if self._leased_elsewhere(run) and not force:
             raise RunNotActive(
                 run_id,
-                f"driven by replica {run.owner}, whose lease runs {lease_left:.0f} s more;"
-                " force takes it over if that replica is dead",
+                f"driven by replica {run.owner}, whose lease runs"
+                f" {(run.lease_until or 0.0) - now():.0f} s more; force takes it over if that"
+                " replica is dead",
             )
         run.request_context = merge_context(run.request_context, request_context)
         workflow = self.workflow(run.workflow_id)
