@@ -60,18 +60,23 @@ def finite(value: JSON) -> JSON:
 
 def check_nesting(value: JSON) -> None:
     """ValueError if `value` nests lists and objects deeper than MAX_NESTING."""
-    level = [value]
-    for _ in range(MAX_NESTING):
-        level = [
-            item
-            for container in level
-            if isinstance(container, dict | list)
-            for item in (container.values() if isinstance(container, dict) else container)
-            if isinstance(item, dict | list)
-        ]
-        if not level:
-            return
-    raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
+    if _deeper_than(value, MAX_NESTING):
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
+
+
+def _deeper_than(value: JSON, levels: int) -> bool:
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    if not levels:
+        return True
+    for item in items:  # noqa: SIM110 (a loop: no generator per container, on every output)
+        if isinstance(item, dict | list) and _deeper_than(item, levels - 1):
+            return True
+    return False
 
 
 def normalize(schema: Schema, data: JSON) -> JSON:
