@@ -796,6 +796,30 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
+def test_serve_names_the_tls_file_it_cannot_use(pki: Pki, tmp_path: Path) -> None:
+    """A client CA without a certificate and key (it served plain text, checking nothing),
+    a file that is no certificate, a key of another certificate, a client CA that holds no
+    certificate: one line naming the option, exit 1; not "cannot listen on" the port."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cert, key = pki.server[1], pki.server[3]
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(pki.client[1].read_bytes())
+    cases = {
+        "--tls-client-ca needs --tls-cert and --tls-key": ["--tls-client-ca", str(pki.ca)],
+        f"--tls-cert {garbage}": ["--tls-cert", str(garbage), "--tls-key", key],
+        f"--tls-key {other_key}": ["--tls-cert", cert, "--tls-key", str(other_key)],
+        f"--tls-client-ca {garbage}": [*pki.server, "--tls-client-ca", str(garbage)],
+    }
+    for words, args in cases.items():
+        server = ServerProcess(tmp_path / "bad-tls.db", extra_args=args)
+        done = subprocess.run(server.command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        said = " ".join(done.stderr.split())
+        assert f"cannot start: {words}" in said or ("cannot start:" in said and words in said), said
+        assert "cannot listen" not in said and "Traceback" not in said, said
+
+
 def test_a_tls_server_is_reached_with_the_ca_of_tls_ca_or_its_variable(
     pki: Pki, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,9 +164,12 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
 
 def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
     if not settings.tls_cert and not settings.tls_key:
+        if settings.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
         return server.add_insecure_port(settings.listen)
     if not (settings.tls_cert and settings.tls_key):
         raise ValueError("TLS needs both a certificate and a key")
+    _check_pem(settings)
     ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
     credentials = grpc.ssl_server_credentials(
         [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
@@ -173,6 +177,27 @@ def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
         require_client_auth=ca is not None,
     )
     return server.add_secure_port(settings.listen, credentials)
+
+
+def _check_pem(settings: ServerSettings) -> None:
+    """ValueError naming the file, for a certificate, key or CA grpc would take and then
+    fail to bind with (reported as a port it cannot listen on)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-cert {settings.tls_cert} / --tls-key {settings.tls_key}: not a PEM"
+            f" certificate and its private key ({exc.reason or exc})"
+        ) from None
+    if settings.tls_client_ca:
+        try:
+            context.load_verify_locations(cafile=settings.tls_client_ca)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"--tls-client-ca {settings.tls_client_ca}: no PEM certificate"
+                f" ({exc.reason or exc})"
+            ) from None
 
 
 class CannotStart(Exception):
