@@ -11,8 +11,9 @@ Every refusal is shown with its status code and `ErrorInfo` reason:
   of another CA, is refused at the handshake (UNAVAILABLE).
 - No credential, or a wrong one: UNAUTHENTICATED. An action or tenant (resource_id prefix)
   outside the credential's scope: PERMISSION_DENIED (principal and action in the metadata),
-  except reads of another tenant's run, which look exactly like a missing run (NOT_FOUND,
-  RUN_NOT_FOUND); ListRuns shows only the caller's tenants, prefixes taken literally.
+  except calls on another tenant's run, which look exactly like calls on a missing run
+  (NOT_FOUND, RUN_NOT_FOUND), so that no call tells whether it exists; ListRuns shows only
+  the caller's tenants, prefixes taken literally.
 - Who resumed a step is recorded on it (`resumed_by`, the credential's name).
 - Tokens never appear in logs or spans (in-process with caplog and an in-memory span
   exporter, and in a server process's output with the console span exporter).
@@ -53,6 +54,7 @@ from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.transport import RunningServer, create_server
+from waystation.transport.auth import AuthPolicy
 
 RUN = enums_pb2.RunStatus
 EV = enums_pb2.RunEventType
@@ -411,7 +413,7 @@ async def test_mtls_identities_are_scoped_like_tokens(
     mtls_server: RunningServer, pki: Pki, tmp_path: Path
 ) -> None:
     """billing-cert (tenant billing/; start, resume, read) against orders-cert's run: the
-    same refusals as for a token."""
+    same refusals as for a token (a resume of their run, as a read, finds no such run)."""
     log = tmp_path / "log"
     async with AsyncExitStack() as stack:
         billing = await stack.enter_async_context(
@@ -426,9 +428,8 @@ async def test_mtls_identities_are_scoped_like_tokens(
         assert_denied(
             await call_error(start(billing, (), "orders/2", log)), "billing-cert", "start"
         )
-        assert_denied(
-            await call_error(resume(billing, (), theirs.run_id)), "billing-cert", "resume"
-        )
+        hidden = await call_error(resume(billing, (), theirs.run_id))
+        assert_refused(hidden, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
         # billing-cert may not cancel at all, not even its own runs
         cancel = billing.CancelRun(rr.CancelRunRequest(run_id=mine.run_id), timeout=5)
         assert_denied(await call_error(cancel), "billing-cert", "cancel")
@@ -578,23 +579,35 @@ async def test_a_token_may_not_start_a_run_outside_its_tenants(
     assert not lines(log)
 
 
-async def test_resuming_or_canceling_another_tenants_run_is_permission_denied(
+def assert_hidden(hidden: RichError, missing: RichError, run_id: str, unknown: str) -> None:
+    """`hidden` (a call on another tenant's run) answers exactly as `missing` (the same call
+    on an id that does not exist), but for the id it names."""
+    assert_refused(hidden, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    assert_refused(missing, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    assert hidden.message.replace(run_id, "ID") == missing.message.replace(unknown, "ID")
+    assert hidden.metadata == {**missing.metadata, "run_id": run_id}
+
+
+async def test_resuming_or_canceling_another_tenants_run_looks_like_a_missing_run(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """billing-ops against an orders/ run: resume (also a dry run), cancel and a start of
-    that run id are PERMISSION_DENIED; the run is untouched and its steps did not run."""
+    """billing-ops against an orders/ run: resume (also a dry run) and cancel answer as for
+    an id that does not exist (so they cannot tell whether it does), and a start of that run
+    id is PERMISSION_DENIED; the run is untouched and its steps did not run."""
     log = tmp_path / "log"
     theirs = await start(stub, as_("orders-ops"), "orders/1", log)
+    unknown = new_id("nothing")
 
-    assert_denied(
-        await call_error(resume(stub, as_("billing-ops"), theirs.run_id)), "billing-ops", "resume"
-    )
-    dry = resume(stub, as_("billing-ops"), theirs.run_id, validate_only=True)
-    assert_denied(await call_error(dry), "billing-ops", "resume")
-    cancel = stub.CancelRun(
-        rr.CancelRunRequest(run_id=theirs.run_id), metadata=as_("billing-ops"), timeout=5
-    )
-    assert_denied(await call_error(cancel), "billing-ops", "cancel")
+    calls = {
+        "resume": lambda run_id: resume(stub, as_("billing-ops"), run_id),
+        "dry run": lambda run_id: resume(stub, as_("billing-ops"), run_id, validate_only=True),
+        "cancel": lambda run_id: stub.CancelRun(
+            rr.CancelRunRequest(run_id=run_id), metadata=as_("billing-ops"), timeout=5
+        ),
+    }
+    for call in calls.values():
+        hidden, missing = await call_error(call(theirs.run_id)), await call_error(call(unknown))
+        assert_hidden(hidden, missing, theirs.run_id, unknown)
     again = start(stub, as_("billing-ops"), "billing/1", log, run_id=theirs.run_id)
     assert_denied(await call_error(again), "billing-ops", "start")
 
@@ -607,27 +620,29 @@ async def test_resuming_or_canceling_another_tenants_run_is_permission_denied(
     assert resumed.status == RUN.RUN_STATUS_SUCCESS
 
 
-async def test_admin_calls_on_another_tenants_run_are_permission_denied(
+async def test_admin_calls_on_another_tenants_run_look_like_calls_on_a_missing_run(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """`literal` may do everything (action *), but only in its tenants: delete, restart and
-    time travel of an orders/ run are PERMISSION_DENIED, and the run stays as it was."""
+    """`literal` may do everything (action *), but only in its tenants: delete, restart,
+    time travel and resume of an orders/ run answer as for an id that does not exist, and
+    the run stays as it was."""
     log = tmp_path / "log"
     theirs = await start(stub, as_("orders-ops"), "orders/1", log)
+    unknown = new_id("nothing")
+    one = message_pb2.StepPath(segments=["one"])
     calls = (
-        stub.DeleteRun(rr.DeleteRunRequest(run_id=theirs.run_id), metadata=as_("literal")),
-        stub.RestartRun(rr.RestartRunRequest(run_id=theirs.run_id), metadata=as_("literal")),
-        stub.TimeTravelRun(
-            rr.TimeTravelRunRequest(
-                run_id=theirs.run_id, step=message_pb2.StepPath(segments=["one"])
-            ),
-            metadata=as_("literal"),
+        lambda run_id: stub.DeleteRun(rr.DeleteRunRequest(run_id=run_id), metadata=as_("literal")),
+        lambda run_id: stub.RestartRun(
+            rr.RestartRunRequest(run_id=run_id), metadata=as_("literal")
         ),
-        resume(stub, as_("literal"), theirs.run_id),
+        lambda run_id: stub.TimeTravelRun(
+            rr.TimeTravelRunRequest(run_id=run_id, step=one), metadata=as_("literal")
+        ),
+        lambda run_id: resume(stub, as_("literal"), run_id),
     )
-    actions = ["admin", "admin", "admin", "resume"]
-    for call, action in zip(calls, actions, strict=True):
-        assert_denied(await call_error(call), "literal", action)
+    for call in calls:
+        hidden, missing = await call_error(call(theirs.run_id)), await call_error(call(unknown))
+        assert_hidden(hidden, missing, theirs.run_id, unknown)
     hidden = await call_error(get(stub, as_("literal"), theirs.run_id))
     assert_refused(hidden, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
     run = await get(stub, as_("orders-ops"), theirs.run_id)
@@ -913,6 +928,95 @@ async def test_tokens_never_appear_in_logs_or_spans(
         )
         assert not _leaks(text), (_leaks(text), text)
     assert not _leaks(caplog.text)
+
+
+async def test_the_credential_is_named_on_the_span_and_refusals_in_the_log(
+    db_path: Path, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit trail: every call's server span carries its credential's name
+    (`enduser.id`); a refused call is logged at INFO with the name (or, unauthenticated,
+    the peer) and the reason."""
+    caplog.set_level(logging.INFO, logger="waystation.transport.servicer")
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    log = tmp_path / "log"
+    async with (
+        serving(db_path, pki, tracer_provider=tracer_provider) as running,
+        connect(running.port, trust=pki.ca.cert_pem) as stub,
+    ):
+        mine = await start(stub, as_("billing-ops"), "billing/1", log)
+        await get(stub, as_("billing-reader"), mine.run_id)
+        await call_error(start(stub, as_("billing-reader"), "billing/2", log))
+        await call_error(get(stub, bearer(WRONG_TOKEN), mine.run_id))
+    named = {
+        (span.name.rsplit("/", 1)[-1], (span.attributes or {}).get("enduser.id"))
+        for span in spans.get_finished_spans()
+        if span.name.startswith("/waystation.v1.WorkflowService/")
+    }
+    assert {("StartRun", "billing-ops"), ("GetRun", "billing-reader")} <= named
+    assert ("StartRun", "billing-reader") in named  # refused, and named all the same
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    assert any("to billing-reader: PERMISSION_DENIED" in m for m in refusals), refusals
+    assert any("unknown bearer token" in m for m in refusals), refusals
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ([], 'one field, "credentials"'),
+        ({"credentials": {"name": "x"}}, '"credentials" is a list'),
+        ({"credentials": [], "extra": 1}, 'one field, "credentials"'),
+        ({"credentials": ["x"]}, "credentials[0] is not an object"),
+        ({"credentials": [{"token_sha256": "ab"}]}, "needs a name"),
+        (
+            {"credentials": [{"name": "a", "token_sha256": "ab", "tenants": "team-a/"}]},
+            "tenants is a list of text",
+        ),
+        (
+            {"credentials": [{"name": "a", "token_sha256": "ab", "tenant": ["team-a/"]}]},
+            "unknown field 'tenant'",
+        ),
+        (
+            {"credentials": [{"name": "a", "token_sha256": "ab", "tenants": None}]},
+            "tenants is a list of text",
+        ),
+        (
+            {"credentials": [{"name": "a", "token_sha256": "ab", "tenants": [1]}]},
+            "tenants is a list of text",
+        ),
+        (
+            {"credentials": [{"name": "a", "token_sha256": "ab", "actions": [["read"]]}]},
+            "actions is a list of text",
+        ),
+        ({"credentials": [{"name": "a", "token_sha256": 5}]}, "token_sha256 is non-empty text"),
+    ],
+    ids=[
+        "a-list",
+        "credentials-an-object",
+        "an-unknown-top-level-field",
+        "a-credential-not-an-object",
+        "no-name",
+        "tenants-a-string",
+        "tenants-misspelt",
+        "tenants-null",
+        "a-tenant-not-text",
+        "actions-nested",
+        "a-token-hash-not-text",
+    ],
+)
+def test_a_policy_that_is_not_exactly_as_documented_stops_the_server(
+    tmp_path: Path, document: Any, problem: str
+) -> None:
+    """A typo must not widen a credential (a string of tenants was taken as one-letter
+    prefixes, a misspelt `tenants` as every tenant) nor fail later, call by call: the
+    policy is refused at start-up, with the file and the problem named."""
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError) as refused:
+        AuthPolicy.from_file(str(path))
+    assert str(path) in str(refused.value)
+    assert problem in str(refused.value)
 
 
 def test_tokens_never_appear_in_a_server_process_output(pki: Pki, tmp_path: Path) -> None:

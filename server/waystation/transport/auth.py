@@ -10,10 +10,13 @@ resource) and of actions:
     resume  ResumeRun                        admin   RestartRun, TimeTravelRun, DeleteRun
     cancel  CancelRun                        *       all of them
 
-A call without a valid credential is UNAUTHENTICATED; a call outside its credential's scope
-is PERMISSION_DENIED, except that reads of another tenant's run answer NOT_FOUND, so runs
-of other tenants cannot be discovered. Tokens are never logged: only the credential's name
-is used (in errors, and as `resumed_by` on the steps it resumes).
+A call without a valid credential is UNAUTHENTICATED; an action the credential is not
+allowed, or a new run outside its tenants, is PERMISSION_DENIED. Another tenant's run is
+NOT_FOUND to every call, as a missing run is, so runs of other tenants cannot be
+discovered (a create naming its id is PERMISSION_DENIED: ids are global, and that one is
+taken, but nothing else is told). Tokens are never logged: only the
+credential's name is (refused calls at INFO, every call at DEBUG), set on the call's span
+as `enduser.id`, and stored as `resumed_by` on the steps it resumes.
 
 Policy file (JSON):
 
@@ -22,6 +25,10 @@ Policy file (JSON):
        "actions": ["start", "resume", "read"]},
       {"name": "orders", "mtls_identity": "orders.internal", "tenants": ["orders/"],
        "actions": ["*"]}]}
+
+`tenants` defaults to `[""]` and `actions` to `["*"]`. Anything else in the file (an unknown
+field, a misspelt one, a value of the wrong type) stops the server at start-up: a typo must
+not widen a credential.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any
 from waystation.engine.errors import PermissionDenied, RunNotFound, Unauthenticated
 
 ACTIONS = frozenset({"start", "resume", "cancel", "read", "admin"})
+FIELDS = frozenset({"name", "token_sha256", "mtls_identity", "tenants", "actions"})
 
 
 @dataclass(frozen=True)
@@ -74,14 +82,31 @@ class AuthPolicy:
 
     @classmethod
     def from_file(cls, path: str) -> AuthPolicy:
-        document = json.loads(Path(path).read_text())
+        """The policy in the JSON file at `path`; ValueError, naming the file and the
+        problem, for anything that is not a valid policy."""
+        try:
+            return cls._from_json(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--auth-config {path}: not JSON: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"--auth-config {path}: {exc}") from None
+
+    @classmethod
+    def _from_json(cls, document: Any) -> AuthPolicy:
+        if not isinstance(document, dict) or set(document) != {"credentials"}:
+            raise ValueError('the policy is an object with one field, "credentials"')
+        entries = document["credentials"]
+        if not isinstance(entries, list):
+            raise ValueError('"credentials" is a list of objects')
         policy = cls(enabled=True)
-        for entry in document.get("credentials", []):
-            principal = _principal(entry)
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ValueError(f"credentials[{i}] is not an object")
+            principal = _principal(entry, f"credentials[{i}]")
             if "token_sha256" in entry:
-                policy.tokens[str(entry["token_sha256"]).lower()] = principal
+                policy.tokens[_text(entry, "token_sha256", principal.name).lower()] = principal
             if "mtls_identity" in entry:
-                policy.identities[str(entry["mtls_identity"])] = principal
+                policy.identities[_text(entry, "mtls_identity", principal.name)] = principal
             if "token_sha256" not in entry and "mtls_identity" not in entry:
                 raise ValueError(f"credential {principal.name!r}: no token_sha256 or mtls_identity")
         return policy
@@ -114,27 +139,49 @@ class AuthPolicy:
         raise Unauthenticated("unknown bearer token")
 
 
-def _principal(entry: dict[str, Any]) -> Principal:
-    name = str(entry.get("name") or "")
-    if not name:
-        raise ValueError("every credential needs a name")
-    actions = frozenset(entry.get("actions", ["*"]))
+def _principal(entry: dict[str, Any], where: str) -> Principal:
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: every credential needs a name (text)")
+    unknown_fields = sorted(set(entry) - FIELDS)
+    if unknown_fields:
+        raise ValueError(
+            f"credential {name!r}: unknown field {unknown_fields[0]!r} (fields: "
+            f"{', '.join(sorted(FIELDS))})"
+        )
+    tenants = _texts(entry, "tenants", name, [""])
+    actions = frozenset(_texts(entry, "actions", name, ["*"]))
     unknown = actions - ACTIONS - {"*"}
     if unknown:
         raise ValueError(f"credential {name!r}: unknown actions {sorted(unknown)}")
-    return Principal(name, tuple(entry.get("tenants", [""])), actions)
+    return Principal(name, tuple(tenants), actions)
+
+
+def _texts(entry: dict[str, Any], field: str, name: str, default: list[str]) -> list[str]:
+    value = entry.get(field, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"credential {name!r}: {field} is a list of text, not {value!r}")
+    return value
+
+
+def _text(entry: dict[str, Any], field: str, name: str) -> str:
+    value = entry[field]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"credential {name!r}: {field} is non-empty text, not {value!r}")
+    return value
 
 
 def authorize(
     principal: Principal, action: str, *, resource_id: str | None = None, run: Any = None
 ) -> None:
     """Raise unless `principal` may do `action` (on a new run of `resource_id`, or on `run`,
-    a RunRecord). Another tenant's run is NOT_FOUND for reads, PERMISSION_DENIED otherwise."""
+    a RunRecord). Another tenant's run is NOT_FOUND, as a missing one is; a create that
+    names its id is PERMISSION_DENIED (the id is taken, but nothing else is told)."""
     if not principal.may(action):
         raise PermissionDenied(principal.name, action)
     if resource_id is not None and not principal.owns(resource_id):
         raise PermissionDenied(principal.name, action, f"resource {resource_id!r}")
     if run is not None and not principal.owns(run.resource_id):
-        if action == "read":
-            raise RunNotFound(run.run_id)
-        raise PermissionDenied(principal.name, action, f"run {run.run_id!r}")
+        if action == "start":  # its id is taken: that much a create cannot hide
+            raise PermissionDenied(principal.name, action, f"run {run.run_id!r}")
+        raise RunNotFound(run.run_id)

@@ -5,10 +5,12 @@ Every method is wrapped by `handle_errors`, the one place where errors become st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from waystation.api.v1 import message_pb2, request_response_pb2, service_pb2_grpc
 from waystation.engine import (
@@ -20,12 +22,17 @@ from waystation.engine import (
     schema,
 )
 from waystation.engine.engine import check_page_size, read_page_token
-from waystation.engine.errors import InvalidArgument, Violations
+from waystation.engine.errors import (
+    InvalidArgument,
+    Unauthenticated,
+    Violations,
+    WaystationError,
+)
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id
 from waystation.engine.tracing import CallTrace
 from waystation.storage import RunFilter
 from waystation.transport import convert
-from waystation.transport.auth import AuthPolicy, Principal, authorize
+from waystation.transport.auth import ANONYMOUS, AuthPolicy, Principal, authorize
 from waystation.transport.errors import (
     abort_for,
     check_fits,
@@ -33,6 +40,8 @@ from waystation.transport.errors import (
     reject_undecodable,
 )
 from waystation.transport.workflows import workflow_to_proto
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 rr = request_response_pb2
@@ -76,12 +85,28 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def _guard(
         self, context: Context, action: str, *, run_id: str = "", resource_id: str | None = None
     ) -> Principal:
-        """Authenticate the caller and check `action` (on `run_id` / a new run's resource)."""
-        principal = self.policy.authenticate(context.invocation_metadata(), lambda: _peer(context))
+        """Authenticate the caller and check `action` (on `run_id` / a new run's resource).
+        With a policy, the credential's name goes on the call's span and in the log: every
+        call at DEBUG, a refused one at INFO."""
+        if not self.policy.enabled:
+            return ANONYMOUS
+        try:
+            principal = self.policy.authenticate(
+                context.invocation_metadata(), lambda: _peer(context)
+            )
+        except Unauthenticated as exc:
+            log.info("refused %s from %s: %s", action, context.peer(), exc.message)
+            raise
+        trace.get_current_span().set_attribute("enduser.id", principal.name)
         run = None
         if run_id and principal.prefixes:
             run = await self.engine.store.load_run(run_id)
-        authorize(principal, action, resource_id=resource_id, run=run)
+        try:
+            authorize(principal, action, resource_id=resource_id, run=run)
+        except WaystationError as exc:
+            log.info("refused %s %s to %s: %s", action, run_id, principal.name, exc.reason)
+            raise
+        log.debug("%s %s by %s", action, run_id, principal.name)
         return principal
 
     @handle_errors
