@@ -111,10 +111,16 @@ def _current(span: trace.Span) -> Any:
 
 def _end(span: trace.Span, context: grpc.aio.ServicerContext[Any, Any], cancelled: bool) -> None:
     """Record the status the call ended with: the one the handler set or aborted with, OK
-    if none, CANCELLED if the call was cancelled before it answered."""
+    if none, DEADLINE_EXCEEDED if the call ran out of time before it answered, CANCELLED if
+    the client went away first."""
     code = context.code() or grpc.StatusCode.OK  # None until a handler sets or aborts
     if (cancelled or context.cancelled()) and code is grpc.StatusCode.OK:
-        code = grpc.StatusCode.CANCELLED
+        left = context.time_remaining()  # None without a deadline
+        code = (
+            grpc.StatusCode.DEADLINE_EXCEEDED
+            if left is not None and left <= 0
+            else grpc.StatusCode.CANCELLED
+        )
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code in SERVER_ERRORS:
         span.set_status(Status(StatusCode.ERROR, code.name))
