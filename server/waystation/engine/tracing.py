@@ -107,6 +107,13 @@ def ids_of(span: trace.Span) -> dict[str, str]:
     }
 
 
+SECONDS_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
+)  # fmt: skip
+"""Histogram bounds for durations in seconds (the SDK's default bounds, 0 to 10,000, are
+meant for milliseconds: every latency under 5 s fell in one bucket)."""
+
+
 class Telemetry:
     """The engine's tracer and instruments, from the given providers (global by default)."""
 
@@ -127,10 +134,16 @@ class Telemetry:
             f"{PREFIX}.runs.settled", description="Executions settled, by run status"
         )
         self.step_duration = meter.create_histogram(
-            f"{PREFIX}.step.duration", unit="s", description="Duration of one step attempt"
+            f"{PREFIX}.step.duration",
+            unit="s",
+            description="Duration of one step attempt",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self.resume_latency = meter.create_histogram(
-            f"{PREFIX}.resume.latency", unit="s", description="ResumeRun, call to settle"
+            f"{PREFIX}.resume.latency",
+            unit="s",
+            description="ResumeRun, call to settle",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
 
     def start_run_span(
