@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from tests.conftest import settings_for
 from tests.support.api import assert_eventually, call_error, path, struct, value
 from tests.support.faulty_store import FaultyStore
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, free_port
 from tests.support.tracing import (
     Caller,
     children_of,
@@ -48,7 +49,7 @@ from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import StartCommand
 from waystation.storage import SqliteStore
-from waystation.telemetry import TraceIdFilter, providers_from_env
+from waystation.telemetry import SHUTDOWN_SECONDS, TraceIdFilter, providers_from_env
 from waystation.transport import RunningServer, create_server
 
 SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
@@ -663,6 +664,97 @@ def test_an_unknown_traces_exporter_is_refused(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "carrier-pigeon")
     with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER"):
         providers_from_env()
+
+
+@pytest.mark.parametrize(
+    ("variables", "name"),
+    [
+        ({}, "waystation"),
+        ({"OTEL_SERVICE_NAME": "billing-flows"}, "billing-flows"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=orders-flows,env=prod"}, "orders-flows"),
+    ],
+    ids=["default", "service-name", "resource-attributes"],
+)
+def test_the_service_name_comes_from_either_variable(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], name: str
+) -> None:
+    """As the OpenTelemetry specification says: OTEL_SERVICE_NAME, else the service.name of
+    OTEL_RESOURCE_ATTRIBUTES (it was overwritten with "waystation"), else "waystation"."""
+    for variable in (*OTEL_VARIABLES, "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    for variable, setting in variables.items():
+        monkeypatch.setenv(variable, setting)
+    providers = providers_from_env()
+    try:
+        assert providers.tracer_provider.resource.attributes["service.name"] == name
+    finally:
+        providers.shutdown()
+
+
+async def test_a_call_out_of_time_ends_its_server_span_deadline_exceeded(
+    traced: Traced, tmp_path: Path
+) -> None:
+    """A deadline that expires while the handler waits is the server's DEADLINE_EXCEEDED
+    (code 4, an ERROR), not CANCELLED (a client that went away): an alert on server span
+    errors sees timeouts."""
+    request = rr.StartRunRequest(
+        workflow_id="slow", input_data=value({"log": str(tmp_path / "slow.log"), "seconds": 1.0})
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await traced.stub.StartRun(request, timeout=0.2)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    async def ended() -> bool:
+        return bool(spans_named(traced.spans, START_RPC))
+
+    await assert_eventually(ended)
+    span = one_span(traced.spans, START_RPC)
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_latency_histograms_have_bounds_in_seconds(traced: Traced) -> None:
+    """Step durations and resume latencies are seconds, and a step of a millisecond lands
+    in a bucket of its own, not with every latency under 5 s (the SDK's default bounds are
+    for milliseconds)."""
+    started = await start_order(traced.stub)
+    await resume_order(traced.stub, started.run_id)
+    points = metric_points(traced.metrics)
+    for name in ("waystation.step.duration", "waystation.resume.latency"):
+        for point in points[name]:
+            bounds = list(point.explicit_bounds)
+            assert bounds[:2] == [0.0005, 0.001], (name, bounds)
+            under_a_second = sum(point.bucket_counts[: bounds.index(1) + 1])
+            assert under_a_second == point.count, (name, bounds, point.bucket_counts)
+
+
+def test_a_collector_that_is_down_does_not_hold_a_stopping_server(tmp_path: Path) -> None:
+    """With OTLP exporters whose collector is down, a server told to stop exits within
+    its grace and the couple of seconds it gives the exporters (it took 14-28 s, past a
+    Kubernetes terminationGracePeriodSeconds set as docs/deployment.md says)."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": nowhere,
+    }
+    with ServerProcess(tmp_path / "down.db", env=env, extra_args=["--grace", "1"]) as server:
+
+        async def calls() -> None:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = WorkflowServiceStub(channel)
+                for _ in range(3):
+                    started = await start_order(stub)
+                    await resume_order(stub, started.run_id)
+
+        asyncio.run(calls())
+        began = time.monotonic()
+        assert server.stop(timeout=30) == 0
+        took = time.monotonic() - began
+    assert took < 1 + SHUTDOWN_SECONDS + 3, took
+    assert "telemetry not flushed" in server.log
 
 
 # -- console exporter, end to end ------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,9 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+SHUTDOWN_SECONDS = 2.0
+"""How long a stopping server waits for its spans and metrics to be exported."""
+
 LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s trace_id=%(trace_id)s span_id=%(span_id)s %(message)s"
 )
@@ -44,7 +48,19 @@ class Providers:
     meter_provider: metrics.MeterProvider
     """The SDK's, or the API's no-op one when no metrics exporter is configured."""
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Flush and stop the exporters, waiting at most `timeout` seconds: an exporter
+        whose collector is down retries for longer than a drain may take, so what is not
+        flushed by then is dropped (with a warning) rather than hold the process."""
+        worker = threading.Thread(target=self._shutdown, name="otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            logging.getLogger(__name__).warning(
+                "telemetry not flushed within %.0f s (is the collector down?): dropped", timeout
+            )
+
+    def _shutdown(self) -> None:
         self.tracer_provider.shutdown()
         if isinstance(self.meter_provider, MeterProvider):
             self.meter_provider.shutdown()
@@ -103,15 +119,21 @@ def _metric_reader(name: str) -> PeriodicExportingMetricReader | None:
 
 def providers_from_env() -> Providers:
     """Tracer and meter providers as the `OTEL_*` variables say."""
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "waystation")})
+    resource = Resource.create()  # OTEL_SERVICE_NAME, else OTEL_RESOURCE_ATTRIBUTES' service.name
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "waystation"}))
     exporters = [
         (name, exporter)
         for name in _names("OTEL_TRACES_EXPORTER")
         if (exporter := _span_exporter(name)) is not None
     ]
     # With no exporter nothing is recorded, but spans still get (and propagate) their ids.
+    # shutdown_on_exit=False: Providers.shutdown, bounded in time, is the only one (the
+    # SDK's own, at interpreter exit, waits for exporters without limit).
     tracer_provider = (
-        TracerProvider(resource=resource) if exporters else TracerProvider(sampler=ALWAYS_OFF)
+        TracerProvider(resource=resource, shutdown_on_exit=False)
+        if exporters
+        else TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
     )
     for name, exporter in exporters:
         # Console spans are printed as they end; remote exporters are batched.
@@ -121,7 +143,7 @@ def providers_from_env() -> Providers:
         tracer_provider.add_span_processor(processor)
     readers = [r for r in map(_metric_reader, _names("OTEL_METRICS_EXPORTER")) if r]
     meter_provider: metrics.MeterProvider = (
-        MeterProvider(resource=resource, metric_readers=readers)
+        MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
         if readers
         else metrics.NoOpMeterProvider()
     )
