@@ -12,9 +12,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,6 +209,36 @@ func TestResumeOfUnknownStepListsTheSuspendedPaths(t *testing.T) {
 	}
 	if len(e.Suspended) != 1 || waystation.PathString(e.Suspended[0]) != "review.legal-review" {
 		t.Fatalf("Suspended detail = %v, want [review.legal-review]", e.Suspended)
+	}
+}
+
+func TestAnswerOverTheMessageLimitIsResponseTooLarge(t *testing.T) {
+	c, ctx := dial(t), callCtx(t)
+	// inflate's result is `bytes` characters: more than the server's default 4 MiB limit,
+	// which with_server.sh keeps.
+	_, err := c.StartRun(ctx, &waystationv1.StartRunRequest{
+		WorkflowId: "inflate",
+		InputData:  value(t, map[string]any{"bytes": 4<<20 + 100_000}),
+	})
+	e, ok := waystation.AsError(err)
+	if !ok || e.Code != codes.ResourceExhausted || !errors.Is(err, waystation.ErrResponseTooLarge) {
+		t.Fatalf("err = %v, want ResourceExhausted RESPONSE_TOO_LARGE", err)
+	}
+	if want := fmt.Sprintf("waystation: ResourceExhausted (RESPONSE_TOO_LARGE): %s", e.Message); err.Error() != want {
+		t.Errorf("err.Error() = %q, want %q", err.Error(), want)
+	}
+	size, errSize := strconv.Atoi(e.Metadata["size"])
+	limit, errLimit := strconv.Atoi(e.Metadata["limit"])
+	if errSize != nil || errLimit != nil || size <= limit {
+		t.Errorf("metadata = %v, want a size above the limit", e.Metadata)
+	}
+	// The run took effect: it is listed (a listing carries no result).
+	runs, err := c.ListRuns(ctx, &waystationv1.ListRunsRequest{WorkflowId: "inflate"})
+	if err != nil {
+		t.Fatalf("ListRuns: %v", err)
+	}
+	if !slices.ContainsFunc(runs.GetRuns(), func(r *waystationv1.Run) bool { return r.GetRunId() == e.Metadata["run_id"] }) {
+		t.Errorf("run %q is not listed", e.Metadata["run_id"])
 	}
 }
 

@@ -16,13 +16,14 @@ import (
 //
 //	errors.Is(err, waystation.ErrInvalidResumeData)
 //
-// is true for any *Error with that reason.
+// is true for any *Error with that reason. It prints as the bare reason ("RUN_NOT_FOUND").
 type Reason string
 
-// Error makes a Reason usable as an errors.Is target.
-func (r Reason) Error() string { return "waystation: " + string(r) }
+// Error makes a Reason usable as an errors.Is target. Its text is the bare reason, so that
+// a Reason prints the same with %v, %s and Print, and an *Error's text names it once.
+func (r Reason) Error() string { return string(r) }
 
-// The reasons the server uses (the table in DESIGN.md §5), with the status code of each.
+// The reasons the server uses (the table in docs/api.md), with the status code of each.
 const (
 	ErrRunNotFound              Reason = "RUN_NOT_FOUND"               // NotFound
 	ErrWorkflowNotFound         Reason = "WORKFLOW_NOT_FOUND"          // NotFound
@@ -39,6 +40,9 @@ const (
 	ErrInvalidArgument          Reason = "INVALID_ARGUMENT"            // InvalidArgument; Error.FieldViolations
 	ErrResumeConflict           Reason = "RESUME_CONFLICT"             // Aborted
 	ErrVersionMismatch          Reason = "VERSION_MISMATCH"            // Aborted
+	ErrRunChanged               Reason = "RUN_CHANGED"                 // Aborted
+	ErrResponseTooLarge         Reason = "RESPONSE_TOO_LARGE"          // ResourceExhausted; Error.Metadata has run_id, size and limit
+	ErrStoreUnavailable         Reason = "STORE_UNAVAILABLE"           // Unavailable; retry with the same request_id
 	ErrUnauthenticated          Reason = "UNAUTHENTICATED"             // Unauthenticated
 	ErrPermissionDenied         Reason = "PERMISSION_DENIED"           // PermissionDenied
 	ErrInternal                 Reason = "INTERNAL"                    // Internal; the server log has the details

@@ -72,3 +72,73 @@ func TestAsErrorRefusesErrorsWithoutStatus(t *testing.T) {
 		t.Errorf("a status without details = %+v, %v", e, ok)
 	}
 }
+
+func TestErrorTextNamesTheCodeAndTheBareReasonOnce(t *testing.T) {
+	e, _ := waystation.AsError(richStatus(t))
+	want := "waystation: FailedPrecondition (STEP_NOT_SUSPENDED): step x is not suspended"
+	if got := e.Error(); got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if got := fmt.Errorf("resuming: %w", e).Error(); got != "resuming: "+want {
+		t.Errorf("wrapped = %q", got)
+	}
+	for _, got := range []string{
+		fmt.Sprint(e.Reason), fmt.Sprintf("%v", e.Reason), fmt.Sprintf("%s", e.Reason),
+		e.Reason.Error(), fmt.Sprint(waystation.ErrStepNotSuspended),
+	} {
+		if got != "STEP_NOT_SUSPENDED" {
+			t.Errorf("a Reason prints as %q, want STEP_NOT_SUSPENDED", got)
+		}
+	}
+	bare, _ := waystation.AsError(status.Error(codes.Unavailable, "down"))
+	if got := bare.Error(); got != "waystation: Unavailable: down" {
+		t.Errorf("Error() without a reason = %q", got)
+	}
+}
+
+// Every reason of the server's table (docs/api.md), its constant and its status code.
+var serverReasons = []struct {
+	name   string
+	reason waystation.Reason
+	code   codes.Code
+}{
+	{"RUN_NOT_FOUND", waystation.ErrRunNotFound, codes.NotFound},
+	{"WORKFLOW_NOT_FOUND", waystation.ErrWorkflowNotFound, codes.NotFound},
+	{"RUN_ALREADY_EXISTS", waystation.ErrRunAlreadyExists, codes.AlreadyExists},
+	{"RUN_NOT_SUSPENDED", waystation.ErrRunNotSuspended, codes.FailedPrecondition},
+	{"STEP_NOT_SUSPENDED", waystation.ErrStepNotSuspended, codes.FailedPrecondition},
+	{"STEP_AMBIGUOUS", waystation.ErrStepAmbiguous, codes.FailedPrecondition},
+	{"LABEL_NOT_FOUND", waystation.ErrLabelNotFound, codes.FailedPrecondition},
+	{"FOREACH_INDEX_NOT_SUSPENDED", waystation.ErrForeachIndexNotSuspended, codes.FailedPrecondition},
+	{"RUN_NOT_ACTIVE", waystation.ErrRunNotActive, codes.FailedPrecondition},
+	{"RUN_ACTIVE", waystation.ErrRunActive, codes.FailedPrecondition},
+	{"INVALID_RESUME_DATA", waystation.ErrInvalidResumeData, codes.InvalidArgument},
+	{"INVALID_INPUT", waystation.ErrInvalidInput, codes.InvalidArgument},
+	{"INVALID_ARGUMENT", waystation.ErrInvalidArgument, codes.InvalidArgument},
+	{"RESUME_CONFLICT", waystation.ErrResumeConflict, codes.Aborted},
+	{"VERSION_MISMATCH", waystation.ErrVersionMismatch, codes.Aborted},
+	{"RUN_CHANGED", waystation.ErrRunChanged, codes.Aborted},
+	{"RESPONSE_TOO_LARGE", waystation.ErrResponseTooLarge, codes.ResourceExhausted},
+	{"STORE_UNAVAILABLE", waystation.ErrStoreUnavailable, codes.Unavailable},
+	{"UNAUTHENTICATED", waystation.ErrUnauthenticated, codes.Unauthenticated},
+	{"PERMISSION_DENIED", waystation.ErrPermissionDenied, codes.PermissionDenied},
+	{"INTERNAL", waystation.ErrInternal, codes.Internal},
+}
+
+func TestEveryServerReasonHasAConstantThatErrorsIsMatches(t *testing.T) {
+	for _, r := range serverReasons {
+		if string(r.reason) != r.name {
+			t.Errorf("the constant for %s is %q", r.name, string(r.reason))
+		}
+		st, err := status.New(r.code, "refused").WithDetails(
+			&errdetails.ErrorInfo{Reason: r.name, Domain: "waystation.dev"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrapped := fmt.Errorf("call: %w", st.Err())
+		e, _ := waystation.AsError(wrapped)
+		if e == nil || e.Code != r.code || !errors.Is(e, r.reason) || !waystation.IsReason(wrapped, r.reason) {
+			t.Errorf("%s: decoded as %+v", r.name, e)
+		}
+	}
+}

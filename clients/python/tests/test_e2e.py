@@ -3,7 +3,8 @@
 Run under `scripts/with_server.sh`, which serves `waystation.examples` and
 `tests.support.workflows` and sets WAYSTATION_ADDRESS. `document-review` suspends twice in
 its nested `review` workflow (legal-review, then editor-signoff) before it publishes; `slow`
-sleeps `seconds`, then appends "slow" to the file named by `log`.
+sleeps `seconds`, then appends "slow" to the file named by `log`; `inflate` returns a string
+of `bytes` characters.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ import asyncio
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from waystation_client import (
     AsyncWorkflowClient,
     DeadlineExceededError,
     InvalidResumeDataError,
+    ResponseTooLargeError,
     Run,
     RunEventType,
+    RunNotActiveError,
     RunNotFoundError,
     RunStatus,
     StepNotSuspendedError,
@@ -31,6 +37,7 @@ from waystation_client import (
     from_value,
     result_json,
 )
+from waystation_client.v1 import request_response_pb2 as rr
 
 DOCUMENT = {"document_id": "d-1", "title": "T", "body": "a b"}
 LEGAL = ["review", "legal-review"]
@@ -40,6 +47,8 @@ SIGN_OFF = {"signed_off": True, "editor": "ed"}
 BAD_APPROVAL = {"approved": "nope"}
 SUSPENDED = RunStatus.RUN_STATUS_SUSPENDED
 SUCCESS = RunStatus.RUN_STATUS_SUCCESS
+# More than the server's default message limit (4 MiB), which with_server.sh keeps.
+OVER_THE_LIMIT = 4 * 1024 * 1024 + 100_000
 
 
 def new_traceparent() -> tuple[str, str]:
@@ -102,6 +111,37 @@ def wait_for_status_sync(client: WorkflowClient, run_id: str, status: int) -> Ru
             break
         time.sleep(0.05)
     return run
+
+
+# grpc-stubs make the interceptor classes generic, which they are not at run time.
+class RecordRequests(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """Keeps every unary request that a sync channel sends, as it goes on the wire."""
+
+    def __init__(self) -> None:
+        self.requests: list[object] = []
+
+    def intercept_unary_unary(
+        self, continuation: Callable[[Any, object], Any], details: Any, request: object
+    ) -> Any:
+        self.requests.append(request)
+        return continuation(details, request)
+
+
+class RecordRequestsAio(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """Keeps every unary request that an asyncio channel sends."""
+
+    def __init__(self) -> None:
+        self.requests: list[object] = []
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any, request: Any
+    ) -> Any:
+        self.requests.append(request)
+        return await continuation(details, request)
+
+
+def restarts(requests: list[object]) -> list[rr.RestartRunRequest]:
+    return [request for request in requests if isinstance(request, rr.RestartRunRequest)]
 
 
 # The async client
@@ -224,6 +264,38 @@ async def test_async_runs_are_created_listed_canceled_and_deleted(
         await aclient.get_run(run_id)
 
 
+async def test_async_restart_run_sends_force_and_a_finished_run_is_still_not_active(
+    address: str, tmp_path: Path
+) -> None:
+    recorder = RecordRequestsAio()
+    interceptors: Any = [recorder]  # grpc-stubs leave their interceptor type to a cast
+    async with (
+        grpc.aio.insecure_channel(address, interceptors=interceptors) as channel,
+        AsyncWorkflowClient(channel) as aclient,
+    ):
+        done = await aclient.start_run("slow", input_data={"log": str(tmp_path / "log")})
+        # `force` takes over another replica's lease; it does not revive a finished run.
+        for force in (True, False):
+            with pytest.raises(RunNotActiveError) as refused:
+                await aclient.restart_run(done.run_id, force=force)
+            assert (refused.value.run_id, refused.value.run_status) == (done.run_id, "success")
+    assert [request.force for request in restarts(recorder.requests)] == [True, False]
+
+
+async def test_async_an_answer_over_the_message_limit_is_response_too_large(
+    aclient: AsyncWorkflowClient,
+) -> None:
+    with pytest.raises(ResponseTooLargeError) as caught:
+        await aclient.start_run("inflate", input_data={"bytes": OVER_THE_LIMIT})
+    error = caught.value
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESPONSE_TOO_LARGE")
+    assert error.limit is not None and error.size is not None and error.size > error.limit
+    # The run took effect: it is stored and listed (a listing carries no result).
+    assert error.run_id
+    runs = await aclient.list_runs(workflow_id="inflate")
+    assert error.run_id in [run.run_id for run in runs.runs]
+
+
 # The sync client
 
 
@@ -287,3 +359,17 @@ def test_sync_watch_run_ends_with_the_settled_result(
 
     assert events[-1].type == RunEventType.RUN_EVENT_TYPE_RUN_SETTLED
     assert events[-1].result.status == SUCCESS
+
+
+def test_sync_restart_run_sends_force_and_a_finished_run_is_still_not_active(
+    address: str, tmp_path: Path
+) -> None:
+    recorder = RecordRequests()
+    channel = grpc.intercept_channel(grpc.insecure_channel(address), recorder)
+    with channel, WorkflowClient(channel) as forced:
+        done = forced.start_run("slow", input_data={"log": str(tmp_path / "log")})
+        with pytest.raises(RunNotActiveError) as refused:
+            forced.restart_run(done.run_id, force=True, request_id=f"restart-{uuid.uuid4()}")
+    assert (refused.value.run_id, refused.value.run_status) == (done.run_id, "success")
+    [sent] = restarts(recorder.requests)
+    assert (sent.run_id, sent.force) == (done.run_id, True)

@@ -14,6 +14,8 @@ from waystation_client import (
     ForeachIndexNotSuspendedError,
     InvalidArgumentError,
     InvalidResumeDataError,
+    ResourceExhaustedError,
+    ResponseTooLargeError,
     RunNotSuspendedError,
     StepAmbiguousError,
     StepPath,
@@ -26,6 +28,31 @@ from waystation_client import (
 from waystation_client._errors import STATUS_DETAILS_KEY, error_from_status
 
 Code = grpc.StatusCode
+
+# Every reason the server sends (docs/api.md) with its status code.
+SERVER_REASONS = {
+    "RUN_NOT_FOUND": Code.NOT_FOUND,
+    "WORKFLOW_NOT_FOUND": Code.NOT_FOUND,
+    "RUN_ALREADY_EXISTS": Code.ALREADY_EXISTS,
+    "RUN_NOT_SUSPENDED": Code.FAILED_PRECONDITION,
+    "STEP_NOT_SUSPENDED": Code.FAILED_PRECONDITION,
+    "STEP_AMBIGUOUS": Code.FAILED_PRECONDITION,
+    "LABEL_NOT_FOUND": Code.FAILED_PRECONDITION,
+    "FOREACH_INDEX_NOT_SUSPENDED": Code.FAILED_PRECONDITION,
+    "RUN_NOT_ACTIVE": Code.FAILED_PRECONDITION,
+    "RUN_ACTIVE": Code.FAILED_PRECONDITION,
+    "INVALID_RESUME_DATA": Code.INVALID_ARGUMENT,
+    "INVALID_INPUT": Code.INVALID_ARGUMENT,
+    "INVALID_ARGUMENT": Code.INVALID_ARGUMENT,
+    "RESUME_CONFLICT": Code.ABORTED,
+    "VERSION_MISMATCH": Code.ABORTED,
+    "RUN_CHANGED": Code.ABORTED,
+    "RESPONSE_TOO_LARGE": Code.RESOURCE_EXHAUSTED,
+    "STORE_UNAVAILABLE": Code.UNAVAILABLE,
+    "UNAUTHENTICATED": Code.UNAUTHENTICATED,
+    "PERMISSION_DENIED": Code.PERMISSION_DENIED,
+    "INTERNAL": Code.INTERNAL,
+}
 
 
 def trailers(code: Code, *details: Message) -> list[tuple[str, str | bytes]]:
@@ -89,6 +116,27 @@ def test_numeric_metadata_is_read_as_int() -> None:
         trailers(Code.FAILED_PRECONDITION, info("FOREACH_INDEX_NOT_SUSPENDED", foreach_index="0")),
     )
     assert isinstance(index, ForeachIndexNotSuspendedError) and index.foreach_index == 0
+
+
+@pytest.mark.parametrize(("reason", "code"), SERVER_REASONS.items())
+def test_every_server_reason_has_its_own_class_under_its_codes_class(
+    reason: str, code: Code
+) -> None:
+    error = error_from_status(code, "m", trailers(code, info(reason)))
+    assert reason == type(error).REASON
+    assert isinstance(error, type(error_from_status(code, "m")))
+
+
+def test_response_too_large_names_the_run_and_the_sizes() -> None:
+    meta = trailers(
+        Code.RESOURCE_EXHAUSTED,
+        info("RESPONSE_TOO_LARGE", run_id="r", size="70000", limit="65536"),
+    )
+    error = error_from_status(Code.RESOURCE_EXHAUSTED, "too large", meta)
+    assert type(error) is ResponseTooLargeError
+    assert isinstance(error, ResourceExhaustedError)
+    assert (error.run_id, error.size, error.limit) == ("r", 70000, 65536)
+    assert str(error) == "RESOURCE_EXHAUSTED RESPONSE_TOO_LARGE: too large"
 
 
 @pytest.mark.parametrize(

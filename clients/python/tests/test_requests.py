@@ -6,6 +6,7 @@ from waystation_client import RunStatus, StepPath, from_value, step_path
 from waystation_client._requests import (
     call_metadata,
     list_runs_request,
+    restart_run_request,
     resume_request,
     start_run_request,
 )
@@ -36,6 +37,11 @@ def test_start_run_request_carries_json_data_and_output_options() -> None:
     assert request.HasField("request_context")
     assert request.output_options.include_state
     assert not start_run_request("w").HasField("input_data")
+
+
+def test_restart_run_request_carries_force_only_when_asked() -> None:
+    assert restart_run_request("r", force=True).force is True
+    assert restart_run_request("r").force is False
 
 
 def test_statuses_are_accepted_by_short_name_full_name_or_value() -> None:

@@ -2,7 +2,8 @@
  * Typed errors, decoded from the rich gRPC status that the server attaches to every refusal:
  * a `google.rpc.ErrorInfo` (stable `reason`, domain "waystation.dev", ids in `metadata`),
  * a `google.rpc.BadRequest` for invalid data, and a `waystation.v1.SuspendedStepsDetail`
- * when a resume names the wrong step. The tree mirrors the server's `engine/errors.py`:
+ * when a resume names the wrong step. The tree mirrors the server's `engine/errors.py`, plus
+ * the reasons its transport adds (RUN_CHANGED, RESPONSE_TOO_LARGE, STORE_UNAVAILABLE):
  *
  *     WaystationError                    every failed call (also deadlines, transport errors)
  *     ├── NotFoundError
@@ -22,9 +23,17 @@
  *     │   ├── InvalidResumeDataError     INVALID_RESUME_DATA
  *     │   ├── InvalidInputError          INVALID_INPUT
  *     │   └── InvalidArgumentError       INVALID_ARGUMENT
- *     └── ConflictError
- *         ├── ResumeConflictError        RESUME_CONFLICT
- *         └── VersionMismatchError       VERSION_MISMATCH
+ *     ├── ConflictError
+ *     │   ├── ResumeConflictError        RESUME_CONFLICT
+ *     │   ├── VersionMismatchError       VERSION_MISMATCH
+ *     │   └── RunChangedError            RUN_CHANGED
+ *     ├── ResourceExhaustedError
+ *     │   └── ResponseTooLargeError      RESPONSE_TOO_LARGE (size, limit)
+ *     ├── UnavailableError
+ *     │   └── StoreUnavailableError      STORE_UNAVAILABLE
+ *     ├── UnauthenticatedError           UNAUTHENTICATED
+ *     ├── PermissionDeniedError          PERMISSION_DENIED
+ *     └── InternalError                  INTERNAL
  *
  * A reason this client does not know yet still gets the class of its status code (an
  * unknown FAILED_PRECONDITION reason is a `PreconditionError`), and `reason` always holds
@@ -127,6 +136,35 @@ export class InvalidArgumentError extends InvalidDataError {}
 export class ConflictError extends WaystationError {}
 export class ResumeConflictError extends ConflictError {}
 export class VersionMismatchError extends ConflictError {}
+export class RunChangedError extends ConflictError {}
+
+export class ResourceExhaustedError extends WaystationError {}
+/**
+ * The answer was larger than the server's `--max-message-bytes`. A call that changes a run
+ * took effect: read the run with `getRun` (without `includeState`), or raise the limit.
+ */
+export class ResponseTooLargeError extends ResourceExhaustedError {
+  /** The answer's size in bytes (metadata `size`). */
+  get size(): number | undefined {
+    return numberOf(this.metadata["size"]);
+  }
+
+  /** The server's message limit in bytes (metadata `limit`). */
+  get limit(): number | undefined {
+    return numberOf(this.metadata["limit"]);
+  }
+}
+
+export class UnavailableError extends WaystationError {}
+export class StoreUnavailableError extends UnavailableError {}
+
+export class UnauthenticatedError extends WaystationError {}
+export class PermissionDeniedError extends WaystationError {}
+export class InternalError extends WaystationError {}
+
+function numberOf(text: string | undefined): number | undefined {
+  return text !== undefined && /^\d+$/.test(text) ? Number(text) : undefined;
+}
 
 type ErrorClass = new (init: WaystationErrorInit) => WaystationError;
 
@@ -146,6 +184,12 @@ const BY_REASON: Readonly<Record<string, ErrorClass>> = {
   INVALID_ARGUMENT: InvalidArgumentError,
   RESUME_CONFLICT: ResumeConflictError,
   VERSION_MISMATCH: VersionMismatchError,
+  RUN_CHANGED: RunChangedError,
+  RESPONSE_TOO_LARGE: ResponseTooLargeError,
+  STORE_UNAVAILABLE: StoreUnavailableError,
+  UNAUTHENTICATED: UnauthenticatedError,
+  PERMISSION_DENIED: PermissionDeniedError,
+  INTERNAL: InternalError,
 };
 
 const BY_CODE: Partial<Record<Code, ErrorClass>> = {
@@ -154,6 +198,11 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.FailedPrecondition]: PreconditionError,
   [Code.InvalidArgument]: InvalidDataError,
   [Code.Aborted]: ConflictError,
+  [Code.ResourceExhausted]: ResourceExhaustedError,
+  [Code.Unavailable]: UnavailableError,
+  [Code.Unauthenticated]: UnauthenticatedError,
+  [Code.PermissionDenied]: PermissionDeniedError,
+  [Code.Internal]: InternalError,
 };
 
 function decode(err: ConnectError): WaystationError {

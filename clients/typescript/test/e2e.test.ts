@@ -1,8 +1,9 @@
 /**
  * End to end against a real server (scripts/with_server.sh exports WAYSTATION_ADDRESS):
  * start -> SUSPENDED -> resume a nested path -> SUCCESS; invalid resume data decoded into
- * field violations; a traceparent that comes back as the run's trace id; a deadline.
- * The tests import the built package by its name, as a user would.
+ * field violations; a traceparent that comes back as the run's trace id; a deadline; an
+ * answer over the server's message limit. The tests import the built package by its name,
+ * as a user would.
  */
 
 import assert from "node:assert/strict";
@@ -11,14 +12,40 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
+  AlreadyExistsError,
   Code,
+  ConflictError,
+  ConnectError,
+  ForeachIndexNotSuspendedError,
+  InternalError,
+  InvalidArgumentError,
   InvalidDataError,
+  InvalidInputError,
   InvalidResumeDataError,
+  LabelNotFoundError,
+  NotFoundError,
+  PermissionDeniedError,
+  PreconditionError,
+  ResourceExhaustedError,
+  ResponseTooLargeError,
+  ResumeConflictError,
+  RunActiveError,
+  RunAlreadyExistsError,
+  RunChangedError,
+  RunNotActiveError,
+  RunNotFoundError,
   RunNotSuspendedError,
   RunStatus,
+  StepAmbiguousError,
   StepNotSuspendedError,
+  StoreUnavailableError,
+  UnauthenticatedError,
+  UnavailableError,
+  VersionMismatchError,
   WaystationError,
+  WorkflowNotFoundError,
   createWaystationClient,
   formatStepPath,
   fromValue,
@@ -152,6 +179,71 @@ describe("deadlines", () => {
     );
     assert.equal(err.code, Code.DeadlineExceeded);
     assert.ok(Date.now() - began < 1900, "the call waited for the run instead of its deadline");
+  });
+});
+
+describe("error classes", () => {
+  test("an answer over the server's message limit is a ResponseTooLargeError", async () => {
+    // inflate's result is `bytes` characters: more than the server's default 4 MiB limit,
+    // which with_server.sh keeps.
+    const bytes = 4 * 1024 * 1024 + 100_000;
+    const err = await rejection(
+      client.startRun({ workflowId: "inflate", inputData: toValue({ bytes }) }),
+    );
+    assert.ok(err instanceof ResponseTooLargeError, `${err.name}: ${err.message}`);
+    assert.ok(err instanceof ResourceExhaustedError);
+    assert.equal(err.code, Code.ResourceExhausted);
+    assert.equal(err.reason, "RESPONSE_TOO_LARGE");
+    assert.ok(err.size !== undefined && err.limit !== undefined && err.size > err.limit);
+    // The run took effect: it is listed (a listing carries no result).
+    const runs = await client.listRuns({ workflowId: "inflate" });
+    assert.ok(err.runId && runs.runs.some((run) => run.runId === err.runId));
+  });
+
+  test("every reason of the server (docs/api.md) picks its own class", () => {
+    // reason, code, the reason's class, the class that the code alone picks (its parent)
+    const { NotFound, AlreadyExists, FailedPrecondition: Precondition, InvalidArgument } = Code;
+    const { Aborted, ResourceExhausted, Unavailable, Unauthenticated, PermissionDenied } = Code;
+    const table: [string, Code, typeof WaystationError, typeof WaystationError][] = [
+      ["RUN_NOT_FOUND", NotFound, RunNotFoundError, NotFoundError],
+      ["WORKFLOW_NOT_FOUND", NotFound, WorkflowNotFoundError, NotFoundError],
+      ["RUN_ALREADY_EXISTS", AlreadyExists, RunAlreadyExistsError, AlreadyExistsError],
+      ["RUN_NOT_SUSPENDED", Precondition, RunNotSuspendedError, PreconditionError],
+      ["STEP_NOT_SUSPENDED", Precondition, StepNotSuspendedError, PreconditionError],
+      ["STEP_AMBIGUOUS", Precondition, StepAmbiguousError, PreconditionError],
+      ["LABEL_NOT_FOUND", Precondition, LabelNotFoundError, PreconditionError],
+      ["FOREACH_INDEX_NOT_SUSPENDED", Precondition, ForeachIndexNotSuspendedError, PreconditionError],
+      ["RUN_NOT_ACTIVE", Precondition, RunNotActiveError, PreconditionError],
+      ["RUN_ACTIVE", Precondition, RunActiveError, PreconditionError],
+      ["INVALID_RESUME_DATA", InvalidArgument, InvalidResumeDataError, InvalidDataError],
+      ["INVALID_INPUT", InvalidArgument, InvalidInputError, InvalidDataError],
+      ["INVALID_ARGUMENT", InvalidArgument, InvalidArgumentError, InvalidDataError],
+      ["RESUME_CONFLICT", Aborted, ResumeConflictError, ConflictError],
+      ["VERSION_MISMATCH", Aborted, VersionMismatchError, ConflictError],
+      ["RUN_CHANGED", Aborted, RunChangedError, ConflictError],
+      ["RESPONSE_TOO_LARGE", ResourceExhausted, ResponseTooLargeError, ResourceExhaustedError],
+      ["STORE_UNAVAILABLE", Unavailable, StoreUnavailableError, UnavailableError],
+      ["UNAUTHENTICATED", Unauthenticated, UnauthenticatedError, UnauthenticatedError],
+      ["PERMISSION_DENIED", PermissionDenied, PermissionDeniedError, PermissionDeniedError],
+      ["INTERNAL", Code.Internal, InternalError, InternalError],
+    ];
+    for (const [reason, code, cls, parent] of table) {
+      // The ErrorInfo as it comes off the wire: reason (field 1) and domain (field 2).
+      const info = new BinaryWriter()
+        .tag(1, WireType.LengthDelimited)
+        .string(reason)
+        .tag(2, WireType.LengthDelimited)
+        .string("waystation.dev")
+        .finish();
+      const wire = new ConnectError("refused", code);
+      wire.details.push({ type: "google.rpc.ErrorInfo", value: info });
+      const err = WaystationError.from(wire);
+      assert.equal(err.constructor, cls, `${reason}: ${err.name}`);
+      assert.ok(err instanceof parent, `${reason}: ${err.name} is no ${parent.name}`);
+      assert.equal(err.reason, reason);
+      const byCode = WaystationError.from(new ConnectError("refused", code));
+      assert.equal(byCode.constructor, parent, `${code} alone: ${byCode.name}`);
+    }
   });
 });
 

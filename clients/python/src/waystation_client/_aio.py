@@ -297,12 +297,17 @@ class AsyncWorkflowClient:
         tracing_options: message_pb2.TracingOptions | None = None,
         include_state: bool = False,
         include_resume_labels: bool = False,
+        force: bool = False,
         traceparent: str | None = None,
         tracestate: str | None = None,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> message_pb2.WorkflowResult:
-        """Continue a run that was running when its server process died."""
+        """Continue a run that was running when its server process died.
+
+        A run whose lease another replica still holds is refused `RunNotActiveError`;
+        `force=True` takes it over anyway (only when you know that replica is dead).
+        """
         request = build.restart_run_request(
             run_id,
             request_context=request_context,
@@ -310,6 +315,7 @@ class AsyncWorkflowClient:
             tracing_options=tracing_options,
             include_state=include_state,
             include_resume_labels=include_resume_labels,
+            force=force,
         )
         return await self._call(
             self._stub.RestartRun, request, timeout, metadata, traceparent, tracestate

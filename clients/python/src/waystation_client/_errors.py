@@ -32,6 +32,7 @@ reason, by the status code; else it is a plain `WaystationError`::
     ├── UnauthenticatedError                 UNAUTHENTICATED
     ├── PermissionDeniedError                PERMISSION_DENIED
     ├── ResourceExhaustedError               RESOURCE_EXHAUSTED
+    │   └── ResponseTooLargeError            RESPONSE_TOO_LARGE      (+ size, limit)
     ├── UnimplementedError                   UNIMPLEMENTED
     ├── InternalError                        INTERNAL
     └── UnknownError                         UNKNOWN
@@ -302,6 +303,26 @@ class ResourceExhaustedError(WaystationError):
     """A limit was hit (message size, rate, ...)."""
 
     CODE = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ResponseTooLargeError(ResourceExhaustedError):
+    """The answer was larger than the server's message limit (`--max-message-bytes`).
+
+    A call that changes a run took effect: read the run with `get_run` (without
+    `include_state`), or raise the limit. `run_id` names the run, `size` and `limit` the sizes.
+    """
+
+    REASON = "RESPONSE_TOO_LARGE"
+
+    @property
+    def size(self) -> int | None:
+        """The answer's size in bytes (ErrorInfo metadata `size`)."""
+        return self._int("size")
+
+    @property
+    def limit(self) -> int | None:
+        """The server's message limit in bytes (ErrorInfo metadata `limit`)."""
+        return self._int("limit")
 
 
 class UnimplementedError(WaystationError):

@@ -191,6 +191,7 @@ def restart_run_request(
     tracing_options: message_pb2.TracingOptions | None = None,
     include_state: bool = False,
     include_resume_labels: bool = False,
+    force: bool = False,
 ) -> rr.RestartRunRequest:
     """A RestartRunRequest."""
     return rr.RestartRunRequest(
@@ -199,6 +200,7 @@ def restart_run_request(
         tracing_options=tracing_options,
         output_options=output_options(include_state, include_resume_labels),
         request_id=request_id,
+        force=force,
     )
 
 

@@ -47,7 +47,13 @@ record StatusDetails(
           Map.entry("INVALID_INPUT", InvalidInputException::new),
           Map.entry("INVALID_ARGUMENT", InvalidArgumentException::new),
           Map.entry("RESUME_CONFLICT", ResumeConflictException::new),
-          Map.entry("VERSION_MISMATCH", VersionMismatchException::new));
+          Map.entry("VERSION_MISMATCH", VersionMismatchException::new),
+          Map.entry("RUN_CHANGED", RunChangedException::new),
+          Map.entry("RESPONSE_TOO_LARGE", ResponseTooLargeException::new),
+          Map.entry("STORE_UNAVAILABLE", StoreUnavailableException::new),
+          Map.entry("UNAUTHENTICATED", UnauthenticatedException::new),
+          Map.entry("PERMISSION_DENIED", PermissionDeniedException::new),
+          Map.entry("INTERNAL", InternalException::new));
 
   static StatusDetails decode(Throwable error) {
     Status status = Status.fromThrowable(error);

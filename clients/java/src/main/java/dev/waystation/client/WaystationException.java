@@ -31,7 +31,13 @@ import java.util.Map;
  * ├── InvalidInputException               INVALID_ARGUMENT     INVALID_INPUT
  * ├── InvalidArgumentException            INVALID_ARGUMENT     INVALID_ARGUMENT
  * ├── ResumeConflictException             ABORTED              RESUME_CONFLICT
- * └── VersionMismatchException            ABORTED              VERSION_MISMATCH
+ * ├── VersionMismatchException            ABORTED              VERSION_MISMATCH
+ * ├── RunChangedException                 ABORTED              RUN_CHANGED
+ * ├── ResponseTooLargeException           RESOURCE_EXHAUSTED   RESPONSE_TOO_LARGE
+ * ├── StoreUnavailableException           UNAVAILABLE          STORE_UNAVAILABLE
+ * ├── UnauthenticatedException            UNAUTHENTICATED      UNAUTHENTICATED
+ * ├── PermissionDeniedException           PERMISSION_DENIED    PERMISSION_DENIED
+ * └── InternalException                   INTERNAL             INTERNAL
  * </pre>
  *
  * <p>The cause is the {@link StatusRuntimeException} that grpc-java raised.
