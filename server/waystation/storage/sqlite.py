@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiosqlite
 
@@ -194,6 +194,16 @@ class WalSync:
         """Checkpoints made so far (in the checkpoint thread)."""
         self.finishes = 0
         """Checkpoints finished on the loop so far (each lets the WAL restart)."""
+        self._identity: tuple[int, int] | None = None
+        self.broken = ""
+        """Why nothing this process commits can be made durable any more (the WAL file it
+        writes was deleted or replaced), or "". The store then refuses every call."""
+
+    def watch(self) -> None:
+        """Remember which file the WAL is (device and inode): SQLite goes on writing the
+        file it opened, so a WAL deleted or replaced under it cannot be fsynced by name."""
+        st = os.stat(self._wal)
+        self._identity = (st.st_dev, st.st_ino)
 
     async def sync(self) -> None:
         if self._running is None and not _others_ready(asyncio.get_running_loop()):
@@ -237,8 +247,28 @@ class WalSync:
             self._start()
 
     def _fsync(self) -> None:
-        _fsync_path(self._wal)
+        if self.broken:
+            raise OSError(self.broken)
+        try:
+            fd = os.open(self._wal, os.O_RDONLY)
+        except FileNotFoundError:
+            self._lost()
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self._identity:
+                self._lost()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.fsyncs += 1
+
+    def _lost(self) -> NoReturn:
+        self.broken = (
+            f"the WAL file {self._wal} was deleted or replaced while this server ran, so what"
+            " it commits cannot be made durable: stop the server (a clean stop copies what it"
+            " committed into the database) and start it again"
+        )
+        raise OSError(self.broken)
 
     def checkpoint(self, finish: Callable[[], None]) -> None:
         """Checkpoint if the WAL has grown and no checkpoint is running: the bulk of the
@@ -349,6 +379,7 @@ class SqliteStore:
         self._writer = writer
         if self._wal is not None:
             _fsync_directory_of(self._path)
+            self._wal.watch()
         self._reader = await aiosqlite.connect(self._path, isolation_level=None)
         await self._reader.execute("PRAGMA busy_timeout=5000")
 
@@ -408,6 +439,7 @@ class SqliteStore:
         once it is committed (and, if `durable`, on disk) with its value, or raise its error.
         A caller that stops waiting does not stop its write."""
         loop = asyncio.get_running_loop()
+        self._check_durable()
         if self._queue or _others_ready(loop):
             future: asyncio.Future[Any] = loop.create_future()
             self._queue.append((op, future))
@@ -468,15 +500,24 @@ class SqliteStore:
     def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(writer, *args)` inline: a point read takes microseconds."""
         assert self._writer is not None, "store is not set up"
+        self._check_durable()
         try:
             return fn(self._writer, *args)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
+    def _check_durable(self) -> None:
+        """StoreUnavailable once commits can no longer be made durable: an answer read from
+        the store then (a replayed request id, say) could tell of a transition that a crash
+        would lose."""
+        if self._wal is not None and self._wal.broken:
+            raise StoreUnavailable(f"sqlite: {self._wal.broken}")
+
     async def _scan(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run a read that may scan in the reader's thread."""
         db = self._reader
         assert db is not None, "store is not set up"
+        self._check_durable()
         try:
             # aiosqlite (pinned) runs a function in its connection's thread with `_execute`:
             # one hand-off for the whole read.
