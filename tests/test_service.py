@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2
 
 from tests.conftest import TEST_WORKFLOWS, settings_for
 from tests.support.api import assert_eventually, call_error, paths, to_json, value
+from tests.support.faulty_store import FaultyStore, touches_step
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
@@ -24,7 +25,7 @@ from waystation.engine import RunStatus, StartCommand, load_workflows
 from waystation.engine.errors import RunAlreadyExists
 from waystation.engine.events import EventType, make_event
 from waystation.engine.executor import Execution
-from waystation.engine.model import RunRecord, RunSnapshot
+from waystation.engine.model import RunRecord, RunSnapshot, StepStatus
 from waystation.storage import SqliteStore
 from waystation.transport import RunningServer, create_server
 
@@ -789,6 +790,34 @@ async def test_payloads_nest_at_most_as_deep_as_every_answer_can_carry(
     assert failed.status == enums_pb2.RUN_STATUS_FAILED
     assert failed.error.reason == "INVALID_STEP_OUTPUT"
     assert "nested deeper than 31" in failed.error.message
+
+
+async def test_a_store_failure_after_the_run_was_created_names_the_run(
+    db_path: Path, log: Path
+) -> None:
+    """The database fails a commit of a run the call had already created: the answer is
+    UNAVAILABLE STORE_UNAVAILABLE with the run's id in its metadata (the run exists, and a
+    client that took "nothing was written" at its word would start a second one)."""
+    store = FaultyStore(SqliteStore(str(db_path)))
+    running = await create_server(settings_for(db_path), store=store)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = Stub(channel)
+            store.fail_writes(when=touches_step("gate", StepStatus.RUNNING))
+            request = rr.StartRunRequest(
+                workflow_id="counted", run_id="half", input_data=logged(log)
+            )
+            error = await call_error(stub.StartRun(request))
+            assert (error.code, error.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+            )
+            assert error.metadata["run_id"] == "half"
+            store.clear()
+            exists = await stub.GetRun(rr.GetRunRequest(run_id="half"))
+            assert exists.run_id == "half"
+    finally:
+        await running.stop(grace=1.0)
 
 
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(

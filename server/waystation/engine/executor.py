@@ -317,9 +317,10 @@ class Execution:
                         **extra,
                     )
                 )
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             if held:
                 await self._save_held(held, expected, before)
+            exc.metadata["run_id"] = run.run_id  # the call may have created or claimed it
             raise
         except StoreConflict as exc:
             raise RunChanged(run.run_id, str(exc)) from None

@@ -36,7 +36,15 @@ class StoreConflict(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database could not complete the operation; nothing was written."""
+    """The database could not complete the operation; this operation wrote nothing (the
+    call it served may have written before it: a run created, a resume claimed)."""
+
+    metadata: dict[str, str]
+    """Ids for the caller's error details (the run an execution was writing), if known."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.metadata = {}
 
 
 class SchemaOutOfDate(StoreError):
