@@ -9,6 +9,7 @@ never runs the steps before it again.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine.upkeep import Trouble
+from waystation.storage import StoreUnavailable
 
 WORKFLOWS = FLOW_WORKFLOWS
 RUN = enums_pb2.RunStatus
@@ -528,3 +531,31 @@ async def test_restart_of_an_unknown_run_is_not_found(stub: WorkflowServiceStub)
     """RestartRun of a run that does not exist is NOT_FOUND."""
     error = await call_error(stub.RestartRun(rr.RestartRunRequest(run_id="never-was")))
     assert error.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_background_duty_that_keeps_failing_is_logged_once_until_it_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Suspension timeouts run four times a second and lease upkeep every few seconds: a
+    database down for an hour logged a traceback each round (about 1M lines). Now: one
+    warning when it starts failing, one line when it works again; a failure that is no
+    database outage keeps its traceback."""
+    caplog.set_level(logging.INFO, logger="waystation.engine")
+    trouble = Trouble("suspension timeouts")
+    for _ in range(40):
+        trouble.failed(StoreUnavailable("postgresql: connection refused"))
+    trouble.worked()
+    trouble.worked()
+    trouble.failed(RuntimeError("a bug"))
+    trouble.failed(RuntimeError("a bug"))
+    seen = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert seen == [
+        (
+            "WARNING",
+            "suspension timeouts failed, retrying (said once until it works):"
+            " postgresql: connection refused",
+            False,
+        ),
+        ("INFO", "suspension timeouts works again", False),
+        ("ERROR", "suspension timeouts failed, retrying (said once until it works)", True),
+    ]

@@ -17,12 +17,36 @@ from waystation.engine.executor import Execution, error_json
 from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, evolve, now
 from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result, suspended_records
-from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict
+from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict, StoreError
 
 if TYPE_CHECKING:
     from waystation.engine.engine import Recovery
 
 log = logging.getLogger("waystation.engine")
+
+
+class Trouble:
+    """The log of a background duty that runs every fraction of a second: one line when it
+    starts failing (a warning for a database that is down, the traceback for anything
+    else) and one when it works again, not a traceback every round of an outage."""
+
+    def __init__(self, duty: str) -> None:
+        self.duty = duty
+        self.failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        if self.failing:
+            return
+        self.failing = True
+        if isinstance(exc, StoreError):
+            log.warning("%s failed, retrying (said once until it works): %s", self.duty, exc)
+        else:
+            log.error("%s failed, retrying (said once until it works)", self.duty, exc_info=exc)
+
+    def worked(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("%s works again", self.duty)
 
 
 class Upkeep:
@@ -74,6 +98,7 @@ class Upkeep:
 
     async def _keep_leases(self) -> None:
         """Renew the leases of our executions; take over runs whose lease expired."""
+        trouble = Trouble("lease upkeep")
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
@@ -87,8 +112,10 @@ class Upkeep:
                     run = execution.snapshot.run
                     run.lease_until = max(run.lease_until or 0.0, until)
                 await self._take_over(now())
-            except Exception:  # the store may be briefly unavailable: try again next time
-                log.exception("lease upkeep failed")
+            except Exception as exc:  # the store may be briefly unavailable: try again
+                trouble.failed(exc)
+            else:
+                trouble.worked()
 
     def _stop_lost(self, sent: dict[str, Execution], renewed: set[str]) -> None:
         """Stop the executions whose run the renewal found no longer ours: another replica
@@ -112,14 +139,17 @@ class Upkeep:
         """Act on suspensions whose timeout passed: fail the run, or resume the step once
         with its default data. Both are compare-and-set, so exactly one replica acts, and a
         restart picks up what a dead process left (the run is still SUSPENDED and due)."""
+        trouble = Trouble("suspension timeouts")
         while True:
             await asyncio.sleep(interval)
             try:
                 for run_id in await self.store.due_runs(now(), limit=100):
                     if run_id not in self._active:
                         await self._expire(run_id)
-            except Exception:  # a conflict or a store hiccup: the next round retries
-                log.exception("suspension timeouts failed")
+            except Exception as exc:  # a conflict or a store hiccup: the next round retries
+                trouble.failed(exc)
+            else:
+                trouble.worked()
 
     async def _expire(self, run_id: str) -> None:
         snapshot = await self.store.load(run_id)
