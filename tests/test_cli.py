@@ -13,6 +13,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -452,6 +453,27 @@ def test_serve_refuses_a_sqlite_file_another_server_serves(tmp_path: Path) -> No
         assert cli(first.address, "workflows", "list").code == 0
     with ServerProcess(db) as again:  # the first one's lock went with it
         assert cli(again.address, "workflows", "list").code == 0
+
+
+def test_serve_says_in_one_line_that_another_program_locks_its_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    """Another program holding the database's write lock past the busy timeout (5 s):
+    `cannot start: ... database is locked`, exit 1, not an 82-line traceback."""
+    db = tmp_path / "held.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("CREATE TABLE other (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        blocked = ServerProcess(db)
+        done = subprocess.run(blocked.command, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert "cannot start: sqlite:" in said and "database is locked" in said, said
+    assert "Traceback" not in done.stderr
 
 
 def test_serve_without_migrations_refuses_an_old_sqlite_schema(tmp_path: Path) -> None:

@@ -372,9 +372,11 @@ class SqliteStore:
             for pragma in PRAGMAS + WRITER_PRAGMAS:
                 writer.execute(pragma)
             _migrate(writer, self._migrate)
-        except BaseException:
+        except BaseException as exc:
             writer.close()
             self._unlock()
+            if isinstance(exc, sqlite3.Error):  # locked by another program, not a database
+                raise StoreUnavailable(f"sqlite: {self._path}: {exc}") from exc
             raise
         self._writer = writer
         if self._wal is not None:
