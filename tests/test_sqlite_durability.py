@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import os
 import subprocess
 import sys
@@ -254,22 +255,22 @@ def size(path: str) -> int:
 async def test_a_failed_fsync_fails_the_durable_writers_and_the_next_one_succeeds(
     store: SqliteStore, tmp_path: Path, writers: int
 ) -> None:
-    """An fsync that fails (here: the WAL cannot be opened, as on a broken disk) raises
-    StoreUnavailable in every durable writer that shared it, whether it ran on the loop (a
-    writer alone) or in the fsync thread (writers together); the store keeps working, and
-    the next fsync serves the next writers."""
-    assert store._wal is not None
-    wal = store._wal._wal
+    """An fsync that fails (here: EIO, as on a broken disk) raises StoreUnavailable in every
+    durable writer that shared it, whether it ran on the loop (a writer alone) or in the
+    fsync thread (writers together); the store keeps working, and the next fsync serves the
+    next writers. (A WAL file that is gone is no passing failure: see the test below.)"""
     runs = [new_run(f"r{i}") for i in range(writers)]
     await asyncio.gather(*(store.create_run(run) for run in runs))
-    store._wal._wal = str(tmp_path / "missing" / "durable.db-wal")
-    try:
+
+    def broken_disk(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", broken_disk)  # the operating system's, not ours
         outcomes = await asyncio.gather(
             *(store.commit(step_commit(run, 1, durable=True)) for run in runs),
             return_exceptions=True,
         )
-    finally:
-        store._wal._wal = wal
     for outcome in outcomes:
         assert isinstance(outcome, StoreUnavailable), outcome
         assert "fsync of the WAL failed" in str(outcome)
