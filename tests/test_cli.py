@@ -30,6 +30,7 @@ from tests.support.certificates import Authority
 from tests.support.server_process import ServerProcess, free_port
 from tests.support.workflows import lines
 
+ROOT = Path(__file__).resolve().parent.parent
 ORDER = '{"order_id": "o-1", "amount": 12.5}'
 APPROVE = '{"approved": true, "approver": "ann"}'
 DOCUMENT = '{"document_id": "d-1", "title": "Quarterly report"}'
@@ -308,6 +309,21 @@ def test_help_prints_flags_as_flags_and_help_texts_as_written() -> None:
             assert re.search(rf"^ +{name} +[A-Z]", shown.stdout, re.MULTILINE), shown.stdout
 
 
+def test_payloads_print_with_their_keys_sorted(server: ServerProcess, run_id: str) -> None:
+    """A Struct is a map, so the server's key order changes from one answer to the next;
+    the CLI prints keys sorted, the same every time (and as the README shows them)."""
+    order = '{"order_id": "o-1", "amount": 250}'
+    shown = set()
+    for i in range(3):
+        args = ["runs", "start", "order-approval", "--data", order, "--run-id", f"{run_id}-{i}"]
+        started = cli(server.address, *args)
+        assert started.code == 0, started.stderr
+        shown |= {line.strip() for line in started.stdout.splitlines() if "reason" in line}
+    assert shown == {
+        'approval  {"amount": 250, "order_id": "o-1", "reason": "amount needs a manager"}'
+    }
+
+
 def test_help_names_what_each_option_takes() -> None:
     """An option that takes a value names it (`--db URL`, `--status STATUS`), not the
     Python type typer would print (`<str>`, `<list[str]>`, `<float range>`); a choice
@@ -392,19 +408,27 @@ def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
     [
         ("tests.support.broken_flows", "two workflows have the id 'twice'"),
         ("tests.support.no_such_module", "no module named 'tests.support.no_such_module'"),
+        (
+            "tests.support.raising_flows",
+            "importing tests.support.raising_flows: "
+            f"{ROOT / 'tests' / 'support' / 'raising_flows.py'}:7: TypeError: workflow"
+            " 'broken': .parallel takes a non-empty list of steps",
+        ),
     ],
-    ids=["duplicate-ids", "missing-module"],
+    ids=["duplicate-ids", "missing-module", "a-refused-definition"],
 )
 def test_serve_exits_1_at_once_when_its_workflows_cannot_be_loaded(
     tmp_path: Path, workflows: str, error: str
 ) -> None:
-    """A server that cannot serve says why and exits, so a supervisor sees it fail; it
-    does not sit idle holding the database open."""
+    """A server that cannot serve says why (and, for a module that raises, where) in one
+    line and exits, so a supervisor sees it fail; it does not sit idle holding the database
+    open, nor print a traceback of the engine's code."""
     server = ServerProcess(tmp_path / "broken.db", workflows=[workflows])
     with pytest.raises(RuntimeError, match="exited during startup"):
         server.start()
     assert server.stop(timeout=5) == 1
     assert error in " ".join(server.log.split())  # the message may be folded
+    assert "Traceback" not in server.log
 
 
 def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:

@@ -36,10 +36,11 @@ def step_status_name(status: enums_pb2.StepStatus.ValueType) -> str:
     return enums_pb2.StepStatus.Name(status).removeprefix("STEP_STATUS_").lower()
 
 
-def json_text(value: struct_pb2.Value | struct_pb2.Struct, *, sort_keys: bool = False) -> str:
-    """Compact JSON of a `Value` or `Struct`; whole numbers print without `.0`."""
+def json_text(value: struct_pb2.Value | struct_pb2.Struct) -> str:
+    """Compact JSON of a `Value` or `Struct`, keys sorted (a Struct is a map: its order
+    changes from one answer to the next); whole numbers print without `.0`."""
     data = _whole_numbers(json_format.MessageToDict(value))
-    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "), sort_keys=sort_keys)
+    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
 
 
 def _whole_numbers(data: Any) -> Any:

@@ -118,4 +118,4 @@ def _schemas(title: str, schemas: list[tuple[str, struct_pb2.Struct]]) -> None:
     stdout.print(Text(f"\n{title}", "bold"))
     for name, schema in shown:
         kind = name.removesuffix("_schema")
-        stdout.print(Text(f"  {kind}: {json_text(schema, sort_keys=True)}"))
+        stdout.print(Text(f"  {kind}: {json_text(schema)}"))

@@ -209,9 +209,7 @@ async def serve(settings: ServerSettings) -> None:
     configure_logging(settings.log_level)
     try:
         running = await create_server(settings)
-    except ModuleNotFoundError as exc:
-        if exc.name not in settings.workflows:
-            raise  # a module that a workflows module imports: its traceback says where
+    except ModuleNotFoundError as exc:  # a workflows module, or its package (the rest is wrapped)
         raise CannotStart(
             f"no module named {exc.name!r} (workflow modules are imported from the current"
             " directory and PYTHONPATH)"
