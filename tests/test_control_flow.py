@@ -568,6 +568,23 @@ def test_a_definition_that_cannot_work_is_refused_when_it_is_made(
     assert words in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "define",
+    [
+        lambda: _flow().sleep(-1),
+        lambda: _flow().sleep_until("2030-01-01"),
+        lambda: _flow().foreach(_step("a"), concurrency=0),
+        lambda: create_workflow(id="bad-shape", retry_config={"attempts": 2, "delai": 1}),
+    ],
+    ids=["sleep", "sleep-until", "foreach-concurrency", "retry-config"],
+)
+def test_a_refused_definition_names_its_workflow(define: Any) -> None:
+    """A module may define many workflows: the message says which one is wrong."""
+    with pytest.raises((TypeError, ValueError)) as caught:
+        define()
+    assert "workflow 'bad-shape'" in str(caught.value)
+
+
 # -- map ----------------------------------------------------------------------------------
 
 

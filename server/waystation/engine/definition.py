@@ -138,7 +138,10 @@ class Workflow:
         self.input_schema = schema.check(owner, "input_schema", input_schema)
         self.output_schema = schema.check(owner, "output_schema", output_schema)
         self.state_schema = schema.check(owner, "state_schema", state_schema)
-        self.retry_config = RetryConfig.of(retry_config)
+        try:
+            self.retry_config = RetryConfig.of(retry_config)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"workflow {id!r}: {exc}") from None
         self.entries: list[Entry] = []
         self.committed = False
 
@@ -188,9 +191,11 @@ class Workflow:
         suspends, no further window starts until every suspended item is resumed."""
         step = self._step(".foreach", step)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool):
-            raise TypeError(f"foreach concurrency must be an int, not {concurrency!r}")
+            raise TypeError(
+                f"workflow {self.id!r}: foreach concurrency must be an int, not {concurrency!r}"
+            )
         if concurrency < 1:
-            raise ValueError("foreach concurrency must be at least 1")
+            raise ValueError(f"workflow {self.id!r}: foreach concurrency must be at least 1")
         return self._add(Foreach(step.id, step, concurrency))
 
     def map(self, fn: MapFn, id: str = "") -> Self:
@@ -202,17 +207,22 @@ class Workflow:
     def sleep(self, seconds: float, id: str = "") -> Self:
         """Pause the run for `seconds` (durable: the wake-up time is stored)."""
         if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-            raise TypeError(f"sleep takes a number of seconds, not {seconds!r}")
+            raise TypeError(
+                f"workflow {self.id!r}: sleep takes a number of seconds, not {seconds!r}"
+            )
         if not 0 <= seconds < math.inf:  # also NaN
-            raise ValueError(f"sleep takes a finite number of seconds >= 0, not {seconds!r}")
+            raise ValueError(
+                f"workflow {self.id!r}: sleep takes a finite number of seconds >= 0,"
+                f" not {seconds!r}"
+            )
         return self._add(Sleep(self._block_id(id, "sleep"), seconds=float(seconds)))
 
     def sleep_until(self, when: datetime, id: str = "") -> Self:
         """Pause the run until `when` (an aware datetime; durable)."""
         if not isinstance(when, datetime):
-            raise TypeError(f"sleep_until takes a datetime, not {when!r}")
+            raise TypeError(f"workflow {self.id!r}: sleep_until takes a datetime, not {when!r}")
         if when.tzinfo is None:
-            raise ValueError("sleep_until needs a timezone-aware datetime")
+            raise ValueError(f"workflow {self.id!r}: sleep_until needs a timezone-aware datetime")
         return self._add(Sleep(self._block_id(id, "sleep-until"), until=when.timestamp()))
 
     def commit(self) -> Self:
