@@ -820,6 +820,32 @@ async def test_a_store_failure_after_the_run_was_created_names_the_run(
         await running.stop(grace=1.0)
 
 
+async def test_a_retry_after_a_store_failure_continues_the_run_and_answers_its_outcome(
+    db_path: Path, log: Path
+) -> None:
+    """The database fails a commit mid-run (the call is answered STORE_UNAVAILABLE; the run
+    stays RUNNING with this server's lease); once it works, a retry with the same request id
+    continues the run at once and answers its outcome, each step having run once. It
+    answered RUNNING after a 2 s grace, and the run went on only when its lease expired."""
+    store = FaultyStore(SqliteStore(str(db_path)))
+    running = await create_server(settings_for(db_path), store=store)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = Stub(channel)
+            store.fail_writes(when=touches_step("gate", StepStatus.RUNNING))
+            request = rr.StartRunRequest(
+                workflow_id="counted", run_id="retried", request_id="r-1", input_data=logged(log)
+            )
+            failed = await call_error(stub.StartRun(request))
+            assert failed.reason == "STORE_UNAVAILABLE"
+            store.clear()
+            again = await stub.StartRun(request, timeout=5)  # the lease lasts 15 s
+            assert (again.run_id, again.status) == ("retried", enums_pb2.RUN_STATUS_SUSPENDED)
+            assert lines(log) == ["one"]  # not run again: its end was saved on its own
+    finally:
+        await running.stop(grace=1.0)
+
+
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(
     small_server: RunningServer, log: Path
 ) -> None:

@@ -59,6 +59,7 @@ from waystation.storage.protocol import (
     RunFilter,
     SnapshotStore,
     StoreConflict,
+    StoreUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,10 @@ class Engine(Upkeep):
         self._resume_grace = resume_grace
         self._active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]] = {}
         self._changes: dict[str, asyncio.Event] = {}
+        self._stalled: set[str] = set()
+        """Runs whose execution here stopped on a store failure: RUNNING, with this
+        replica's lease, driven by nobody until `_revive` (the upkeep, once the store
+        works, or a retry of the call) continues them."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -203,6 +208,24 @@ class Engine(Upkeep):
                     return result
                 await asyncio.sleep(ELSEWHERE_POLL)
 
+    async def _revive(self, run_id: str) -> None:
+        """Continue a run whose execution here stopped on a store failure, from its last
+        committed step, if it is still RUNNING or WAITING under this replica's lease."""
+        snapshot = await self.store.load(run_id)
+        if run_id in self._active:
+            return
+        self._stalled.discard(run_id)
+        workflow = self._workflows.get(snapshot.run.workflow_id) if snapshot else None
+        if (
+            snapshot is None
+            or workflow is None
+            or snapshot.run.owner != self.replica_id
+            or snapshot.run.status not in (RunStatus.RUNNING, RunStatus.WAITING)
+        ):
+            return  # settled, deleted, or taken over by another replica meanwhile
+        log.info("continuing run %s (its execution stopped on a store failure)", run_id)
+        self._launch(Execution(self.store, workflow, snapshot))
+
     def _notify(self, run_id: str) -> None:
         """Wake the watchers of a run after a commit."""
         event = self._changes.pop(run_id, None)
@@ -214,6 +237,8 @@ class Engine(Upkeep):
         for run_id in driving:
             if self._active.get(run_id, (None, None))[1] is task:
                 del self._active[run_id]
+            if isinstance(error, StoreUnavailable):
+                self._stalled.add(run_id)
             if isinstance(error, RunChanged):
                 log.warning(
                     "run %s changed by another replica: this one stopped driving it", run_id
@@ -477,6 +502,8 @@ class Engine(Upkeep):
                 return WorkflowResultData.from_json(seen.outcome)
             if not wait:
                 return (await self.get_run(key_run))[1]
+            if key_run in self._stalled:
+                await self._revive(key_run)  # the first call failed on the store: go on now
             active = self._active.get(key_run)
             if active is not None:
                 return await self._outcome(active[1])

@@ -71,6 +71,11 @@ class Upkeep:
     async def _accept_resume(self, cmd: ResumeCommand) -> Any:
         raise NotImplementedError
 
+    _stalled: set[str]
+
+    async def _revive(self, run_id: str) -> None:
+        raise NotImplementedError
+
     async def _take_over(self, expired_before: float) -> int:
         run_ids = await self.store.claim_expired(
             self.replica_id, expired_before, now() + self.lease_seconds, limit=10_000
@@ -106,6 +111,8 @@ class Upkeep:
                 sent = {rid: ex for rid, (ex, _) in self._active.items() if ex.stored}
                 renewed = await self.store.renew_leases(self.replica_id, list(sent), until)
                 self._stop_lost(sent, set(renewed))
+                for run_id in list(self._stalled):  # the store works again
+                    await self._revive(run_id)
                 # The executions' copies too: their commits write the lease they hold (and
                 # move it only once half of it is gone), so they must not write it back.
                 for execution, _ in self._active.values():
