@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -792,58 +793,56 @@ async def test_payloads_nest_at_most_as_deep_as_every_answer_can_carry(
     assert "nested deeper than 31" in failed.error.message
 
 
-async def test_a_store_failure_after_the_run_was_created_names_the_run(
-    db_path: Path, log: Path
-) -> None:
-    """The database fails a commit of a run the call had already created: the answer is
-    UNAVAILABLE STORE_UNAVAILABLE with the run's id in its metadata (the run exists, and a
-    client that took "nothing was written" at its word would start a second one)."""
+@dataclass
+class Faulty:
+    store: FaultyStore
+    stub: Stub
+
+
+@pytest.fixture
+async def faulty(db_path: Path) -> AsyncIterator[Faulty]:
+    """A server whose store fails the commit that starts `counted`'s gate step."""
     store = FaultyStore(SqliteStore(str(db_path)))
     running = await create_server(settings_for(db_path), store=store)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = Stub(channel)
             store.fail_writes(when=touches_step("gate", StepStatus.RUNNING))
-            request = rr.StartRunRequest(
-                workflow_id="counted", run_id="half", input_data=logged(log)
-            )
-            error = await call_error(stub.StartRun(request))
-            assert (error.code, error.reason) == (
-                grpc.StatusCode.UNAVAILABLE,
-                "STORE_UNAVAILABLE",
-            )
-            assert error.metadata["run_id"] == "half"
-            store.clear()
-            exists = await stub.GetRun(rr.GetRunRequest(run_id="half"))
-            assert exists.run_id == "half"
+            yield Faulty(store, Stub(channel))
     finally:
         await running.stop(grace=1.0)
 
 
+async def test_a_store_failure_after_the_run_was_created_names_the_run(
+    faulty: Faulty, log: Path
+) -> None:
+    """The database fails a commit of a run the call had already created: the answer is
+    UNAVAILABLE STORE_UNAVAILABLE with the run's id in its metadata (the run exists, and a
+    client that took "nothing was written" at its word would start a second one)."""
+    request = rr.StartRunRequest(workflow_id="counted", run_id="half", input_data=logged(log))
+    error = await call_error(faulty.stub.StartRun(request))
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STORE_UNAVAILABLE")
+    assert error.metadata["run_id"] == "half"
+    faulty.store.clear()
+    exists = await faulty.stub.GetRun(rr.GetRunRequest(run_id="half"))
+    assert exists.run_id == "half"
+
+
 async def test_a_retry_after_a_store_failure_continues_the_run_and_answers_its_outcome(
-    db_path: Path, log: Path
+    faulty: Faulty, log: Path
 ) -> None:
     """The database fails a commit mid-run (the call is answered STORE_UNAVAILABLE; the run
     stays RUNNING with this server's lease); once it works, a retry with the same request id
     continues the run at once and answers its outcome, each step having run once. It
     answered RUNNING after a 2 s grace, and the run went on only when its lease expired."""
-    store = FaultyStore(SqliteStore(str(db_path)))
-    running = await create_server(settings_for(db_path), store=store)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = Stub(channel)
-            store.fail_writes(when=touches_step("gate", StepStatus.RUNNING))
-            request = rr.StartRunRequest(
-                workflow_id="counted", run_id="retried", request_id="r-1", input_data=logged(log)
-            )
-            failed = await call_error(stub.StartRun(request))
-            assert failed.reason == "STORE_UNAVAILABLE"
-            store.clear()
-            again = await stub.StartRun(request, timeout=5)  # the lease lasts 15 s
-            assert (again.run_id, again.status) == ("retried", enums_pb2.RUN_STATUS_SUSPENDED)
-            assert lines(log) == ["one"]  # not run again: its end was saved on its own
-    finally:
-        await running.stop(grace=1.0)
+    request = rr.StartRunRequest(
+        workflow_id="counted", run_id="retried", request_id="r-1", input_data=logged(log)
+    )
+    failed = await call_error(faulty.stub.StartRun(request))
+    assert failed.reason == "STORE_UNAVAILABLE"
+    faulty.store.clear()
+    again = await faulty.stub.StartRun(request, timeout=5)  # the lease lasts 15 s
+    assert (again.run_id, again.status) == ("retried", enums_pb2.RUN_STATUS_SUSPENDED)
+    assert lines(log) == ["one"]  # not run again: its end was saved on its own
 
 
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(
