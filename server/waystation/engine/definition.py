@@ -245,11 +245,14 @@ class Workflow:
         return any(s.can_suspend for s in self.steps())
 
     def _step(self, method: str, value: Any) -> Step | Workflow:
+        """`value`, checked as every step of every entry is: a step or a committed workflow."""
         if not isinstance(value, Step | Workflow):
             raise TypeError(
                 f"workflow {self.id!r}: {method} takes a step or a committed workflow,"
                 f" not {value!r}"
             )
+        if isinstance(value, Workflow) and not value.committed:
+            raise ValueError(f"nested workflow {value.id!r} must be committed before use")
         return value
 
     def _condition(self, method: str, value: Any) -> Condition:
@@ -266,13 +269,6 @@ class Workflow:
         if self.committed:
             raise ValueError(f"workflow {self.id!r} is committed; build a new one to change it")
         ids = [e.id for e in self.entries] + [s.id for s in self.steps()]
-        for member in _members(entry):
-            if isinstance(member, Workflow) and not member.committed:
-                raise ValueError(f"nested workflow {member.id!r} must be committed before use")
-            if not isinstance(member, Step | Workflow):
-                raise TypeError(
-                    f"workflow {self.id!r}: expected a step or workflow, got {member!r}"
-                )
         member_ids = [m.id for m in _members(entry)]
         twice = sorted({i for i in member_ids if member_ids.count(i) > 1})
         if twice:
