@@ -49,34 +49,26 @@ def dump(schema: Schema, value: Any) -> JSON:
 
 def finite(value: JSON) -> JSON:
     """`value`, if JSON can hold it and an answer can carry it; ValueError for NaN and
-    infinities, and for nesting deeper than MAX_NESTING."""
-    check_nesting(value)
-    bad = _non_finite(value)
-    if bad is not None:
-        where = ".".join(str(part) for part in bad) or "value"
-        raise ValueError(f"{where}: NaN and infinities cannot be stored as JSON")
+    infinities, and for nesting deeper than MAX_NESTING (one walk finds either)."""
+    found = _unstorable(value, (), MAX_NESTING)
+    if found is not None:
+        where, too_deep = found
+        if too_deep:
+            raise ValueError(_TOO_DEEP)
+        text = ".".join(str(part) for part in where) or "value"
+        raise ValueError(f"{text}: NaN and infinities cannot be stored as JSON")
     return value
 
 
 def check_nesting(value: JSON) -> None:
-    """ValueError if `value` nests lists and objects deeper than MAX_NESTING."""
-    if _deeper_than(value, MAX_NESTING):
-        raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
+    """ValueError if `value` (JSON read from a request, which holds no NaN) nests lists and
+    objects deeper than MAX_NESTING."""
+    found = _unstorable(value, (), MAX_NESTING)
+    if found is not None and found[1]:
+        raise ValueError(_TOO_DEEP)
 
 
-def _deeper_than(value: JSON, levels: int) -> bool:
-    if isinstance(value, dict):
-        items: Any = value.values()
-    elif isinstance(value, list):
-        items = value
-    else:
-        return False
-    if not levels:
-        return True
-    for item in items:  # noqa: SIM110 (a loop: no generator per container, on every output)
-        if isinstance(item, dict | list) and _deeper_than(item, levels - 1):
-            return True
-    return False
+_TOO_DEEP = f"nested deeper than {MAX_NESTING} levels of lists and objects"
 
 
 def normalize(schema: Schema, data: JSON) -> JSON:
@@ -86,28 +78,33 @@ def normalize(schema: Schema, data: JSON) -> JSON:
     if schema is None:
         return data
     out = to_jsonable_python(schema.model_validate(data))
-    bad = _non_finite(out)
-    if bad is not None:
+    found = _unstorable(out, (), None)
+    if found is not None:
         raise ValidationError.from_exception_data(
             schema.__name__,
-            [{"type": "finite_number", "loc": bad, "input": data}],
+            [{"type": "finite_number", "loc": found[0], "input": data}],
         )
     return out
 
 
-def _non_finite(value: JSON, loc: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
-    """The location of the first NaN or infinity in `value`, or None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return loc
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else ()
-    )
+Location = tuple[str | int, ...]
+
+
+def _unstorable(value: JSON, loc: Location, levels: int | None) -> tuple[Location, bool] | None:
+    """The location of the first NaN or infinity in `value` (with False), or of the first
+    list or object nested deeper than `levels` (with True; None: any depth), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (loc, False)
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    if levels is not None and len(loc) >= levels:
+        return loc, True
     for key, item in items:
-        found = _non_finite(item, (*loc, key))
+        found = _unstorable(item, (*loc, key), levels)
         if found is not None:
             return found
     return None

@@ -35,7 +35,8 @@ DOMAIN = "waystation.dev"
 
 class ResponseTooLarge(Exception):
     """An answer larger than the server may send: refused with this, rather than failed by
-    grpc after the handler (no details, a traceback in the log). The call took effect."""
+    grpc after the handler (no details, a traceback in the log). A call that changes a run
+    took effect all the same."""
 
     reason = "RESPONSE_TOO_LARGE"
 
