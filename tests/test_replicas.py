@@ -101,19 +101,35 @@ async def stop_all(*processes: ServerProcess) -> None:
     await asyncio.gather(*(asyncio.to_thread(p.stop) for p in processes if p.running))
 
 
+async def running_replicas(
+    stack: AsyncExitStack, tmp_path: Path, url: str, names: str, extra_args: Sequence[str] = ()
+) -> list[Replica]:
+    """One replica per letter of `names` on one database, started together, each with a
+    client stub; stopped (and their channels closed) when `stack` closes."""
+    processes = [server(tmp_path, name, url, extra_args) for name in names]
+    stack.push_async_callback(stop_all, *processes)
+    await start_all(*processes)
+    replicas = []
+    for name, process in zip(names, processes, strict=True):
+        channel = grpc.aio.insecure_channel(process.address, options=FAST_RECONNECT)
+        await stack.enter_async_context(channel)
+        replicas.append(Replica(name, process, WorkflowServiceStub(channel)))
+    return replicas
+
+
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[list[Replica]]:
     """Three replicas, "a", "b" and "c", on one database, each with a client stub."""
-    processes = [server(tmp_path, name, pg_url) for name in "abc"]
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(stop_all, *processes)
-        await start_all(*processes)
-        replicas = []
-        for name, process in zip("abc", processes, strict=True):
-            channel = grpc.aio.insecure_channel(process.address, options=FAST_RECONNECT)
-            await stack.enter_async_context(channel)
-            replicas.append(Replica(name, process, WorkflowServiceStub(channel)))
-        yield replicas
+        yield await running_replicas(stack, tmp_path, pg_url, "abc")
+
+
+@pytest.fixture
+async def long_leased(tmp_path: Path, pg_url: str) -> AsyncIterator[list[Replica]]:
+    """Two replicas, "a" and "b", with a 60 s lease: a run of a replica that dies waits
+    for it, unless a RestartRun takes it over."""
+    async with AsyncExitStack() as stack:
+        yield await running_replicas(stack, tmp_path, pg_url, "ab", ["--lease", "60"])
 
 
 def new_id(prefix: str) -> str:
@@ -331,7 +347,7 @@ async def test_runs_of_a_replica_killed_mid_step_are_finished_by_the_others(
 
 
 async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expires(
-    tmp_path: Path, pg_url: str
+    long_leased: list[Replica], tmp_path: Path
 ) -> None:
     """With a long lease, the run of a replica killed mid-step waits for its lease; a
     RestartRun with `force` on another replica takes it over at once: the run continues
@@ -339,67 +355,51 @@ async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expire
     finished run is then refused FAILED_PRECONDITION (RUN_NOT_ACTIVE). (A SQLite file takes
     one server, so this needs replicas on PostgreSQL.)"""
     log = tmp_path / "steps.log"
-    dying, survivor = (server(tmp_path, name, pg_url, ["--lease", "60"]) for name in "ab")
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(stop_all, dying, survivor)
-        await start_all(dying, survivor)
-        stubs = []
-        for process in (dying, survivor):
-            channel = grpc.aio.insecure_channel(process.address, options=FAST_RECONNECT)
-            await stack.enter_async_context(channel)
-            stubs.append(WorkflowServiceStub(channel))
-        data = {"log": str(log), "seconds": 1}
-        await start_run(stubs[0], "crash-two-steps", "orphan", data, return_immediately=True)
+    dying, survivor = long_leased
+    data = {"log": str(log), "seconds": 1}
+    await start_run(dying.stub, "crash-two-steps", "orphan", data, return_immediately=True)
 
-        async def in_b() -> bool:
-            return "start:B" in lines(log)
+    async def in_b() -> bool:
+        return "start:B" in lines(log)
 
-        await assert_eventually(in_b, timeout=10)
-        assert await asyncio.to_thread(dying.kill) == -9
+    await assert_eventually(in_b, timeout=10)
+    assert await asyncio.to_thread(dying.process.kill) == -9
 
-        assert (await get_run(stubs[1], "orphan")).status == RUN.RUN_STATUS_RUNNING
-        forced = rr.RestartRunRequest(run_id="orphan", force=True)
-        result = await stubs[1].RestartRun(forced, timeout=15)
-        assert result.status == RUN.RUN_STATUS_SUCCESS
-        assert to_json(result.result)["ran"] == ["A", "B"]
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stubs[1].RestartRun(rr.RestartRunRequest(run_id="orphan"))
-        error = rich_error(refused.value)
-        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
+    assert (await get_run(survivor.stub, "orphan")).status == RUN.RUN_STATUS_RUNNING
+    forced = rr.RestartRunRequest(run_id="orphan", force=True)
+    result = await survivor.stub.RestartRun(forced, timeout=15)
+    assert result.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(result.result)["ran"] == ["A", "B"]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await survivor.stub.RestartRun(rr.RestartRunRequest(run_id="orphan"))
+    error = rich_error(refused.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
 
 
 async def test_restart_run_without_force_leaves_a_live_replicas_run_alone(
-    tmp_path: Path, pg_url: str
+    long_leased: list[Replica], tmp_path: Path
 ) -> None:
     """A RestartRun sent to another replica while the run's own replica is alive and
     holds its lease is refused RUN_NOT_ACTIVE, naming the replica: the run is not
     interrupted, its step runs once, and the caller waiting on the first replica gets the
     run's outcome."""
     log = tmp_path / "steps.log"
-    first, other = (server(tmp_path, name, pg_url, ["--lease", "60"]) for name in "ab")
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(stop_all, first, other)
-        await start_all(first, other)
-        stubs = []
-        for process in (first, other):
-            channel = grpc.aio.insecure_channel(process.address, options=FAST_RECONNECT)
-            await stack.enter_async_context(channel)
-            stubs.append(WorkflowServiceStub(channel))
-        data = {"log": str(log), "seconds": 2}
-        waiting = asyncio.create_task(start_run(stubs[0], "crash-two-steps", "alive", data))
+    first, other = long_leased
+    data = {"log": str(log), "seconds": 2}
+    waiting = asyncio.create_task(start_run(first.stub, "crash-two-steps", "alive", data))
 
-        async def in_b() -> bool:
-            return "start:B" in lines(log)
+    async def in_b() -> bool:
+        return "start:B" in lines(log)
 
-        await assert_eventually(in_b, timeout=10)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stubs[1].RestartRun(rr.RestartRunRequest(run_id="alive"), timeout=15)
-        error = rich_error(refused.value)
-        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
-        assert "force" in error.message
-        done = await waiting
-        assert done.status == RUN.RUN_STATUS_SUCCESS
+    await assert_eventually(in_b, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await other.stub.RestartRun(rr.RestartRunRequest(run_id="alive"), timeout=15)
+    error = rich_error(refused.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
+    assert "force" in error.message
+    done = await waiting
+    assert done.status == RUN.RUN_STATUS_SUCCESS
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1, "done:B": 1}
 
 
