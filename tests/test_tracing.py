@@ -48,6 +48,8 @@ from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import StartCommand
+from waystation.engine.model import RunRecord
+from waystation.engine.tracing import CallTrace, Telemetry, TracingOptions
 from waystation.storage import SqliteStore
 from waystation.telemetry import SHUTDOWN_SECONDS, TraceIdFilter, providers_from_env
 from waystation.transport import RunningServer, create_server
@@ -260,13 +262,33 @@ async def test_short_tracing_option_ids_are_left_padded(traced: Traced) -> None:
     assert result.trace_id == "0" * 29 + "abc"
 
 
-async def test_tracing_options_trace_id_alone_joins_that_trace(traced: Traced) -> None:
+async def test_tracing_options_trace_id_alone_makes_the_run_span_that_traces_root(
+    traced: Traced,
+) -> None:
     options = message_pb2.TracingOptions(trace_id=TRACE)
     result = await start_order(traced.stub, tracing_options=options)
     run = one_span(traced.spans, START_ORDER)
     assert ids(run)[0] == int(TRACE, 16)
-    assert run.parent is not None and run.parent.trace_id == int(TRACE, 16)
-    assert result.trace_id == TRACE
+    assert run.parent is None  # a root: no made-up parent for trace viewers to miss
+    steps = step_spans(traced, run)
+    assert set(steps) == {"validate", "approval"}
+    assert all(ids(step)[0] == int(TRACE, 16) for step in steps.values())
+    assert (result.trace_id, result.span_id) == (TRACE, span_hex(run)[1])
+
+    # The choice is this call's only: the next call without options gets a trace of its own.
+    await start_order(traced.stub)
+    other = spans_named(traced.spans, START_ORDER)[-1]
+    assert ids(other)[0] != int(TRACE, 16)
+
+
+def test_a_tracer_that_cannot_choose_trace_ids_joins_the_trace_through_a_made_up_parent() -> None:
+    # An embedder's provider that is not the SDK's (here the API's no-op one) has no id
+    # generator to ask: the run span still joins the chosen trace, under a remote parent.
+    telemetry = Telemetry(tracer_provider=trace.NoOpTracerProvider())
+    options = TracingOptions(trace_id=TRACE)
+    call = CallTrace(options, options.parent(), options.root_trace_id())
+    span = telemetry.start_run_span("start", RunRecord("r-1", "w"), call, {})
+    assert span.get_span_context().trace_id == int(TRACE, 16)
 
 
 async def test_parent_span_id_without_trace_id_is_invalid_argument(traced: Traced) -> None:

@@ -135,6 +135,7 @@ type TracingOptions struct {
 	// Request-context values (dot paths such as "user.id") copied onto the run span.
 	RequestContextKeys []string `protobuf:"bytes,2,rep,name=request_context_keys,json=requestContextKeys,proto3" json:"request_context_keys,omitempty"`
 	// A trace id (1-32 hex characters) to join when the metadata carries no trace context.
+	// Without parent_span_id the run span is the root of that trace.
 	TraceId string `protobuf:"bytes,3,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// A parent span id (1-16 hex characters) to use when the metadata carries no trace context.
 	ParentSpanId string `protobuf:"bytes,4,opt,name=parent_span_id,json=parentSpanId,proto3" json:"parent_span_id,omitempty"`

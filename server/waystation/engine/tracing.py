@@ -5,7 +5,10 @@ a child of the caller's span (the gRPC server span continues the caller's W3C tr
 context), or, when the call carried no trace context, of the `tracing_options.trace_id` /
 `parent_span_id` it gave. Each step attempt is a child span of the run span. The trace
 context of a run span is stored with the run when it settles, so a later resume's run span
-links back to the span that suspended.
+links back to the span that suspended. A `trace_id` given alone makes the run span the root
+of that trace (as Mastra's `tracingOptions.traceId` does), where the tracer can choose a root
+span's trace id (the SDK's tracers); elsewhere its parent is a remote span made up for the
+purpose, so that the run still joins the trace.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import secrets
 import string
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +42,14 @@ class TracingOptions:
     parent_span_id: str = ""
     tags: list[str] = field(default_factory=list)
 
+    def root_trace_id(self) -> int:
+        """The trace id a run span that is the root of its trace takes: `trace_id` when it
+        is given without `parent_span_id` (0 otherwise; `parent` checks the ids)."""
+        return int(self.trace_id, 16) if self.trace_id and not self.parent_span_id else 0
+
     def parent(self) -> Context | None:
-        """A remote parent made of `trace_id` / `parent_span_id`, or None without them."""
+        """A remote parent made of `trace_id` / `parent_span_id`, or None without them (with
+        `trace_id` alone, a made-up parent span in that trace: see `Telemetry`)."""
         if not self.trace_id and not self.parent_span_id:
             return None
         problems = Violations()
@@ -80,6 +90,34 @@ class CallTrace:
 
     options: TracingOptions = field(default_factory=TracingOptions)
     parent: Context | None = None
+    root_trace_id: int = 0
+    """Set with `parent`: the run span may instead be the root of this trace."""
+
+
+_CHOSEN_TRACE_ID: ContextVar[int] = ContextVar("waystation_chosen_trace_id", default=0)
+
+
+class _ChosenTraceIds:
+    """An SDK tracer's id generator that gives a root span the trace id its caller chose
+    (`_CHOSEN_TRACE_ID`, set around the span's start) and otherwise asks the generator it
+    wraps. Duck-typed: the engine depends on the OpenTelemetry API only."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def generate_span_id(self) -> int:
+        return int(self._wrapped.generate_span_id())
+
+    def generate_trace_id(self) -> int:
+        return _CHOSEN_TRACE_ID.get() or int(self._wrapped.generate_trace_id())
+
+    def is_trace_id_random(self) -> bool:
+        """W3C's random flag: never for a chosen id."""
+        random = getattr(self._wrapped, "is_trace_id_random", None)
+        return not _CHOSEN_TRACE_ID.get() and bool(random and random())
+
+    def __getattr__(self, name: str) -> Any:  # what later SDKs ask of a generator
+        return getattr(self._wrapped, name)
 
 
 def _attribute(value: Any) -> Any:
@@ -123,6 +161,10 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.tracer = trace.get_tracer("waystation.engine", tracer_provider=tracer_provider)
+        generator = getattr(self.tracer, "id_generator", None)
+        self._chooses_trace_ids = generator is not None
+        if generator is not None:  # the SDK's tracer: this one only, not its provider's others
+            self.tracer.id_generator = _ChosenTraceIds(generator)  # type: ignore[attr-defined]
         meter = metrics.get_meter("waystation.engine", meter_provider=meter_provider)
         self.runs_started = meter.create_counter(
             f"{PREFIX}.runs.started", description="Runs started (StartRun)"
@@ -176,14 +218,20 @@ class Telemetry:
                 trace_flags=TraceFlags(TraceFlags.SAMPLED),
             )
             links.append(Link(suspended, {f"{PREFIX}.link": "suspended"}))
-        return self.tracer.start_span(
-            f"{PREFIX}.{kind} {run.workflow_id}",
-            context=call.parent if call else None,
-            attributes=attributes,
-            links=links,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        parent = call.parent if call else None
+        root_trace_id = call.root_trace_id if call and self._chooses_trace_ids else 0
+        chosen = _CHOSEN_TRACE_ID.set(root_trace_id)
+        try:
+            return self.tracer.start_span(
+                f"{PREFIX}.{kind} {run.workflow_id}",
+                context=Context() if root_trace_id else parent,
+                attributes=attributes,
+                links=links,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        finally:
+            _CHOSEN_TRACE_ID.reset(chosen)
 
     @contextmanager
     def step_span(

@@ -353,4 +353,6 @@ def call_trace(options: message_pb2.TracingOptions, metadata: Any) -> CallTrace:
     problems.raise_any()
     carrier = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
     extracted = trace.get_current_span(propagate.extract(carrier)).get_span_context()
-    return CallTrace(traced, None if extracted.is_valid else parent)
+    if extracted.is_valid:
+        return CallTrace(traced)
+    return CallTrace(traced, parent, traced.root_trace_id())

@@ -90,6 +90,7 @@ export type TracingOptions = Message<"waystation.v1.TracingOptions"> & {
 
   /**
    * A trace id (1-32 hex characters) to join when the metadata carries no trace context.
+   * Without parent_span_id the run span is the root of that trace.
    *
    * @generated from field: string trace_id = 3;
    */

@@ -92,7 +92,9 @@ class TracingOptions(_message.Message):
     PARENT_SPAN_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     trace_id: _builtins.str
-    """A trace id (1-32 hex characters) to join when the metadata carries no trace context."""
+    """A trace id (1-32 hex characters) to join when the metadata carries no trace context.
+    Without parent_span_id the run span is the root of that trace.
+    """
     parent_span_id: _builtins.str
     """A parent span id (1-16 hex characters) to use when the metadata carries no trace context."""
     @_builtins.property
