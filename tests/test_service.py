@@ -16,9 +16,9 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from tests.conftest import TEST_WORKFLOWS, settings_for
+from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, settings_for
 from tests.support.api import assert_eventually, call_error, paths, to_json, value
-from tests.support.faulty_store import FaultyStore, touches_step
+from tests.support.faulty_store import FaultyStore, settles, touches_step
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
@@ -864,3 +864,48 @@ async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_ser
         small = await stub.StartRun(rr.StartRunRequest(workflow_id="slow", input_data=logged(log)))
         assert small.status == enums_pb2.RUN_STATUS_SUCCESS
         assert lines(log) == ["slow"]
+
+
+async def test_a_resume_that_arrives_while_the_winner_is_still_being_answered_is_a_conflict(
+    db_path: Path,
+) -> None:
+    """The winning resume's continuation has committed the run's next suspension, but its
+    fsync has not returned, so its caller has no answer yet. A second resume of the
+    suspension they both saw (step omitted) that arrives then is ABORTED RESUME_CONFLICT
+    (DESIGN.md §4: of concurrent resumes of one suspension exactly one wins), and the next
+    suspension stays waiting. Before, the second resume read the committed state and
+    resumed the second stage with the data its caller meant for the first."""
+    store = FaultyStore(SqliteStore(str(db_path)))
+    running = await create_server(settings_for(db_path, workflows=FLOW_WORKFLOWS), store=store)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = Stub(channel)
+            started = await stub.StartRun(rr.StartRunRequest(workflow_id="two-stages"))
+            assert paths(started) == [["first"]]
+            store.delay_answers(1.0, count=1, when=settles(RunStatus.SUSPENDED))
+
+            def resume_first(ok: bool) -> Any:
+                request = rr.ResumeRequest(run_id=started.run_id, resume_data=value({"ok": ok}))
+                return stub.ResumeRun(request)
+
+            winner = asyncio.ensure_future(resume_first(True))
+
+            async def second_stage_waits() -> bool:
+                run = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+                return paths(run.result) == [["second"]]
+
+            await assert_eventually(second_stage_waits)
+            assert not winner.done()
+
+            error = await call_error(resume_first(False))
+
+            assert (error.code, error.reason) == (grpc.StatusCode.ABORTED, "RESUME_CONFLICT")
+            done = await winner
+            assert done.status == enums_pb2.RUN_STATUS_SUSPENDED
+            assert paths(done) == [["second"]]
+            run = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+            assert paths(run.result) == [["second"]]
+            assert run.result.steps["second"].status == enums_pb2.STEP_STATUS_SUSPENDED
+            assert to_json(run.result.steps["first"].output) == {"step": "first", "ok": True}
+    finally:
+        await running.stop(grace=1.0)

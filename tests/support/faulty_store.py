@@ -4,6 +4,7 @@
     running = await create_server(settings, store=store)
     store.fail_writes(when=touches_step("gate", StepStatus.RUNNING))  # the next claim fails
     store.delay_writes(1.5)                                          # a slow fsync
+    store.delay_answers(1.5, when=settles(RunStatus.SUSPENDED))      # ... after the commit
     await store.fill_disk()          # real SQLite: "database or disk is full"
     async with store.locked():       # another connection holds the write lock
         ...
@@ -68,6 +69,7 @@ class _Fault:
     remaining: int  # how many more writes it hits; -1: until cleared
     error: str = ""  # raise StoreUnavailable(error) instead of writing
     delay: float = 0.0  # write after this many seconds
+    answer_after: float = 0.0  # write at once, answer the writer this many seconds later
 
     def hits(self, op: Write) -> bool:
         if self.remaining == 0 or not self.when(op):
@@ -105,6 +107,12 @@ class FaultyStore:
         """A slow fsync: matching writes land `seconds` later. As with the real group
         committer, a caller that stops waiting does not stop its write."""
         self.faults.append(_Fault(when, count, delay=seconds))
+
+    def delay_answers(self, seconds: float, count: int = -1, when: Predicate = any_write) -> None:
+        """A slow fsync after the commit: matching writes are applied at once (visible to
+        every read) and their writers answered `seconds` later, as the group committer
+        answers a batch only once its fsync returns."""
+        self.faults.append(_Fault(when, count, answer_after=seconds))
 
     def clear(self) -> None:
         """Remove the injected failures and delays (not the full disk or a held lock)."""
@@ -174,6 +182,10 @@ class FaultyStore:
             if fault.error:
                 self.injected.append(op)
                 raise StoreUnavailable(fault.error)
+            if fault.answer_after:
+                await apply()
+                await asyncio.sleep(fault.answer_after)
+                return
             self.delayed.append(op)
             landing = asyncio.create_task(self._later(fault.delay, apply))
             self._landing.add(landing)

@@ -49,6 +49,10 @@ two_approvals = (
 )
 
 
+# first suspends, then second: two approvals one after the other
+two_stages = create_workflow(id="two-stages").then(asker("first")).then(asker("second")).commit()
+
+
 def _is(kind: str) -> Any:
     def condition(ctx: StepContext) -> bool:
         return bool(ctx.input_data["kind"] == kind)

@@ -478,6 +478,8 @@ class Engine(Upkeep):
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         while True:
             run = snapshot.run
+            if self._resuming_here(run.run_id):
+                raise ResumeConflict(run.run_id, run.status)
             if run.status is RunStatus.SUSPENDED:
                 return snapshot
             if run.status is RunStatus.RUNNING and run.resume_count > 0:
@@ -488,6 +490,11 @@ class Engine(Upkeep):
                 raise RunNotSuspended(run.run_id, run.status)
             await asyncio.sleep(0.025)
             snapshot = await self._existing_snapshot(run.run_id)
+
+    def _resuming_here(self, run_id: str) -> bool:
+        """Whether a resume's continuation of `run_id` is still going in this process."""
+        active = self._active.get(run_id)
+        return active is not None and active[0].kind == "resume"
 
     async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
