@@ -909,3 +909,61 @@ async def test_a_resume_that_arrives_while_the_winner_is_still_being_answered_is
             assert to_json(run.result.steps["first"].output) == {"step": "first", "ok": True}
     finally:
         await running.stop(grace=1.0)
+
+
+HUGE = "1" + "0" * 400
+"""Digits pydantic turns into an int past a double's range: no answer could carry it."""
+
+
+async def test_input_that_pydantic_takes_but_no_answer_can_carry_is_invalid_argument(
+    stub: Stub,
+) -> None:
+    """pydantic makes an int of 401 digits; stored, every answer about the run failed
+    INTERNAL for good (the number does not fit a double). Refused with the field named,
+    and no run is left behind."""
+    request = rr.StartRunRequest(
+        workflow_id="uncarried", run_id="huge-input", input_data=value({"n": HUGE})
+    )
+    error = await call_error(stub.StartRun(request))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+    assert "double's range" in error.violations["input_data.n"]
+    missing = await call_error(stub.GetRun(rr.GetRunRequest(run_id="huge-input")))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_resume_data_that_no_answer_can_carry_is_refused_and_the_run_stays_suspended(
+    stub: Stub,
+) -> None:
+    started = await stub.StartRun(rr.StartRunRequest(workflow_id="uncarried", input_data=value({})))
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED
+    refused = rr.ResumeRequest(run_id=started.run_id, resume_data=value({"n": HUGE}))
+    error = await call_error(stub.ResumeRun(refused))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_RESUME_DATA",
+    )
+    assert "double's range" in error.violations["resume_data.n"]
+    run = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+    assert run.status == enums_pb2.RUN_STATUS_SUSPENDED
+    done = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=started.run_id, resume_data=value({"n": 5}))
+    )
+    assert to_json(done.result) == {"n": 5}
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"), [("bigint", "double's range"), ("surrogate", "UTF-8")]
+)
+async def test_a_step_output_no_answer_can_carry_fails_the_step_and_the_run_stays_readable(
+    stub: Stub, make: str, problem: str
+) -> None:
+    result = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="uncarried", input_data=value({"make": make}))
+    )
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert result.error.reason == "INVALID_STEP_OUTPUT"
+    assert problem in result.error.message
+    run = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
+    assert run.status == enums_pb2.RUN_STATUS_FAILED
+    events = [event async for event in stub.WatchRun(rr.WatchRunRequest(run_id=result.run_id))]
+    assert events[-1].type == enums_pb2.RUN_EVENT_TYPE_RUN_SETTLED

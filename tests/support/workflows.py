@@ -220,3 +220,28 @@ async def _deep(ctx: StepContext) -> Any:
 
 # deep-output: a step whose output nests `levels` objects deep
 deep_output = create_workflow(id="deep-output").then(create_step(id="deep", execute=_deep)).commit()
+
+
+class Uncarried(BaseModel):
+    make: str = ""
+    """"bigint" or "surrogate": the step outputs a value no answer can carry."""
+    n: int = 0
+
+
+async def _uncarried(ctx: StepContext) -> Any:
+    if ctx.input_data["make"] == "bigint":
+        return {"n": 10**400}
+    if ctx.input_data["make"] == "surrogate":
+        return {"name": b"caf\xe9".decode("utf-8", "surrogateescape")}  # as os.fsdecode gives
+    if ctx.resume_data is None:
+        ctx.suspend({"n": ctx.input_data["n"]})
+    return {"n": ctx.resume_data.n}
+
+
+# uncarried: pydantic takes integers past a double's range (from digits in a string), and
+# Python strings may hold lone surrogates; neither fits an answer
+uncarried = (
+    create_workflow(id="uncarried", input_schema=Uncarried)
+    .then(create_step(id="carry", resume_schema=Count, execute=_uncarried))
+    .commit()
+)
