@@ -32,6 +32,7 @@ SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
 SUCCESS = enums_pb2.RUN_STATUS_SUCCESS
 STEP = enums_pb2.StepStatus
 KIND = enums_pb2.StepKind
+EVENT = enums_pb2.RunEventType
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -720,6 +721,68 @@ async def test_a_bail_in_a_parallel_branch_cancels_the_suspended_sibling(
     assert stored.steps["sibling"].status == STEP.STEP_STATUS_CANCELED
     assert not stored.suspended
     assert not stored.resume_labels
+
+
+async def watched(stub: WorkflowServiceStub, run_id: str) -> list[message_pb2.RunEvent]:
+    """The run's stored events (it has settled: the stream ends)."""
+    return [event async for event in stub.WatchRun(rr.WatchRunRequest(run_id=run_id))]
+
+
+def ends_with_the_settle(events: list[message_pb2.RunEvent], canceled: set[str]) -> None:
+    """RUN_SETTLED is the last event, and each step in `canceled` has a STEP_CANCELED
+    event before it (a watcher that stops at the settle has seen every step end)."""
+    assert events[-1].type == EVENT.RUN_EVENT_TYPE_RUN_SETTLED
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    ended = {
+        ".".join(e.step.segments) for e in events if e.type == EVENT.RUN_EVENT_TYPE_STEP_CANCELED
+    }
+    assert ended == canceled
+
+
+async def test_the_steps_a_bail_cancels_are_reported_before_the_run_settles(
+    stub: WorkflowServiceStub,
+) -> None:
+    result = await start(stub, "parallel-bail")
+    ends_with_the_settle(await watched(stub, result.run_id), {"sibling"})
+
+
+async def test_a_failure_cancels_the_suspended_sibling_and_its_label(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A run that failed holds no suspended step and offers no resume label (it cannot be
+    resumed); the sibling's end is in the event stream before the run's."""
+    labels = message_pb2.OutputOptions(include_resume_labels=True)
+    result = await start(stub, "parallel-fail", output_options=labels)
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert result.steps["broken"].status == STEP.STEP_STATUS_FAILED
+    assert result.steps["waiting"].status == STEP.STEP_STATUS_CANCELED
+    assert result.steps["waiting"].HasField("ended_at")
+    assert not result.suspended and not result.resume_labels
+    ends_with_the_settle(await watched(stub, result.run_id), {"waiting"})
+
+
+async def test_cancel_of_a_suspended_run_cancels_its_suspended_steps(
+    stub: WorkflowServiceStub,
+) -> None:
+    """CancelRun of a SUSPENDED run: its suspended steps end CANCELED, its labels go, its
+    update_time moves (it changed), and the stream reports each step before the settle."""
+    started = await start(stub, "two-approvals")
+    assert started.status == SUSPENDED
+    before = await stub.GetRun(rr.GetRunRequest(run_id=started.run_id))
+
+    await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id, reason="not needed"))
+
+    run = await stub.GetRun(
+        rr.GetRunRequest(
+            run_id=started.run_id,
+            output_options=message_pb2.OutputOptions(include_resume_labels=True),
+        )
+    )
+    assert run.status == enums_pb2.RUN_STATUS_CANCELED
+    assert {run.result.steps[s].status for s in ("a", "b")} == {STEP.STEP_STATUS_CANCELED}
+    assert not run.result.suspended and not run.result.resume_labels
+    assert run.update_time.ToNanoseconds() > before.update_time.ToNanoseconds()
+    ends_with_the_settle(await watched(stub, started.run_id), {"a", "b"})
 
 
 async def test_a_bail_in_a_nested_workflow_cancels_what_it_left_and_the_run_goes_on(

@@ -509,7 +509,11 @@ async def test_two_servers_on_one_database_act_on_each_timeout_once(
             events = await _events(stubs[1], result.run_id)
             kinds = Counter(e.type for e in events)
             assert kinds[EV.RUN_EVENT_TYPE_STEP_RESUMED] == int(on_timeout == "default")
-            failed = [e for e in events if e.run_status == RUN.RUN_STATUS_FAILED]
+            settles = [e for e in events if e.type == EV.RUN_EVENT_TYPE_RUN_SETTLED]
+            failed = [e for e in settles if e.run_status == RUN.RUN_STATUS_FAILED]
             assert len(failed) == int(on_timeout == "fail")
+            # The step's end is in the stream too, once, before the run's.
+            assert kinds[EV.RUN_EVENT_TYPE_STEP_FAILED] == int(on_timeout == "fail")
+            assert events[-1].type == EV.RUN_EVENT_TYPE_RUN_SETTLED
     errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert not errors, [r.getMessage() for r in errors]

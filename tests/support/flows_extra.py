@@ -288,3 +288,15 @@ _bailing_inner = (
 nested_bail = (
     create_workflow(id="nested-bail").then(_bailing_inner).then(asker("outer-ask")).commit()
 )
+
+
+async def _raiser(ctx: StepContext) -> None:
+    raise RuntimeError("no")
+
+
+# parallel: "broken" raises, "waiting" suspends (label "waiting-label"): the run fails
+parallel_fail = (
+    create_workflow(id="parallel-fail")
+    .parallel([asker("waiting", "waiting-label"), create_step(id="broken", execute=_raiser)])
+    .commit()
+)

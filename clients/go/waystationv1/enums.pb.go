@@ -270,8 +270,12 @@ const (
 	RunEventType_RUN_EVENT_TYPE_STEP_SUSPENDED RunEventType = 5
 	// A suspended step was resumed (ResumeRun claimed it).
 	RunEventType_RUN_EVENT_TYPE_STEP_RESUMED RunEventType = 6
-	// The run settled: success, failed, suspended, waiting or canceled.
+	// The run settled: success, failed, suspended, waiting or canceled. It comes after the
+	// events of every step the settle ended.
 	RunEventType_RUN_EVENT_TYPE_RUN_SETTLED RunEventType = 7
+	// A step ended CANCELED without finishing: the run was canceled or failed while the step
+	// was running, waiting or suspended, or bail() or abort() ended it.
+	RunEventType_RUN_EVENT_TYPE_STEP_CANCELED RunEventType = 8
 )
 
 // Enum value maps for RunEventType.
@@ -285,6 +289,7 @@ var (
 		5: "RUN_EVENT_TYPE_STEP_SUSPENDED",
 		6: "RUN_EVENT_TYPE_STEP_RESUMED",
 		7: "RUN_EVENT_TYPE_RUN_SETTLED",
+		8: "RUN_EVENT_TYPE_STEP_CANCELED",
 	}
 	RunEventType_value = map[string]int32{
 		"RUN_EVENT_TYPE_UNSPECIFIED":    0,
@@ -295,6 +300,7 @@ var (
 		"RUN_EVENT_TYPE_STEP_SUSPENDED": 5,
 		"RUN_EVENT_TYPE_STEP_RESUMED":   6,
 		"RUN_EVENT_TYPE_RUN_SETTLED":    7,
+		"RUN_EVENT_TYPE_STEP_CANCELED":  8,
 	}
 )
 
@@ -361,7 +367,7 @@ const file_waystation_v1_enums_proto_rawDesc = "" +
 	"\rSTEP_KIND_MAP\x10\b\x12\x13\n" +
 	"\x0fSTEP_KIND_SLEEP\x10\t\x12\x19\n" +
 	"\x15STEP_KIND_SLEEP_UNTIL\x10\n" +
-	"*\x96\x02\n" +
+	"*\xb8\x02\n" +
 	"\fRunEventType\x12\x1e\n" +
 	"\x1aRUN_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aRUN_EVENT_TYPE_RUN_STARTED\x10\x01\x12\x1f\n" +
@@ -370,7 +376,8 @@ const file_waystation_v1_enums_proto_rawDesc = "" +
 	"\x1aRUN_EVENT_TYPE_STEP_FAILED\x10\x04\x12!\n" +
 	"\x1dRUN_EVENT_TYPE_STEP_SUSPENDED\x10\x05\x12\x1f\n" +
 	"\x1bRUN_EVENT_TYPE_STEP_RESUMED\x10\x06\x12\x1e\n" +
-	"\x1aRUN_EVENT_TYPE_RUN_SETTLED\x10\aBx\n" +
+	"\x1aRUN_EVENT_TYPE_RUN_SETTLED\x10\a\x12 \n" +
+	"\x1cRUN_EVENT_TYPE_STEP_CANCELED\x10\bBx\n" +
 	"\x11dev.waystation.v1B\n" +
 	"EnumsProtoP\x01ZEgithub.com/waystation/waystation/clients/go/waystationv1;waystationv1\xaa\x02\rWaystation.V1b\x06proto3"
 

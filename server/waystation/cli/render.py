@@ -184,6 +184,7 @@ _EVENT_STYLES = {
     "STEP_FAILED": "red",
     "STEP_SUSPENDED": "yellow",
     "STEP_RESUMED": "magenta",
+    "STEP_CANCELED": "dim",
     "RUN_SETTLED": "bold",
 }
 _EVENT_WIDTH = max(len(name) for name in _EVENT_STYLES)

@@ -36,10 +36,10 @@ from waystation.engine.errors import (
     WorkflowNotFound,
     violations_from,
 )
-from waystation.engine.events import EventType, make_event, step_events
+from waystation.engine.events import EventType, make_event, settle_events, step_events
 from waystation.engine.executor import Execution, RunChanged, error_json, insert_run
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id, new_run_id
-from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now, stop_unfinished
 from waystation.engine.paths import format_path
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.resume import (
@@ -363,8 +363,7 @@ class Engine(Upkeep):
             return run, None
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
             raise RunAlreadyExists(existing.run_id, existing.status)
-        expected = existing.version
-        existing.version += 1
+        expected = existing.advance()
         existing.status, existing.input, existing.state = RunStatus.RUNNING, input_json, state
         existing.request_context = dict(cmd.request_context)
         existing.resource_id = existing.resource_id or cmd.resource_id
@@ -450,9 +449,8 @@ class Engine(Upkeep):
         """Compare-and-set SUSPENDED -> RUNNING on the version that was read; the records it
         writes carry the resume data, so an acknowledged resume survives a crash."""
         run = snapshot.run
-        expected = run.version
         records = claimed_records(snapshot, target, cmd.retry_count, cmd.actor or "anonymous")
-        run.version += 1
+        expected = run.advance()
         run.status = RunStatus.RUNNING
         run.resume_count += 1
         run.request_context = merge_context(run.request_context, cmd.request_context)
@@ -547,14 +545,18 @@ class Engine(Upkeep):
         if snapshot is None:
             raise RunNotFound(run_id)
         run = snapshot.run
-        expected = run.version
-        run.version, run.status = run.version + 1, RunStatus.CANCELED
+        expected = run.advance()
+        run.status = RunStatus.CANCELED
         run.error = error_json("CANCELED", reason or "run canceled")
         self._release(run)
+        stopped = stop_unfinished(snapshot)
+        before = dict(snapshot.steps)
+        snapshot.steps.update(stopped)
         result = build_result(self._workflows.get(run.workflow_id), run, snapshot.steps)
-        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
+        events = settle_events(run, before, stopped, result.to_json())
+        changed = {format_path(p): r for p, r in stopped.items()}
         try:
-            await self.store.commit(Commit(run, expected, events=[settled]))
+            await self.store.commit(Commit(run, expected, changed, events=events))
         except StoreConflict:
             return False
         self._notify(run_id)
@@ -614,8 +616,7 @@ class Engine(Upkeep):
         workflow = self.workflow(run.workflow_id)
         # Take the run over by compare-and-set: a driver that is still alive loses its next
         # commit and stops, so the run is never driven twice from here on.
-        expected = run.version
-        run.version += 1
+        expected = run.advance()
         self._own(run)
         try:
             await self.store.commit(Commit(run, expected, new_request=key))

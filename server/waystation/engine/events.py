@@ -22,12 +22,13 @@ class EventType(StrEnum):
     STEP_SUSPENDED = "step_suspended"
     STEP_RESUMED = "step_resumed"
     RUN_SETTLED = "run_settled"
+    STEP_CANCELED = "step_canceled"
 
 
 _BY_STATUS = {
     StepStatus.SUCCESS: EventType.STEP_SUCCEEDED,
     StepStatus.FAILED: EventType.STEP_FAILED,
-    StepStatus.CANCELED: EventType.STEP_FAILED,
+    StepStatus.CANCELED: EventType.STEP_CANCELED,
     StepStatus.SUSPENDED: EventType.STEP_SUSPENDED,
     StepStatus.WAITING: EventType.STEP_STARTED,
     StepStatus.SKIPPED: None,
@@ -83,3 +84,18 @@ def step_events(
         if kind is not None:
             out.append(make_event(run, kind, path, record))
     return out
+
+
+def settle_events(
+    run: RunRecord,
+    before: dict[Path, StepRecord],
+    changed: dict[Path, StepRecord],
+    result: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The events of a commit that settles the run: those of the records it changes, then
+    RUN_SETTLED, in sequence order (a watcher that stops at RUN_SETTLED has seen every step
+    end)."""
+    return [
+        *step_events(run, before, changed),
+        make_event(run, EventType.RUN_SETTLED, result=result),
+    ]

@@ -50,6 +50,7 @@ from waystation.engine.model import (
     StepStatus,
     evolve,
     now,
+    stop_unfinished,
 )
 from waystation.engine.paths import Path, format_path, is_prefix, split_items
 from waystation.engine.result import WorkflowResultData, build_result
@@ -369,15 +370,15 @@ class Execution:
     async def _settle(self, outcome: Outcome) -> WorkflowResultData:
         run = self.snapshot.run
         stopped: dict[Path, StepRecord] = {}
-        if outcome.kind == "canceled":
-            # A cancel can land between two commits of a step: nothing is left RUNNING.
-            stopped = {
-                p: evolve(r, status=StepStatus.CANCELED)
-                for p, r in self.snapshot.steps.items()
-                if r.status in (StepStatus.RUNNING, StepStatus.WAITING)
-            }
+        if outcome.kind in ("canceled", "failed"):
+            # A cancel can land between two commits of a step, a failure leave a sibling
+            # suspended: nothing is left running, waiting or suspended.
+            stopped = stop_unfinished(self.snapshot)
         elif outcome.kind == "bailed":
             stopped = self._abandoned(())
+        # Their events before RUN_SETTLED, in sequence (the commit finds nothing new in them).
+        self.pending_events += step_events(run, self.snapshot.steps, stopped)
+        self.snapshot.steps.update(stopped)
         run.status = {
             "success": RunStatus.SUCCESS,
             "bailed": RunStatus.SUCCESS,
@@ -398,7 +399,7 @@ class Execution:
             ]
             run.due_at = min(deadlines, default=None)
         result = build_result(
-            self.workflow, evolve(run, version=run.version + 1), {**self.snapshot.steps, **stopped}
+            self.workflow, evolve(run, version=run.version + 1), self.snapshot.steps
         )
         outcome_json = result.to_json()
         settled = make_event(run, EventType.RUN_SETTLED, result=outcome_json)

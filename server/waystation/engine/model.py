@@ -144,6 +144,14 @@ class RunRecord:
     lease_until: float | None = None
     """Until when `owner` holds the run; after that another replica may take it over."""
 
+    def advance(self) -> int:
+        """Move the run to its next version, changed now; the version it was at (what the
+        commit of the change expects to find)."""
+        expected = self.version
+        self.version += 1
+        self.update_time = now()
+        return expected
+
     def header_json(self) -> dict[str, Any]:
         """The fields stored in the header's JSON column (the rest have columns)."""
         return {
@@ -187,6 +195,22 @@ class RunSnapshot:
     @classmethod
     def from_keys(cls, run: RunRecord, steps: dict[str, StepRecord]) -> RunSnapshot:
         return cls(run, {parse_path(k): v for k, v in steps.items()})
+
+
+UNFINISHED = (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED)
+
+
+def stop_unfinished(snapshot: RunSnapshot) -> dict[Path, StepRecord]:
+    """What a run that ends FAILED or CANCELED does with the steps it leaves running,
+    waiting or suspended (a parallel sibling, a foreach's other items): they end CANCELED,
+    and the run's resume labels go, since nothing in it can be resumed any more."""
+    snapshot.run.resume_labels = {}
+    ended = now()
+    return {
+        path: evolve(record, status=StepStatus.CANCELED, ended_at=ended)
+        for path, record in snapshot.steps.items()
+        if record.status in UNFINISHED
+    }
 
 
 Record = TypeVar("Record", StepRecord, RunRecord)

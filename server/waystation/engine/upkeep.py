@@ -12,9 +12,18 @@ from typing import TYPE_CHECKING, Any
 from waystation.engine.commands import ResumeCommand
 from waystation.engine.definition import Workflow
 from waystation.engine.errors import ResumeConflict, RunNotSuspended, StepNotSuspended
-from waystation.engine.events import EventType, make_event
+from waystation.engine.events import settle_events
 from waystation.engine.executor import Execution, error_json
-from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, StepStatus, evolve, now
+from waystation.engine.model import (
+    RunRecord,
+    RunSnapshot,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    evolve,
+    now,
+    stop_unfinished,
+)
 from waystation.engine.paths import Path, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result, suspended_records
 from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict, StoreError
@@ -189,8 +198,8 @@ class Upkeep:
     async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
         """A suspension expired with on_timeout="fail": the step and the run fail."""
         run = snapshot.run
-        expected = run.version
-        run.version, run.status, run.due_at = run.version + 1, RunStatus.FAILED, None
+        expected = run.advance()
+        run.status, run.due_at = RunStatus.FAILED, None
         run.error = error_json(
             "RESUME_TIMEOUT",
             f"step [{format_path(split_items(path)[0])}] was not resumed before its deadline",
@@ -199,28 +208,39 @@ class Upkeep:
         failed = evolve(
             snapshot.steps[path], status=StepStatus.FAILED, error=run.error, ended_at=now()
         )
-        snapshot.steps[path] = failed
-        result = build_result(workflow, run, snapshot.steps)
-        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
-        await self.store.commit(
-            Commit(run, expected, {format_path(path): failed}, events=[settled])
-        )
+        await self._settle_failed(snapshot, workflow, expected, {path: failed})
         self._notify(run.run_id)
 
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
         """`--recovery fail`: the run, and each step it was running, ends FAILED."""
         run = snapshot.run
-        expected = run.version
-        run.version, run.status = run.version + 1, RunStatus.FAILED
+        expected = run.advance()
+        run.status = RunStatus.FAILED
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
         self._release(run)
-        stopped = {
+        interrupted = {
             path: evolve(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
             for path, record in snapshot.steps.items()
             if record.status in (StepStatus.RUNNING, StepStatus.WAITING)
         }
-        snapshot.steps.update(stopped)
+        await self._settle_failed(snapshot, workflow, expected, interrupted)
+
+    async def _settle_failed(
+        self,
+        snapshot: RunSnapshot,
+        workflow: Workflow | None,
+        expected: int,
+        failed: dict[Path, StepRecord],
+    ) -> None:
+        """Commit a run that ended FAILED with the step records that `failed`; any other
+        step left unfinished (a suspended sibling) ends CANCELED, and every step's event
+        comes before RUN_SETTLED."""
+        run = snapshot.run
+        before = dict(snapshot.steps)
+        snapshot.steps.update(failed)
+        changed = {**stop_unfinished(snapshot), **failed}
+        snapshot.steps.update(changed)
         result = build_result(workflow, evolve(run), snapshot.steps)
-        settled = make_event(run, EventType.RUN_SETTLED, result=result.to_json())
-        changed = {format_path(p): r for p, r in stopped.items()}
-        await self.store.commit(Commit(run, expected, changed, events=[settled]))
+        events = settle_events(run, before, changed, result.to_json())
+        records = {format_path(p): r for p, r in changed.items()}
+        await self.store.commit(Commit(run, expected, records, events=events))

@@ -181,7 +181,13 @@ class _RunEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunEvent
     RUN_EVENT_TYPE_STEP_RESUMED: _RunEventType.ValueType  # 6
     """A suspended step was resumed (ResumeRun claimed it)."""
     RUN_EVENT_TYPE_RUN_SETTLED: _RunEventType.ValueType  # 7
-    """The run settled: success, failed, suspended, waiting or canceled."""
+    """The run settled: success, failed, suspended, waiting or canceled. It comes after the
+    events of every step the settle ended.
+    """
+    RUN_EVENT_TYPE_STEP_CANCELED: _RunEventType.ValueType  # 8
+    """A step ended CANCELED without finishing: the run was canceled or failed while the step
+    was running, waiting or suspended, or bail() or abort() ended it.
+    """
 
 class RunEventType(_RunEventType, metaclass=_RunEventTypeEnumTypeWrapper):
     """What happened to a run, as streamed by WatchRun."""
@@ -201,5 +207,11 @@ RUN_EVENT_TYPE_STEP_SUSPENDED: RunEventType.ValueType  # 5
 RUN_EVENT_TYPE_STEP_RESUMED: RunEventType.ValueType  # 6
 """A suspended step was resumed (ResumeRun claimed it)."""
 RUN_EVENT_TYPE_RUN_SETTLED: RunEventType.ValueType  # 7
-"""The run settled: success, failed, suspended, waiting or canceled."""
+"""The run settled: success, failed, suspended, waiting or canceled. It comes after the
+events of every step the settle ended.
+"""
+RUN_EVENT_TYPE_STEP_CANCELED: RunEventType.ValueType  # 8
+"""A step ended CANCELED without finishing: the run was canceled or failed while the step
+was running, waiting or suspended, or bail() or abort() ended it.
+"""
 Global___RunEventType: _TypeAlias = RunEventType  # noqa: Y015
