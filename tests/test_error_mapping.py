@@ -46,6 +46,7 @@ DESIGN_TABLE = {
     "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
     # Not in DESIGN.md §5 yet: DeleteRun / TimeTravelRun of a run that is still running.
     "RUN_ACTIVE": grpc.StatusCode.FAILED_PRECONDITION,
+    "EARLIER_STEP_SUSPENDED": grpc.StatusCode.FAILED_PRECONDITION,
 }
 ORDER = {"order_id": "o-1", "amount": 250.0}
 

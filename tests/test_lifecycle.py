@@ -284,6 +284,46 @@ async def test_time_travel_with_resume_data_to_a_step_not_suspended_is_refused(
     assert after.result.version == done.version
 
 
+async def test_time_travel_past_a_suspended_step_is_refused_and_the_run_kept(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`counted` waits at `gate`; a time travel to `two`, after it, would stop at `gate`
+    again, and `two`'s new input would then override what gate's resume decided. Refused
+    FAILED_PRECONDITION EARLIER_STEP_SUSPENDED with both steps named; the run is unchanged,
+    and its resume goes on as before."""
+    log = tmp_path / "counted.log"
+    started = await start(stub, "counted", {"log": str(log)})
+    error = await call_error(
+        stub.TimeTravelRun(travel(started.run_id, ("two",), input_data={"value": 100}))
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "EARLIER_STEP_SUSPENDED",
+    )
+    assert error.metadata["step_path"] == "two"
+    assert error.metadata["suspended_step_path"] == "gate"
+    after = await get_run(stub, started.run_id)
+    assert after.status == RUN.RUN_STATUS_SUSPENDED
+    assert after.result.version == started.version
+    assert "two" not in after.result.steps
+    done = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=started.run_id, resume_data=value({"value": 1}))
+    )
+    assert to_json(done.result) == {"value": 2}
+
+
+async def test_time_travel_beside_a_suspended_parallel_sibling_runs_the_target(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A suspended step in the same parallel as the target is not in its way: the walk
+    reaches both, so the travel runs (here `b` suspends again, with new input)."""
+    started = await start(stub, "two-approvals", {})
+    travelled = await stub.TimeTravelRun(travel(started.run_id, ("b",), input_data={}))
+    assert travelled.status == RUN.RUN_STATUS_SUSPENDED
+    assert paths(travelled) == [["a"], ["b"]]
+    assert travelled.version > started.version
+
+
 async def test_time_travel_with_invalid_resume_data_is_refused(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

@@ -238,7 +238,7 @@ class Workflow:
 
     def steps(self) -> list[Step | Workflow]:
         """Every step and nested workflow at this level, blocks unfolded, in order."""
-        return [s for entry in self.entries for s in _members(entry)]
+        return [s for entry in self.entries for s in entry_members(entry)]
 
     @property
     def can_suspend(self) -> bool:
@@ -269,7 +269,7 @@ class Workflow:
         if self.committed:
             raise ValueError(f"workflow {self.id!r} is committed; build a new one to change it")
         ids = [e.id for e in self.entries] + [s.id for s in self.steps()]
-        member_ids = [m.id for m in _members(entry)]
+        member_ids = [m.id for m in entry_members(entry)]
         twice = sorted({i for i in member_ids if member_ids.count(i) > 1})
         if twice:
             raise ValueError(
@@ -354,7 +354,8 @@ class Sleep:
 Entry = Step | Workflow | Parallel | Branch | Loop | Foreach | Sleep
 
 
-def _members(entry: Entry) -> list[Step | Workflow]:
+def entry_members(entry: Entry) -> list[Step | Workflow]:
+    """The steps and nested workflows of one entry of a workflow (a block's members)."""
     if isinstance(entry, Step | Workflow):
         return [entry]
     return list(entry.members)

@@ -13,7 +13,8 @@
     │   ├── LabelNotFound               LABEL_NOT_FOUND
     │   ├── ForeachIndexNotSuspended    FOREACH_INDEX_NOT_SUSPENDED
     │   ├── RunNotActive                RUN_NOT_ACTIVE
-    │   └── RunActive                   RUN_ACTIVE (delete or time-travel a running run)
+    │   ├── RunActive                   RUN_ACTIVE (delete or time-travel a running run)
+    │   └── EarlierStepSuspended        EARLIER_STEP_SUSPENDED (time travel past a suspension)
     ├── InvalidDataError                (carries field violations)
     │   ├── InvalidResumeData           INVALID_RESUME_DATA
     │   ├── InvalidInput                INVALID_INPUT
@@ -188,6 +189,20 @@ class RunActive(PreconditionError):
             f"cannot {action} run {run_id!r} while it is {status}; cancel it first",
             run_id=run_id,
             status=status,
+        )
+
+
+class EarlierStepSuspended(PreconditionError):
+    reason = "EARLIER_STEP_SUSPENDED"
+
+    def __init__(self, run_id: str, target: Path, suspended: Path) -> None:
+        super().__init__(
+            f"cannot time-travel run {run_id!r} to step [{format_path(target)}]: step "
+            f"[{format_path(suspended)}] before it is suspended; resume it, or time-travel "
+            "to it",
+            run_id=run_id,
+            step_path=format_path(target),
+            suspended_step_path=format_path(suspended),
         )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from waystation.engine.definition import Sleep, Step, Workflow
+from waystation.engine.definition import Sleep, Step, Workflow, entry_members
 from waystation.engine.model import JSON, LabelTarget, RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.engine.paths import ITEM_MARK, Path, format_path, split_items
 
@@ -23,16 +23,12 @@ def walk(workflow: Workflow, prefix: Path = ()) -> Iterator[tuple[Path, Node]]:
     """Every node that owns a record, with its path, depth first."""
     for entry in workflow.entries:
         members: list[Node] = [entry] if isinstance(entry, Sleep) else []
-        members += [] if isinstance(entry, Sleep) else workflow_members(entry)
+        members += [] if isinstance(entry, Sleep) else entry_members(entry)
         for node in members:
             path = (*prefix, node.id)
             yield path, node
             if isinstance(node, Workflow):
                 yield from walk(node, path)
-
-
-def workflow_members(entry: Any) -> list[Step | Workflow]:
-    return [entry] if isinstance(entry, Step | Workflow) else list(entry.members)
 
 
 def graph(workflow: Workflow) -> dict[Path, tuple[int, Node]]:

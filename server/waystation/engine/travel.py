@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from waystation.engine import schema
 from waystation.engine.commands import TimeTravelCommand
-from waystation.engine.definition import Foreach, Step, Workflow
+from waystation.engine.definition import Branch, Foreach, Parallel, Step, Workflow, entry_members
 from waystation.engine.errors import (
+    EarlierStepSuspended,
     FieldViolation,
     InvalidArgument,
     InvalidInput,
@@ -45,6 +46,7 @@ def plan(
             or is_prefix(target, split_items(path)[0])
         )
     ]
+    _check_nothing_waits_before(workflow, snapshot, target, ancestors, dropped)
     writes = {
         a: evolve(snapshot.steps[a], status=StepStatus.RUNNING, error=None)
         for a in ancestors
@@ -52,6 +54,46 @@ def plan(
     }
     writes[target] = _target_record(snapshot, cmd, resume_data)
     return writes, dropped
+
+
+def _check_nothing_waits_before(
+    workflow: Workflow,
+    snapshot: RunSnapshot,
+    target: Path,
+    ancestors: set[Path],
+    dropped: list[Path],
+) -> None:
+    """Refuse a target that the walk would not reach: a step kept before it (not beside it
+    in one parallel or branch) is suspended, so the run would stop there again, and the
+    target's new input would wait for that step's resume and then override what the resume
+    decided."""
+    gone = set(dropped)
+    for path, record in snapshot.steps.items():
+        if path in gone or path in ancestors or record.status is not StepStatus.SUSPENDED:
+            continue
+        suspended = split_items(path)[0]
+        if _in_sequence(workflow, suspended, target):
+            raise EarlierStepSuspended(snapshot.run.run_id, target, suspended)
+
+
+def _in_sequence(workflow: Workflow, before: Path, target: Path) -> bool:
+    """Whether the walk finishes the step at `before` (an API path that comes earlier in
+    graph order) before it starts `target`: yes unless the two first part in one parallel
+    or branch entry of the workflow they share."""
+    shared = 0
+    while shared < min(len(before), len(target)) and before[shared] == target[shared]:
+        shared += 1
+    if shared in (len(before), len(target)):
+        return False  # one holds the other
+    parent = find(workflow, before[:shared]) if shared else workflow
+    if not isinstance(parent, Workflow):
+        return True
+    entries = [
+        entry
+        for entry in parent.entries
+        if any(member.id in (before[shared], target[shared]) for member in entry_members(entry))
+    ]
+    return not (len(entries) == 1 and isinstance(entries[0], Parallel | Branch))
 
 
 def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: JSON) -> None:
