@@ -81,6 +81,20 @@ async def test_at_concurrency_one_the_queue_stops_at_the_first_suspended_item(
     assert to_json(started.suspend_payload["item"]) == {"item": "x"}
 
 
+async def test_a_label_and_a_foreach_index_that_disagree_are_invalid_argument(
+    stub: WorkflowServiceStub,
+) -> None:
+    started = await start(stub, "items-3", items_input("x?", "y?"))
+    assert item_statuses(started) == {0: ITEM_SUSPENDED, 1: ITEM_SUSPENDED}
+    error = await call_error(
+        stub.ResumeRun(resume(started.run_id, {"ok": True}, label="item-x", foreach_index=1))
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert "label 'item-x' resumes item 0" in error.violations["foreach_index"]
+    unchanged = await get_result(stub, started.run_id)
+    assert item_statuses(unchanged) == {0: ITEM_SUSPENDED, 1: ITEM_SUSPENDED}
+
+
 async def test_at_concurrency_one_items_resume_by_index_then_by_label_in_input_order(
     stub: WorkflowServiceStub,
 ) -> None:

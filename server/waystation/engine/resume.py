@@ -21,10 +21,11 @@ from waystation.engine.errors import (
     RunNotSuspended,
     StepAmbiguous,
     StepNotSuspended,
+    Violations,
     violations_from,
 )
-from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve
-from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
+from waystation.engine.model import JSON, LabelTarget, RunSnapshot, StepRecord, StepStatus, evolve
+from waystation.engine.paths import ITEM_MARK, Path, format_path, is_prefix, split_items
 from waystation.engine.result import find, suspended_leaves, suspended_records
 
 
@@ -57,6 +58,7 @@ def resolve(
         target = snapshot.run.resume_labels.get(label)
         if target is None:
             raise LabelNotFound(run_id, label, leaves, snapshot.run.resume_labels)
+        _check_agrees(label, target, step, foreach_index)
         step = target.path
         foreach_index = foreach_index if foreach_index is not None else target.foreach_index
     if any(not segment for segment in step) or find(workflow, step) is None:
@@ -72,6 +74,24 @@ def resolve(
     if len(named) > 1:
         raise StepAmbiguous(run_id, named, step)
     return named[0], under
+
+
+def _check_agrees(label: str, target: LabelTarget, step: Path, foreach_index: int | None) -> None:
+    """A label given with a step path or a foreach index must name the same suspension
+    (Mastra lets the label win silently; a contradiction is more likely a client's bug)."""
+    problems = Violations()
+    if step and step != target.path:
+        problems.add(
+            "step",
+            f"names [{format_path(step)}], but label {label!r} resumes "
+            f"[{format_path(target.path)}]: give one of them",
+        )
+    if foreach_index is not None and target.foreach_index not in (None, foreach_index):
+        problems.add(
+            "foreach_index",
+            f"is {foreach_index}, but label {label!r} resumes item {target.foreach_index}",
+        )
+    problems.raise_any()
 
 
 def _indices(path: Path) -> list[int]:
