@@ -284,6 +284,20 @@ async def test_time_travel_with_resume_data_to_a_step_not_suspended_is_refused(
     assert after.result.version == done.version
 
 
+async def test_a_start_answered_at_once_shows_the_run_as_accepted(
+    stub: WorkflowServiceStub,
+) -> None:
+    """return_immediately answers the run as it was stored, RUNNING, not a mix of a later
+    status (SUSPENDED, reached meanwhile) with no steps and no suspended paths."""
+    order = {"order_id": "o-1", "amount": 250}
+    for _ in range(5):
+        accepted = await start(stub, "order-approval", order, wait=False)
+        assert accepted.status == RUN.RUN_STATUS_RUNNING
+        assert not accepted.suspended and not accepted.suspend_payload
+        settled = await until_status(stub, accepted.run_id, RUN.RUN_STATUS_SUSPENDED)
+        assert settled.result.version > accepted.version
+
+
 async def test_time_travel_past_a_suspended_step_is_refused_and_the_run_kept(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

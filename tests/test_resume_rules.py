@@ -221,6 +221,46 @@ async def test_unknown_label_fails_precondition_and_leaves_the_run_unchanged(
     await assert_counted_resumable(stub, started.run_id, log)
 
 
+async def test_a_label_and_a_step_path_that_disagree_are_invalid_argument(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A label with a step path naming another step is a contradiction: refused with the
+    field named (Mastra lets the label win silently), nothing changes; a path that agrees
+    with the label is accepted."""
+    started, log = await start_counted(stub, tmp_path)
+
+    error = await refused(
+        stub, resume(started.run_id, {"value": 1}, label="gate", step=path("one")), log
+    )
+
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert "label 'gate' resumes [gate]" in error.violations["step"]
+    done = await stub.ResumeRun(
+        resume(started.run_id, {"value": 1}, label="gate", step=path("gate"))
+    )
+    assert done.status == SUCCESS
+
+
+async def test_a_dry_run_with_a_used_request_id_answers_the_run_as_it_is_now(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """validate_only answers the run's current result; a request id it carries that an
+    earlier resume used does not turn it into a replay of that resume's outcome."""
+    started, _ = await start_counted(stub, tmp_path)
+    first = resume(started.run_id, {"value": 1}, request_id="once")
+    done = await stub.ResumeRun(first)
+    assert done.status == SUCCESS
+
+    dry = resume(started.run_id, {"value": 1}, request_id="once", validate_only=True)
+    error = await call_error(stub.ResumeRun(dry))
+
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_NOT_SUSPENDED",
+    )
+    assert (await stub.ResumeRun(first)).version == done.version  # the replay itself stays
+
+
 @pytest.mark.parametrize(
     "segments",
     [["one"], ["two"], ["nope"], ["gate", "deeper"], [""]],

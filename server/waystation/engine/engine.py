@@ -39,7 +39,7 @@ from waystation.engine.errors import (
 from waystation.engine.events import EventType, make_event, settle_events, step_events
 from waystation.engine.executor import Execution, RunChanged, error_json, insert_run
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id, new_run_id
-from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, now, stop_unfinished
+from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, evolve, now, stop_unfinished
 from waystation.engine.paths import format_path
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.resume import (
@@ -298,8 +298,8 @@ class Engine(Upkeep):
         # expires during the insert (else it would wait for a lease takeover).
         try:
             if cmd.return_immediately:
-                run = await asyncio.shield(self._insert_and_launch(workflow, cmd, key))
-                return build_result(workflow, run, {})
+                accepted = await asyncio.shield(self._insert_and_launch(workflow, cmd, key))
+                return build_result(workflow, accepted, {})
             started = self._started(workflow, cmd, key)
             return await self._outcome(self._drive_after(started, f"start:{workflow.id}"))
         except RunAlreadyExists:
@@ -311,10 +311,14 @@ class Engine(Upkeep):
     async def _insert_and_launch(
         self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
     ) -> RunRecord:
+        """The run as it was stored: its execution goes on changing the live header, and an
+        answer built from that one mixed a later status with no steps."""
         execution = await self._started(workflow, cmd, key)
+        run = execution.snapshot.run
+        accepted = evolve(run, resume_labels=dict(run.resume_labels))
         self._launch(execution)
         self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
-        return execution.snapshot.run
+        return accepted
 
     async def _started(
         self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
@@ -402,8 +406,8 @@ class Engine(Upkeep):
         at once for a replayed request id or a dry run."""
         snapshot = await self._existing_snapshot(cmd.run_id, cmd.workflow_id)
         key = RequestKey(f"resume:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
-        if key and (seen := await self.store.get_request(key)):
-            return await self._replay(seen)
+        if key and not cmd.validate_only and (seen := await self.store.get_request(key)):
+            return await self._replay(seen)  # (a dry run answers the run as it is now)
         snapshot = await self._wait_suspended(snapshot)
         run = snapshot.run
         if cmd.expected_version is not None and cmd.expected_version != run.version:
