@@ -14,7 +14,8 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
+from pydantic import BaseModel, ConfigDict
 
 from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, settings_for
 from tests.support.api import assert_eventually, call_error, paths, to_json, value
@@ -22,7 +23,7 @@ from tests.support.faulty_store import FaultyStore, settles, touches_step
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
-from waystation.engine import RunStatus, StartCommand, load_workflows
+from waystation.engine import RunStatus, StartCommand, load_workflows, schema
 from waystation.engine.errors import RunAlreadyExists
 from waystation.engine.events import EventType, make_event
 from waystation.engine.executor import Execution
@@ -967,3 +968,69 @@ async def test_a_step_output_no_answer_can_carry_fails_the_step_and_the_run_stay
     assert run.status == enums_pb2.RUN_STATUS_FAILED
     events = [event async for event in stub.WatchRun(rr.WatchRunRequest(run_id=result.run_id))]
     assert events[-1].type == enums_pb2.RUN_EVENT_TYPE_RUN_SETTLED
+
+
+async def test_models_with_aliases_and_computed_fields_round_trip_through_the_store(
+    stub: Stub,
+) -> None:
+    """What a step returns or suspends with is stored as its model's JSON (by alias, with
+    computed fields) and validated again when the next step reads it. Before, a computed
+    field under extra="forbid" failed the run on a valid resume (INTERNAL, the step left
+    RUNNING), a validation alias made the next step's input "missing", and a
+    serialization-only alias or a state key given by field name silently lost the value."""
+    order = {"orderId": "o-1", "city": "Warsaw", "quote": {"unit": 2, "qty": 3}}
+    started = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="aliased", input_data=value(order))
+    )
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED, started.error
+    receipt = {"orderId": "o-1", "cityName": "Warsaw", "quote": {"unit": 2, "qty": 3, "total": 6}}
+    assert to_json(started.steps["receipt"].output) == receipt
+    assert to_json(started.suspend_payload["confirm"]) == {"unit": 2, "qty": 3, "total": 6}
+
+    done = await stub.ResumeRun(
+        rr.ResumeRequest(
+            run_id=started.run_id,
+            resume_data=value({"zipCode": "00-950"}),
+            output_options=message_pb2.OutputOptions(include_state=True),
+        )
+    )
+
+    assert done.status == enums_pb2.RUN_STATUS_SUCCESS, done.error
+    state = {"userName": "carol", "hits": 1}
+    assert to_json(done.result) == {
+        "order_id": "o-1",
+        "city": "Warsaw",
+        "zip": "00-950",
+        "total": 6,
+        "state": state,
+    }
+    assert to_json(done.state) == state
+
+
+async def test_a_steps_published_output_schema_describes_what_it_answers(stub: Stub) -> None:
+    """Output and suspend schemas are published as what the server sends (by alias, with
+    computed fields); input and resume schemas as what it accepts."""
+    workflow = await stub.GetWorkflow(rr.GetWorkflowRequest(workflow_id="aliased"))
+    receipt, confirm = (json_format.MessageToDict(step) for step in workflow.steps)
+    assert set(receipt["outputSchema"]["properties"]) == {"orderId", "cityName", "quote"}
+    assert set(receipt["inputSchema"]["properties"]) == {"orderId", "city", "quote"}
+    assert set(confirm["suspendSchema"]["properties"]) == {"unit", "qty", "total"}
+    assert set(confirm["resumeSchema"]["properties"]) == {"zipCode"}
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    a: int = 0
+
+
+class _Holder(BaseModel):
+    items: list[_Open] | None = None
+
+
+def test_stored_json_keeps_the_extra_keys_a_model_allows() -> None:
+    """Stored JSON is read back ignoring the keys a model does not know (its computed
+    fields), except in a model that allows extra keys: there they are data."""
+    stored = schema.dump(_Holder, {"items": [{"a": 1, "note": "kept"}]})
+    assert stored == {"items": [{"a": 1, "note": "kept"}]}
+    read = schema.parse(_Holder, stored)
+    assert schema.dump(_Holder, read) == stored

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from waystation import StepContext, create_step, create_workflow
 
@@ -243,5 +243,71 @@ async def _uncarried(ctx: StepContext) -> Any:
 uncarried = (
     create_workflow(id="uncarried", input_schema=Uncarried)
     .then(create_step(id="carry", resume_schema=Count, execute=_uncarried))
+    .commit()
+)
+
+
+# -- models whose JSON is not their field names: aliases and computed fields ---------------
+
+
+class Zip(BaseModel):
+    zip: str = Field(validation_alias="zipCode")
+
+
+class Quote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unit: int
+    qty: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> int:
+        return self.unit * self.qty
+
+
+class Receipt(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    order_id: str = Field(alias="orderId")
+    city: str = Field(default="?", serialization_alias="cityName")
+    quote: Quote
+
+
+class Tally(BaseModel):
+    user_name: str = Field(default="", alias="userName")
+    hits: int = 0
+
+
+async def _receipt(ctx: StepContext) -> Receipt:
+    return Receipt(order_id="o-1", city=ctx.input_data.city, quote=Quote(unit=2, qty=3))
+
+
+async def _confirm(ctx: StepContext) -> dict[str, Any]:
+    ctx.set_state({"user_name": "carol"})
+    if ctx.resume_data is None:
+        ctx.suspend(Quote(unit=ctx.input_data.quote.unit, qty=ctx.input_data.quote.qty))
+    ctx.set_state({"hits": ctx.state["hits"] + 1})
+    return {
+        "order_id": ctx.input_data.order_id,
+        "city": ctx.input_data.city,
+        "zip": ctx.resume_data.zip,
+        "total": ctx.suspend_data.total,
+        "state": ctx.state,
+    }
+
+
+# aliased: a Receipt (alias, serialization-only alias, computed field, extra="forbid") is
+# the next step's input; it suspends with a computed field and resumes by validation alias
+aliased = (
+    create_workflow(id="aliased", state_schema=Tally)
+    .then(create_step(id="receipt", input_schema=Receipt, output_schema=Receipt, execute=_receipt))
+    .then(
+        create_step(
+            id="confirm",
+            input_schema=Receipt,
+            suspend_schema=Quote,
+            resume_schema=Zip,
+            execute=_confirm,
+        )
+    )
     .commit()
 )

@@ -429,7 +429,7 @@ class Execution:
                 return outcome
             value = outcome.output
         try:
-            return Outcome("success", schema.normalize(workflow.output_schema, value))
+            return Outcome("success", schema.normalize(workflow.output_schema, value, stored=True))
         except ValidationError as exc:
             return Outcome(
                 "failed",
@@ -471,7 +471,7 @@ class Execution:
         if record is None or record.status is not StepStatus.RUNNING:
             record = StepRecord(StepStatus.RUNNING, payload=input_json, started_at=now())
             try:
-                schema.normalize(workflow.input_schema, input_json)
+                schema.normalize(workflow.input_schema, input_json, stored=True)
             except ValidationError as exc:
                 return await self.fail(
                     path,
@@ -557,7 +557,8 @@ class Execution:
         """One try of a step; None means it raised and may be retried."""
         try:
             input_data = schema.parse(step.input_schema, record.payload)
-        except ValidationError as exc:
+            ctx = self.context(step, path, record, input_data, init)
+        except ValidationError as exc:  # the input, or the stored resume or suspend data
             return await self.fail(
                 path,
                 record,
@@ -569,7 +570,6 @@ class Execution:
                     violations=validation_details(exc),
                 ),
             )
-        ctx = self.context(step, path, record, input_data, init)
         await self.flush()  # a no-op unless a record was already RUNNING (its commit took them)
         with self.telemetry.step_span(
             format_path(path), self.snapshot.run, record.attempt, self.span
@@ -710,11 +710,12 @@ class Execution:
             return rec.output if rec is not None and rec.status is StepStatus.SUCCESS else None
 
         def set_state(update: dict[str, Any], step: Step | None) -> None:
+            update = schema.stored_keys(self.workflow.state_schema, update)
             merged = schema.dump(None, {**run.state, **update})  # JSON, or a ValueError
             if self.workflow.state_schema is not None:
-                merged = schema.normalize(self.workflow.state_schema, merged)
+                merged = schema.normalize(self.workflow.state_schema, merged, stored=True)
             if step is not None and step.state_schema is not None:
-                schema.normalize(step.state_schema, merged)
+                schema.normalize(step.state_schema, merged, stored=True)
             run.state = merged
 
         return RunScope(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+import weakref
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError, to_jsonable_python
@@ -33,11 +35,89 @@ def check(owner: str, field: str, value: Any) -> Schema:
 
 
 def parse(schema: Schema, data: JSON) -> Any:
-    """JSON to what a step sees: a model instance, or the JSON itself without a schema.
-    Raises pydantic.ValidationError."""
+    """Stored JSON to what a step sees: a model instance, or the JSON itself without a
+    schema. Raises pydantic.ValidationError."""
     if schema is None:
         return data
-    return schema.model_validate(data)
+    return validate(schema, data, stored=True)
+
+
+def validate(schema: type[BaseModel], data: Any, stored: bool = False) -> BaseModel:
+    """`schema.model_validate(data)`. For data this module `stored` (a model's JSON as
+    `dump` writes it: by alias, with its computed fields), which a step reads back: keys are
+    taken by alias or by field name, a serialization-only alias is read back as its field
+    (at the top level), and keys the model does not know, such as computed fields, are
+    ignored even where the model forbids extra keys, which is for what clients send (a
+    valid resume of a step with a computed field in its suspend payload failed the run)."""
+    if not stored:
+        return schema.model_validate(data)
+    keys = _keys(schema)
+    if keys.read_back and isinstance(data, dict):
+        data = {keys.read_back.get(key, key): value for key, value in data.items()}
+    extra: Literal["ignore"] | None = None if keys.keeps_extra else "ignore"
+    return schema.model_validate(data, by_alias=True, by_name=True, extra=extra)
+
+
+def stored_keys(schema: Schema, update: dict[str, Any]) -> dict[str, Any]:
+    """`update` (keys by field name or as stored) with its field names turned into the keys
+    `dump` stores them under, so that merging it into stored JSON replaces those values
+    (a state update by field name lost to the stored value under the field's alias)."""
+    if schema is None:
+        return update
+    keys = _keys(schema).stored
+    return {keys.get(key, key): value for key, value in update.items()}
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """How a model's JSON keys differ from its field names."""
+
+    stored: dict[str, str]
+    """Field name -> the key `dump` writes it under (its serialization alias or alias)."""
+    read_back: dict[str, str]
+    """Serialization-only alias -> field name (validation does not know the alias)."""
+    keeps_extra: bool
+    """Whether a model in it takes extra keys (`extra="allow"`), which reading stored JSON
+    with extra keys ignored would drop (so it is read as each model says)."""
+
+
+_KEYS: weakref.WeakKeyDictionary[type[BaseModel], _Keys] = weakref.WeakKeyDictionary()
+
+
+def _keys(schema: type[BaseModel]) -> _Keys:
+    found = _KEYS.get(schema)
+    if found is None:
+        fields = schema.model_fields.items()
+        found = _KEYS[schema] = _Keys(
+            stored={
+                name: key
+                for name, info in fields
+                if (key := info.serialization_alias or info.alias) and key != name
+            },
+            read_back={
+                info.serialization_alias: name
+                for name, info in fields
+                if info.serialization_alias
+                and info.serialization_alias not in (name, info.alias, info.validation_alias)
+            },
+            keeps_extra=any(m.model_config.get("extra") == "allow" for m in _models_in(schema)),
+        )
+    return found
+
+
+def _models_in(schema: type[BaseModel]) -> set[type[BaseModel]]:
+    """The model and every model its fields hold (in lists, dicts, unions, ...)."""
+    found: set[type[BaseModel]] = set()
+    todo: list[Any] = [schema]
+    while todo:
+        kind = todo.pop()
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            if kind not in found:
+                found.add(kind)
+                todo += [info.annotation for info in kind.model_fields.values()]
+        else:
+            todo += get_args(kind)
+    return found
 
 
 def dump(schema: Schema, value: Any) -> JSON:
@@ -76,15 +156,16 @@ _TOO_BIG = "an integer past a double's range (about 1.8e308) cannot be carried a
 _NOT_UTF8 = "a string that is not valid UTF-8 (a lone surrogate) cannot be carried"
 
 
-def normalize(schema: Schema, data: JSON) -> JSON:
+def normalize(schema: Schema, data: JSON, stored: bool = False) -> JSON:
     """Validate JSON against `schema` and return its canonical JSON (defaults applied,
     unknown keys dropped as the model says). Raises pydantic.ValidationError, also for
     what pydantic accepts but JSON or an answer cannot carry: NaN and infinities (which
     pydantic's floats take), integers past a double's range (which its ints take, from
-    digits in a string) and strings with a lone surrogate (which a validator can make)."""
+    digits in a string) and strings with a lone surrogate (which a validator can make).
+    `stored`: `data` is JSON this module wrote (see `validate`)."""
     if schema is None:
         return data
-    out = to_jsonable_python(schema.model_validate(data))
+    out = to_jsonable_python(validate(schema, data, stored))
     found = _unstorable(out, (), None)
     if found is not None:
         raise ValidationError.from_exception_data(
@@ -139,6 +220,9 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def json_schema(schema: Schema) -> dict[str, Any] | None:
-    """The JSON Schema of a model, for GetWorkflow."""
-    return None if schema is None else schema.model_json_schema()
+def json_schema(
+    schema: Schema, mode: Literal["validation", "serialization"] = "validation"
+) -> dict[str, Any] | None:
+    """The JSON Schema of a model, for GetWorkflow: of the data it accepts (validation),
+    or of the JSON it is stored and answered as (serialization, by alias)."""
+    return None if schema is None else schema.model_json_schema(mode=mode)

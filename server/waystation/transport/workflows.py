@@ -13,8 +13,11 @@ from waystation.engine.definition import Branch, Entry, Foreach, Loop, Parallel,
 from waystation.engine.schema import json_schema
 
 
-def _schema(model: Any, out: struct_pb2.Struct) -> None:
-    document = json_schema(model)
+def _schema(model: Any, out: struct_pb2.Struct, sent: bool = False) -> None:
+    """`out` := the model's JSON Schema: of what a client sends it (validation), or, when
+    `sent`, of what the server sends (serialization: aliases and computed fields as the
+    answers carry them)."""
+    document = json_schema(model, "serialization" if sent else "validation")
     if document is not None:
         json_format.ParseDict(document, out)
 
@@ -32,8 +35,8 @@ def step_to_proto(node: Step | Workflow) -> message_pb2.StepNode:
         retries=node.retries or 0,
     )
     _schema(node.input_schema, out.input_schema)
-    _schema(node.output_schema, out.output_schema)
-    _schema(node.suspend_schema, out.suspend_schema)
+    _schema(node.output_schema, out.output_schema, sent=True)
+    _schema(node.suspend_schema, out.suspend_schema, sent=True)
     _schema(node.resume_schema, out.resume_schema)
     if isinstance(node, Workflow):
         out.children.extend(entry_to_proto(child) for child in node.entries)
@@ -81,7 +84,7 @@ def workflow_to_proto(workflow: Workflow) -> message_pb2.Workflow:
 def _render(workflow: Workflow) -> message_pb2.Workflow:
     out = message_pb2.Workflow(workflow_id=workflow.id, description=workflow.description)
     _schema(workflow.input_schema, out.input_schema)
-    _schema(workflow.output_schema, out.output_schema)
+    _schema(workflow.output_schema, out.output_schema, sent=True)
     _schema(workflow.state_schema, out.state_schema)
     out.steps.extend(entry_to_proto(entry) for entry in workflow.entries)
     return out
