@@ -23,7 +23,7 @@ from waystation.api.v1 import enums_pb2, errordetails_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import errors
-from waystation.transport.errors import DOMAIN, lookup, to_status
+from waystation.transport.errors import DOMAIN, ResponseTooLarge, check_fits, lookup, to_status
 
 # DESIGN.md §5, reason -> code. UNAUTHENTICATED and PERMISSION_DENIED belong to the auth
 # interceptor, not to the engine's tree.
@@ -412,6 +412,69 @@ async def test_invalid_argument_names_the_field(
     assert list(error.violations) == [field]
     assert await run_count(stub) == 0
     await assert_still_serving(stub)
+
+
+LONG = "x" * 201
+
+
+@pytest.mark.parametrize(
+    ("rpc", "req", "field"),
+    [
+        (
+            "StartRun",
+            rr.StartRunRequest(
+                workflow_id="order-approval", input_data=value(ORDER), resource_id=LONG
+            ),
+            "resource_id",
+        ),
+        (
+            "StartRun",
+            rr.StartRunRequest(
+                workflow_id="order-approval", input_data=value(ORDER), request_id=LONG
+            ),
+            "request_id",
+        ),
+        (
+            "CreateRun",
+            rr.CreateRunRequest(workflow_id="order-approval", resource_id=LONG),
+            "resource_id",
+        ),
+        ("ResumeRun", rr.ResumeRequest(run_id="r-1", label=LONG), "label"),
+        ("ResumeRun", rr.ResumeRequest(run_id="r-1", step=path(*["s"] * 33)), "step"),
+        ("ResumeRun", rr.ResumeRequest(run_id="r-1", step=path(LONG)), "step"),
+        ("CancelRun", rr.CancelRunRequest(run_id="r-1", reason="x" * 1001), "reason"),
+        ("ListRuns", rr.ListRunsRequest(resource_id=LONG), "resource_id"),
+    ],
+    ids=[
+        "start-resource-id",
+        "start-request-id",
+        "create-resource-id",
+        "resume-label",
+        "resume-path-too-deep",
+        "resume-segment-too-long",
+        "cancel-reason",
+        "list-runs-resource-id",
+    ],
+)
+async def test_a_name_longer_than_the_server_keeps_is_invalid_argument(
+    stub: WorkflowServiceStub, rpc: str, req: Any, field: str
+) -> None:
+    """Ids, labels and reasons have a longest accepted length, as run and workflow ids do:
+    a 3 MB resource id was stored, and made every ListRuns page holding it too large."""
+    error = await call_error(getattr(stub, rpc)(req))
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert list(error.violations) == [field]
+    assert await run_count(stub) == 0
+    await assert_still_serving(stub)
+
+
+def test_a_list_too_large_to_answer_advises_a_smaller_page() -> None:
+    page = rr.ListRunsResponse(runs=[message_pb2.Run(run_id="r", resource_id="x" * 100)] * 10)
+    with pytest.raises(ResponseTooLarge, match="smaller page_size"):
+        check_fits(page, 500)
+    with pytest.raises(ResponseTooLarge, match="took effect"):
+        check_fits(message_pb2.WorkflowResult(run_id="r", workflow_id="x" * 600), 500)
 
 
 def _decode(token: str) -> dict[str, Any]:

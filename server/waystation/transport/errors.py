@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 
 from waystation.api.v1 import errordetails_pb2, message_pb2
 from waystation.engine import errors
+from waystation.engine.ids import MAX_ID
 from waystation.engine.model import LabelTarget
 from waystation.engine.paths import Path
 from waystation.storage import StoreConflict, StoreUnavailable
@@ -40,11 +41,16 @@ class ResponseTooLarge(Exception):
 
     reason = "RESPONSE_TOO_LARGE"
 
-    def __init__(self, size: int, limit: int, run_id: str = "") -> None:
+    def __init__(self, size: int, limit: int, run_id: str = "", paged: bool = False) -> None:
+        advice = (
+            "ask for a smaller page_size"
+            if paged
+            else "a call that changes a run took effect: read the run with GetRun (without"
+            " include_state if that was asked for)"
+        )
         self.message = (
             f"the answer is {size} bytes, more than the server's {limit}-byte message limit"
-            " (--max-message-bytes); a call that changes a run took effect: read the run with"
-            " GetRun (without include_state if that was asked for), or raise the limit"
+            f" (--max-message-bytes); {advice}, or raise the limit"
         )
         super().__init__(self.message)
         self.metadata = {"size": str(size), "limit": str(limit), "run_id": run_id}
@@ -53,7 +59,8 @@ class ResponseTooLarge(Exception):
 def check_fits(message: Any, limit: int) -> Any:
     """`message`, or ResponseTooLarge if it is larger than `limit` bytes (0: no limit)."""
     if limit and (size := message.ByteSize()) > limit:
-        raise ResponseTooLarge(size, limit, _run_id_of(message))
+        paged = "next_page_token" in message.DESCRIPTOR.fields_by_name
+        raise ResponseTooLarge(size, limit, _run_id_of(message), paged)
     return message
 
 
@@ -153,7 +160,7 @@ def handle_errors(method: Method) -> Method:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            reject_undecodable(request)
+            reject_malformed(request)
             return check_fits(await method(self, request, context), self.max_message_bytes)
         except grpc.aio.AbortError:
             raise
@@ -163,10 +170,31 @@ def handle_errors(method: Method) -> Method:
     return wrapper  # type: ignore[return-value]
 
 
-def reject_undecodable(request: Any) -> None:
-    """INVALID_ARGUMENT for a request whose bytes did not decode (see registration.py)."""
+def reject_malformed(request: Any) -> None:
+    """INVALID_ARGUMENT for a request whose bytes did not decode (see registration.py), or
+    that names something longer than the server keeps (`TEXT_LIMITS`, a step path)."""
     if isinstance(request, Undecodable):
         raise errors.InvalidArgument("request", request.reason)
+    fields = request.DESCRIPTOR.fields_by_name
+    problems = errors.Violations()
+    for name, limit in TEXT_LIMITS.items():
+        if name in fields and len(getattr(request, name)) > limit:
+            problems.add(name, f"longer than {limit} characters")
+    if "step" in fields:
+        segments = request.step.segments
+        if len(segments) > MAX_PATH:
+            problems.add("step", f"more than {MAX_PATH} segments")
+        elif any(len(segment) > MAX_ID for segment in segments):
+            problems.add("step", f"a segment longer than {MAX_ID} characters")
+    problems.raise_any()
+
+
+TEXT_LIMITS = {"resource_id": MAX_ID, "request_id": MAX_ID, "label": MAX_ID, "reason": 1000}
+"""Request fields the server stores or looks up, and their longest accepted length (run and
+workflow ids are checked with their other rules). A 3 MB resource id was stored, and made
+every ListRuns page that held it too large to answer."""
+MAX_PATH = 32
+"""Segments of a step path: deeper than any workflow nests."""
 
 
 async def abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> None:

@@ -37,7 +37,7 @@ from waystation.transport.errors import (
     abort_for,
     check_fits,
     handle_errors,
-    reject_undecodable,
+    reject_malformed,
 )
 from waystation.transport.workflows import workflow_to_proto
 
@@ -242,7 +242,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: rr.WatchRunRequest, context: Context
     ) -> AsyncIterator[message_pb2.RunEvent]:
         try:
-            reject_undecodable(request)
+            reject_malformed(request)
             await self._guard(context, "read", run_id=request.run_id)
             problems = Violations()
             problems.check(check_run_id, request.run_id, default=None)
