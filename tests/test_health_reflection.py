@@ -144,3 +144,33 @@ async def test_a_client_resumes_a_run_with_reflected_descriptors_alone(
         "status": "fulfilled",
         "approver": "rosa",
     }
+
+
+async def test_health_list_names_every_service_and_its_status(
+    channel: grpc.aio.Channel, caplog: Any
+) -> None:
+    """Health/List, which reflection advertises, answers every service with its status
+    (grpcio's servicer left it UNIMPLEMENTED, with an error in the log for each call)."""
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.List(health_pb2.HealthListRequest())
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert {name: s.status for name, s in response.statuses.items()} == {
+        "": serving,
+        SERVICE: serving,
+    }
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_health_list_reports_a_drain_for_good(
+    server: RunningServer, channel: grpc.aio.Channel
+) -> None:
+    """Once the server drains, List answers NOT_SERVING for every service, as Check does,
+    and a later `set` does not bring a service back."""
+    health = health_pb2_grpc.HealthStub(channel)
+    await server.health.enter_graceful_shutdown()
+    await server.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    response = await health.List(health_pb2.HealthListRequest())
+    statuses = {name: s.status for name, s in response.statuses.items()}
+    assert statuses == dict.fromkeys(("", SERVICE), health_pb2.HealthCheckResponse.NOT_SERVING)
+    checked = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -56,6 +56,34 @@ class ServerSettings:
     """JSON policy of credentials, tenants and actions (see transport/auth.py); off if empty."""
 
 
+class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """The standard health service, with `List` (grpcio's asyncio servicer leaves it
+    UNIMPLEMENTED, with an error logged for each call, though reflection advertises it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._statuses: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._draining = False
+
+    async def set(self, service: str, status: int) -> None:
+        if not self._draining:  # as the servicer: a drain's NOT_SERVING is for good
+            self._statuses[service] = status
+        await super().set(service, status)
+
+    async def enter_graceful_shutdown(self) -> None:
+        self._draining = True
+        self._statuses = dict.fromkeys(self._statuses, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await super().enter_graceful_shutdown()
+
+    async def List(self, request: Any, context: Any) -> Any:
+        return health_pb2.HealthListResponse(
+            statuses={
+                service: health_pb2.HealthCheckResponse(status=status)
+                for service, status in self._statuses.items()
+            }
+        )
+
+
 @dataclass
 class RunningServer:
     """A started server: its bound port, and how to stop it."""
@@ -118,7 +146,7 @@ async def create_server(
         )
         service = WorkflowService(engine, policy, max_message_bytes=limit)
         add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
-        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_servicer = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
