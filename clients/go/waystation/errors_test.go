@@ -112,6 +112,7 @@ var serverReasons = []struct {
 	{"FOREACH_INDEX_NOT_SUSPENDED", waystation.ErrForeachIndexNotSuspended, codes.FailedPrecondition},
 	{"RUN_NOT_ACTIVE", waystation.ErrRunNotActive, codes.FailedPrecondition},
 	{"RUN_ACTIVE", waystation.ErrRunActive, codes.FailedPrecondition},
+	{"EARLIER_STEP_SUSPENDED", waystation.ErrEarlierStepSuspended, codes.FailedPrecondition},
 	{"INVALID_RESUME_DATA", waystation.ErrInvalidResumeData, codes.InvalidArgument},
 	{"INVALID_INPUT", waystation.ErrInvalidInput, codes.InvalidArgument},
 	{"INVALID_ARGUMENT", waystation.ErrInvalidArgument, codes.InvalidArgument},

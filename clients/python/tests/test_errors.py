@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from waystation_client import (
     DeadlineExceededError,
+    EarlierStepSuspendedError,
     FailedPreconditionError,
     ForeachIndexNotSuspendedError,
     InvalidArgumentError,
@@ -41,6 +42,7 @@ SERVER_REASONS = {
     "FOREACH_INDEX_NOT_SUSPENDED": Code.FAILED_PRECONDITION,
     "RUN_NOT_ACTIVE": Code.FAILED_PRECONDITION,
     "RUN_ACTIVE": Code.FAILED_PRECONDITION,
+    "EARLIER_STEP_SUSPENDED": Code.FAILED_PRECONDITION,
     "INVALID_RESUME_DATA": Code.INVALID_ARGUMENT,
     "INVALID_INPUT": Code.INVALID_ARGUMENT,
     "INVALID_ARGUMENT": Code.INVALID_ARGUMENT,
@@ -125,6 +127,18 @@ def test_every_server_reason_has_its_own_class_under_its_codes_class(
     error = error_from_status(code, "m", trailers(code, info(reason)))
     assert reason == type(error).REASON
     assert isinstance(error, type(error_from_status(code, "m")))
+
+
+def test_earlier_step_suspended_names_the_target_and_the_suspended_step() -> None:
+    meta = trailers(
+        Code.FAILED_PRECONDITION,
+        info("EARLIER_STEP_SUSPENDED", run_id="r", step_path="c", suspended_step_path="a.b"),
+    )
+    error = error_from_status(Code.FAILED_PRECONDITION, "resume it", meta)
+    assert type(error) is EarlierStepSuspendedError
+    assert isinstance(error, FailedPreconditionError)
+    assert (error.run_id, error.step, error.metadata["suspended_step_path"]) == ("r", ["c"], "a.b")
+    assert str(error) == "FAILED_PRECONDITION EARLIER_STEP_SUSPENDED: resume it"
 
 
 def test_response_too_large_names_the_run_and_the_sizes() -> None:

@@ -18,7 +18,8 @@
  *     │   ├── LabelNotFoundError         LABEL_NOT_FOUND
  *     │   ├── ForeachIndexNotSuspendedError  FOREACH_INDEX_NOT_SUSPENDED
  *     │   ├── RunNotActiveError          RUN_NOT_ACTIVE
- *     │   └── RunActiveError             RUN_ACTIVE
+ *     │   ├── RunActiveError             RUN_ACTIVE
+ *     │   └── EarlierStepSuspendedError  EARLIER_STEP_SUSPENDED
  *     ├── InvalidDataError               (fieldViolations)
  *     │   ├── InvalidResumeDataError     INVALID_RESUME_DATA
  *     │   ├── InvalidInputError          INVALID_INPUT
@@ -127,6 +128,11 @@ export class LabelNotFoundError extends PreconditionError {}
 export class ForeachIndexNotSuspendedError extends PreconditionError {}
 export class RunNotActiveError extends PreconditionError {}
 export class RunActiveError extends PreconditionError {}
+/**
+ * A time travel to a step after a suspended one (metadata `suspended_step_path`): the run would
+ * stop at that suspension again. Resume it, or time-travel to it.
+ */
+export class EarlierStepSuspendedError extends PreconditionError {}
 
 export class InvalidDataError extends WaystationError {}
 export class InvalidResumeDataError extends InvalidDataError {}
@@ -179,6 +185,7 @@ const BY_REASON: Readonly<Record<string, ErrorClass>> = {
   FOREACH_INDEX_NOT_SUSPENDED: ForeachIndexNotSuspendedError,
   RUN_NOT_ACTIVE: RunNotActiveError,
   RUN_ACTIVE: RunActiveError,
+  EARLIER_STEP_SUSPENDED: EarlierStepSuspendedError,
   INVALID_RESUME_DATA: InvalidResumeDataError,
   INVALID_INPUT: InvalidInputError,
   INVALID_ARGUMENT: InvalidArgumentError,

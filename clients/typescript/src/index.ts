@@ -18,6 +18,7 @@ export {
   Code,
   ConflictError,
   ConnectError,
+  EarlierStepSuspendedError,
   ForeachIndexNotSuspendedError,
   InternalError,
   InvalidArgumentError,

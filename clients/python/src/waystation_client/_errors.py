@@ -17,7 +17,8 @@ reason, by the status code; else it is a plain `WaystationError`::
     │   ├── LabelNotFoundError               LABEL_NOT_FOUND         (+ suspended)
     │   ├── ForeachIndexNotSuspendedError    FOREACH_INDEX_NOT_SUSPENDED (+ suspended)
     │   ├── RunNotActiveError                RUN_NOT_ACTIVE
-    │   └── RunActiveError                   RUN_ACTIVE
+    │   ├── RunActiveError                   RUN_ACTIVE
+    │   └── EarlierStepSuspendedError        EARLIER_STEP_SUSPENDED
     ├── InvalidArgumentError                 INVALID_ARGUMENT        (+ field_violations)
     │   ├── InvalidResumeDataError           INVALID_RESUME_DATA     (+ field_violations)
     │   └── InvalidInputError                INVALID_INPUT           (+ field_violations)
@@ -206,6 +207,15 @@ class RunActiveError(FailedPreconditionError):
     """Delete or time travel of a run that is still running: cancel it first."""
 
     REASON = "RUN_ACTIVE"
+
+
+class EarlierStepSuspendedError(FailedPreconditionError):
+    """Time travel to a step after a suspended one (metadata `suspended_step_path`).
+
+    The run would stop at that suspension again: resume it, or time-travel to it.
+    """
+
+    REASON = "EARLIER_STEP_SUSPENDED"
 
 
 class InvalidArgumentError(WaystationError):

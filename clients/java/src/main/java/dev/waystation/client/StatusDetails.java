@@ -43,6 +43,7 @@ record StatusDetails(
           Map.entry("FOREACH_INDEX_NOT_SUSPENDED", ForeachIndexNotSuspendedException::new),
           Map.entry("RUN_NOT_ACTIVE", RunNotActiveException::new),
           Map.entry("RUN_ACTIVE", RunActiveException::new),
+          Map.entry("EARLIER_STEP_SUSPENDED", EarlierStepSuspendedException::new),
           Map.entry("INVALID_RESUME_DATA", InvalidResumeDataException::new),
           Map.entry("INVALID_INPUT", InvalidInputException::new),
           Map.entry("INVALID_ARGUMENT", InvalidArgumentException::new),

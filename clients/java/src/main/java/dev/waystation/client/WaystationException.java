@@ -27,6 +27,7 @@ import java.util.Map;
  * ├── ForeachIndexNotSuspendedException   FAILED_PRECONDITION  FOREACH_INDEX_NOT_SUSPENDED
  * ├── RunNotActiveException               FAILED_PRECONDITION  RUN_NOT_ACTIVE
  * ├── RunActiveException                  FAILED_PRECONDITION  RUN_ACTIVE
+ * ├── EarlierStepSuspendedException       FAILED_PRECONDITION  EARLIER_STEP_SUSPENDED
  * ├── InvalidResumeDataException          INVALID_ARGUMENT     INVALID_RESUME_DATA
  * ├── InvalidInputException               INVALID_ARGUMENT     INVALID_INPUT
  * ├── InvalidArgumentException            INVALID_ARGUMENT     INVALID_ARGUMENT

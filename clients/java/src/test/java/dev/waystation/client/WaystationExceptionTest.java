@@ -31,6 +31,10 @@ class WaystationExceptionTest {
               ForeachIndexNotSuspendedException.class),
           new Row("RUN_NOT_ACTIVE", Code.FAILED_PRECONDITION, RunNotActiveException.class),
           new Row("RUN_ACTIVE", Code.FAILED_PRECONDITION, RunActiveException.class),
+          new Row(
+              "EARLIER_STEP_SUSPENDED",
+              Code.FAILED_PRECONDITION,
+              EarlierStepSuspendedException.class),
           new Row("INVALID_RESUME_DATA", Code.INVALID_ARGUMENT, InvalidResumeDataException.class),
           new Row("INVALID_INPUT", Code.INVALID_ARGUMENT, InvalidInputException.class),
           new Row("INVALID_ARGUMENT", Code.INVALID_ARGUMENT, InvalidArgumentException.class),
