@@ -261,6 +261,29 @@ async def test_each_suspended_item_shows_its_own_payload_and_label(
 # -- nested body --------------------------------------------------------------------------
 
 
+async def test_each_suspended_item_of_a_nested_body_shows_its_own_payload(
+    stub: WorkflowServiceStub,
+) -> None:
+    """The inner step of a foreach's nested body has a record per item: it is listed at
+    its path with those records as `items`, so every waiting item's suspend payload can be
+    read (only the first one could be, in `suspend_payload`)."""
+    items = [{"name": "a", "ask": True}, {"name": "b", "ask": True}]
+    started = await start(stub, "item-flows", items)
+    inner = started.steps["item-flow.check"]
+    assert inner.status == STEP.STEP_STATUS_SUSPENDED
+    assert {i: to_json(r.suspend_payload) for i, r in inner.items.items()} == {
+        0: {"check": "a"},
+        1: {"check": "b"},
+    }
+    one = await stub.ResumeRun(resume(started.run_id, {"ok": True}, foreach_index=1))
+    inner = one.steps["item-flow.check"]
+    assert {i: r.status for i, r in inner.items.items()} == {
+        0: STEP.STEP_STATUS_SUSPENDED,
+        1: STEP.STEP_STATUS_SUCCESS,
+    }
+    assert to_json(inner.items[1].output) == {"name": "b", "ok": True}
+
+
 async def test_foreach_of_a_nested_workflow_suspends_per_item_and_resumes_by_index(
     stub: WorkflowServiceStub,
 ) -> None:

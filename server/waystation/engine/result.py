@@ -8,7 +8,7 @@ suspended leaf, nested ones included, as the API names it (item marks removed).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,12 +160,18 @@ def build_result(
     order = list(graph(workflow)) if workflow else []
     known = set(order)
     order += sorted((p for p in steps if p not in known and not _is_item(p)), key=format_path)
-    listed = {format_path(p): steps[p] for p in order if p in steps}
     items: dict[str, dict[int, StepRecord]] = {}
     for path, record in steps.items():
-        if ITEM_MARK in path[-1]:
+        if _is_item(path):  # a foreach item, or a step inside one's nested workflow
             api, index = split_items(path)
             items.setdefault(format_path(api), {})[index or 0] = record
+    listed = {}
+    for path in order:
+        key = format_path(path)
+        if path in steps:
+            listed[key] = steps[path]
+        elif key in items:  # a step of a foreach's nested body: one record per item
+            listed[key] = _gathered(items[key].values())
     records = suspended_records(workflow, steps) if workflow else _stored_suspended(steps)
     if run.status is not RunStatus.SUSPENDED:
         records = []
@@ -193,6 +199,24 @@ def build_result(
         trace_id=run.trace.get("trace_id", ""),
         span_id=run.trace.get("span_id", ""),
     )
+
+
+_MOST_TELLING = (
+    StepStatus.SUSPENDED,
+    StepStatus.RUNNING,
+    StepStatus.WAITING,
+    StepStatus.FAILED,
+    StepStatus.CANCELED,
+    StepStatus.SUCCESS,
+)
+
+
+def _gathered(records: Iterable[StepRecord]) -> StepRecord:
+    """The listing of a step inside a foreach's nested body, which has a record per item
+    (its `items`) and none of its own: the status that tells most of them (suspended, then
+    running, waiting, failed, canceled, succeeded)."""
+    statuses = {record.status for record in records}
+    return StepRecord(next((s for s in _MOST_TELLING if s in statuses), StepStatus.SKIPPED))
 
 
 def _is_item(path: Path) -> bool:
