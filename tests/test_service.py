@@ -1034,3 +1034,28 @@ def test_stored_json_keeps_the_extra_keys_a_model_allows() -> None:
     assert stored == {"items": [{"a": 1, "note": "kept"}]}
     read = schema.parse(_Holder, stored)
     assert schema.dump(_Holder, read) == stored
+
+
+async def test_a_strict_model_takes_what_json_can_carry(stub: Stub) -> None:
+    """A strict model (ConfigDict(strict=True)) takes a datetime and a UUID as strings and
+    a whole number as an int, as pydantic's JSON mode does: no client can send Python's
+    objects, and every number arrives as a double. Before, no request could pass."""
+    booking = {
+        "when": "2024-01-01T10:00:00Z",
+        "ident": "12345678-1234-5678-1234-567812345678",
+        "nights": 2,
+    }
+    started = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="strict", input_data=value(booking))
+    )
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED, started.error
+    done = await stub.ResumeRun(
+        rr.ResumeRequest(run_id=started.run_id, resume_data=value({**booking, "nights": 1}))
+    )
+    assert to_json(done.result) == {"weekday": 0, "nights": 3, "types": ["datetime", "UUID"]}
+    wrong = rr.StartRunRequest(workflow_id="strict", input_data=value({**booking, "nights": 2.5}))
+    error = await call_error(stub.StartRun(wrong))
+    assert (error.code, list(error.violations)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["input_data.nights"],
+    )

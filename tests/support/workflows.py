@@ -5,8 +5,10 @@ processes killed with SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -309,5 +311,31 @@ aliased = (
             execute=_confirm,
         )
     )
+    .commit()
+)
+
+
+class Booking(BaseModel):
+    model_config = ConfigDict(strict=True)
+    when: datetime
+    ident: UUID
+    nights: int
+
+
+async def _book(ctx: StepContext) -> dict[str, Any]:
+    booking = ctx.input_data
+    if ctx.resume_data is None:
+        ctx.suspend({"confirm": str(booking.ident)})
+    return {
+        "weekday": booking.when.weekday(),
+        "nights": booking.nights + ctx.resume_data.nights,
+        "types": [type(booking.when).__name__, type(booking.ident).__name__],
+    }
+
+
+# strict: a strict model (ConfigDict(strict=True)) as input and resume schema
+strict = (
+    create_workflow(id="strict", input_schema=Booking)
+    .then(create_step(id="book", input_schema=Booking, resume_schema=Booking, execute=_book))
     .commit()
 )

@@ -12,6 +12,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError, to_jsonable_python
 
@@ -49,13 +50,28 @@ def validate(schema: type[BaseModel], data: Any, stored: bool = False) -> BaseMo
     (at the top level), and keys the model does not know, such as computed fields, are
     ignored even where the model forbids extra keys, which is for what clients send (a
     valid resume of a step with a computed field in its suspend payload failed the run)."""
-    if not stored:
-        return schema.model_validate(data)
     keys = _keys(schema)
-    if keys.read_back and isinstance(data, dict):
-        data = {keys.read_back.get(key, key): value for key, value in data.items()}
-    extra: Literal["ignore"] | None = None if keys.keeps_extra else "ignore"
-    return schema.model_validate(data, by_alias=True, by_name=True, extra=extra)
+    options: dict[str, Any] = {}
+    if stored:
+        if keys.read_back and isinstance(data, dict):
+            data = {keys.read_back.get(key, key): value for key, value in data.items()}
+        options = {"by_alias": True, "by_name": True}
+        options["extra"] = None if keys.keeps_extra else "ignore"
+    if keys.strict:
+        return schema.model_validate_json(orjson.dumps(_whole_numbers(data)), **options)
+    return schema.model_validate(data, **options)
+
+
+def _whole_numbers(data: Any) -> Any:
+    """`data` with its whole doubles as ints, as the client's JSON had them (a
+    google.protobuf.Value carries every number as a double)."""
+    if isinstance(data, float):
+        return int(data) if data.is_integer() and abs(data) <= 2**53 else data
+    if isinstance(data, dict):
+        return {key: _whole_numbers(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_whole_numbers(value) for value in data]
+    return data
 
 
 def stored_keys(schema: Schema, update: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +95,10 @@ class _Keys:
     keeps_extra: bool
     """Whether a model in it takes extra keys (`extra="allow"`), which reading stored JSON
     with extra keys ignored would drop (so it is read as each model says)."""
+    strict: bool
+    """Whether a model in it is strict (`strict=True`): its data is validated as JSON, where
+    strict pydantic takes a datetime or a UUID as a string (in Python it wants the object,
+    which no client can send)."""
 
 
 _KEYS: weakref.WeakKeyDictionary[type[BaseModel], _Keys] = weakref.WeakKeyDictionary()
@@ -88,6 +108,7 @@ def _keys(schema: type[BaseModel]) -> _Keys:
     found = _KEYS.get(schema)
     if found is None:
         fields = schema.model_fields.items()
+        models = _models_in(schema)
         found = _KEYS[schema] = _Keys(
             stored={
                 name: key
@@ -100,7 +121,8 @@ def _keys(schema: type[BaseModel]) -> _Keys:
                 if info.serialization_alias
                 and info.serialization_alias not in (name, info.alias, info.validation_alias)
             },
-            keeps_extra=any(m.model_config.get("extra") == "allow" for m in _models_in(schema)),
+            keeps_extra=any(m.model_config.get("extra") == "allow" for m in models),
+            strict=any(m.model_config.get("strict") for m in models),
         )
     return found
 
