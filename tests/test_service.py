@@ -1059,3 +1059,18 @@ async def test_a_strict_model_takes_what_json_can_carry(stub: Stub) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         ["input_data.nights"],
     )
+
+
+async def test_violations_name_the_fields_the_client_sent_not_union_members(stub: Stub) -> None:
+    """pydantic puts the union member it tried in an error's location (`pet.dog.barks`,
+    `either.int`); a violation names the field as the client's data has it."""
+    data = {"pet": {"kind": "dog", "barks": "loud"}, "either": [1], "lines": [{}, {"sku": 5}]}
+    request = rr.StartRunRequest(workflow_id="pets", input_data=value(data))
+    error = await call_error(stub.StartRun(request))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error.violations) == {
+        "input_data.pet.barks",
+        "input_data.either",
+        "input_data.lines.0.sku",
+        "input_data.lines.1.sku",
+    }

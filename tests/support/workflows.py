@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -337,5 +337,33 @@ async def _book(ctx: StepContext) -> dict[str, Any]:
 strict = (
     create_workflow(id="strict", input_schema=Booking)
     .then(create_step(id="book", input_schema=Booking, resume_schema=Booking, execute=_book))
+    .commit()
+)
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"]
+    barks: bool
+
+
+class Cat(BaseModel):
+    kind: Literal["cat"]
+    lives: int
+
+
+class Line(BaseModel):
+    sku: str
+
+
+class Pets(BaseModel):
+    pet: Dog | Cat = Field(discriminator="kind")
+    either: int | str = 0
+    lines: list[Line] = []
+
+
+# pets: unions in the input schema, for the field paths of their violations
+pets = (
+    create_workflow(id="pets", input_schema=Pets)
+    .then(create_step(id="pet", execute=_remember))
     .commit()
 )

@@ -341,11 +341,13 @@ class Engine(Upkeep):
         try:
             input_json = schema.normalize(workflow.input_schema, cmd.input_data)
         except ValidationError as exc:
-            raise InvalidInput(workflow.id, violations_from(exc, "input_data")) from exc
+            problems = violations_from(exc, "input_data", cmd.input_data)
+            raise InvalidInput(workflow.id, problems) from exc
         try:
             state = schema.normalize(workflow.state_schema, cmd.initial_state or {})
         except ValidationError as exc:
-            raise InvalidInput(workflow.id, violations_from(exc, "initial_state")) from exc
+            problems = violations_from(exc, "initial_state", cmd.initial_state or {})
+            raise InvalidInput(workflow.id, problems) from exc
         existing = await self.store.load_run(cmd.run_id) if cmd.run_id else None
         if existing is None:
             run = RunRecord(
@@ -651,7 +653,8 @@ class Engine(Upkeep):
             try:
                 run.state = schema.normalize(workflow.state_schema, cmd.initial_state)
             except ValidationError as exc:
-                raise InvalidInput(workflow.id, violations_from(exc, "initial_state")) from exc
+                problems = violations_from(exc, "initial_state", cmd.initial_state)
+                raise InvalidInput(workflow.id, problems) from exc
         run.status, run.result, run.error = RunStatus.RUNNING, None, None
         run.request_context = merge_context(run.request_context, cmd.request_context)
         kept = {p for p in snapshot.steps if p not in dropped} | set(writes)

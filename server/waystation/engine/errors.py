@@ -273,6 +273,10 @@ class Violations:
             raise InvalidArgument(first.field, first.description, *more)
 
 
+NO_DATA: Any = object()
+"""No data to read a location against."""
+
+
 class ConflictError(WaystationError):
     """Another writer changed the run first; re-read it and retry."""
 
@@ -318,11 +322,35 @@ class PermissionDenied(WaystationError):
         )
 
 
-def violations_from(error: ValidationError, prefix: str) -> list[FieldViolation]:
-    """One FieldViolation per pydantic error, the field written as `prefix.loc.loc`."""
+def violations_from(
+    error: ValidationError, prefix: str, data: Any = NO_DATA
+) -> list[FieldViolation]:
+    """One FieldViolation per pydantic error, the field written as `prefix.loc.loc` (see
+    `field_path`; `data` is what was validated)."""
     out = []
     for item in error.errors(include_url=False):
-        loc = ".".join(str(part) for part in item["loc"])
-        field = f"{prefix}.{loc}" if loc else prefix
+        loc = field_path(item["loc"], data, missing=item["type"] == "missing")
+        field = ".".join(part for part in (prefix, loc) if part)
         out.append(FieldViolation(field, item["msg"]))
     return out
+
+
+def field_path(loc: Sequence[str | int], data: Any = NO_DATA, missing: bool = False) -> str:
+    """A pydantic error location as the client's data names it, dotted (`items.1.sku`).
+    pydantic puts the member of a union it tried in the location (`pet.dog.barks`,
+    `either.int`): read against the validated `data`, a part the data does not have there
+    is such a tag and is left out, except the last part of a `missing` field's location."""
+    parts = []
+    for number, part in enumerate(loc, 1):
+        if data is NO_DATA or (missing and number == len(loc)):
+            parts.append(str(part))
+        elif _has(data, part):
+            parts.append(str(part))
+            data = data[part]
+    return ".".join(parts)
+
+
+def _has(data: Any, part: str | int) -> bool:
+    if isinstance(data, dict):
+        return part in data
+    return isinstance(data, list) and isinstance(part, int) and -len(data) <= part < len(data)

@@ -38,7 +38,7 @@ from waystation.engine.context import (
     SuspendSignal,
 )
 from waystation.engine.definition import Entry, RetryConfig, Step, Workflow
-from waystation.engine.errors import RunAlreadyExists
+from waystation.engine.errors import NO_DATA, RunAlreadyExists, violations_from
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.model import (
     JSON,
@@ -151,10 +151,11 @@ def _invalid(reason: str, what: str, path: Path, exc: Exception) -> dict[str, An
     return error_json(reason, f"{message}: {exc}", path, exc)
 
 
-def validation_details(exc: ValidationError) -> list[dict[str, str]]:
+def validation_details(exc: ValidationError, data: Any = NO_DATA) -> list[dict[str, str]]:
+    """A pydantic error's violations as a run's error details (`data`: what was validated,
+    when it is JSON)."""
     return [
-        {"field": ".".join(str(p) for p in e["loc"]), "description": e["msg"]}
-        for e in exc.errors(include_url=False)
+        {"field": v.field, "description": v.description} for v in violations_from(exc, "", data)
     ]
 
 
@@ -438,7 +439,7 @@ class Execution:
                     f"workflow {workflow.id!r} output is invalid",
                     prefix,
                     exc,
-                    violations=validation_details(exc),
+                    violations=validation_details(exc, value),
                 ),
             )
 
@@ -481,7 +482,7 @@ class Execution:
                         f"input of nested workflow [{format_path(path)}] is invalid",
                         path,
                         exc,
-                        violations=validation_details(exc),
+                        violations=validation_details(exc, input_json),
                     ),
                 )
             await self.commit({path: record})

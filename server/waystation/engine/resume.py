@@ -106,7 +106,7 @@ def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON
     try:
         return schema.normalize(node.resume_schema, data)
     except ValidationError as exc:
-        raise InvalidResumeData(run_id, path, violations_from(exc, "resume_data")) from exc
+        raise InvalidResumeData(run_id, path, violations_from(exc, "resume_data", data)) from exc
 
 
 def claimed_records(

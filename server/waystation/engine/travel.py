@@ -115,7 +115,7 @@ def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: 
         try:
             schema.normalize(node.input_schema, item)
         except ValidationError as exc:
-            violations += violations_from(exc, field)
+            violations += violations_from(exc, field, item)
     if violations:
         raise InvalidInput(workflow.id, violations)
 
