@@ -174,3 +174,27 @@ async def test_health_list_reports_a_drain_for_good(
     assert statuses == dict.fromkeys(("", SERVICE), health_pb2.HealthCheckResponse.NOT_SERVING)
     checked = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_reflection_v1_answers_as_v1alpha_does(channel: grpc.aio.Channel) -> None:
+    """Newer tools ask grpc.reflection.v1 first (some do not fall back to v1alpha, the only
+    version grpcio-reflection serves): it lists the services and describes itself."""
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    await call.write(
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+        )
+    )
+    await call.done_writing()
+    listed, described = [response async for response in call]
+    names = {service.name for service in listed.list_services_response.service}
+    assert {SERVICE, "grpc.reflection.v1.ServerReflection"} <= names
+    files = described.file_descriptor_response.file_descriptor_proto
+    proto = descriptor_pb2.FileDescriptorProto.FromString(files[0])
+    assert (proto.package, proto.service[0].name) == ("grpc.reflection.v1", "ServerReflection")
+    assert proto.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -26,6 +25,7 @@ from waystation.api.v1 import service_pb2
 from waystation.engine import Engine, Telemetry, load_workflows
 from waystation.storage import SnapshotStore, StoreError, open_store
 from waystation.telemetry import Providers, configure_logging, providers_from_env
+from waystation.transport import reflection
 from waystation.transport.auth import AuthPolicy
 from waystation.transport.registration import add_service
 from waystation.transport.servicer import WorkflowService
@@ -148,9 +148,7 @@ async def create_server(
         add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
         health_servicer = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        reflection.enable([SERVICE_NAME, health.SERVICE_NAME], server)
         port = _bind(server, settings)
         # Recover before serving, so no call sees a run that is about to be continued.
         recovered = await engine.start()
