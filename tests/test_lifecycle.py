@@ -95,6 +95,32 @@ async def test_a_sleeping_run_is_waiting_and_then_succeeds(
     assert to_json(done.result.result) == {"log": str(log)}
 
 
+async def test_a_start_that_waits_is_answered_when_the_run_settles_waiting(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A durable sleep settles the run WAITING (DESIGN.md: settle is success / failed /
+    suspended / canceled / waiting): StartRun answers then, with the sleep's wake-up time,
+    instead of holding the call for the whole sleep (days, for some). A retry with the same
+    request id is answered the same way; the run wakes by itself and finishes."""
+    log = tmp_path / "sleep.log"
+    request = rr.StartRunRequest(
+        workflow_id="sleepy-3",
+        run_id=f"sleepy-{uuid.uuid4().hex[:12]}",
+        input_data=value({"log": str(log)}),
+        request_id="once",
+    )
+    waiting = await stub.StartRun(request)
+    assert waiting.status == RUN.RUN_STATUS_WAITING
+    assert waiting.steps["nap"].status == STEP.STEP_STATUS_WAITING
+    assert waiting.steps["nap"].HasField("wake_time")
+    assert lines(log) == []
+    again = await stub.StartRun(request)
+    assert (again.run_id, again.status) == (waiting.run_id, RUN.RUN_STATUS_WAITING)
+    done = await until_status(stub, waiting.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert lines(log) == ["woke"]
+    assert done.result.version > waiting.version
+
+
 async def test_sleep_until_a_past_moment_does_not_wait(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

@@ -50,6 +50,9 @@ type WorkflowServiceClient interface {
 	CreateRun(ctx context.Context, in *CreateRunRequest, opts ...grpc.CallOption) (*Run, error)
 	// Starts a run (creating it when needed) and waits until it settles, unless
 	// return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+	// Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+	// answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+	// it from there).
 	StartRun(ctx context.Context, in *StartRunRequest, opts ...grpc.CallOption) (*WorkflowResult, error)
 	// Resumes a suspended step with data and waits until the run settles again.
 	// State change: SUSPENDED -> RUNNING -> settled. A deadline that expires while the run
@@ -231,6 +234,9 @@ type WorkflowServiceServer interface {
 	CreateRun(context.Context, *CreateRunRequest) (*Run, error)
 	// Starts a run (creating it when needed) and waits until it settles, unless
 	// return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+	// Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+	// answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+	// it from there).
 	StartRun(context.Context, *StartRunRequest) (*WorkflowResult, error)
 	// Resumes a suspended step with data and waits until the run settles again.
 	// State change: SUSPENDED -> RUNNING -> settled. A deadline that expires while the run

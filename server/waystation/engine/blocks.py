@@ -238,7 +238,10 @@ async def _sleep(ex: Execution, sleep: Sleep, path: Path, value: JSON) -> Outcom
         )
         run = ex.snapshot.run
         run.status, run.wake_at = RunStatus.WAITING, wake_at
-        await ex.commit({path: record})
+        if wake_at > now():
+            await ex.wait(record, path)
+        else:
+            await ex.commit({path: record})
     remaining = record.metadata["wake_at"] - now()
     if remaining > 0:
         await asyncio.sleep(remaining)

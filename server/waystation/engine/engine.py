@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -96,6 +96,10 @@ class Engine(Upkeep):
         self._recovery = recovery
         self._resume_grace = resume_grace
         self._active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]] = {}
+        self._waiting: dict[asyncio.Task[WorkflowResultData], asyncio.Future[WorkflowResultData]]
+        self._waiting = {}
+        """The result of a driving task's run once it settled WAITING on a durable sleep:
+        its callers are answered with it (see `_outcome`) while the task sleeps on."""
         self._changes: dict[str, asyncio.Event] = {}
         self._stalled: set[str] = set()
         """Runs whose execution here stopped on a store failure: RUNNING, with this
@@ -136,7 +140,9 @@ class Engine(Upkeep):
         self._adopt(execution)  # in the caller's context, before the task runs
         task = asyncio.create_task(execution.drive(), name=f"run:{execution.run_id}")
         self._active[execution.run_id] = (execution, task)
-        return self._track(task, [execution.run_id])
+        self._track(task, [execution.run_id])
+        execution.on_waiting = self._answers_waiting(task)
+        return task
 
     def _drive_after(
         self, accept: Coroutine[Any, Any, Execution], name: str
@@ -159,6 +165,7 @@ class Engine(Upkeep):
         async def accept_and_drive() -> WorkflowResultData:
             execution = await accept
             self._adopt(execution)
+            execution.on_waiting = self._answers_waiting(task)
             if execution.stored:
                 drives(execution)
             else:  # its first commit stores the run; until then it is nobody's to track
@@ -167,6 +174,19 @@ class Engine(Upkeep):
 
         task = asyncio.create_task(accept_and_drive(), name=name)
         return self._track(task, driving)
+
+    def _answers_waiting(
+        self, task: asyncio.Task[WorkflowResultData]
+    ) -> Callable[[WorkflowResultData], None]:
+        """What an execution calls when its run settles WAITING: the first time, the
+        callers of `task` are answered (a later sleep of the run changes nothing)."""
+        waiting = self._waiting[task]
+
+        def answer(result: WorkflowResultData) -> None:
+            if not waiting.done():
+                waiting.set_result(result)
+
+        return answer
 
     def _adopt(self, execution: Execution) -> None:
         execution.on_commit = self._notify
@@ -181,6 +201,7 @@ class Engine(Upkeep):
         """Forget `task` when it ends (it drives the runs in `driving`, once they are
         known). An error of its accepting transition (a conflict) is its caller's to
         report; an error of its run is logged."""
+        self._waiting[task] = asyncio.get_running_loop().create_future()
         task.add_done_callback(lambda _: self._forget(driving, task))
         return task
 
@@ -200,7 +221,12 @@ class Engine(Upkeep):
         run). If another replica changed the run under it (canceled it, took it over), the
         run's outcome there: its result once it no longer runs."""
         try:
-            return await asyncio.shield(task)
+            waiting = self._waiting.get(task)
+            if waiting is None:
+                return await asyncio.shield(task)
+            # Neither is cancelled when the caller is (its deadline does not stop the run).
+            await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
+            return task.result() if task.done() else waiting.result()
         except RunChanged as changed:
             while True:
                 run, result = await self.get_run(changed.run_id)
@@ -234,6 +260,7 @@ class Engine(Upkeep):
 
     def _forget(self, driving: list[str], task: asyncio.Task[WorkflowResultData]) -> None:
         error = None if task.cancelled() else task.exception()  # retrieved, either way
+        self._waiting.pop(task, None)
         for run_id in driving:
             if self._active.get(run_id, (None, None))[1] is task:
                 del self._active[run_id]

@@ -212,6 +212,16 @@ class Execution:
     or request id already taken then fails the execution with RunAlreadyExists."""
     on_stored: Callable[[], None] = lambda: None
     """Called once the first commit of an execution that was not `stored` has landed."""
+    on_waiting: Callable[[WorkflowResultData], None] = lambda result: None
+    """Called with the run's result once it is WAITING on a durable sleep (committed and
+    fsynced): the run has settled for now, and a caller waiting for it is answered."""
+
+    async def wait(self, record: StepRecord, path: Path) -> None:
+        """Commit the run WAITING on the sleep `record` at `path`, durably, and tell the
+        callers: a sleep may last days, and a call waits only until the run settles."""
+        await self.commit({path: record}, durable=True)
+        run = evolve(self.snapshot.run, resume_labels=dict(self.snapshot.run.resume_labels))
+        self.on_waiting(build_result(self.workflow, run, dict(self.snapshot.steps)))
 
     @property
     def run_id(self) -> str:

@@ -57,6 +57,9 @@ export const WorkflowService: GenService<{
   /**
    * Starts a run (creating it when needed) and waits until it settles, unless
    * return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+   * Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+   * answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+   * it from there).
    *
    * @generated from rpc waystation.v1.WorkflowService.StartRun
    */

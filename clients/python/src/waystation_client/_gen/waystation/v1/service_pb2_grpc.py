@@ -132,6 +132,9 @@ class WorkflowServiceServicer:
     def StartRun(self, request, context):
         """Starts a run (creating it when needed) and waits until it settles, unless
         return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+        Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+        answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+        it from there).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,6 +47,9 @@ class WorkflowServiceStub:
     StartRun: _grpc.UnaryUnaryMultiCallable[_request_response_pb2.StartRunRequest, _message_pb2.WorkflowResult]
     """Starts a run (creating it when needed) and waits until it settles, unless
     return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+    Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+    answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+    it from there).
     """
     ResumeRun: _grpc.UnaryUnaryMultiCallable[_request_response_pb2.ResumeRequest, _message_pb2.WorkflowResult]
     """Resumes a suspended step with data and waits until the run settles again.
@@ -96,6 +99,9 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     StartRun: _aio.UnaryUnaryMultiCallable[_request_response_pb2.StartRunRequest, _message_pb2.WorkflowResult]  # type: ignore[assignment]
     """Starts a run (creating it when needed) and waits until it settles, unless
     return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+    Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+    answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+    it from there).
     """
     ResumeRun: _aio.UnaryUnaryMultiCallable[_request_response_pb2.ResumeRequest, _message_pb2.WorkflowResult]  # type: ignore[assignment]
     """Resumes a suspended step with data and waits until the run settles again.
@@ -166,6 +172,9 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_message_pb2.WorkflowResult, _abc.Awaitable[_message_pb2.WorkflowResult]]:
         """Starts a run (creating it when needed) and waits until it settles, unless
         return_immediately is set. State change: none or PENDING -> RUNNING -> settled.
+        Settled: SUCCESS, FAILED, CANCELED, SUSPENDED, or WAITING (a durable sleep began: the
+        answer carries its wake_time, and the run wakes by itself; GetRun or WatchRun follow
+        it from there).
         """
 
     @_abc_1.abstractmethod
