@@ -1074,3 +1074,27 @@ async def test_violations_name_the_fields_the_client_sent_not_union_members(stub
         "input_data.lines.0.sku",
         "input_data.lines.1.sku",
     }
+
+
+@pytest.mark.parametrize(
+    ("odd", "said"),
+    [
+        ("nan", "at most a century"),
+        ("inf", "at most a century"),
+        ("huge", "at most a century"),
+        ("label", "1-200 characters"),
+    ],
+)
+async def test_a_suspend_the_run_could_not_keep_fails_the_step(
+    stub: Stub, odd: str, said: str
+) -> None:
+    """A suspend timeout that is NaN, infinite or past what a Timestamp holds (the run was
+    stored SUSPENDED and answered INTERNAL, then never readable), or a label no resume
+    could name, fails the step like any error it raises; the run stays readable."""
+    result = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="odd-suspend", input_data=value({"odd": odd}))
+    )
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert said in result.error.message
+    run = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
+    assert run.status == enums_pb2.RUN_STATUS_FAILED

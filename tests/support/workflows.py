@@ -367,3 +367,21 @@ pets = (
     .then(create_step(id="pet", execute=_remember))
     .commit()
 )
+
+
+_ODD = {"nan": float("nan"), "inf": float("inf"), "huge": 1e300}
+
+
+async def _odd_suspend(ctx: StepContext) -> None:
+    odd = ctx.input_data["odd"]
+    if odd == "label":
+        ctx.suspend({}, resume_label="l" * 201)
+    ctx.suspend({}, timeout=_ODD[odd])
+
+
+# odd-suspend: suspends with a timeout or a label the run could not keep ({"odd": ...})
+odd_suspend = (
+    create_workflow(id="odd-suspend")
+    .then(create_step(id="odd", resume_schema=Ok, execute=_odd_suspend))
+    .commit()
+)

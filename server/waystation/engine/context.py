@@ -12,7 +12,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from waystation.engine.model import JSON
+from waystation.engine.ids import MAX_ID
+from waystation.engine.model import JSON, LONGEST_WAIT
 
 if TYPE_CHECKING:
     from waystation.engine.definition import Step, Workflow
@@ -120,8 +121,16 @@ class StepContext:
         (seconds) the suspension expires: then the run fails (`on_timeout="fail"`) or the
         step resumes once with `on_timeout` as its resume data (validated now)."""
         labels = [resume_label] if isinstance(resume_label, str) else list(resume_label or [])
-        if timeout is not None and timeout <= 0:
-            raise ValueError("suspend timeout must be positive")
+        for label in labels:
+            if not isinstance(label, str) or not 1 <= len(label) <= MAX_ID:
+                raise ValueError(
+                    f"a resume label is a string of 1-{MAX_ID} characters: {label!r:.60}"
+                )
+        if timeout is not None and not 0 < timeout <= LONGEST_WAIT:  # also NaN
+            raise ValueError(
+                f"suspend timeout must be a number of seconds above 0 and at most a century,"
+                f" not {timeout!r}"
+            )
         raise SuspendSignal(payload, labels, timeout, on_timeout)
 
     def bail(self, value: Any = None) -> NoReturn:

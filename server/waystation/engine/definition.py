@@ -11,7 +11,6 @@ may not contain "." (the separator of a path's text form) or "#" (which marks fo
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from typing import Any, Self
 
 from waystation.engine import schema
 from waystation.engine.context import StepContext
+from waystation.engine.model import LONGEST_WAIT
 from waystation.engine.paths import ITEM_MARK, SEPARATOR
 
 Execute = Callable[[StepContext], Awaitable[Any]]
@@ -210,9 +210,9 @@ class Workflow:
             raise TypeError(
                 f"workflow {self.id!r}: sleep takes a number of seconds, not {seconds!r}"
             )
-        if not 0 <= seconds < math.inf:  # also NaN
+        if not 0 <= seconds <= LONGEST_WAIT:  # also NaN
             raise ValueError(
-                f"workflow {self.id!r}: sleep takes a finite number of seconds >= 0,"
+                f"workflow {self.id!r}: sleep takes a number of seconds from 0 to a century,"
                 f" not {seconds!r}"
             )
         return self._add(Sleep(self._block_id(id, "sleep"), seconds=float(seconds)))

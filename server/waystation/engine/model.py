@@ -42,6 +42,11 @@ class StepStatus(StrEnum):
     CANCELED = "canceled"
 
 
+LONGEST_WAIT = 100 * 365.25 * 86400.0
+"""The longest sleep or suspend timeout, in seconds (a century): longer ones are refused
+when defined or suspended, before a wake-up time past what a Timestamp holds is stored."""
+
+
 def now() -> float:
     """Wall-clock seconds since the epoch: the unit of every stored time."""
     return time.time()
