@@ -270,7 +270,8 @@ type RunError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Human-readable message.
 	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
-	// Stable UPPER_SNAKE reason, e.g. STEP_FAILED, INVALID_OUTPUT, CANCELED.
+	// Stable UPPER_SNAKE reason, e.g. STEP_FAILED, INVALID_STEP_OUTPUT, CANCELED (docs/api.md
+	// lists them).
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The step that raised, when a step did.
 	Step *StepPath `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`

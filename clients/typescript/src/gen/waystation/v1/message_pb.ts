@@ -160,7 +160,8 @@ export type RunError = Message<"waystation.v1.RunError"> & {
   message: string;
 
   /**
-   * Stable UPPER_SNAKE reason, e.g. STEP_FAILED, INVALID_OUTPUT, CANCELED.
+   * Stable UPPER_SNAKE reason, e.g. STEP_FAILED, INVALID_STEP_OUTPUT, CANCELED (docs/api.md
+   * lists them).
    *
    * @generated from field: string reason = 2;
    */

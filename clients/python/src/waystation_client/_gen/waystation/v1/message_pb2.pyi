@@ -166,7 +166,9 @@ class RunError(_message.Message):
     message: _builtins.str
     """Human-readable message."""
     reason: _builtins.str
-    """Stable UPPER_SNAKE reason, e.g. STEP_FAILED, INVALID_OUTPUT, CANCELED."""
+    """Stable UPPER_SNAKE reason, e.g. STEP_FAILED, INVALID_STEP_OUTPUT, CANCELED (docs/api.md
+    lists them).
+    """
     type: _builtins.str
     """The exception type raised by the step, e.g. "ValueError"."""
     @_builtins.property
