@@ -338,12 +338,14 @@ class Engine(Upkeep):
     async def _insert_and_launch(
         self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
     ) -> RunRecord:
-        """The run as it was stored: its execution goes on changing the live header, and an
-        answer built from that one mixed a later status with no steps."""
+        """The run as it was stored, with its run span's ids: its execution goes on changing
+        the live header, and an answer built from that one mixed a later status with no
+        steps. (The copy is taken after the launch, which starts the span, and before the
+        task first runs, at this coroutine's next await.)"""
         execution = await self._started(workflow, cmd, key)
+        self._launch(execution)
         run = execution.snapshot.run
         accepted = evolve(run, resume_labels=dict(run.resume_labels))
-        self._launch(execution)
         self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
         return accepted
 
