@@ -96,8 +96,7 @@ class Engine(Upkeep):
         self._recovery = recovery
         self._resume_grace = resume_grace
         self._active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]] = {}
-        self._waiting: dict[asyncio.Task[WorkflowResultData], asyncio.Future[WorkflowResultData]]
-        self._waiting = {}
+        self._waiting: dict[asyncio.Task[WorkflowResultData], _Answer] = {}
         """The result of a driving task's run once it settled WAITING on a durable sleep:
         its callers are answered with it (see `_outcome`) while the task sleeps on."""
         self._changes: dict[str, asyncio.Event] = {}
@@ -737,6 +736,9 @@ class Engine(Upkeep):
             return runs, ""
         last = runs[limit - 1]
         return runs[:limit], _encode_token(Cursor(last.create_time, last.run_id), where)
+
+
+_Answer = asyncio.Future[WorkflowResultData]
 
 
 def _run_id(requested: str) -> str:
