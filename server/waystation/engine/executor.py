@@ -300,9 +300,7 @@ class Execution:
             for path in [p for p in self.snapshot.steps if p[: len(prefix)] == prefix]:
                 del self.snapshot.steps[path]
         self.snapshot.steps.update(steps)
-        expected = run.version
-        run.version += 1  # before the await: a commit whose waiter is cancelled still lands
-        run.update_time = now()
+        expected = run.advance()  # before the await: a commit whose waiter is cancelled lands
         if run.status in (RunStatus.RUNNING, RunStatus.WAITING):
             # Extended once half of it is gone, not on every commit: the lease is an indexed
             # column, and moving it rewrites an index page (the upkeep renews leases every
