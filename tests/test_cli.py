@@ -934,3 +934,81 @@ def test_a_bearer_token_from_token_or_its_variable_goes_with_every_call(
         assert watched.code == 0, watched.stderr
         assert "RUN_SETTLED" in watched.stdout
         assert cli(server.address, "runs", "watch", run_id).code == 16
+
+
+def one_line_error(outcome: Outcome) -> str:
+    """The error an outcome printed, folded onto one line; no traceback, no gRPC log."""
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    assert not re.search(r"^[EIW]\d{4} ", outcome.stderr, re.M), outcome.stderr
+    return " ".join(outcome.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ('{"question": "\\udc80"}', "not valid UTF-8"),
+        ("[" * 150 + "]" * 150, "cannot be sent"),
+        ("@bin", "is not UTF-8 text"),
+        ("[" * 3000, "nested too deeply"),
+    ],
+    ids=["lone-surrogate", "deeper-than-protobuf", "file-not-utf8", "deeper-than-python"],
+)
+def test_data_the_cli_cannot_send_is_a_usage_error(
+    server: ServerProcess, tmp_path: Path, data: str, said: str
+) -> None:
+    """Valid JSON that no request can carry, or a file that is not text, is a usage error
+    (exit 2) in one line; it printed a traceback and exited 1."""
+    if data == "@bin":
+        (tmp_path / "bin.json").write_bytes(b"\xff\xfe")
+        data = f"@{tmp_path / 'bin.json'}"
+    outcome = cli(server.address, "runs", "start", "ask-human", "--data", data)
+    assert outcome.code == 2
+    assert said in one_line_error(outcome)
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [("127.0.0.1:115530", "port 115530 is above 65535"), ("127.0.0.1", "needs a port")],
+)
+def test_a_server_address_grpc_would_misread_is_a_usage_error(address: str, said: str) -> None:
+    """grpc takes a port modulo 65536 (another server's, maybe) and a missing one as 443."""
+    outcome = cli(address, "workflows", "list")
+    assert outcome.code == 2
+    assert said in one_line_error(outcome)
+
+
+def test_a_client_tls_file_that_is_not_pem_is_a_usage_error_naming_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """It was UNAVAILABLE (the server seemed down) after lines of gRPC's C-core log."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    outcome = cli(server.address, "--tls-ca", str(not_pem), "workflows", "list")
+    assert outcome.code == 2
+    assert f"--tls-ca {not_pem}: no PEM certificate" in one_line_error(outcome)
+
+
+def test_serve_names_the_tls_file_that_is_missing(tmp_path: Path) -> None:
+    cert, _ = Authority.new("test CA").issue("localhost", server=True).write(tmp_path / "s")
+    server = ServerProcess(tmp_path / "tls.db")
+    missing = tmp_path / "missing-key.pem"
+    command = [*server.command, "--tls-cert", str(cert), "--tls-key", str(missing)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"--tls-key {missing}: no such file" in " ".join(done.stderr.split())
+
+
+def test_serve_without_a_port_or_on_a_busy_one_says_why_in_one_line(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "noport.db")
+    server.address = "127.0.0.1"
+    done = subprocess.run(server.command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "needs a port, as HOST:PORT" in " ".join(done.stderr.split())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server.address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(server.command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    error = " ".join(done.stderr.split())
+    assert "Address already in use" in error and not re.search(r"E\d{4} ", error)

@@ -18,6 +18,7 @@ server's certificate as its own.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,43 @@ def _tls(credentials: Credentials) -> grpc.ChannelCredentials:
         private_key=pem(credentials.tls_key),
         certificate_chain=pem(credentials.tls_cert),
     )
+
+
+def check_pem(cert: tuple[str, str], key: tuple[str, str], ca: tuple[str, str]) -> None:
+    """ValueError naming the option and the file, for a certificate, key or CA file (each
+    `(option, path)`, the path "" when not given) that is missing, does not parse, or (for
+    a key) does not belong to the certificate. grpc takes such files and fails later: a
+    server "cannot listen", a client reports the server UNAVAILABLE, with C-core log lines."""
+    for option, path in (cert, key, ca):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{option} {path}: no such file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if cert[1] and key[1]:
+        try:
+            context.load_cert_chain(cert[1], key[1])
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"{cert[0]} {cert[1]} / {key[0]} {key[1]}: not a PEM certificate and its"
+                f" private key ({exc.reason or exc})"
+            ) from None
+    if ca[1]:
+        try:
+            context.load_verify_locations(cafile=ca[1])
+        except ssl.SSLError as exc:
+            raise ValueError(f"{ca[0]} {ca[1]}: no PEM certificate ({exc.reason or exc})") from None
+
+
+def check_address(address: str, option: str) -> None:
+    """ValueError unless `address` is HOST:PORT with a port of at most 65535 (grpc takes a
+    port modulo 65536, and a missing one as 443). Other gRPC targets (`unix:...`,
+    `dns:///...`) pass as they are."""
+    if address.startswith("unix:") or "://" in address:
+        return
+    _, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or address.endswith("]"):
+        raise ValueError(f"{option} {address!r}: needs a port, as HOST:PORT")
+    if int(port) > 65535:
+        raise ValueError(f"{option} {address!r}: port {port} is above 65535")
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,15 @@ def client_options(
     """Options for the commands that call a server (`workflows`, `runs`)."""
     if ctx.invoked_subcommand == "serve":
         return  # a server's environment may hold any client's variables: they are not its
-    for name, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
-        if path is not None and not path.is_file():
-            raise typer.BadParameter(f"no such file: {path}", param_hint=name)
+    try:
+        connection.check_address(server, "--server")
+        connection.check_pem(
+            ("--tls-cert", str(tls_cert or "")),
+            ("--tls-key", str(tls_key or "")),
+            ("--tls-ca", str(tls_ca or "")),
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     try:
         credentials = connection.Credentials(
             tls_ca=str(tls_ca or ""),

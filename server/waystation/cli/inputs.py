@@ -22,21 +22,32 @@ def read_json(text: str, option: str) -> Any:
     """Parse JSON text, or the file named after an `@` (`@-` reads standard input)."""
     raw = _read_source(text, option) if text.startswith("@") else text
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except json.JSONDecodeError as err:
         raise typer.BadParameter(f"not valid JSON: {err}", param_hint=option) from None
+    except RecursionError:
+        raise typer.BadParameter("JSON nested too deeply", param_hint=option) from None
+    except UnicodeEncodeError:
+        raise typer.BadParameter(
+            "a string that is not valid UTF-8 (a lone surrogate escape)", param_hint=option
+        ) from None
+    return data
 
 
 def _read_source(text: str, option: str) -> str:
     name = text[1:]
-    if name == "-":
-        return sys.stdin.read()
     try:
+        if name == "-":
+            return sys.stdin.read()
         return Path(name).read_text(encoding="utf-8")
     except OSError as err:
         raise typer.BadParameter(
             f"cannot read {name!r}: {err.strerror}", param_hint=option
         ) from None
+    except UnicodeDecodeError:
+        where = "standard input" if name == "-" else repr(name)
+        raise typer.BadParameter(f"{where} is not UTF-8 text", param_hint=option) from None
 
 
 def json_value(text: str | None, option: str) -> struct_pb2.Value | None:
@@ -44,7 +55,7 @@ def json_value(text: str | None, option: str) -> struct_pb2.Value | None:
     if text is None:
         return None
     value = struct_pb2.Value()
-    json_format.ParseDict(read_json(text, option), value)
+    _fill(value, read_json(text, option), option)
     return value
 
 
@@ -56,8 +67,17 @@ def json_object(text: str | None, option: str) -> struct_pb2.Struct | None:
     if not isinstance(data, dict):
         raise typer.BadParameter("must be a JSON object", param_hint=option)
     struct = struct_pb2.Struct()
-    struct.update(data)
+    _fill(struct, data, option)
     return struct
+
+
+def _fill(message: struct_pb2.Value | struct_pb2.Struct, data: Any, option: str) -> None:
+    """Parse `data` into `message`: too deep for protobuf (100 levels) is a usage error (a
+    request nested deeper than 31 levels is the server's to refuse, with the field named)."""
+    try:
+        json_format.ParseDict(data, message)
+    except (json_format.ParseError, RecursionError) as err:
+        raise typer.BadParameter(f"cannot be sent: {err}", param_hint=option) from None
 
 
 def step_path(text: str | None) -> message_pb2.StepPath | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.trace import TracerProvider
 
 from waystation.api.v1 import service_pb2
+from waystation.connection import check_address, check_pem
 from waystation.engine import Engine, Telemetry, load_workflows
 from waystation.storage import SnapshotStore, StoreError, open_store
 from waystation.telemetry import Providers, configure_logging, providers_from_env
@@ -175,17 +176,33 @@ async def create_server(
 def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
     """Listen with TLS (mutual when a client CA is given) or in plain text; OSError if the
     address cannot be listened on."""
-    _, colon, port_text = settings.listen.rpartition(":")
-    if colon and port_text.isdigit() and int(port_text) > 65535:
-        # grpc would take it modulo 65536 and serve on another port than the one asked for.
-        raise OSError(f"cannot listen on {settings.listen}: port {port_text} is above 65535")
+    try:
+        check_address(settings.listen, "--listen")
+    except ValueError as exc:
+        raise OSError(f"cannot listen: {exc}") from None
     try:
         port = _add_port(server, settings)
     except RuntimeError as exc:  # grpc's way to say it could not bind
-        raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
+        why = _why_not(settings.listen) or str(exc)
+        raise OSError(f"cannot listen on {settings.listen}: {why}") from None
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     return port
+
+
+def _why_not(listen: str) -> str:
+    """Why the system refuses to listen on `listen` (grpc's own error only says that it
+    failed), found by binding a socket there; "" if it can."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or None
+    try:
+        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = found[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except (OSError, ValueError) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+    return ""
 
 
 def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
@@ -195,7 +212,11 @@ def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
         return server.add_insecure_port(settings.listen)
     if not (settings.tls_cert and settings.tls_key):
         raise ValueError("TLS needs both a certificate and a key")
-    _check_pem(settings)
+    check_pem(
+        ("--tls-cert", settings.tls_cert),
+        ("--tls-key", settings.tls_key),
+        ("--tls-client-ca", settings.tls_client_ca),
+    )
     ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
     credentials = grpc.ssl_server_credentials(
         [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
@@ -203,27 +224,6 @@ def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
         require_client_auth=ca is not None,
     )
     return server.add_secure_port(settings.listen, credentials)
-
-
-def _check_pem(settings: ServerSettings) -> None:
-    """ValueError naming the file, for a certificate, key or CA grpc would take and then
-    fail to bind with (reported as a port it cannot listen on)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    except ssl.SSLError as exc:
-        raise ValueError(
-            f"--tls-cert {settings.tls_cert} / --tls-key {settings.tls_key}: not a PEM"
-            f" certificate and its private key ({exc.reason or exc})"
-        ) from None
-    if settings.tls_client_ca:
-        try:
-            context.load_verify_locations(cafile=settings.tls_client_ca)
-        except ssl.SSLError as exc:
-            raise ValueError(
-                f"--tls-client-ca {settings.tls_client_ca}: no PEM certificate"
-                f" ({exc.reason or exc})"
-            ) from None
 
 
 class CannotStart(Exception):
