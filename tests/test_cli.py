@@ -1012,3 +1012,24 @@ def test_serve_without_a_port_or_on_a_busy_one_says_why_in_one_line(tmp_path: Pa
     assert done.returncode == 1
     error = " ".join(done.stderr.split())
     assert "Address already in use" in error and not re.search(r"E\d{4} ", error)
+
+
+def test_a_suspended_foreach_shows_each_waiting_item_with_its_payload(tmp_path: Path) -> None:
+    """`runs start` lists every waiting item of a foreach with its own payload (it showed
+    one payload, unlabelled, whichever item it was)."""
+    items = json.dumps([{"name": "x", "ask": True}, {"name": "y", "ask": True}, {"name": "z"}])
+    with ServerProcess(tmp_path / "items.db", workflows=["tests.support.flows"]) as server:
+        outcome = cli(server.address, "runs", "start", "items-3", "--data", items)
+    assert outcome.code == 0, outcome.stderr
+    shown = [line.strip() for line in outcome.stdout.splitlines()]
+    assert 'item[0]  {"item": "x"}' in shown
+    assert 'item[1]  {"item": "y"}' in shown
+    assert "label item-y -> item[1]" in shown
+
+
+def test_json_output_has_every_field_also_when_empty(server: ServerProcess) -> None:
+    """`--json runs list` with nothing to list prints `"runs": []` (it printed `{}`, and
+    `jq '.runs[]'` failed); fields at their default are printed too."""
+    outcome = cli(server.address, "--json", "runs", "list", "--workflow", "no-such-workflow")
+    assert outcome.code == 0, outcome.stderr
+    assert json.loads(outcome.stdout) == {"runs": [], "nextPageToken": ""}

@@ -63,6 +63,14 @@ def connect(
 def emit(opts: ClientOptions, message: M, render: Callable[[M], None]) -> None:
     """Print a response: its proto3 JSON form with `--json`, otherwise for people."""
     if opts.as_json:
-        sys.stdout.write(json_format.MessageToJson(message) + "\n")
+        sys.stdout.write(json_text(message) + "\n")
     else:
         render(message)
+
+
+def json_text(message: Message, indent: int | None = 2) -> str:
+    """`message`'s proto3 JSON form, with every field, also those at their default (an
+    empty list is `[]`, not missing: scripts need no case for an empty answer)."""
+    return json_format.MessageToJson(
+        message, indent=indent, always_print_fields_with_no_presence=True
+    )

@@ -113,9 +113,17 @@ def _suspended(result: message_pb2.WorkflowResult) -> None:
     stdout.print(Text("suspended", "bold"))
     for path in result.suspended:
         key = dotted(path)
-        payload = result.suspend_payload.get(key)
-        shown = f"  {json_text(payload)}" if payload is not None else ""
-        stdout.print(Text(f"  {key}{shown}"))
+        items = result.steps[key].items if key in result.steps else {}
+        waiting: dict[str, struct_pb2.Value | None] = {
+            f"{key}[{index}]": item.suspend_payload if item.HasField("suspend_payload") else None
+            for index, item in sorted(items.items())
+            if item.status == enums_pb2.STEP_STATUS_SUSPENDED
+        }  # a foreach: each waiting item, with its own payload
+        if not waiting:
+            waiting = {key: result.suspend_payload.get(key)}
+        for name, payload in waiting.items():
+            shown = f"  {json_text(payload)}" if payload is not None else ""
+            stdout.print(Text(f"  {name}{shown}"))
     for label in sorted(result.resume_labels):
         target = result.resume_labels[label]
         index = f"[{target.foreach_index}]" if target.HasField("foreach_index") else ""

@@ -7,11 +7,17 @@ import sys
 from typing import Annotated
 
 import typer
-from google.protobuf import json_format
 from rich.text import Text
 
 from waystation.api.v1 import message_pb2, request_response_pb2
-from waystation.cli.client import ClientOptions, connect, emit, global_options_note, options
+from waystation.cli.client import (
+    ClientOptions,
+    connect,
+    emit,
+    global_options_note,
+    json_text,
+    options,
+)
 from waystation.cli.errors import settling_hint, stderr
 from waystation.cli.inputs import json_object, json_value, run_status, status_names, step_path
 from waystation.cli.render import render_event, render_result, render_run, render_runs, stdout
@@ -236,7 +242,7 @@ def watch_run(
 
 def _show_event(opts: ClientOptions, event: message_pb2.RunEvent) -> None:
     if opts.as_json:  # JSON Lines: one event per line, written as it arrives
-        sys.stdout.write(json_format.MessageToJson(event, indent=None) + "\n")
+        sys.stdout.write(json_text(event, indent=None) + "\n")
         sys.stdout.flush()
     else:
         render_event(event)

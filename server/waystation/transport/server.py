@@ -194,9 +194,8 @@ def _why_not(listen: str) -> str:
     """Why the system refuses to listen on `listen` (grpc's own error only says that it
     failed), found by binding a socket there; "" if it can."""
     host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or None
     try:
-        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
         family, kind, proto, _, address = found[0]
         with socket.socket(family, kind, proto) as probe:
             probe.bind(address)
