@@ -96,9 +96,10 @@ class Engine(Upkeep):
         self._recovery = recovery
         self._resume_grace = resume_grace
         self._active: dict[str, tuple[Execution, asyncio.Task[WorkflowResultData]]] = {}
-        self._waiting: dict[asyncio.Task[WorkflowResultData], _Answer] = {}
-        """The result of a driving task's run once it settled WAITING on a durable sleep:
-        its callers are answered with it (see `_outcome`) while the task sleeps on."""
+        self._answers: dict[asyncio.Task[WorkflowResultData], _Answer] = {}
+        """What the callers of a driving task are answered (see `_outcome`): the run's
+        result once it settles WAITING on a durable sleep (the task sleeps on), else the
+        task's own outcome."""
         self._changes: dict[str, asyncio.Event] = {}
         self._stalled: set[str] = set()
         """Runs whose execution here stopped on a store failure: RUNNING, with this
@@ -179,13 +180,13 @@ class Engine(Upkeep):
     ) -> Callable[[WorkflowResultData], None]:
         """What an execution calls when its run settles WAITING: the first time, the
         callers of `task` are answered (a later sleep of the run changes nothing)."""
-        waiting = self._waiting[task]
+        answer = self._answers[task]
 
-        def answer(result: WorkflowResultData) -> None:
-            if not waiting.done():
-                waiting.set_result(result)
+        def waiting(result: WorkflowResultData) -> None:
+            if not answer.done():
+                answer.set_result(result)
 
-        return answer
+        return waiting
 
     def _adopt(self, execution: Execution) -> None:
         execution.on_commit = self._notify
@@ -200,7 +201,7 @@ class Engine(Upkeep):
         """Forget `task` when it ends (it drives the runs in `driving`, once they are
         known). An error of its accepting transition (a conflict) is its caller's to
         report; an error of its run is logged."""
-        self._waiting[task] = asyncio.get_running_loop().create_future()
+        self._answers[task] = asyncio.get_running_loop().create_future()
         task.add_done_callback(lambda _: self._forget(driving, task))
         return task
 
@@ -215,17 +216,15 @@ class Engine(Upkeep):
         """Whether another replica holds a lease on `run` that has not expired."""
         return bool(run.owner) and run.owner != self.replica_id and (run.lease_until or 0) > now()
 
-    async def _outcome(self, task: asyncio.Task[WorkflowResultData]) -> WorkflowResultData:
+    async def _outcome(
+        self, task: asyncio.Task[WorkflowResultData], final: bool = False
+    ) -> WorkflowResultData:
         """An execution's result, awaited shielded (a call's deadline does not stop its
-        run). If another replica changed the run under it (canceled it, took it over), the
-        run's outcome there: its result once it no longer runs."""
+        run): once it settles WAITING on a durable sleep, that result, unless the `final`
+        one is asked for. If another replica changed the run under it (canceled it, took it
+        over), the run's outcome there: its result once it no longer runs."""
         try:
-            waiting = self._waiting.get(task)
-            if waiting is None:
-                return await asyncio.shield(task)
-            # Neither is cancelled when the caller is (its deadline does not stop the run).
-            await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
-            return task.result() if task.done() else waiting.result()
+            return await asyncio.shield(task if final else self._answers.get(task, task))
         except RunChanged as changed:
             while True:
                 run, result = await self.get_run(changed.run_id)
@@ -259,7 +258,15 @@ class Engine(Upkeep):
 
     def _forget(self, driving: list[str], task: asyncio.Task[WorkflowResultData]) -> None:
         error = None if task.cancelled() else task.exception()  # retrieved, either way
-        self._waiting.pop(task, None)
+        answer = self._answers.pop(task, None)
+        if answer is not None and not answer.done():  # the callers get the task's outcome
+            if task.cancelled():
+                answer.cancel()
+            elif error is not None:
+                answer.set_exception(error)
+                answer.exception()  # retrieved: callers, if any, report it
+            else:
+                answer.set_result(task.result())
         for run_id in driving:
             if self._active.get(run_id, (None, None))[1] is task:
                 del self._active[run_id]
@@ -567,7 +574,7 @@ class Engine(Upkeep):
             if active is not None and run.status in (RunStatus.RUNNING, RunStatus.WAITING):
                 active[1].cancel(reason or "run canceled")
                 try:
-                    return await self._outcome(active[1])
+                    return await self._outcome(active[1], final=True)
                 except asyncio.CancelledError:
                     continue
             if await self._cancel_stored(run_id, reason):
