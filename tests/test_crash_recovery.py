@@ -286,3 +286,26 @@ async def test_recovery_fail_reports_the_interrupted_step_failed_not_running(
     step_b = run.result.steps["B"]
     assert step_b.status == enums_pb2.STEP_STATUS_FAILED
     assert step_b.error.reason == "RUN_INTERRUPTED"
+
+
+async def test_a_step_that_failed_does_not_run_again_when_a_sleeping_run_is_continued(
+    process: ServerProcess, tmp_path: Path
+) -> None:
+    """A parallel branch failed (committed FAILED) while its sibling sleeps; the process is
+    killed. The next one continues the run from its committed steps: the failed step stays
+    failed (it ran again on every restart), the sibling wakes, and the run fails."""
+    log = tmp_path / "broken.log"
+    await start(process)
+    async with client(process) as stub:
+        await start_run(stub, "crash-broken-beside-a-nap", "broken", {"log": str(log)})
+        waiting = await eventually_status(stub, "broken", enums_pb2.RUN_STATUS_WAITING)
+        assert waiting.result.steps["broken"].status == enums_pb2.STEP_STATUS_FAILED
+
+    await kill(process)
+    await start(process)
+
+    async with client(process) as stub:
+        run = await eventually_status(stub, "broken", enums_pb2.RUN_STATUS_FAILED)
+    assert run.result.steps["broken"].status == enums_pb2.STEP_STATUS_FAILED
+    assert run.result.steps["napper"].status == enums_pb2.STEP_STATUS_SUCCESS
+    assert Counter(lines(log)) == {"broken": 1, "woke": 1}

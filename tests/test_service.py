@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, settings_for
 from tests.support.api import assert_eventually, call_error, paths, to_json, value
 from tests.support.faulty_store import FaultyStore, settles, touches_step
-from tests.support.workflows import lines
+from tests.support.workflows import Booking, lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.engine import RunStatus, StartCommand, load_workflows, schema
@@ -1098,3 +1098,10 @@ async def test_a_suspend_the_run_could_not_keep_fails_the_step(
     assert said in result.error.message
     run = await stub.GetRun(rr.GetRunRequest(run_id=result.run_id))
     assert run.status == enums_pb2.RUN_STATUS_FAILED
+
+
+def test_a_step_may_return_a_strict_models_data_as_json() -> None:
+    """A step's output or suspend payload given as a dict is validated as the requests
+    are: a strict model takes a datetime and a UUID as strings there too."""
+    data = {"when": "2024-01-01T10:00:00Z", "ident": "12345678-1234-5678-1234-567812345678"}
+    assert schema.dump(Booking, {**data, "nights": 2}) == {**data, "nights": 2}

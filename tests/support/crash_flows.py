@@ -71,3 +71,24 @@ nap_3 = (
     .then(create_step(id="woke", execute=_woke))
     .commit()
 )
+
+
+async def _broken(ctx: StepContext) -> None:
+    record(ctx.input_data["log"], "broken")
+    raise RuntimeError("broken for good")
+
+
+_napper = (
+    create_workflow(id="napper")
+    .sleep(3, id="nap")
+    .then(create_step(id="woke", execute=_woke))
+    .commit()
+)
+
+# parallel: "napper" sleeps 3 s, "broken" (records "broken") fails at once: the run is
+# WAITING with a FAILED step until the sleep ends, then fails
+broken_beside_a_nap = (
+    create_workflow(id="crash-broken-beside-a-nap")
+    .parallel([_napper, create_step(id="broken", execute=_broken)])
+    .commit()
+)

@@ -477,6 +477,8 @@ class Execution:
             return Outcome("success", record.output)
         if record is not None and record.status is StepStatus.SUSPENDED:
             return Outcome("suspended")
+        if record is not None and record.status is StepStatus.FAILED:
+            return Outcome("failed", error=record.error)  # see `step`
         if record is None or record.status is not StepStatus.RUNNING:
             record = StepRecord(StepStatus.RUNNING, payload=input_json, started_at=now())
             try:
@@ -541,6 +543,10 @@ class Execution:
             return Outcome("success", record.output)
         if record is not None and record.status is StepStatus.SUSPENDED:
             return Outcome("suspended")
+        if record is not None and record.status is StepStatus.FAILED:
+            # It failed for good (after its retries): a run continued after a restart, while
+            # a parallel sibling still slept, ran it again on every restart.
+            return Outcome("failed", error=record.error)
         if record is None or record.status is not StepStatus.RUNNING:
             record = StepRecord(StepStatus.RUNNING, payload=input_json, started_at=now())
             await self.commit({path: record})

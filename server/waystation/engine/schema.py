@@ -146,7 +146,7 @@ def dump(schema: Schema, value: Any) -> JSON:
     """What a step produced to JSON, validated against `schema` when given.
     Raises pydantic.ValidationError (and TypeError for values JSON cannot hold)."""
     if schema is not None and not isinstance(value, schema):
-        value = schema.model_validate(value)
+        value = validate(schema, value)
     return finite(to_jsonable_python(value))
 
 

@@ -47,6 +47,17 @@ def plan(
         )
     ]
     _check_nothing_waits_before(workflow, snapshot, target, ancestors, dropped)
+    # A step before the target that failed or was canceled runs again (a failed record is
+    # final to a run that goes on; here the run starts over from the target).
+    gone = set(dropped)
+    dropped += [
+        path
+        for path, record in snapshot.steps.items()
+        if path not in gone
+        and path not in ancestors
+        and path != target
+        and record.status in (StepStatus.FAILED, StepStatus.CANCELED)
+    ]
     writes = {
         a: evolve(snapshot.steps[a], status=StepStatus.RUNNING, error=None)
         for a in ancestors
