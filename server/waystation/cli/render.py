@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC
-from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from rich.console import Console
@@ -17,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from waystation.api.v1 import enums_pb2, message_pb2, request_response_pb2
+from waystation.engine.schema import whole_numbers
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -39,19 +39,8 @@ def step_status_name(status: enums_pb2.StepStatus.ValueType) -> str:
 def json_text(value: struct_pb2.Value | struct_pb2.Struct) -> str:
     """Compact JSON of a `Value` or `Struct`, keys sorted (a Struct is a map: its order
     changes from one answer to the next); whole numbers print without `.0`."""
-    data = _whole_numbers(json_format.MessageToDict(value))
+    data = whole_numbers(json_format.MessageToDict(value))
     return json.dumps(data, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
-
-
-def _whole_numbers(data: Any) -> Any:
-    # A Value stores every number as a double, so 3 comes back as 3.0.
-    if isinstance(data, float) and data.is_integer() and abs(data) < 2**53:
-        return int(data)
-    if isinstance(data, dict):
-        return {key: _whole_numbers(item) for key, item in data.items()}
-    if isinstance(data, list):
-        return [_whole_numbers(item) for item in data]
-    return data
 
 
 def precise_timestamp(ts: timestamp_pb2.Timestamp) -> str:

@@ -58,19 +58,19 @@ def validate(schema: type[BaseModel], data: Any, stored: bool = False) -> BaseMo
         options = {"by_alias": True, "by_name": True}
         options["extra"] = None if keys.keeps_extra else "ignore"
     if keys.strict:
-        return schema.model_validate_json(orjson.dumps(_whole_numbers(data)), **options)
+        return schema.model_validate_json(orjson.dumps(whole_numbers(data)), **options)
     return schema.model_validate(data, **options)
 
 
-def _whole_numbers(data: Any) -> Any:
-    """`data` with its whole doubles as ints, as the client's JSON had them (a
-    google.protobuf.Value carries every number as a double)."""
+def whole_numbers(data: Any) -> Any:
+    """`data` with its whole doubles (up to 2^53) as ints, as the client's JSON had them
+    (a google.protobuf.Value carries every number as a double, so 3 comes back as 3.0)."""
     if isinstance(data, float):
         return int(data) if data.is_integer() and abs(data) <= 2**53 else data
     if isinstance(data, dict):
-        return {key: _whole_numbers(value) for key, value in data.items()}
+        return {key: whole_numbers(value) for key, value in data.items()}
     if isinstance(data, list):
-        return [_whole_numbers(value) for value in data]
+        return [whole_numbers(value) for value in data]
     return data
 
 
