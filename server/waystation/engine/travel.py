@@ -46,18 +46,13 @@ def plan(
             or is_prefix(target, split_items(path)[0])
         )
     ]
-    _check_nothing_waits_before(workflow, snapshot, target, ancestors, dropped)
+    gone = set(dropped)
+    kept = {p: r for p, r in snapshot.steps.items() if p not in gone and p not in ancestors}
+    _check_nothing_waits_before(workflow, snapshot.run.run_id, target, kept)
     # A step before the target that failed or was canceled runs again (a failed record is
     # final to a run that goes on; here the run starts over from the target).
-    gone = set(dropped)
-    dropped += [
-        path
-        for path, record in snapshot.steps.items()
-        if path not in gone
-        and path not in ancestors
-        and path != target
-        and record.status in (StepStatus.FAILED, StepStatus.CANCELED)
-    ]
+    failed = (StepStatus.FAILED, StepStatus.CANCELED)
+    dropped += [path for path, record in kept.items() if record.status in failed]
     writes = {
         a: evolve(snapshot.steps[a], status=StepStatus.RUNNING, error=None)
         for a in ancestors
@@ -68,23 +63,16 @@ def plan(
 
 
 def _check_nothing_waits_before(
-    workflow: Workflow,
-    snapshot: RunSnapshot,
-    target: Path,
-    ancestors: set[Path],
-    dropped: list[Path],
+    workflow: Workflow, run_id: str, target: Path, kept: dict[Path, StepRecord]
 ) -> None:
-    """Refuse a target that the walk would not reach: a step kept before it (not beside it
-    in one parallel or branch) is suspended, so the run would stop there again, and the
+    """Refuse a target that the walk would not reach: a step `kept` before it (not beside
+    it in one parallel or branch) is suspended, so the run would stop there again, and the
     target's new input would wait for that step's resume and then override what the resume
     decided."""
-    gone = set(dropped)
-    for path, record in snapshot.steps.items():
-        if path in gone or path in ancestors or record.status is not StepStatus.SUSPENDED:
-            continue
+    for path, record in kept.items():
         suspended = split_items(path)[0]
-        if _in_sequence(workflow, suspended, target):
-            raise EarlierStepSuspended(snapshot.run.run_id, target, suspended)
+        if record.status is StepStatus.SUSPENDED and _in_sequence(workflow, suspended, target):
+            raise EarlierStepSuspended(run_id, target, suspended)
 
 
 def _in_sequence(workflow: Workflow, before: Path, target: Path) -> bool:
