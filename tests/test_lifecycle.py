@@ -385,8 +385,8 @@ async def test_time_travel_with_invalid_input_is_refused_and_the_run_kept(
 ) -> None:
     """New input that the target would refuse is INVALID_ARGUMENT INVALID_INPUT, with one
     violation per problem, before anything changes (as Mastra refuses it: "Invalid
-    inputData"): the finished run keeps its result and no step runs. A foreach's input
-    must be a list."""
+    inputData"), naming the step: the finished run keeps its result and no step runs. A
+    foreach's input must be a list."""
     log = tmp_path / "counted.log"
     started = await start(stub, "counted", {"log": str(log)})
     done = await stub.ResumeRun(
@@ -406,6 +406,9 @@ async def test_time_travel_with_invalid_input_is_refused_and_the_run_kept(
     assert sorted(errors[0].violations) == ["input_data.log", "input_data.seconds"]
     assert list(errors[1].violations) == ["input_data"]
     assert list(errors[2].violations) == ["input_data"]
+    # It is the target's input, not the workflow's, that was refused: the error names it.
+    assert [e.metadata.get("step_path") for e in errors] == ["one", "gate", "item"]
+    assert errors[0].message.startswith("invalid input for step [one] of workflow 'counted'")
     for before, _ in refusals:
         after = await get_run(stub, before.run_id)
         assert (after.status, after.result.version) == (RUN.RUN_STATUS_SUCCESS, before.version)

@@ -231,12 +231,17 @@ class InvalidResumeData(InvalidDataError):
 class InvalidInput(InvalidDataError):
     reason = "INVALID_INPUT"
 
-    def __init__(self, workflow_id: str, violations: Sequence[FieldViolation]) -> None:
+    def __init__(
+        self, workflow_id: str, violations: Sequence[FieldViolation], step: Path = ()
+    ) -> None:
+        """`step`: the step whose input it is (a time travel's target), if not the run's."""
+        of = f"step [{format_path(step)}] of " if step else ""
         super().__init__(
-            f"invalid input for workflow {workflow_id!r}: "
+            f"invalid input for {of}workflow {workflow_id!r}: "
             + "; ".join(f"{v.field}: {v.description}" for v in violations),
             violations,
             workflow_id=workflow_id,
+            step_path=format_path(step),
         )
 
 

@@ -107,7 +107,7 @@ def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: 
         if not isinstance(data, list):
             kind = type(data).__name__
             wrong = FieldViolation("input_data", f"a foreach needs a list of items, got {kind}")
-            raise InvalidInput(workflow.id, [wrong])
+            raise InvalidInput(workflow.id, [wrong], target)
         items = {f"input_data.{i}": item for i, item in enumerate(data)}
     violations: list[FieldViolation] = []
     for field, item in items.items():
@@ -116,7 +116,7 @@ def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: 
         except ValidationError as exc:
             violations += violations_from(exc, field, item)
     if violations:
-        raise InvalidInput(workflow.id, violations)
+        raise InvalidInput(workflow.id, violations, target)
 
 
 def _target_record(snapshot: RunSnapshot, cmd: TimeTravelCommand, data: JSON) -> StepRecord:
