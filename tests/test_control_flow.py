@@ -433,6 +433,27 @@ async def test_step_failing_on_resume_is_retried_with_the_same_data(
     assert to_json(done.steps["flaky"].resume_payload) == {"ok": True}
 
 
+async def test_a_step_that_fails_after_its_resume_is_no_longer_shown_suspended(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A resumed step that fails keeps its resume data but not its suspension: no suspend
+    payload, suspended_at or label, as a resumed step that succeeds (and as Mastra drops
+    `suspendPayload` on resume); the proto gives them only "while suspended"."""
+    started = await start(stub, "resume-fails", {})
+    assert started.status == SUSPENDED
+    assert started.steps["refuses"].HasField("suspend_payload")
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": True}))
+    assert done.status == enums_pb2.RUN_STATUS_FAILED
+    for result in (done, await get_result(stub, started.run_id)):
+        step = result.steps["refuses"]
+        assert step.status == enums_pb2.STEP_STATUS_FAILED
+        assert not step.HasField("suspend_payload")
+        assert not step.HasField("suspended_at")
+        assert step.HasField("resumed_at") and step.HasField("ended_at")
+        assert to_json(step.resume_payload) == {"ok": True}
+        assert dict(result.resume_labels) == {}
+
+
 async def test_resume_with_a_retry_count_starts_the_step_at_that_attempt(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

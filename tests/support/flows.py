@@ -158,6 +158,20 @@ flaky = (
 )
 
 
+async def _refuses(ctx: StepContext) -> dict[str, Any]:
+    if ctx.resume_data is None:
+        ctx.suspend({"need": "ok"}, resume_label="refuse")
+    raise RuntimeError("refused after resume")
+
+
+# resume-fails: suspends (label "refuse"); once resumed it fails for good
+resume_fails = (
+    create_workflow(id="resume-fails")
+    .then(create_step(id="refuses", resume_schema=Approve, execute=_refuses))
+    .commit()
+)
+
+
 async def _log_step(ctx: StepContext) -> dict[str, Any]:
     record(ctx.input_data["log"], "woke")
     return ctx.input_data

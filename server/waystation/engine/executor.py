@@ -530,9 +530,19 @@ class Execution:
         return abandoned
 
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
-        await self.commit(
-            {path: evolve(record, status=StepStatus.FAILED, error=error, ended_at=now())}
+        """The step failed for good. A step that had been resumed is no longer suspended:
+        like one that succeeds, it drops its suspend payload and time (and labels)."""
+        self._drop_labels(record)
+        failed = evolve(
+            record,
+            status=StepStatus.FAILED,
+            error=error,
+            ended_at=now(),
+            suspend_payload=None,
+            suspended_at=None,
+            resume_labels=[],
         )
+        await self.commit({path: failed})
         return Outcome("failed", error=error)
 
     async def step(
