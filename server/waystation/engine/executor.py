@@ -532,17 +532,7 @@ class Execution:
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
         """The step failed for good. A step that had been resumed is no longer suspended:
         like one that succeeds, it drops its suspend payload and time (and labels)."""
-        self._drop_labels(record)
-        failed = evolve(
-            record,
-            status=StepStatus.FAILED,
-            error=error,
-            ended_at=now(),
-            suspend_payload=None,
-            suspended_at=None,
-            resume_labels=[],
-        )
-        await self.commit({path: failed})
+        await self.commit({path: self._ended(record, status=StepStatus.FAILED, error=error)})
         return Outcome("failed", error=error)
 
     async def step(
@@ -671,17 +661,7 @@ class Execution:
         return ctx
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
-        self._drop_labels(record)
-        done = evolve(
-            record,
-            status=StepStatus.SUCCESS,
-            output=output,
-            ended_at=now(),
-            suspend_payload=None,
-            suspended_at=None,
-            resume_labels=[],
-            error=None,
-        )
+        done = self._ended(record, status=StepStatus.SUCCESS, output=output, error=None)
         if _HOLD.get() == "success":
             self.hold({path: done})
         else:
@@ -722,6 +702,18 @@ class Execution:
         else:
             await self.commit({path: suspended})
         return Outcome("suspended")
+
+    def _ended(self, record: StepRecord, **changes: Any) -> StepRecord:
+        """`record` ended with `changes` (its status): no longer suspended, if it was."""
+        self._drop_labels(record)
+        return evolve(
+            record,
+            ended_at=now(),
+            suspend_payload=None,
+            suspended_at=None,
+            resume_labels=[],
+            **changes,
+        )
 
     def _drop_labels(self, record: StepRecord) -> None:
         for label in record.resume_labels:
