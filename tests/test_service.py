@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, settings_for
 from tests.support.api import assert_eventually, call_error, paths, to_json, value
-from tests.support.faulty_store import FaultyStore, settles, touches_step
+from tests.support.faulty_store import FaultyStore, is_create, settles, touches_step
 from tests.support.workflows import Booking, lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
@@ -844,6 +844,43 @@ async def test_a_retry_after_a_store_failure_continues_the_run_and_answers_its_o
     again = await faulty.stub.StartRun(request, timeout=5)  # the lease lasts 15 s
     assert (again.run_id, again.status) == ("retried", enums_pb2.RUN_STATUS_SUSPENDED)
     assert lines(log) == ["one"]  # not run again: its end was saved on its own
+
+
+async def test_a_run_stalled_longer_than_its_lease_goes_on_once_the_store_takes_writes(
+    db_path: Path, log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database takes no write for three leases while a run's step ends (reads work,
+    as on a full disk). The step's end is not saved; the run is continued once a write of
+    its own succeeds, under the lease that write renews, and the step runs once more.
+    Before, every lease upkeep round ran the step again while writes failed; and once they
+    worked, this replica took its own run over (its lease had expired), which stopped the
+    continuation it had just started ("changed by another replica"), and the run waited
+    a lease more."""
+    store = FaultyStore(SqliteStore(str(db_path)))
+    running = await create_server(settings_for(db_path, lease_seconds=0.6), store=store)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = Stub(channel)
+            store.fail_writes(-1, when=lambda op: not is_create(op))  # all but the start
+            data = value({"log": str(log), "seconds": 0.05})
+            request = rr.StartRunRequest(workflow_id="slow", run_id="stalled", input_data=data)
+            failed = await call_error(stub.StartRun(request))
+            assert failed.reason == "STORE_UNAVAILABLE"
+            await asyncio.sleep(1.8)  # three leases
+            assert lines(log) == ["slow"]
+            store.clear()
+            cleared = time.monotonic()
+
+            async def succeeded() -> bool:
+                run = await stub.GetRun(rr.GetRunRequest(run_id="stalled"))
+                return run.status == enums_pb2.RUN_STATUS_SUCCESS
+
+            await assert_eventually(succeeded, timeout=5)
+            assert time.monotonic() - cleared < 0.6  # a round of the upkeep, not a lease
+            assert lines(log) == ["slow", "slow"]
+            assert "changed by another replica" not in caplog.text
+    finally:
+        await running.stop(grace=1.0)
 
 
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(

@@ -234,11 +234,16 @@ class Engine(Upkeep):
 
     async def _revive(self, run_id: str) -> None:
         """Continue a run whose execution here stopped on a store failure, from its last
-        committed step, if it is still RUNNING or WAITING under this replica's lease."""
+        committed step, if it is still RUNNING or WAITING under this replica's lease.
+
+        The store must first take a write of the run's: the one that renews its lease.
+        Without it, a database that reads but cannot write (a full disk) had the step run
+        again at every round of the upkeep; and after an outage longer than the lease, the
+        round's takeover claimed the expired run for this same replica, which stopped the
+        continuation just started here. StoreUnavailable: the run stays stalled."""
         snapshot = await self.store.load(run_id)
         if run_id in self._active:
             return
-        self._stalled.discard(run_id)
         workflow = self._workflows.get(snapshot.run.workflow_id) if snapshot else None
         if (
             snapshot is None
@@ -246,7 +251,17 @@ class Engine(Upkeep):
             or snapshot.run.owner != self.replica_id
             or snapshot.run.status not in (RunStatus.RUNNING, RunStatus.WAITING)
         ):
+            self._stalled.discard(run_id)
             return  # settled, deleted, or taken over by another replica meanwhile
+        run = snapshot.run
+        expected = run.advance()
+        run.lease_until = now() + self.lease_seconds
+        try:
+            await self.store.commit(Commit(run, expected, durable=False))
+        except StoreConflict:
+            self._stalled.discard(run_id)
+            return  # another replica took it over at this moment
+        self._stalled.discard(run_id)
         log.info("continuing run %s (its execution stopped on a store failure)", run_id)
         self._launch(Execution(self.store, workflow, snapshot))
 
