@@ -38,7 +38,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.api import RichError, assert_eventually, rich_error, to_json, value
+from tests.support.api import (
+    RichError,
+    assert_eventually,
+    call_error,
+    rich_error,
+    to_json,
+    value,
+)
 from tests.support.postgres import database_url
 from tests.support.server_process import FAST_RECONNECT, ServerProcess
 from tests.support.workflows import lines
@@ -171,6 +178,15 @@ async def wait_for_status(
 
     await assert_eventually(reached, timeout=timeout, interval=0.1)
     return seen[-1]
+
+
+async def in_step_b(log: Path) -> None:
+    """Wait until the `crash-two-steps` run that logs to `log` has started its step B."""
+
+    async def in_b() -> bool:
+        return "start:B" in lines(log)
+
+    await assert_eventually(in_b, timeout=10)
 
 
 async def kill(replica: Replica) -> None:
@@ -359,10 +375,7 @@ async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expire
     data = {"log": str(log), "seconds": 1}
     await start_run(dying.stub, "crash-two-steps", "orphan", data, return_immediately=True)
 
-    async def in_b() -> bool:
-        return "start:B" in lines(log)
-
-    await assert_eventually(in_b, timeout=10)
+    await in_step_b(log)
     assert await asyncio.to_thread(dying.process.kill) == -9
 
     assert (await get_run(survivor.stub, "orphan")).status == RUN.RUN_STATUS_RUNNING
@@ -389,10 +402,7 @@ async def test_restart_run_without_force_leaves_a_live_replicas_run_alone(
     data = {"log": str(log), "seconds": 2}
     waiting = asyncio.create_task(start_run(first.stub, "crash-two-steps", "alive", data))
 
-    async def in_b() -> bool:
-        return "start:B" in lines(log)
-
-    await assert_eventually(in_b, timeout=10)
+    await in_step_b(log)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await other.stub.RestartRun(rr.RestartRunRequest(run_id="alive"), timeout=15)
     error = rich_error(refused.value)
@@ -414,10 +424,7 @@ async def test_a_forced_restart_of_a_live_replicas_run_answers_both_callers(
     data = {"log": str(log), "seconds": 1}
     waiting = asyncio.create_task(start_run(a.stub, "crash-two-steps", "forced", data))
 
-    async def in_b() -> bool:
-        return "start:B" in lines(log)
-
-    await assert_eventually(in_b, timeout=10)
+    await in_step_b(log)
     forced = await b.stub.RestartRun(rr.RestartRunRequest(run_id="forced", force=True))
     assert forced.status == RUN.RUN_STATUS_SUCCESS
     done = await asyncio.wait_for(waiting, timeout=LEASE * 3)
@@ -460,10 +467,7 @@ async def test_a_cancel_through_another_replica_stops_the_step_where_it_runs(
     data = {"log": str(log), "seconds": 30}
     waiting = asyncio.create_task(start_run(a.stub, "crash-two-steps", "canceled", data))
 
-    async def in_b() -> bool:
-        return "start:B" in lines(log)
-
-    await assert_eventually(in_b, timeout=10)
+    await in_step_b(log)
     canceled = await b.stub.CancelRun(rr.CancelRunRequest(run_id="canceled", reason="stop"))
     assert canceled.status == RUN.RUN_STATUS_CANCELED
     done = await asyncio.wait_for(waiting, timeout=LEASE * 3)
@@ -472,6 +476,31 @@ async def test_a_cancel_through_another_replica_stops_the_step_where_it_runs(
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1}  # B never finished
     assert (await get_run(a.stub, "canceled")).result.version == canceled.result.version
     assert " ERROR " not in a.process.log
+
+
+async def test_a_run_executing_on_another_replica_cannot_be_deleted(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """DeleteRun sent to replica B while replica A runs the run's step is refused
+    FAILED_PRECONDITION RUN_ACTIVE, as A itself refuses it. B looked only at the runs it
+    drove: it deleted the run under A, whose caller then got NOT_FOUND, and A's execution
+    went on committing into whatever run next took that id. Canceled, the run can go."""
+    a, b, _ = cluster
+    log = tmp_path / "steps.log"
+    data = {"log": str(log), "seconds": 30}
+    waiting = asyncio.create_task(start_run(a.stub, "crash-two-steps", "busy", data))
+
+    await in_step_b(log)
+    error = await call_error(b.stub.DeleteRun(rr.DeleteRunRequest(run_id="busy"), timeout=5))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_ACTIVE")
+    assert error.metadata["run_id"] == "busy"
+    assert (await get_run(b.stub, "busy")).status == RUN.RUN_STATUS_RUNNING
+    await b.stub.CancelRun(rr.CancelRunRequest(run_id="busy"), timeout=5)
+    assert (await asyncio.wait_for(waiting, timeout=LEASE * 3)).status == (RUN.RUN_STATUS_CANCELED)
+    await b.stub.DeleteRun(rr.DeleteRunRequest(run_id="busy"), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await get_run(a.stub, "busy")
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_runs_of_a_replica_drained_on_rollout_are_finished_by_the_others(
@@ -486,10 +515,7 @@ async def test_runs_of_a_replica_drained_on_rollout_are_finished_by_the_others(
     data = {"log": str(log), "seconds": 3}
     await start_run(a.stub, "crash-two-steps", run_id, data, return_immediately=True)
 
-    async def in_b() -> bool:
-        return "start:B" in lines(log)
-
-    await assert_eventually(in_b, timeout=10)
+    await in_step_b(log)
     assert await asyncio.to_thread(a.process.stop) == 0
 
     run = await wait_for_status(b.stub, run_id, RUN.RUN_STATUS_SUCCESS, timeout=20)

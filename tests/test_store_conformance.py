@@ -503,6 +503,27 @@ async def test_delete_run_removes_the_run_its_steps_and_its_request_keys(
     await store.create_run(new_run("gone"), key)
 
 
+async def test_delete_run_at_a_version_deletes_nothing_once_the_run_moved_on(
+    store: SnapshotStore,
+) -> None:
+    """With `expected_version`, delete_run is a compare-and-set: a run committed past that
+    version (a resume claimed on another replica) raises StoreConflict naming the run and
+    keeps every record; at its version the run goes; an unknown run is False."""
+    run = new_run("moving")
+    await store.create_run(run)
+    await store.commit(Commit(advanced(run), 1, {"s": step()}))
+
+    with pytest.raises(StoreConflict) as conflict:
+        await store.delete_run("moving", 1)
+
+    assert conflict.value.metadata == {"run_id": "moving"}
+    kept = await store.load("moving")
+    assert kept is not None and list(kept.steps) == [("s",)]
+    assert await store.delete_run("moving", 2) is True
+    assert await store.load("moving") is None
+    assert await store.delete_run("moving", 2) is False
+
+
 async def test_setup_twice_is_idempotent_and_data_survives_reopening(
     backend: str, tmp_path: Path
 ) -> None:

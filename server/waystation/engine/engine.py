@@ -717,10 +717,13 @@ class Engine(Upkeep):
         return await self._outcome(self._launch(execution))
 
     async def delete_run(self, run_id: str) -> None:
+        """Delete a run that no process executes: the stored status says so (another
+        replica may drive it), and the delete is a compare-and-set on the version read, so
+        a resume claimed meanwhile is not deleted under its continuation (RUN_CHANGED)."""
         run = await self._existing_run(run_id)
-        if run_id in self._active:
+        if run.status in (RunStatus.RUNNING, RunStatus.WAITING) or run_id in self._active:
             raise RunActive(run_id, run.status, "delete")
-        if not await self.store.delete_run(run_id):
+        if not await self.store.delete_run(run_id, run.version):
             raise RunNotFound(run_id)
         self._notify(run_id)
 

@@ -177,8 +177,7 @@ class RunChanged(StoreConflict):
     reason = "RUN_CHANGED"
 
     def __init__(self, run_id: str, message: str) -> None:
-        super().__init__(message)
-        self.run_id = run_id
+        super().__init__(message, run_id)
 
 
 @dataclass

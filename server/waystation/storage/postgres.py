@@ -30,9 +30,8 @@ from waystation.storage.protocol import (
     RequestRecord,
     RunFilter,
     SchemaOutOfDate,
-    StoreConflict,
     StoreUnavailable,
-    conflict_text,
+    conflict,
 )
 from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
 
@@ -216,10 +215,17 @@ class PostgresStore:
 
     async def _apply_one(self, conn: asyncpg.Connection, op: _Write) -> Result:
         if isinstance(op, Delete):
-            status = await conn.execute("DELETE FROM runs WHERE run_id = $1", op.run_id)
+            status = await conn.execute(
+                "DELETE FROM runs WHERE run_id = $1 AND ($2::bigint IS NULL OR version = $2)",
+                op.run_id,
+                op.expected_version,
+            )
+            if status != "DELETE 1":  # nothing written
+                there = await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", op.run_id)
+                return (conflict(op) if there else None), False
             for table in ("steps", "requests", "events"):
                 await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", op.run_id)
-            return None, status == "DELETE 1"
+            return None, True
         if isinstance(op, LeaseRenewal):
             # A row locked by a commit in flight is skipped, not lost: it counts as renewed
             # (the commit moves the lease itself when it needs to).
@@ -254,11 +260,11 @@ class PostgresStore:
                 if not await _apply_encoded(conn, op):
                     raise _Conflict
         except _Conflict:
-            return StoreConflict(conflict_text(op.op)), None
+            return conflict(op.op), None
         return None, None
 
-    async def delete_run(self, run_id: str) -> bool:
-        deleted: bool = await self._committer.submit(Delete(run_id))
+    async def delete_run(self, run_id: str, expected_version: int | None = None) -> bool:
+        deleted: bool = await self._committer.submit(Delete(run_id, expected_version))
         return deleted
 
     # -- reads ----------------------------------------------------------------------------

@@ -32,7 +32,12 @@ class StoreError(Exception):
 
 
 class StoreConflict(StoreError):
-    """The row exists (create) or its version moved on (commit)."""
+    """The row exists (create) or its version moved on (commit, delete)."""
+
+    def __init__(self, message: str, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.metadata = {"run_id": run_id} if run_id else {}
 
 
 class StoreUnavailable(StoreError):
@@ -119,6 +124,8 @@ class ExpiredClaim:
 @dataclass(frozen=True)
 class Delete:
     run_id: str
+    expected_version: int | None = None
+    """Delete only the run at this version (else StoreConflict); None: as it is."""
 
 
 WriteOp = Commit | Create | LeaseRenewal | ExpiredClaim | Delete
@@ -205,12 +212,18 @@ class SnapshotStore(Protocol):
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         """What an idempotency key led to, or None."""
 
-    async def delete_run(self, run_id: str) -> bool:
-        """Delete the run, its steps and its request keys; False if there was none."""
+    async def delete_run(self, run_id: str, expected_version: int | None = None) -> bool:
+        """Delete the run, its steps and its request keys; False if there was none.
+        With `expected_version`, StoreConflict if the run has moved past it."""
 
 
-def conflict_text(op: Commit | Create) -> str:
-    """The message of the StoreConflict for `op`."""
+def conflict(op: Commit | Create | Delete) -> StoreConflict:
+    """The StoreConflict for `op`."""
+    if isinstance(op, Delete):
+        text = f"run {op.run_id!r} is no longer at version {op.expected_version}"
+        return StoreConflict(text, op.run_id)
     if isinstance(op, Commit):
-        return f"run {op.run.run_id!r} is no longer at version {op.expected_version}"
-    return f"run {op.run.run_id!r} or its request id exists"
+        text = f"run {op.run.run_id!r} is no longer at version {op.expected_version}"
+    else:
+        text = f"run {op.run.run_id!r} or its request id exists"
+    return StoreConflict(text, op.run.run_id)

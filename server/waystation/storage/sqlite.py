@@ -57,10 +57,9 @@ from waystation.storage.protocol import (
     RequestRecord,
     RunFilter,
     SchemaOutOfDate,
-    StoreConflict,
     StoreInUse,
     StoreUnavailable,
-    conflict_text,
+    conflict,
 )
 from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
 
@@ -432,8 +431,8 @@ class SqliteStore:
         claimed: list[str] = await self._write(ExpiredClaim(owner, now, until, limit))
         return claimed
 
-    async def delete_run(self, run_id: str) -> bool:
-        deleted: bool = await self._write(Delete(run_id))
+    async def delete_run(self, run_id: str, expected_version: int | None = None) -> bool:
+        deleted: bool = await self._write(Delete(run_id, expected_version))
         return deleted
 
     async def _write(self, op: _Write, durable: bool = True) -> Any:
@@ -684,11 +683,20 @@ def _apply_one(db: sqlite3.Connection, op: _Write, known: KnownRuns) -> Result:
         known.forget(claimed)
         return None, claimed
     if isinstance(op, Delete):
-        deleted = db.execute("DELETE FROM runs WHERE run_id = ?", (op.run_id,)).rowcount
+        if op.expected_version is None:
+            deleted = db.execute("DELETE FROM runs WHERE run_id = ?", (op.run_id,)).rowcount
+        else:
+            deleted = db.execute(
+                "DELETE FROM runs WHERE run_id = ? AND version = ?",
+                (op.run_id, op.expected_version),
+            ).rowcount
+        if not deleted:  # nothing written
+            there = db.execute("SELECT 1 FROM runs WHERE run_id = ?", (op.run_id,)).fetchone()
+            return (conflict(op) if there else None), False
         for table in ("steps", "requests", "events"):
             db.execute(f"DELETE FROM {table} WHERE run_id = ?", (op.run_id,))
         known.forget([op.run_id])
-        return None, deleted == 1
+        return None, True
     # A savepoint only where a conflict can follow a write (a request id already taken):
     # an op that fails its first statement has written nothing.
     if op.new_request is None:
@@ -701,7 +709,7 @@ def _apply_one(db: sqlite3.Connection, op: _Write, known: KnownRuns) -> Result:
         db.execute("RELEASE op")
     if ok:
         known.remember(op.run)
-    return (None if ok else StoreConflict(conflict_text(op.op))), None
+    return (None if ok else conflict(op.op)), None
 
 
 def _apply_encoded(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool:
