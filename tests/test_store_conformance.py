@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.support.postgres import database_url
@@ -24,6 +25,7 @@ from waystation.storage import (
     SnapshotStore,
     SqliteStore,
     StoreConflict,
+    StoreUnavailable,
 )
 from waystation.storage.postgres import PostgresStore
 
@@ -570,3 +572,26 @@ async def test_a_lease_renewal_returns_the_runs_it_renewed(store: SnapshotStore)
         ("me", 120.0),
         ("thief", 90.0),
     ]
+
+
+async def test_a_postgresql_connection_lost_under_a_query_is_store_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg raises InternalClientError ("cannot switch to state ...") from a connection
+    that PostgreSQL closed under a query, as when it restarts; a WatchRun then answered
+    INTERNAL. It is StoreUnavailable (UNAVAILABLE, which clients retry), as asyncpg's other
+    errors of a lost connection are."""
+    store = PostgresStore(database_url(str(tmp_path)))
+    await store.setup()
+    try:
+
+        async def lost(pool: Any, *args: Any) -> Any:
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            )
+
+        monkeypatch.setattr(type(store.pool), "fetch", lost)  # its instances take no attributes
+        with pytest.raises(StoreUnavailable):
+            await store.load_run("any")
+    finally:
+        await store.close()

@@ -199,7 +199,7 @@ class PostgresStore:
             except _RETRYABLE:
                 if attempt == 2:
                     return [(StoreUnavailable("postgresql: contention; retry"), None)] * len(ops)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _DOWN as exc:
                 return [(StoreUnavailable(f"postgresql: {exc}"), None)] * len(ops)
         for i, op in enumerate(ops):
             if isinstance(op, LeaseRenewal | ExpiredClaim):
@@ -210,7 +210,7 @@ class PostgresStore:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 return await self._apply_one(conn, op)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DOWN as exc:
             return StoreUnavailable(f"postgresql: {exc}"), None
 
     async def _apply_one(self, conn: asyncpg.Connection, op: _Write) -> Result:
@@ -272,7 +272,7 @@ class PostgresStore:
     async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         try:
             return list(await self.pool.fetch(sql, *params))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DOWN as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
 
     async def load_run(self, run_id: str) -> RunRecord | None:
@@ -294,7 +294,7 @@ class PostgresStore:
                     if row
                     else []
                 )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DOWN as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
         if row is None:
             return None
@@ -355,6 +355,10 @@ class PostgresStore:
 
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""What the database (or asyncpg's hold on it) failing raises: StoreUnavailable. asyncpg
+raises InternalClientError ("cannot switch to state ...") from a connection the server
+closed under a query, as when PostgreSQL restarts."""
 
 
 _Write = Encoded | LeaseRenewal | ExpiredClaim | Delete
