@@ -66,6 +66,7 @@ TOKENS = {
     for name in ("billing-ops", "orders-ops", "billing-reader", "root", "literal", "quoted")
 }
 WRONG_TOKEN = f"ws-wrong-{secrets.token_hex(16)}"
+DIGEST = hashlib.sha256(b"a token").hexdigest()
 QUOTED_TENANT = "q'); DROP TABLE runs; --/"
 INJECTION = "x'; DROP TABLE runs; --"
 
@@ -989,7 +990,43 @@ async def test_the_credential_is_named_on_the_span_and_refusals_in_the_log(
             {"credentials": [{"name": "a", "token_sha256": "ab", "actions": [["read"]]}]},
             "actions is a list of text",
         ),
-        ({"credentials": [{"name": "a", "token_sha256": 5}]}, "token_sha256 is non-empty text"),
+        ({"credentials": [{"name": "a", "token_sha256": 5}]}, "token_sha256 is the SHA-256"),
+        ({"credentials": [{"name": "a", "token_sha256": "s3cret"}]}, "not the token itself"),
+        (
+            {"credentials": [{"name": "a", "token_sha256": DIGEST, "tenants": []}]},
+            "tenants is empty",
+        ),
+        (
+            {"credentials": [{"name": "a", "token_sha256": DIGEST, "actions": []}]},
+            "actions is empty",
+        ),
+        (
+            {
+                "credentials": [
+                    {"name": "narrow", "token_sha256": DIGEST, "tenants": ["a/"]},
+                    {"name": "wide", "token_sha256": DIGEST.upper()},
+                ]
+            },
+            "'narrow' and 'wide' have the same token_sha256",
+        ),
+        (
+            {
+                "credentials": [
+                    {"name": "one", "mtls_identity": "svc.internal", "tenants": ["a/"]},
+                    {"name": "two", "mtls_identity": "svc.internal"},
+                ]
+            },
+            "'one' and 'two' have the same mtls_identity",
+        ),
+        (
+            {
+                "credentials": [
+                    {"name": "same", "mtls_identity": "one.internal"},
+                    {"name": "same", "mtls_identity": "two.internal"},
+                ]
+            },
+            "two credentials are named 'same'",
+        ),
     ],
     ids=[
         "a-list",
@@ -1003,6 +1040,12 @@ async def test_the_credential_is_named_on_the_span_and_refusals_in_the_log(
         "a-tenant-not-text",
         "actions-nested",
         "a-token-hash-not-text",
+        "a-token-hash-that-is-the-token",
+        "no-tenants",
+        "no-actions",
+        "one-token-twice",
+        "one-identity-twice",
+        "one-name-twice",
     ],
 )
 def test_a_policy_that_is_not_exactly_as_documented_stops_the_server(
@@ -1016,6 +1059,33 @@ def test_a_policy_that_is_not_exactly_as_documented_stops_the_server(
     with pytest.raises(ValueError) as refused:
         AuthPolicy.from_file(str(path))
     assert str(path) in str(refused.value)
+    assert problem in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"credentials": [], "credentials": [{"name": "a"}]}', "'credentials' is given twice"),
+        (
+            f'{{"credentials": [{{"name": "a", "token_sha256": "{DIGEST}", "tenants": ["a/"],'
+            ' "tenants": [""]}]}',
+            "'tenants' is given twice",
+        ),
+        (None, "No such file"),
+    ],
+    ids=["credentials-twice", "tenants-twice", "no-file"],
+)
+def test_a_policy_file_that_json_would_read_leniently_stops_the_server(
+    tmp_path: Path, text: str | None, problem: str
+) -> None:
+    """A key given twice in one object is refused (json keeps the last one: a second
+    `tenants` could widen a credential), and a missing file is named with the option."""
+    path = tmp_path / "policy.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError) as refused:
+        AuthPolicy.from_file(str(path))
+    assert str(refused.value).startswith(f"--auth-config {path}: ")
     assert problem in str(refused.value)
 
 

@@ -27,8 +27,9 @@ Policy file (JSON):
        "actions": ["*"]}]}
 
 `tenants` defaults to `[""]` and `actions` to `["*"]`. Anything else in the file (an unknown
-field, a misspelt one, a value of the wrong type) stops the server at start-up: a typo must
-not widen a credential.
+field, a misspelt one, a value of the wrong type, an empty list of tenants or actions, a
+`token_sha256` that is not 64 hex digits, a key given twice, two credentials with one name,
+token or identity) stops the server at start-up: a typo must not widen a credential.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ from waystation.engine.errors import PermissionDenied, RunNotFound, Unauthentica
 
 ACTIONS = frozenset({"start", "resume", "cancel", "read", "admin"})
 FIELDS = frozenset({"name", "token_sha256", "mtls_identity", "tenants", "actions"})
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class Principal:
     name: str
     tenants: tuple[str, ...] = ("",)
     actions: frozenset[str] = frozenset({"*"})
+
+    def __post_init__(self) -> None:
+        if not self.tenants:  # `prefixes` would take it for every tenant
+            raise ValueError(f"credential {self.name!r} has no tenant")
 
     def may(self, action: str) -> bool:
         return "*" in self.actions or action in self.actions
@@ -85,7 +92,11 @@ class AuthPolicy:
         """The policy in the JSON file at `path`; ValueError, naming the file and the
         problem, for anything that is not a valid policy."""
         try:
-            return cls._from_json(json.loads(Path(path).read_text()))
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f"--auth-config {path}: {exc.strerror or exc}") from None
+        try:
+            return cls._from_json(json.loads(text, object_pairs_hook=_unique_keys))
         except json.JSONDecodeError as exc:
             raise ValueError(f"--auth-config {path}: not JSON: {exc}") from None
         except ValueError as exc:
@@ -99,16 +110,26 @@ class AuthPolicy:
         if not isinstance(entries, list):
             raise ValueError('"credentials" is a list of objects')
         policy = cls(enabled=True)
+        names: set[str] = set()
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ValueError(f"credentials[{i}] is not an object")
             principal = _principal(entry, f"credentials[{i}]")
+            name = principal.name
+            if name in names:  # it names the caller in logs, spans and `resumed_by`
+                raise ValueError(f"two credentials are named {name!r}")
+            names.add(name)
             if "token_sha256" in entry:
-                policy.tokens[_text(entry, "token_sha256", principal.name).lower()] = principal
+                _add(policy.tokens, "token_sha256", _digest(entry, name), principal)
             if "mtls_identity" in entry:
-                policy.identities[_text(entry, "mtls_identity", principal.name)] = principal
+                _add(
+                    policy.identities,
+                    "mtls_identity",
+                    _text(entry, "mtls_identity", name),
+                    principal,
+                )
             if "token_sha256" not in entry and "mtls_identity" not in entry:
-                raise ValueError(f"credential {principal.name!r}: no token_sha256 or mtls_identity")
+                raise ValueError(f"credential {name!r}: no token_sha256 or mtls_identity")
         return policy
 
     def authenticate(
@@ -139,6 +160,35 @@ class AuthPolicy:
         raise Unauthenticated("unknown bearer token")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique (json's default keeps the last of a repeat)."""
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(f"the key {key!r} is given twice in one object")
+    return dict(pairs)
+
+
+def _add(known: dict[str, Principal], field: str, key: str, principal: Principal) -> None:
+    """One credential per token and per identity: a repeat took the last entry's rights."""
+    if key in known:
+        raise ValueError(
+            f"credentials {known[key].name!r} and {principal.name!r} have the same {field}"
+        )
+    known[key] = principal
+
+
+def _digest(entry: dict[str, Any], name: str) -> str:
+    """The entry's token hash, lower-case; never echoed (it may be a pasted token)."""
+    value = entry["token_sha256"]
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise ValueError(
+            f"credential {name!r}: token_sha256 is the SHA-256 of the token in 64 hex"
+            ' digits (printf %s "$TOKEN" | sha256sum), not the token itself'
+        )
+    return value.lower()
+
+
 def _principal(entry: dict[str, Any], where: str) -> Principal:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
@@ -151,6 +201,10 @@ def _principal(entry: dict[str, Any], where: str) -> Principal:
         )
     tenants = _texts(entry, "tenants", name, [""])
     actions = frozenset(_texts(entry, "actions", name, ["*"]))
+    for listed, given in (("tenants", tenants), ("actions", actions)):
+        if not given:  # an empty list of tenants listed every tenant's runs
+            every = '"" is every resource' if listed == "tenants" else '"*" is every action'
+            raise ValueError(f"credential {name!r}: {listed} is empty; list at least one ({every})")
     unknown = actions - ACTIONS - {"*"}
     if unknown:
         raise ValueError(f"credential {name!r}: unknown actions {sorted(unknown)}")
