@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from tests.conftest import FLOW_WORKFLOWS
 from tests.support.api import assert_eventually, call_error, to_json, value
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine import Engine, ResumeCommand, StartCommand, load_workflows
+from waystation.engine.errors import RunNotFound
+from waystation.storage import SqliteStore
 
 WORKFLOWS = FLOW_WORKFLOWS
 RUN = enums_pb2.RunStatus
@@ -289,6 +293,36 @@ async def test_a_watch_of_a_run_deleted_meanwhile_ends_not_found(
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert error.reason == "RUN_NOT_FOUND"
     assert shape(seen) == COUNTED_STORY[:6]
+
+
+async def test_a_watch_never_streams_the_new_run_that_took_a_deleted_runs_id(
+    tmp_path: Path,
+) -> None:
+    """A watcher between two reads of a run that is deleted, and whose id a new run (of
+    another tenant, say) then takes, ends NOT_FOUND. It followed the id alone: once the new
+    run had more events than the old one, it streamed them. (The engine's own watch, so
+    that the watcher is held exactly there.)"""
+    store = SqliteStore(str(tmp_path / "reused.db"))
+    await store.setup()
+    engine = Engine(store, load_workflows(FLOW_WORKFLOWS))
+    await engine.start()
+    try:
+        old = StartCommand(workflow_id="two-stages", run_id="reused", resource_id="mine/")
+        await engine.start_run(old)
+        watch = engine.watch("reused", 0)
+        told = [await anext(watch) for _ in await store.list_events("reused", 0, 100)]
+        await engine.delete_run("reused")
+        new = StartCommand(workflow_id="two-stages", run_id="reused", resource_id="theirs/")
+        await engine.start_run(new)
+        for _ in range(2):
+            approval = ResumeCommand("reused", resume_data={"ok": True})
+            await engine.resume_run(approval)
+        assert len(await store.list_events("reused", 0, 100)) > len(told)
+        with pytest.raises(RunNotFound):
+            await anext(watch)
+    finally:
+        await engine.close()
+        await store.close()
 
 
 async def _rest(call: Any) -> list[message_pb2.RunEvent]:

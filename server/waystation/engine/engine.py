@@ -729,19 +729,21 @@ class Engine(Upkeep):
 
     async def watch(self, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
         """The run's events after `after`, stored ones first, then live ones, until the run
-        is final and every event was sent; RunNotFound if the run is deleted meanwhile."""
-        await self._existing_run(run_id)
+        is final and every event was sent; RunNotFound if the run is deleted meanwhile,
+        also when a new run has then taken its id (its events are another run's, and may
+        be another tenant's: the caller was authorized for this one)."""
+        born = (await self._existing_run(run_id)).create_time
         while True:
             changed = self._changes.setdefault(run_id, asyncio.Event())
             events = await self.store.list_events(run_id, after, 500)
+            run = await self.store.load_run(run_id)  # after the events: they are its own
+            if run is None or run.create_time != born:
+                raise RunNotFound(run_id)  # deleted: the stream must not end as if settled
             for event in events:
                 yield event
                 after = event["sequence"]
             if events:
                 continue
-            run = await self.store.load_run(run_id)
-            if run is None:
-                raise RunNotFound(run_id)  # deleted: the stream must not end as if settled
             if run.status.is_final and run.event_sequence <= after:
                 return
             # Another process may drive the run: look at the store now and then anyway.
