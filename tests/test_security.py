@@ -807,6 +807,32 @@ async def test_a_start_request_id_does_not_reveal_another_tenants_run(
         assert (await get(stub, as_("billing-ops"), mine.run_id)).resource_id == "billing/1"
 
 
+async def test_a_pending_run_starts_under_its_own_resource(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A tenant starts its own PENDING run without repeating its resource_id (it was
+    PERMISSION_DENIED "on resource ''"); a resource_id that is not the run's is
+    INVALID_ARGUMENT, and the run stays PENDING. It was ignored: a credential of several
+    tenants could record a request id under one resource for a run of another, and a
+    caller of the first then got that run back from a retry."""
+    log = tmp_path / "log"
+    for name, resource in (("billing-ops", "billing/own"), ("root", "orders/secret")):
+        created = await stub.CreateRun(
+            rr.CreateRunRequest(workflow_id="counted", resource_id=resource),
+            metadata=as_(name),
+            timeout=5,
+        )
+        error = await call_error(
+            start(stub, as_(name), "billing/x", log, run_id=created.run_id, request_id="k")
+        )
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        assert resource in error.violations["resource_id"]
+        assert (await get(stub, as_(name), created.run_id)).status == RUN.RUN_STATUS_PENDING
+        started = await start(stub, as_(name), "", log, run_id=created.run_id)
+        assert started.status == RUN.RUN_STATUS_SUSPENDED
+        assert (await get(stub, as_(name), created.run_id)).resource_id == resource
+
+
 async def test_a_create_request_id_does_not_reveal_another_tenants_run(
     stub: WorkflowServiceStub,
 ) -> None:

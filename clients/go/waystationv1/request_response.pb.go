@@ -260,7 +260,8 @@ type StartRunRequest struct {
 	WorkflowId string `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
 	// An existing PENDING run to start, or a new run id; generated when empty (a UUIDv7).
 	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	// The resource the run belongs to (for a new run).
+	// The resource the run belongs to (for a new run). A PENDING run keeps its own: leave it
+	// empty, or give that one (another is INVALID_ARGUMENT).
 	ResourceId string `protobuf:"bytes,3,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
 	// The workflow input, validated against the workflow's input schema.
 	InputData *structpb.Value `protobuf:"bytes,4,opt,name=input_data,json=inputData,proto3" json:"input_data,omitempty"`

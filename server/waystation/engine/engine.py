@@ -419,6 +419,13 @@ class Engine(Upkeep):
             return run, None
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
             raise RunAlreadyExists(existing.run_id, existing.status)
+        if cmd.resource_id and existing.resource_id not in ("", cmd.resource_id):
+            # Not ignored: the request id would be kept under a resource not the run's.
+            raise InvalidArgument(
+                "resource_id",
+                f"run {existing.run_id!r} belongs to {existing.resource_id!r}: give that,"
+                " or no resource_id",
+            )
         expected = existing.advance()
         existing.status, existing.input, existing.state = RunStatus.RUNNING, input_json, state
         existing.request_context = dict(cmd.request_context)

@@ -101,6 +101,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         run = None
         if run_id and principal.prefixes:
             run = await self.engine.store.load_run(run_id)
+        if run is not None and action == "start" and not resource_id:
+            resource_id = None  # a PENDING run starts under its own resource
         try:
             authorize(principal, action, resource_id=resource_id, run=run)
         except WaystationError as exc:

@@ -159,7 +159,8 @@ export type StartRunRequest = Message<"waystation.v1.StartRunRequest"> & {
   runId: string;
 
   /**
-   * The resource the run belongs to (for a new run).
+   * The resource the run belongs to (for a new run). A PENDING run keeps its own: leave it
+   * empty, or give that one (another is INVALID_ARGUMENT).
    *
    * @generated from field: string resource_id = 3;
    */

@@ -155,7 +155,9 @@ class StartRunRequest(_message.Message):
     run_id: _builtins.str
     """An existing PENDING run to start, or a new run id; generated when empty (a UUIDv7)."""
     resource_id: _builtins.str
-    """The resource the run belongs to (for a new run)."""
+    """The resource the run belongs to (for a new run). A PENDING run keeps its own: leave it
+    empty, or give that one (another is INVALID_ARGUMENT).
+    """
     request_id: _builtins.str
     """Idempotency key: a repeated request_id returns the first call's outcome."""
     return_immediately: _builtins.bool
