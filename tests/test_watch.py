@@ -23,6 +23,7 @@ from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import Engine, ResumeCommand, StartCommand, load_workflows
 from waystation.engine.errors import RunNotFound
 from waystation.storage import SqliteStore
+from waystation.transport import RunningServer
 
 WORKFLOWS = FLOW_WORKFLOWS
 RUN = enums_pb2.RunStatus
@@ -323,6 +324,38 @@ async def test_a_watch_never_streams_the_new_run_that_took_a_deleted_runs_id(
     finally:
         await engine.close()
         await store.close()
+
+
+async def test_a_watch_outlives_client_keepalive_pings_every_five_seconds(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A client (or a mesh's proxy) that pings every 5 s, also with no call in flight, keeps
+    its connection: a watch of a suspended run, which sends nothing for days, stays open.
+    With gRPC's defaults (a ping at most every 5 minutes without data), the server sent
+    GOAWAY too_many_pings after three pings, and the watch ended UNAVAILABLE."""
+    keepalive = [
+        ("grpc.keepalive_time_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    address = f"127.0.0.1:{server.port}"
+    async with grpc.aio.insecure_channel(address, options=keepalive) as channel:
+        stub = WorkflowServiceStub(channel)
+        started = await start(stub, "counted", {"log": str(tmp_path / "c.log")})
+        call = stub.WatchRun(rr.WatchRunRequest(run_id=started.run_id))
+        while (await call.read()).type != SETTLED:  # up to the suspension; then quiet
+            pass
+        waiting = asyncio.ensure_future(call.read())
+        done, _ = await asyncio.wait({waiting}, timeout=21)  # quiet, and open, for 4 pings
+        assert not done, waiting.result()
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        approval = value({"value": 1})
+        await stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id, resume_data=approval))
+        rest = [await asyncio.wait_for(waiting, timeout=10)]
+        while (event := await call.read()) is not grpc.aio.EOF:
+            rest.append(event)
+        assert rest[-1].type == SETTLED
+        assert rest[-1].result.status == RUN.RUN_STATUS_SUCCESS
 
 
 async def _rest(call: Any) -> list[message_pb2.RunEvent]:

@@ -57,6 +57,21 @@ class ServerSettings:
     """JSON policy of credentials, tenants and actions (see transport/auth.py); off if empty."""
 
 
+KEEPALIVE = [
+    # Clients and meshes may ping every 5 s, also with no call in flight: a watch of a
+    # suspended run sends nothing for days, and gRPC's default (a ping at most every
+    # 5 minutes without data) answered a 10-60 s keepalive with GOAWAY too_many_pings,
+    # ending the watch and any call in flight.
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # The server pings a quiet connection every minute and drops it after 20 s without
+    # an answer: a client that vanished (no FIN through a proxy) does not hold a watch.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
+"""HTTP/2 keepalive policy (docs/deployment.md, "Connections")."""
+
+
 class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
     """The standard health service, with `List` (grpcio's asyncio servicer leaves it
     UNIMPLEMENTED, with an error logged for each call, though reflection advertises it)."""
@@ -134,6 +149,7 @@ async def create_server(
             ("grpc.max_send_message_length", limit),
             # Fail on a port another process serves, instead of sharing its calls.
             ("grpc.so_reuseport", 0),
+            *KEEPALIVE,
         ],
     )
     try:
