@@ -18,7 +18,7 @@ from google.protobuf import json_format, timestamp_pb2
 from pydantic import BaseModel, ConfigDict
 
 from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, settings_for
-from tests.support.api import assert_eventually, call_error, paths, to_json, value
+from tests.support.api import assert_eventually, call_error, paths, rich_error, to_json, value
 from tests.support.faulty_store import FaultyStore, is_create, settles, touches_step
 from tests.support.workflows import Booking, lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
@@ -716,11 +716,25 @@ async def test_an_answer_over_the_size_limit_is_refused_with_details_and_no_trac
         assert [(r.run_id, r.status) for r in listed.runs] == [
             (run_id, enums_pb2.RUN_STATUS_SUCCESS)
         ]
+        assert "took effect" in started.message
         read = await call_error(stub.GetRun(rr.GetRunRequest(run_id=run_id)))
         assert (read.reason, read.metadata["run_id"]) == ("RESPONSE_TOO_LARGE", run_id)
-        watch = stub.WatchRun(rr.WatchRunRequest(run_id=run_id))
-        watched = await call_error(_all(watch))
-        assert watched.reason == "RESPONSE_TOO_LARGE"
+        assert "took effect" not in read.message and "changes nothing" in read.message
+        # A watch names the event it cannot send: a client skips it and goes on to the end.
+        after, skipped, sent = 0, [], []
+        while True:
+            watch = stub.WatchRun(rr.WatchRunRequest(run_id=run_id, after_sequence=after))
+            try:
+                async for event in watch:
+                    sent.append(event.sequence)
+                break
+            except grpc.aio.AioRpcError as exc:
+                watched = rich_error(exc)
+            assert watched.reason == "RESPONSE_TOO_LARGE", watched
+            after = int(watched.metadata["sequence"])
+            assert f"after_sequence {after}" in watched.message
+            skipped.append(after)
+        assert skipped and sorted(sent + skipped) == list(range(1, max(sent + skipped) + 1))
         small = await stub.StartRun(rr.StartRunRequest(workflow_id="slow", input_data=logged(log)))
         assert small.status == enums_pb2.RUN_STATUS_SUCCESS
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -41,27 +41,40 @@ class ResponseTooLarge(Exception):
 
     reason = "RESPONSE_TOO_LARGE"
 
-    def __init__(self, size: int, limit: int, run_id: str = "", paged: bool = False) -> None:
-        advice = (
-            "ask for a smaller page_size"
-            if paged
-            else "a call that changes a run took effect: read the run with GetRun (without"
-            " include_state if that was asked for)"
-        )
+    def __init__(self, size: int, limit: int, advice: str, **ids: str) -> None:
         self.message = (
             f"the answer is {size} bytes, more than the server's {limit}-byte message limit"
             f" (--max-message-bytes); {advice}, or raise the limit"
         )
         super().__init__(self.message)
-        self.metadata = {"size": str(size), "limit": str(limit), "run_id": run_id}
+        self.metadata = {"size": str(size), "limit": str(limit), **ids}
 
 
-def check_fits(message: Any, limit: int) -> Any:
-    """`message`, or ResponseTooLarge if it is larger than `limit` bytes (0: no limit)."""
-    if limit and (size := message.ByteSize()) > limit:
-        paged = "next_page_token" in message.DESCRIPTOR.fields_by_name
-        raise ResponseTooLarge(size, limit, _run_id_of(message), paged)
-    return message
+CHANGES_A_RUN = frozenset(
+    {"CreateRun", "StartRun", "ResumeRun", "CancelRun", "RestartRun", "TimeTravelRun"}
+)
+
+
+def check_fits(message: Any, limit: int, method: str = "") -> Any:
+    """`message`, the answer of `method`, or ResponseTooLarge if it is larger than `limit`
+    bytes (0: no limit), with the advice that suits the call."""
+    if not limit or (size := message.ByteSize()) <= limit:
+        return message
+    fields = message.DESCRIPTOR.fields_by_name
+    ids = {"run_id": _run_id_of(message)}
+    if "next_page_token" in fields:
+        advice = "ask for a smaller page_size"
+    elif method == "WatchRun":  # the stream stops here: say how to go on past the event
+        ids["sequence"] = str(message.sequence)
+        advice = f"this event cannot be sent: watch again with after_sequence {message.sequence}"
+    elif method in CHANGES_A_RUN:
+        advice = (
+            "a call that changes a run took effect: read the run with GetRun (without"
+            " include_state if that was asked for)"
+        )
+    else:
+        advice = f"{method or 'the call'} changes nothing: ask without include_state if you did"
+    raise ResponseTooLarge(size, limit, advice, **ids)
 
 
 def _run_id_of(message: Any) -> str:
@@ -161,7 +174,8 @@ def handle_errors(method: Method) -> Method:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             reject_malformed(request)
-            return check_fits(await method(self, request, context), self.max_message_bytes)
+            answer = await method(self, request, context)
+            return check_fits(answer, self.max_message_bytes, method.__name__)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:

@@ -252,7 +252,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             problems.raise_any()
             async for event in self.engine.watch(request.run_id, request.after_sequence):
                 message = convert.event_to_proto(request.run_id, event)
-                yield check_fits(message, self.max_message_bytes)
+                yield check_fits(message, self.max_message_bytes, "WatchRun")
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
