@@ -289,7 +289,8 @@ async def test_path_to_a_step_that_is_not_suspended_fails_precondition(
 async def test_foreach_index_on_a_step_outside_a_foreach_fails_precondition(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """foreach_index names an item; a plain step has none, so FOREACH_INDEX_NOT_SUSPENDED."""
+    """foreach_index names an item; a plain step has none, so FOREACH_INDEX_NOT_SUSPENDED,
+    saying so (it said "item 0 ... is not suspended" of a step it listed as suspended)."""
     started, log = await start_counted(stub, tmp_path)
 
     error = await refused(stub, resume(started.run_id, {"value": 1}, foreach_index=0), log)
@@ -302,6 +303,8 @@ async def test_foreach_index_on_a_step_outside_a_foreach_fails_precondition(
         step_path="gate",
         foreach_index="0",
     )
+    assert "step [gate] of run" in error.message
+    assert "is not in a foreach: it has no item 0" in error.message
     assert error.suspended == [["gate"]]
     await assert_counted_resumable(stub, started.run_id, log)
 

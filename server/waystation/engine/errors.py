@@ -161,10 +161,23 @@ class LabelNotFound(SuspendedListError):
 class ForeachIndexNotSuspended(SuspendedListError):
     reason = "FOREACH_INDEX_NOT_SUSPENDED"
 
-    def __init__(self, run_id: str, step: Path, index: int, suspended: Sequence[Path]) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        step: Path,
+        index: int,
+        suspended: Sequence[Path],
+        itemless: bool = False,
+    ) -> None:
+        """`itemless`: no suspended step there runs in a foreach (it has no items at all)."""
         text = format_path(step)
+        what = (
+            f"step [{text}] of run {run_id!r} is not in a foreach: it has no item {index}"
+            if itemless
+            else f"item {index} of step [{text}] of run {run_id!r} is not suspended"
+        )
         super().__init__(
-            f"item {index} of step [{text}] of run {run_id!r} is not suspended",
+            what,
             run_id,
             suspended,
             step_path=text,

@@ -65,9 +65,11 @@ def resolve(
         raise StepNotSuspended(run_id, step, leaves)
     under = [r for r in records if is_prefix(step, split_items(r)[0])]
     if foreach_index is not None:
-        under = [r for r in under if _indices(r) and foreach_index in _indices(r)]
+        items = [r for r in under if _indices(r)]
+        under = [r for r in items if foreach_index in _indices(r)]
         if not under:
-            raise ForeachIndexNotSuspended(run_id, step or leaves[0], foreach_index, leaves)
+            where = step or leaves[0]
+            raise ForeachIndexNotSuspended(run_id, where, foreach_index, leaves, not items)
     if not under:
         raise StepNotSuspended(run_id, step, leaves)
     named = list(dict.fromkeys(split_items(r)[0] for r in under))
