@@ -226,6 +226,22 @@ async def test_a_nested_suspension_expires_and_resumes_its_inner_step(
     assert counts(log) == Counter({"decide:run": 2, "decide:resumed:-1": 1, "after:-1": 1})
 
 
+async def test_a_nested_suspension_that_expires_with_fail_fails_its_nested_workflow_too(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """With on_timeout "fail" inside a nested workflow, the inner step fails, and so does
+    the nested workflow's own step, as when the inner step raises ("a nested workflow's
+    failure fails its parent"); it was CANCELED, as an unrelated sibling would be."""
+    started = await start(stub, "expiry-outer", expiring(tmp_path / "log", 0.5, "fail"))
+    run = await settled(stub, started.run_id, RUN.RUN_STATUS_FAILED)
+    steps = run.result.steps
+    for path in ("expiry-inner.decide", "expiry-inner"):
+        assert steps[path].status == STEP.STEP_STATUS_FAILED, path
+        assert steps[path].error.reason == "RESUME_TIMEOUT", path
+        assert steps[path].HasField("ended_at"), path
+    assert "after" not in steps
+
+
 async def test_parallel_suspensions_expire_each_at_its_own_deadline(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

@@ -44,3 +44,14 @@ def split_items(path: Path) -> tuple[Path, int | None]:
             index = int(number)
         out.append(step_id)
     return tuple(out), index
+
+
+def enclosing(leaf: Path) -> list[Path]:
+    """The records around `leaf`, innermost last: each nested workflow's, and for a foreach
+    item the foreach's aggregate record as well as the item's."""
+    out: list[Path] = []
+    for depth in range(1, len(leaf) + 1):
+        prefix = leaf[:depth]
+        step_id, mark, _ = prefix[-1].partition(ITEM_MARK)
+        out += [(*prefix[:-1], step_id), prefix] if mark else [prefix]
+    return [path for path in out if path != leaf]

@@ -25,7 +25,7 @@ from waystation.engine.errors import (
     violations_from,
 )
 from waystation.engine.model import JSON, LabelTarget, RunSnapshot, StepRecord, StepStatus, evolve
-from waystation.engine.paths import ITEM_MARK, Path, format_path, is_prefix, split_items
+from waystation.engine.paths import ITEM_MARK, Path, enclosing, format_path, is_prefix, split_items
 from waystation.engine.result import find, suspended_leaves, suspended_records
 
 
@@ -120,25 +120,11 @@ def claimed_records(
     out: dict[Path, StepRecord] = {}
     for leaf in target.records:
         out[leaf] = steps[leaf].resumed(target.data, retry_count, actor)
-        for depth in range(1, len(leaf) + 1):
-            for around in _around(leaf, depth):
-                record = steps.get(around)
-                if (
-                    around != leaf
-                    and record is not None
-                    and record.status is StepStatus.SUSPENDED
-                    and around not in out
-                ):
-                    out[around] = evolve(record, status=StepStatus.RUNNING)
+        for around in enclosing(leaf):
+            record = steps.get(around)
+            if record is not None and record.status is StepStatus.SUSPENDED and around not in out:
+                out[around] = evolve(record, status=StepStatus.RUNNING)
     return out
-
-
-def _around(leaf: Path, depth: int) -> list[Path]:
-    """The records enclosing `leaf` at `depth`: the nested workflow, and for a foreach item
-    also the foreach's aggregate record."""
-    prefix = leaf[:depth]
-    step_id, mark, _ = prefix[-1].partition(ITEM_MARK)
-    return [prefix, (*prefix[:-1], step_id)] if mark else [prefix]
 
 
 def merge_context(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

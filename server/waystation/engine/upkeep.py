@@ -24,7 +24,7 @@ from waystation.engine.model import (
     now,
     stop_unfinished,
 )
-from waystation.engine.paths import Path, format_path, split_items
+from waystation.engine.paths import Path, enclosing, format_path, split_items
 from waystation.engine.result import WorkflowResultData, build_result, suspended_records
 from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict, StoreError
 
@@ -196,7 +196,8 @@ class Upkeep:
             return
 
     async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
-        """A suspension expired with on_timeout="fail": the step and the run fail."""
+        """A suspension expired with on_timeout="fail": the step fails, and with it the
+        nested workflows and the foreach around it, and the run."""
         run = snapshot.run
         expected = run.advance()
         run.status, run.due_at = RunStatus.FAILED, None
@@ -205,10 +206,12 @@ class Upkeep:
             f"step [{format_path(split_items(path)[0])}] was not resumed before its deadline",
             path,
         )
-        failed = evolve(
-            snapshot.steps[path], status=StepStatus.FAILED, error=run.error, ended_at=now()
-        )
-        await self._settle_failed(snapshot, workflow, expected, {path: failed})
+        failed = {
+            p: evolve(snapshot.steps[p], status=StepStatus.FAILED, error=run.error, ended_at=now())
+            for p in (*enclosing(path), path)
+            if p == path or p in snapshot.steps
+        }
+        await self._settle_failed(snapshot, workflow, expected, failed)
         self._notify(run.run_id)
 
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
