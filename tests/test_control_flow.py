@@ -713,6 +713,20 @@ def test_a_committed_workflows_graph_is_its_walk_and_find_looks_nodes_up_in_it(
     assert find(workflow, ()) is workflow
 
 
+async def test_a_failing_nested_workflow_fails_its_step_and_says_when_it_ended(
+    stub: WorkflowServiceStub,
+) -> None:
+    """The inner step fails; the nested workflow's own step is FAILED with the same error,
+    and, as every step that ended, carries ended_at (it had none)."""
+    result = await start(stub, "nested-breaks")
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    for path in ("inner-breaks.breaks", "inner-breaks"):
+        step = result.steps[path]
+        assert step.status == STEP.STEP_STATUS_FAILED, path
+        assert step.error.reason == "STEP_FAILED", path
+        assert step.HasField("ended_at"), path
+
+
 # -- bail ---------------------------------------------------------------------------------
 
 

@@ -171,6 +171,15 @@ async def _breaks(ctx: StepContext) -> None:
     raise RuntimeError("this branch breaks")
 
 
+# inner-breaks [breaks (fails, no retries)] nested in nested-breaks: the run fails
+inner_breaks = (
+    create_workflow(id="inner-breaks")
+    .then(create_step(id="breaks", retries=0, execute=_breaks))
+    .commit()
+)
+nested_breaks = create_workflow(id="nested-breaks").then(inner_breaks).commit()
+
+
 # parallel: one branch suspends, the other fails (no retries) -> the run fails
 ask_and_break = (
     create_workflow(id="ask-and-break")

@@ -32,7 +32,7 @@ from waystation.engine.definition import (
     Step,
     Workflow,
 )
-from waystation.engine.executor import Execution, Outcome, combine, error_json
+from waystation.engine.executor import Execution, Outcome, combine, error_json, outcome_record
 from waystation.engine.model import JSON, RunStatus, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import Path, item_segment
 
@@ -223,7 +223,7 @@ async def _foreach(
         "failed": StepStatus.FAILED,
         "canceled": StepStatus.CANCELED,
     }.get(worst.kind, StepStatus.RUNNING)
-    await ex.commit({path: evolve(aggregate, status=status, error=worst.error)})
+    await ex.commit({path: outcome_record(aggregate, status, worst.error)})
     return worst
 
 

@@ -180,6 +180,13 @@ class RunChanged(StoreConflict):
         super().__init__(message, run_id)
 
 
+def outcome_record(record: StepRecord, status: StepStatus, error: JSON) -> StepRecord:
+    """The record of a nested workflow or a foreach as its members left it: ended (with
+    `ended_at`) when they failed or were canceled, else suspended or still running."""
+    ended = status in (StepStatus.FAILED, StepStatus.CANCELED)
+    return evolve(record, status=status, error=error, **({"ended_at": now()} if ended else {}))
+
+
 @dataclass
 class Execution:
     store: SnapshotStore
@@ -511,7 +518,7 @@ class Execution:
             "canceled": StepStatus.CANCELED,
             "waiting": StepStatus.RUNNING,
         }[outcome.kind]
-        await self.commit({path: evolve(record, status=status, error=outcome.error)})
+        await self.commit({path: outcome_record(record, status, outcome.error)})
         return outcome
 
     def _abandoned(self, prefix: Path) -> dict[Path, StepRecord]:
