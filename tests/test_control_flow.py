@@ -256,16 +256,13 @@ async def test_loop_condition_sees_the_output_and_the_completed_iterations(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
     """A dountil condition gets the body's output and the number of completed iterations
-    (1 after the first), once per iteration."""
+    (1 after the first), once per iteration; the body gets the number completed before it
+    (0 in the first: it was 0 in every iteration)."""
     log = tmp_path / "thrice.log"
     done = await start(stub, "thrice", {"log": str(log)})
     assert done.status == SUCCESS
     assert to_json(done.result) == {"log": str(log), "ticks": 3}
-    assert [line.rsplit(":", 2)[1:] for line in lines(log)] == [
-        ["1", "1"],
-        ["2", "2"],
-        ["3", "3"],
-    ]
+    assert lines(log) == ["body:0", "cond:1:1", "body:1", "cond:2:2", "body:2", "cond:3:3"]
 
 
 # -- nested -------------------------------------------------------------------------------

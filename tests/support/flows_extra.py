@@ -152,6 +152,8 @@ patient = create_workflow(id="patient").then(create_step(id="wait", execute=_pat
 
 
 async def _tick(ctx: StepContext) -> dict[str, Any]:
+    # The body sees how many iterations completed before this one.
+    record(ctx.input_data["log"], f"body:{ctx.iteration_count}")
     return {**ctx.input_data, "ticks": ctx.input_data.get("ticks", 0) + 1}
 
 
@@ -161,7 +163,8 @@ def _third(ctx: StepContext) -> bool:
     return bool(ctx.input_data["ticks"] >= 3)
 
 
-# dountil tick until three ticks; the condition logs "cond:<iteration_count>:<ticks>"
+# dountil tick until three ticks; the body logs "body:<iteration_count>", the condition
+# "cond:<iteration_count>:<ticks>"
 thrice = (
     create_workflow(id="thrice").dountil(create_step(id="tick", execute=_tick), _third).commit()
 )

@@ -664,6 +664,7 @@ class Execution:
             retry_count=record.attempt,
         )
         ctx.foreach_index = split_items(path)[1]
+        ctx.iteration_count = record.metadata.get("iteration", 0)  # a loop body's
         return ctx
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
