@@ -410,6 +410,32 @@ async def test_a_step_putting_unstorable_state_fails_and_the_run_settles(
     assert run.status == enums_pb2.RUN_STATUS_FAILED
 
 
+async def test_a_label_two_suspensions_share_names_each_in_turn(stub: WorkflowServiceStub) -> None:
+    """Two parallel steps suspend with one label: it names the one that suspended last (as
+    in Mastra); once that one is resumed, it names the other, which the next resume by the
+    label reaches. The label went away with the first resume, and the second step could no
+    longer be resumed by it (LABEL_NOT_FOUND)."""
+    labels = message_pb2.OutputOptions(include_resume_labels=True)
+    started = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="same-label", output_options=labels)
+    )
+    assert started.status == enums_pb2.RUN_STATUS_SUSPENDED
+    first = list(started.resume_labels["same"].step.segments)
+    assert first in (["one"], ["two"])
+    again = await stub.ResumeRun(
+        resume(started.run_id, {"ok": True}, label="same", output_options=labels)
+    )
+    assert again.status == enums_pb2.RUN_STATUS_SUSPENDED
+    other = [s for s in (["one"], ["two"]) if s != first]
+    assert [list(p.segments) for p in again.suspended] == other
+    assert [list(again.resume_labels["same"].step.segments)] == other
+    done = await stub.ResumeRun(
+        resume(started.run_id, {"ok": False}, label="same", output_options=labels)
+    )
+    assert done.status == enums_pb2.RUN_STATUS_SUCCESS
+    assert dict(done.resume_labels) == {}
+
+
 # -- retries on resume --------------------------------------------------------------------
 
 
@@ -717,11 +743,11 @@ async def test_a_failing_nested_workflow_fails_its_step_and_says_when_it_ended(
     and, as every step that ended, carries ended_at (it had none)."""
     result = await start(stub, "nested-breaks")
     assert result.status == enums_pb2.RUN_STATUS_FAILED
-    for path in ("inner-breaks.breaks", "inner-breaks"):
-        step = result.steps[path]
-        assert step.status == STEP.STEP_STATUS_FAILED, path
-        assert step.error.reason == "STEP_FAILED", path
-        assert step.HasField("ended_at"), path
+    for key in ("inner-breaks.breaks", "inner-breaks"):
+        step = result.steps[key]
+        assert step.status == STEP.STEP_STATUS_FAILED, key
+        assert step.error.reason == "STEP_FAILED", key
+        assert step.HasField("ended_at"), key
 
 
 # -- bail ---------------------------------------------------------------------------------

@@ -53,6 +53,12 @@ two_approvals = (
 two_stages = create_workflow(id="two-stages").then(asker("first")).then(asker("second")).commit()
 
 
+# parallel one, two: both suspend with the one label "same"
+same_label = (
+    create_workflow(id="same-label").parallel([asker("one", "same"), asker("two", "same")]).commit()
+)
+
+
 def _is(kind: str) -> Any:
     def condition(ctx: StepContext) -> bool:
         return bool(ctx.input_data["kind"] == kind)

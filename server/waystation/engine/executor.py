@@ -21,7 +21,7 @@ import contextvars
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -531,14 +531,15 @@ class Execution:
             for p, r in self.snapshot.steps.items()
             if r.status in unfinished and p != prefix and is_prefix(prefix, p)
         }
-        for record in abandoned.values():
-            self._drop_labels(record)
+        for path, record in abandoned.items():
+            self._drop_labels(path, record, also_ended=abandoned)
         return abandoned
 
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
         """The step failed for good. A step that had been resumed is no longer suspended:
         like one that succeeds, it drops its suspend payload and time (and labels)."""
-        await self.commit({path: self._ended(record, status=StepStatus.FAILED, error=error)})
+        failed = self._ended(path, record, status=StepStatus.FAILED, error=error)
+        await self.commit({path: failed})
         return Outcome("failed", error=error)
 
     async def step(
@@ -668,7 +669,7 @@ class Execution:
         return ctx
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
-        done = self._ended(record, status=StepStatus.SUCCESS, output=output, error=None)
+        done = self._ended(path, record, status=StepStatus.SUCCESS, output=output, error=None)
         if _HOLD.get() == "success":
             self.hold({path: done})
         else:
@@ -692,7 +693,7 @@ class Execution:
                 exc,
             )
             return None
-        self._drop_labels(record)
+        self._drop_labels(path, record)
         api, index = split_items(path)
         for label in signal.labels:
             self.snapshot.run.resume_labels[label] = LabelTarget(api, index)
@@ -710,9 +711,9 @@ class Execution:
             await self.commit({path: suspended})
         return Outcome("suspended")
 
-    def _ended(self, record: StepRecord, **changes: Any) -> StepRecord:
+    def _ended(self, path: Path, record: StepRecord, **changes: Any) -> StepRecord:
         """`record` ended with `changes` (its status): no longer suspended, if it was."""
-        self._drop_labels(record)
+        self._drop_labels(path, record)
         return evolve(
             record,
             ended_at=now(),
@@ -722,9 +723,29 @@ class Execution:
             **changes,
         )
 
-    def _drop_labels(self, record: StepRecord) -> None:
+    def _drop_labels(
+        self, path: Path, record: StepRecord, also_ended: Container[Path] = ()
+    ) -> None:
+        """`record`, at `path`, waits no more: its labels go, but a label that another
+        suspension was given too (not one of `also_ended`) then names that one (the latest
+        to suspend, as a label names the last suspension given it): it went, and that step
+        could no longer be resumed by it."""
+        labels = self.snapshot.run.resume_labels
+        mine = LabelTarget(*split_items(path))
         for label in record.resume_labels:
-            self.snapshot.run.resume_labels.pop(label, None)
+            if labels.get(label) != mine:
+                continue
+            del labels[label]
+            holders = [
+                (r.suspended_at or 0.0, p)
+                for p, r in self.snapshot.steps.items()
+                if r.status is StepStatus.SUSPENDED
+                and label in r.resume_labels
+                and p != path
+                and p not in also_ended
+            ]
+            if holders:
+                labels[label] = LabelTarget(*split_items(max(holders)[1]))
 
     def scope(self, prefix: Path, init: JSON) -> RunScope:
         run = self.snapshot.run
