@@ -436,6 +436,26 @@ async def test_a_label_two_suspensions_share_names_each_in_turn(stub: WorkflowSe
     assert dict(done.resume_labels) == {}
 
 
+async def test_a_state_update_its_schema_refuses_fails_the_step_field_by_field(
+    stub: WorkflowServiceStub,
+) -> None:
+    """set_state with data the state schema refuses fails the attempt with INVALID_STATE,
+    one violation per field, as an output that breaks its schema does (it was STEP_FAILED
+    with pydantic's text); the step may catch the refusal (a ValueError) and go on."""
+    bad = {"update": {"hits": "many", "limit": [1]}}
+    failed = await start(stub, "state-checked", bad)
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    assert failed.error.reason == "INVALID_STATE"
+    assert failed.error.message == "state of step [sets] is invalid"
+    assert sorted(v["field"] for v in to_json(failed.error.details)["violations"]) == [
+        "hits",
+        "limit",
+    ]
+    kept = await start(stub, "state-checked", {**bad, "swallow": True})
+    assert kept.status == SUCCESS
+    assert to_json(kept.result) == {"kept": {"hits": 0, "limit": 10}}
+
+
 # -- retries on resume --------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ Define workflows with `create_step` and `create_workflow` (DESIGN.md §2); serve
 """
 
 from waystation.engine import (
+    InvalidState,
     RetryConfig,
     Step,
     StepContext,
@@ -13,4 +14,12 @@ from waystation.engine import (
     create_workflow,
 )
 
-__all__ = ["RetryConfig", "Step", "StepContext", "Workflow", "create_step", "create_workflow"]
+__all__ = [
+    "InvalidState",
+    "RetryConfig",
+    "Step",
+    "StepContext",
+    "Workflow",
+    "create_step",
+    "create_workflow",
+]

@@ -385,3 +385,28 @@ odd_suspend = (
     .then(create_step(id="odd", resume_schema=Ok, execute=_odd_suspend))
     .commit()
 )
+
+
+class Limited(BaseModel):
+    hits: int = 0
+    limit: int = 10
+
+
+async def _sets(ctx: StepContext) -> dict[str, Any]:
+    update = ctx.input_data["update"]
+    try:
+        ctx.set_state(update)
+    except ValueError:  # what set_state raises for a refused update
+        if ctx.input_data.get("swallow"):
+            return {"kept": ctx.state}
+        raise
+    return {"state": ctx.state}
+
+
+# state-checked: sets the state to the input's "update" under the state schema Limited
+# (hits, limit: ints); with "swallow" the step catches a refused update itself
+state_checked = (
+    create_workflow(id="state-checked", state_schema=Limited)
+    .then(create_step(id="sets", retries=0, execute=_sets))
+    .commit()
+)

@@ -1,7 +1,7 @@
 """The workflow engine: definitions, execution, resume rules and errors. No grpc, no SQL."""
 
 from waystation.engine.commands import ResumeCommand, StartCommand, TimeTravelCommand
-from waystation.engine.context import StepContext
+from waystation.engine.context import InvalidState, StepContext
 from waystation.engine.definition import RetryConfig, Step, Workflow, create_step, create_workflow
 from waystation.engine.engine import Engine
 from waystation.engine.model import RunRecord, RunStatus, StepRecord, StepStatus
@@ -13,6 +13,7 @@ from waystation.engine.tracing import CallTrace, Telemetry, TracingOptions
 __all__ = [
     "CallTrace",
     "Engine",
+    "InvalidState",
     "Path",
     "ResumeCommand",
     "RetryConfig",

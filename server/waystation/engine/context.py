@@ -58,6 +58,17 @@ class _Done:
         yield
 
 
+class InvalidState(ValueError):
+    """What `set_state` raises for an update that a state schema refuses, or that JSON
+    cannot hold: the state is left as it was, and unless the step catches it, the attempt
+    fails with INVALID_STATE, one violation per field (as an output that breaks its schema
+    does)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass
 class RunScope:
     """What the executor lends a context: the run's ids, state and earlier results."""
@@ -103,10 +114,16 @@ class StepContext:
         return copy.deepcopy(self._scope.get_state())
 
     def set_state(self, update: dict[str, Any]) -> _Done:
-        """Merge `update` into the workflow state (validated against the state schemas)."""
+        """Merge `update` into the workflow state (validated against the state schemas);
+        InvalidState, the state unchanged, if they refuse it."""
         from waystation.engine.definition import Step
 
-        self._scope.set_state(dict(update), self._step if isinstance(self._step, Step) else None)
+        try:
+            self._scope.set_state(
+                dict(update), self._step if isinstance(self._step, Step) else None
+            )
+        except (ValueError, TypeError) as exc:  # ValidationError is a ValueError
+            raise InvalidState(exc) from exc
         return _Done()
 
     def suspend(

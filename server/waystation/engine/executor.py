@@ -33,6 +33,7 @@ from waystation.engine import schema
 from waystation.engine.context import (
     AbortSignal,
     BailSignal,
+    InvalidState,
     RunScope,
     StepContext,
     SuspendSignal,
@@ -622,6 +623,10 @@ class Execution:
             error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
             await self.commit({path: evolve(record, status=StepStatus.CANCELED, error=error)})
             return Outcome("canceled", error=error)
+        except InvalidState as exc:  # a failed attempt, as an invalid output is
+            finish(span, "failed", exc)
+            self._last_error = _invalid("INVALID_STATE", "state", path, exc.cause)
+            return None
         except asyncio.CancelledError:
             finish(span, "canceled")
             if not (self.shutting_down or self.lost):
