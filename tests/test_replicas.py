@@ -408,6 +408,9 @@ async def test_restart_run_without_force_leaves_a_live_replicas_run_alone(
     error = rich_error(refused.value)
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
     assert "force" in error.message
+    # The metadata's status is the run's, and the replica that drives it is named apart.
+    assert error.metadata["status"] == "running"
+    assert error.metadata["owner"] and error.metadata["owner"] in error.message
     done = await waiting
     assert done.status == RUN.RUN_STATUS_SUCCESS
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1, "done:B": 1}

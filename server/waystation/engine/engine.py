@@ -666,14 +666,18 @@ class Engine(Upkeep):
         if snapshot is None:
             raise RunNotFound(run_id)
         run = snapshot.run
-        if run.status not in (RunStatus.RUNNING, RunStatus.WAITING) or run_id in self._active:
-            raise RunNotActive(run_id, run.status if run_id not in self._active else "driven")
+        if run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+            raise RunNotActive(run_id, run.status)
+        if run_id in self._active:
+            raise RunNotActive(run_id, run.status, "this replica drives it")
         if self._leased_elsewhere(run) and not force:
             raise RunNotActive(
                 run_id,
-                f"driven by replica {run.owner}, whose lease runs"
+                run.status,
+                f"replica {run.owner} drives it, and its lease runs"
                 f" {(run.lease_until or 0.0) - now():.0f} s more; force takes it over if that"
                 " replica is dead",
+                owner=run.owner,
             )
         run.request_context = merge_context(run.request_context, request_context)
         workflow = self.workflow(run.workflow_id)
@@ -684,7 +688,7 @@ class Engine(Upkeep):
         try:
             await self.store.commit(Commit(run, expected, new_request=key))
         except StoreConflict:
-            raise RunNotActive(run_id, "changed by its driver") from None
+            raise RunNotActive(run_id, run.status, "another call changed it meanwhile") from None
         execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call = "restart", trace
         return await self._outcome(self._launch(execution))

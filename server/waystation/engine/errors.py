@@ -188,10 +188,10 @@ class ForeachIndexNotSuspended(SuspendedListError):
 class RunNotActive(PreconditionError):
     reason = "RUN_NOT_ACTIVE"
 
-    def __init__(self, run_id: str, status: str) -> None:
-        super().__init__(
-            f"run {run_id!r} is not active (status {status})", run_id=run_id, status=status
-        )
+    def __init__(self, run_id: str, status: str, why: str = "", **more: str) -> None:
+        """`status`: the run's; `why` it cannot be restarted though it runs, if it does."""
+        text = f"run {run_id!r} is not active (status {status})"
+        super().__init__(f"{text}: {why}" if why else text, run_id=run_id, status=status, **more)
 
 
 class RunActive(PreconditionError):
