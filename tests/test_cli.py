@@ -29,6 +29,7 @@ import pytest
 from tests.support.certificates import Authority
 from tests.support.server_process import ServerProcess, free_port
 from tests.support.workflows import lines
+from waystation.connection import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = '{"order_id": "o-1", "amount": 12.5}'
@@ -934,6 +935,26 @@ def test_a_bearer_token_from_token_or_its_variable_goes_with_every_call(
         assert watched.code == 0, watched.stderr
         assert "RUN_SETTLED" in watched.stdout
         assert cli(server.address, "runs", "watch", run_id).code == 16
+        # A token read from a file or a variable often ends with a newline: it is dropped
+        # (it was INTERNAL "Invalid metadata", exit 13, from gRPC, before any call).
+        newline = cli(server.address, "--token", f"{TOKEN}\n", "runs", "show", run_id)
+        assert newline.code == 0, newline.stderr
+
+
+@pytest.mark.parametrize("token", ["t\u00f6k\u00e9n", "two words", "tab\tinside"])
+def test_a_token_no_header_can_carry_is_a_usage_error(token: str) -> None:
+    """It was INTERNAL "Invalid metadata" (exit 13), as if the server had failed."""
+    outcome = cli("127.0.0.1:9", "--token", token, "workflows", "list")
+    assert outcome.code == 2
+    assert "--token" in one_line_error(outcome)
+    assert "printable ASCII" in one_line_error(outcome)
+
+
+def test_a_tls_server_name_alone_turns_tls_on() -> None:
+    """--tls-server-name only means something to TLS: alone, it checks the server against
+    the system's trusted roots, as --tls-cert alone does (it went unencrypted)."""
+    assert Credentials(tls_server_name="waystation.internal").tls
+    assert not Credentials(token="t").tls
 
 
 def one_line_error(outcome: Outcome) -> str:

@@ -143,7 +143,7 @@ async def test_help_exits_0_and_a_bad_invocation_exits_1_saying_why(tmp_path: Pa
     assert "WAYSTATION_TLS_CA" in shown.stdout
     for args, why in [
         (["--bogus"], "healthcheck: unrecognized arguments: --bogus"),
-        (["--tls-cert", "client.crt"], "healthcheck: a client certificate needs both"),
+        (["--tls-cert", "client.crt"], "healthcheck: --tls-cert / --tls-key: a client certificate"),
         (["--tls-ca", str(tmp_path / "none.crt")], "healthcheck: cannot read "),
     ]:
         outcome = await healthcheck(*args)

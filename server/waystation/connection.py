@@ -33,10 +33,19 @@ ENV_TLS_SERVER_NAME = "WAYSTATION_TLS_SERVER_NAME"
 ENV_TOKEN = "WAYSTATION_TOKEN"
 
 
+class CredentialError(ValueError):
+    """An option of `Credentials` that cannot work, named as its CLI option."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option, self.problem = option, problem
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """How to reach a server: TLS is on when a CA or a client certificate is given (without
-    a CA, the system's trusted roots check the server)."""
+    """How to reach a server: TLS is on when a CA, a client certificate or a server name
+    to check is given (without a CA, the system's trusted roots check the server). The
+    token's surrounding whitespace (a file's last newline) is dropped."""
 
     tls_ca: str = ""
     tls_cert: str = ""
@@ -46,11 +55,22 @@ class Credentials:
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("a client certificate needs both a certificate and its key")
+            raise CredentialError(
+                "--tls-cert / --tls-key",
+                "a client certificate needs both a certificate and its key",
+            )
+        token = self.token.strip()
+        object.__setattr__(self, "token", token)
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            # gRPC would refuse the header as "Invalid metadata", an INTERNAL error.
+            raise CredentialError(
+                "--token",
+                "a bearer token is printable ASCII without spaces (it is sent in a header)",
+            )
 
     @property
     def tls(self) -> bool:
-        return bool(self.tls_ca or self.tls_cert)
+        return bool(self.tls_ca or self.tls_cert or self.tls_server_name)
 
 
 def open_channel(address: str, credentials: Credentials) -> grpc.Channel:

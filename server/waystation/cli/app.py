@@ -110,8 +110,8 @@ def client_options(
             tls_server_name=tls_server_name,
             token=token,
         )
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--tls-cert / --tls-key") from None
+    except connection.CredentialError as err:
+        raise typer.BadParameter(err.problem, param_hint=err.option) from None
     ctx.obj = ClientOptions(server, timeout, as_json, credentials)
 
 
