@@ -15,9 +15,11 @@ import contextlib
 import copy
 import errno
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -498,3 +500,46 @@ async def test_a_wal_deleted_under_the_server_makes_the_store_refuse_every_call(
 
 async def _zero(ctx: StepContext) -> int:
     return 0
+
+
+async def test_a_write_lock_another_process_holds_delays_writes_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """An operator's `sqlite3` shell holds the write lock (BEGIN IMMEDIATE): writes wait for
+    it, up to the store's lock wait, on the loop's timers, so reads go on meanwhile; once it
+    is free they are applied, in order; held past the wait they fail STORE_UNAVAILABLE
+    "database is locked". SQLite's busy wait held the event loop, and with it every call
+    of the server (a GetRun took 15 s), for 5 s per write."""
+    path = tmp_path / "locked.db"
+    store = SqliteStore(str(path))
+    await store.setup()
+    store.lock_wait = 1.5
+    engine = Engine(store, [steps_in_a_row("kept", 1, _zero)])
+    await engine.start()
+    holder = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
+    try:
+        await engine.start_run(StartCommand(workflow_id="kept", run_id="before"))
+        holder.execute("BEGIN IMMEDIATE")
+        writes = [
+            asyncio.ensure_future(engine.start_run(StartCommand(workflow_id="kept", run_id=r)))
+            for r in ("first", "second")
+        ]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        assert (await store.load_run("before")) is not None
+        assert time.monotonic() - started < 0.1  # the loop is free
+        assert not any(w.done() for w in writes)
+        holder.execute("ROLLBACK")
+        done = await asyncio.wait_for(asyncio.gather(*writes), timeout=2)
+        assert [d.status for d in done] == [RunStatus.SUCCESS] * 2
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            await engine.start_run(StartCommand(workflow_id="kept", run_id="refused"))
+        assert 1.4 < time.monotonic() - started < 3
+        holder.execute("ROLLBACK")
+        await engine.start_run(StartCommand(workflow_id="kept", run_id="after"))
+    finally:
+        holder.close()
+        await engine.close()
+        await store.close()

@@ -156,6 +156,16 @@ GATHER_TURNS = 16
 """A batch waits at most this many turns of a busy event loop for more writes."""
 GIVE_WAY_EVERY = 0.005
 """Writers applied at once give the loop a turn at least this often (seconds)."""
+LOCK_WAIT = 5.0
+"""How long writes wait for a write lock another process holds (an operator's `sqlite3`
+shell in a transaction) before they fail STORE_UNAVAILABLE "database is locked". The
+writer's own busy timeout is a few milliseconds: the wait is on the loop's timers, so reads
+and every other call go on meanwhile (SQLite's busy wait blocked the whole server)."""
+BUSY_SLICE_MS = 10
+
+
+class Locked(StoreUnavailable):
+    """Another connection holds the database's write lock: nothing was written."""
 
 
 def path_from_url(url: str) -> str:
@@ -357,6 +367,9 @@ class SqliteStore:
         """When (loop time) a writer applied at once last gave the loop a turn."""
         self._batches = 0
         self._known = KnownRuns()
+        self.lock_wait = LOCK_WAIT
+        self._locked_since: float | None = None
+        """Loop time since when writes find the write lock held by another process."""
 
     @classmethod
     def from_url(cls, url: str, *, migrate: bool = True) -> SqliteStore:
@@ -370,7 +383,8 @@ class SqliteStore:
         try:
             for pragma in PRAGMAS + WRITER_PRAGMAS:
                 writer.execute(pragma)
-            _migrate(writer, self._migrate)
+            _migrate(writer, self._migrate)  # waits for a lock at start-up: nothing to serve
+            writer.execute(f"PRAGMA busy_timeout={BUSY_SLICE_MS}")
         except BaseException as exc:
             writer.close()
             self._unlock()
@@ -450,6 +464,10 @@ class SqliteStore:
             value = await future
         else:  # alone: a batch of one, now, rather than two turns of the loop later
             ((error, value),) = self._apply([op])
+            if isinstance(error, Locked) and self._wait_for_lock(loop):
+                future = loop.create_future()
+                self._queue.append((op, future))
+                error, value = None, await future
             if error is not None:
                 raise error
             # A run whose steps never await would otherwise keep the loop until it ends:
@@ -474,7 +492,25 @@ class SqliteStore:
         self._gathered = 0
         batch, self._queue = self._queue, []
         self._flushing = False
-        answer(batch, self._apply([op for op, _ in batch]))
+        results = self._apply([op for op, _ in batch])
+        if isinstance(results[0][0], Locked) and self._wait_for_lock(loop):
+            self._queue[:0] = batch  # first, in their order, when the lock is free
+            return
+        answer(batch, results)
+
+    def _wait_for_lock(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """After a batch found the write lock held: whether to try again shortly (a flush
+        is then scheduled) rather than fail, until `lock_wait` has passed."""
+        now = loop.time()
+        if self._locked_since is None:
+            self._locked_since = now
+        if now - self._locked_since >= self.lock_wait:
+            self._locked_since = None
+            return False
+        if not self._flushing:
+            self._flushing = True
+            loop.call_later(min(0.1, 0.01 + (now - self._locked_since) / 4), self._flush)
+        return True
 
     def _apply(self, ops: list[_Write]) -> list[Result]:
         """One transaction for `ops`, and a checkpoint every so often."""
@@ -483,6 +519,8 @@ class SqliteStore:
             results = _apply_batch(self._writer, ops, self._known)
         except Exception as exc:
             results = [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
+        if not isinstance(results[0][0], Locked):
+            self._locked_since = None
         self._batches += 1
         if self._wal is not None and self._batches % CHECKPOINT_EVERY == 0:
             self._wal.checkpoint(self._finish_checkpoint)
@@ -656,6 +694,8 @@ def _apply_batch(db: sqlite3.Connection, ops: list[_Write], known: KnownRuns) ->
         known.clear()  # it may hold what was rolled back
         if db.in_transaction:
             db.execute("ROLLBACK")
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            return [(Locked(f"sqlite: {exc}"), None)] * len(ops)
         if isinstance(exc, sqlite3.Error):
             return [(StoreUnavailable(f"sqlite: {exc}"), None)] * len(ops)
         raise
