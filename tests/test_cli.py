@@ -516,6 +516,67 @@ def test_serve_without_migrations_refuses_an_old_sqlite_schema(tmp_path: Path) -
         assert cli(checked.address, "workflows", "list").code == 0
 
 
+def test_serve_refuses_a_sqlite_schema_newer_than_it_knows(tmp_path: Path) -> None:
+    """A file a newer server migrated (after a rollback): refused with one line, with or
+    without migrations, rather than served with a schema this server does not know."""
+    db = tmp_path / "newer.db"
+    with ServerProcess(db):
+        pass
+    with sqlite3.connect(db) as newer:
+        newer.execute("INSERT INTO schema_version (version) VALUES (999)")
+    for extra in ([], ["--no-migrate"]):
+        done = subprocess.run(
+            ServerProcess(db, extra_args=extra).command, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1, extra
+        said = " ".join(done.stderr.split())
+        assert "cannot start: schema version 999 is newer than this server's" in said, said
+
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite://:memory:", "sqlite:///runs/"])
+def test_serve_refuses_a_sqlite_url_that_names_no_file(url: str, tmp_path: Path) -> None:
+    """It served from memory, keeping nothing, and ListRuns and WatchRun failed for every
+    input (the reader's connection saw another, empty, database)."""
+    done = subprocess.run(
+        ServerProcess(tmp_path / "unused.db", db_url=url).command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    said = " ".join(done.stderr.split())
+    assert "names no file" in said, said
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_follows_a_symbolic_link_to_its_sqlite_file(tmp_path: Path) -> None:
+    """SQLite names the WAL after the link's target: the server looked for the link's, and
+    could not start; a second server, through the link or the file, is refused."""
+    real = tmp_path / "real.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    with ServerProcess(link, db_url=f"sqlite:///{link}") as served:
+        assert cli(served.address, "workflows", "list").code == 0
+        second = subprocess.run(
+            ServerProcess(real).command, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert "another process serves" in second.stderr
+
+
+def test_serve_warns_of_a_sqlite_file_with_another_hard_link(tmp_path: Path) -> None:
+    """The lock beside the file cannot stop a server started through another hard link
+    (it saw an empty database, and the two WALs lost runs): the start-up says so."""
+    db = tmp_path / "linked.db"
+    with ServerProcess(db):
+        pass
+    os.link(db, tmp_path / "other-name.db")
+    with ServerProcess(db) as served:
+        assert cli(served.address, "workflows", "list").code == 0
+    assert "has 2 hard links" in served.log
+
+
 def test_serve_imports_workflow_modules_from_the_working_directory(tmp_path: Path) -> None:
     """README's "Your own workflows": `waystation serve --workflows myapp.workflows`, run
     where `myapp/` is, serves it (the installed script, not `python -m`)."""

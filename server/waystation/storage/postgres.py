@@ -29,8 +29,8 @@ from waystation.storage.protocol import (
     RequestKey,
     RequestRecord,
     RunFilter,
-    SchemaOutOfDate,
     StoreUnavailable,
+    check_schema,
     conflict,
 )
 from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
@@ -135,11 +135,7 @@ class PostgresStore:
                 if exists
                 else 0
             )
-            if current < len(MIGRATIONS) and not self._migrate:
-                raise SchemaOutOfDate(
-                    f"schema version {current}, this server needs {len(MIGRATIONS)}; "
-                    "run a server with migrations enabled first"
-                )
+            check_schema(current, len(MIGRATIONS), self._migrate)
             for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 await conn.execute(script)
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)

@@ -53,7 +53,24 @@ class StoreUnavailable(StoreError):
 
 
 class SchemaOutOfDate(StoreError):
-    """The database's schema is older than this server and migrations are not allowed."""
+    """The database's schema is older than this server and migrations are not allowed, or
+    newer than this server knows (a rollback past a migration)."""
+
+
+def check_schema(current: int, known: int, migrate: bool) -> None:
+    """SchemaOutOfDate unless a server that knows `known` migrations may serve a database
+    at schema version `current` (migrating it, if `migrate`)."""
+    if current > known:
+        raise SchemaOutOfDate(
+            f"schema version {current} is newer than this server's {known}: a newer server"
+            " migrated it; serve it with that one (rolling back past a migration is not"
+            " supported)"
+        )
+    if current < known and not migrate:
+        raise SchemaOutOfDate(
+            f"schema version {current}, this server needs {known}; "
+            "run a server with migrations enabled first"
+        )
 
 
 class StoreInUse(StoreError):

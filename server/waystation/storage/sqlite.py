@@ -56,9 +56,9 @@ from waystation.storage.protocol import (
     RequestKey,
     RequestRecord,
     RunFilter,
-    SchemaOutOfDate,
     StoreInUse,
     StoreUnavailable,
+    check_schema,
     conflict,
 )
 from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
@@ -169,11 +169,18 @@ class Locked(StoreUnavailable):
 
 
 def path_from_url(url: str) -> str:
-    """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite://:memory:`."""
+    """`sqlite:///relative.db` or `sqlite:////abs/path.db`: a file (an in-memory database
+    would keep nothing, and each of the store's connections would have its own)."""
     if not url.startswith("sqlite://"):
         raise ValueError(f"not a sqlite URL: {url!r}")
     rest = url[len("sqlite://") :]
-    return rest[1:] if rest.startswith("/") else rest
+    path = rest[1:] if rest.startswith("/") else rest
+    if path in ("", ":memory:") or path.endswith("/"):
+        raise ValueError(
+            f"{url!r} names no file: give one, as sqlite:///waystation.db (relative) or"
+            " sqlite:////var/lib/waystation/runs.db (absolute)"
+        )
+    return path
 
 
 class WalSync:
@@ -347,7 +354,8 @@ class SqliteStore:
     """One process serves a SQLite file: at start-up, every RUNNING run is an orphan."""
 
     def __init__(self, path: str, *, migrate: bool = True) -> None:
-        self._path = path
+        # Its real path: SQLite follows a symbolic link to name the WAL and the lock.
+        self._path = os.path.realpath(path) if path not in ("", ":memory:") else path
         self._migrate = migrate
         self._lock: int | None = None
         """A descriptor of the `-lock` file beside the database, locked while this store is
@@ -358,7 +366,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         """Reads that may scan, in their own thread."""
         on_disk = path not in ("", ":memory:")
-        self._wal = WalSync(path) if on_disk else None
+        self._wal = WalSync(self._path) if on_disk else None
         self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._flushing = False
         self._gathered = 0
@@ -379,6 +387,14 @@ class SqliteStore:
         if self._wal is not None:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._lock = _lock(self._path)
+            with contextlib.suppress(FileNotFoundError):
+                if (links := os.stat(self._path).st_nlink) > 1:
+                    log.warning(
+                        "%s has %d hard links: a server started through another of them"
+                        " would not be stopped by this one's lock",
+                        self._path,
+                        links,
+                    )
         writer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             for pragma in PRAGMAS + WRITER_PRAGMAS:
@@ -663,11 +679,7 @@ def _migrate(db: sqlite3.Connection, migrate: bool = True) -> None:
         ).fetchone()
         row = db.execute("SELECT max(version) FROM schema_version").fetchone() if exists else None
         current = row[0] if row and row[0] is not None else 0
-        if current < len(MIGRATIONS) and not migrate:
-            raise SchemaOutOfDate(
-                f"schema version {current}, this server needs {len(MIGRATIONS)}; "
-                "start it once with migrations enabled"
-            )
+        check_schema(current, len(MIGRATIONS), migrate)
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             for statement in filter(str.strip, script.split(";")):
@@ -675,7 +687,8 @@ def _migrate(db: sqlite3.Connection, migrate: bool = True) -> None:
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite ended it itself on some errors (a full disk)
+            db.execute("ROLLBACK")
         raise
 
 
