@@ -444,6 +444,7 @@ LONG = "x" * 201
         ("ResumeRun", rr.ResumeRequest(run_id="r-1", step=path(LONG)), "step"),
         ("CancelRun", rr.CancelRunRequest(run_id="r-1", reason="x" * 1001), "reason"),
         ("ListRuns", rr.ListRunsRequest(resource_id=LONG), "resource_id"),
+        ("ListRuns", rr.ListRunsRequest(workflow_id=LONG), "workflow_id"),
     ],
     ids=[
         "start-resource-id",
@@ -454,6 +455,7 @@ LONG = "x" * 201
         "resume-segment-too-long",
         "cancel-reason",
         "list-runs-resource-id",
+        "list-runs-workflow-id",
     ],
 )
 async def test_a_name_longer_than_the_server_keeps_is_invalid_argument(
@@ -473,8 +475,11 @@ def test_a_list_too_large_to_answer_advises_a_smaller_page() -> None:
     page = rr.ListRunsResponse(runs=[message_pb2.Run(run_id="r", resource_id="x" * 100)] * 10)
     with pytest.raises(ResponseTooLarge, match="smaller page_size"):
         check_fits(page, 500)
+    result = message_pb2.WorkflowResult(run_id="r", workflow_id="x" * 600)
     with pytest.raises(ResponseTooLarge, match="took effect"):
-        check_fits(message_pb2.WorkflowResult(run_id="r", workflow_id="x" * 600), 500)
+        check_fits(result, 500, "ResumeRun")
+    with pytest.raises(ResponseTooLarge, match="GetRun changes nothing"):
+        check_fits(message_pb2.Run(run_id="r", result=result), 500, "GetRun")
 
 
 def _decode(token: str) -> dict[str, Any]:

@@ -203,10 +203,16 @@ def reject_malformed(request: Any) -> None:
     problems.raise_any()
 
 
-TEXT_LIMITS = {"resource_id": MAX_ID, "request_id": MAX_ID, "label": MAX_ID, "reason": 1000}
-"""Request fields the server stores or looks up, and their longest accepted length (run and
-workflow ids are checked with their other rules). A 3 MB resource id was stored, and made
-every ListRuns page that held it too large to answer."""
+TEXT_LIMITS = {
+    "resource_id": MAX_ID,
+    "request_id": MAX_ID,
+    "label": MAX_ID,
+    "reason": 1000,
+    "workflow_id": MAX_ID,
+}
+"""Request fields the server stores or looks up, and their longest accepted length (run ids
+are checked with their other rules; a workflow id also where it is only a filter). A 3 MB
+resource id was stored, and made every ListRuns page that held it too large to answer."""
 MAX_PATH = 32
 """Segments of a step path: deeper than any workflow nests."""
 
