@@ -404,6 +404,14 @@ def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
         assert process.stop(signal.SIGTERM) == 0
 
 
+def test_serve_drains_on_sighup_as_on_sigterm(tmp_path: Path) -> None:
+    """A hangup (the terminal closed, or a reload an init system asks for: the settings are
+    read at start-up only) drains and exits 0; it killed the server at once (exit 129)."""
+    with ServerProcess(tmp_path / "hup.db") as process:
+        assert process.stop(signal.SIGHUP) == 0
+    assert "draining" in process.log
+
+
 @pytest.mark.parametrize(
     ("workflows", "error"),
     [

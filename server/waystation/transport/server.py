@@ -259,7 +259,9 @@ async def serve(settings: ServerSettings) -> None:
         raise CannotStart(str(exc)) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too (a closed terminal; a reload, which settings read at start-up cannot
+    # have): drained, not killed with calls in flight.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: up to %.1fs for calls in flight", settings.grace_seconds)
