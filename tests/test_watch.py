@@ -8,6 +8,7 @@ live watch ends after the RUN_SETTLED of a final status; a client that reconnect
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import FLOW_WORKFLOWS
+from tests.conftest import FLOW_WORKFLOWS, settings_for
 from tests.support.api import assert_eventually, call_error, to_json, value
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
@@ -23,7 +24,7 @@ from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import Engine, ResumeCommand, StartCommand, load_workflows
 from waystation.engine.errors import RunNotFound
 from waystation.storage import SqliteStore
-from waystation.transport import RunningServer
+from waystation.transport import RunningServer, create_server
 
 WORKFLOWS = FLOW_WORKFLOWS
 RUN = enums_pb2.RunStatus
@@ -356,6 +357,40 @@ async def test_a_watch_outlives_client_keepalive_pings_every_five_seconds(
             rest.append(event)
         assert rest[-1].type == SETTLED
         assert rest[-1].result.status == RUN.RUN_STATUS_SUCCESS
+
+
+async def test_a_drain_ends_watches_at_once_naming_where_to_go_on(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """A watch of a suspended run waits for days: a drain ends it at once, UNAVAILABLE
+    SERVER_DRAINING with the sequence to watch again after (on another replica), so that
+    the drain does not last the whole grace for nothing (a dashboard's watch held every
+    rollout for it) and the watcher misses nothing."""
+    running = await create_server(settings_for(db_path))
+    address = f"127.0.0.1:{running.port}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = WorkflowServiceStub(channel)
+            started = await start(stub, "counted", {"log": str(tmp_path / "c.log")})
+            call = stub.WatchRun(rr.WatchRunRequest(run_id=started.run_id))
+            while (event := await call.read()).type != SETTLED:
+                pass
+            last = event.sequence
+            began = time.monotonic()
+            stopping = asyncio.ensure_future(running.stop(grace=10))
+            error = await call_error(_read_to_end(call))
+            assert time.monotonic() - began < 2
+            assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_DRAINING")
+            assert error.metadata["after_sequence"] == str(last)
+            await asyncio.wait_for(stopping, timeout=5)
+            assert time.monotonic() - began < 5
+    finally:
+        await running.stop(grace=0)
+
+
+async def _read_to_end(call: Any) -> None:
+    while await call.read() is not grpc.aio.EOF:
+        pass
 
 
 async def _rest(call: Any) -> list[message_pb2.RunEvent]:

@@ -131,9 +131,9 @@ class FaultyStore:
     @contextlib.asynccontextmanager
     async def locked(self, busy_timeout: float = 0.2) -> AsyncIterator[None]:
         """Another connection holds the database's write lock (BEGIN IMMEDIATE) until the
-        block ends; the store's writer waits `busy_timeout` seconds for it (its real busy
-        timeout, shortened so tests stay quick) and then fails with "database is locked"."""
-        await self._pragma(f"busy_timeout = {int(busy_timeout * 1000)}")
+        block ends; the store's writes wait `busy_timeout` seconds for it (its real lock
+        wait, shortened so tests stay quick) and then fail with "database is locked"."""
+        before, self.inner.lock_wait = self.inner.lock_wait, busy_timeout
         # In a thread: taking the lock may wait for the writer's transaction to end, and
         # that transaction needs this event loop to get there.
         holder = await asyncio.to_thread(self._take_write_lock)
@@ -141,7 +141,7 @@ class FaultyStore:
             yield
         finally:
             await asyncio.to_thread(_release, holder)
-            await self._pragma("busy_timeout = 5000")
+            self.inner.lock_wait = before
 
     def _take_write_lock(self) -> sqlite3.Connection:
         holder = sqlite3.connect(

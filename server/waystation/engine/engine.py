@@ -30,6 +30,7 @@ from waystation.engine.errors import (
     RunNotActive,
     RunNotFound,
     RunNotSuspended,
+    ServerDraining,
     SuspendedListError,
     VersionMismatch,
     Violations,
@@ -101,6 +102,8 @@ class Engine(Upkeep):
         result once it settles WAITING on a durable sleep (the task sleeps on), else the
         task's own outcome."""
         self._changes: dict[str, asyncio.Event] = {}
+        self.draining = False
+        """Set by `drain`: watches end (ServerDraining) rather than wait."""
         self._stalled: set[str] = set()
         """Runs whose execution here stopped on a store failure: RUNNING, with this
         replica's lease, driven by nobody until `_revive` (the upkeep, once the store
@@ -119,6 +122,12 @@ class Engine(Upkeep):
         self._lease_task = asyncio.create_task(self._keep_leases(), name="leases")
         self._timer_task = asyncio.create_task(self._expire_suspensions(), name="timeouts")
         return taken
+
+    def drain(self) -> None:
+        """A drain began: every watch that waits for the next event ends now."""
+        self.draining = True
+        for changed in self._changes.values():
+            changed.set()
 
     async def close(self, grace: float = 5.0) -> None:
         """Let executions finish for up to `grace` seconds, then stop the rest; they stay
@@ -757,6 +766,8 @@ class Engine(Upkeep):
                 continue
             if run.status.is_final and run.event_sequence <= after:
                 return
+            if self.draining:  # every event stored was sent: go on elsewhere from here
+                raise ServerDraining(run_id, after)
             # Another process may drive the run: look at the store now and then anyway.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=0.25)

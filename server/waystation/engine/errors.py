@@ -23,7 +23,8 @@
     │   ├── ResumeConflict              RESUME_CONFLICT
     │   └── VersionMismatch             VERSION_MISMATCH
     ├── Unauthenticated                 UNAUTHENTICATED
-    └── PermissionDenied                PERMISSION_DENIED
+    ├── PermissionDenied                PERMISSION_DENIED
+    └── ServerDraining                  SERVER_DRAINING (UNAVAILABLE: ends a watch in a drain)
 
 Constructors take ids and build the message, so every raise site reads the same way and
 the metadata a client sees (run_id, step_path, ...) is always present.
@@ -372,3 +373,18 @@ def _has(data: Any, part: str | int) -> bool:
     if isinstance(data, dict):
         return part in data
     return isinstance(data, list) and isinstance(part, int) and -len(data) <= part < len(data)
+
+
+class ServerDraining(WaystationError):
+    """The server is draining (a rollout): a WatchRun, which would wait for days, ends now,
+    naming the sequence to watch again after, on another replica."""
+
+    reason = "SERVER_DRAINING"
+
+    def __init__(self, run_id: str, after: int) -> None:
+        super().__init__(
+            f"this server is draining: watch run {run_id!r} again through another replica,"
+            f" with after_sequence {after}",
+            run_id=run_id,
+            after_sequence=str(after),
+        )

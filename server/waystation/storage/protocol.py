@@ -34,6 +34,8 @@ class StoreError(Exception):
 class StoreConflict(StoreError):
     """The row exists (create) or its version moved on (commit, delete)."""
 
+    reason = "RUN_CHANGED"
+
     def __init__(self, message: str, run_id: str = "") -> None:
         super().__init__(message)
         self.run_id = run_id
@@ -43,6 +45,8 @@ class StoreConflict(StoreError):
 class StoreUnavailable(StoreError):
     """The database could not complete the operation; this operation wrote nothing (the
     call it served may have written before it: a run created, a resume claimed)."""
+
+    reason = "STORE_UNAVAILABLE"
 
     metadata: dict[str, str]
     """Ids for the caller's error details (the run an execution was writing), if known."""

@@ -91,14 +91,10 @@ ERROR_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.ConflictError: grpc.StatusCode.ABORTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ServerDraining: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     StoreConflict: grpc.StatusCode.ABORTED,
     ResponseTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-
-_STORE_REASONS: dict[type[BaseException], str] = {
-    StoreUnavailable: "STORE_UNAVAILABLE",
-    StoreConflict: "RUN_CHANGED",
 }
 
 
@@ -118,7 +114,7 @@ def _pack(message: Any) -> any_pb2.Any:
 
 def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     """The rich status for a mapped error."""
-    reason = getattr(exc, "reason", None) or _STORE_REASONS.get(type(exc), "INTERNAL")
+    reason = getattr(exc, "reason", None) or "INTERNAL"
     # Trailers are limited (8 KiB by default): echoed values are cut short.
     metadata = {k: _cut(v, 200) for k, v in getattr(exc, "metadata", {}).items()}
     status = status_pb2.Status(

@@ -114,7 +114,10 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         """Stop taking calls, let calls in flight finish, stop executions, close the store."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        await asyncio.sleep(0)  # new calls are refused from here on
+        self.engine.drain()
+        await stopping
         await self.engine.close(grace=0)
         await self.store.close()
         if self.providers is not None:
