@@ -4,9 +4,11 @@ them, through a real server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -198,3 +200,43 @@ async def test_reflection_v1_answers_as_v1alpha_does(channel: grpc.aio.Channel) 
     proto = descriptor_pb2.FileDescriptorProto.FromString(files[0])
     assert (proto.package, proto.service[0].name) == ("grpc.reflection.v1", "ServerReflection")
     assert proto.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+
+
+@pytest.mark.parametrize(
+    ("method", "kind"),
+    [
+        ("/grpc.health.v1.Health/Check", "unary"),
+        ("/grpc.health.v1.Health/List", "unary"),
+        ("/grpc.health.v1.Health/Watch", "server-stream"),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "bidi"),
+        ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "bidi"),
+    ],
+)
+async def test_bytes_that_are_no_request_are_invalid_argument_for_health_and_reflection(
+    channel: grpc.aio.Channel, method: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As for the WorkflowService: grpc's generated registration answered UNKNOWN, naming
+    a Python exception (DecodeError), and logged a traceback for each call. Health and
+    reflection still answer well-formed requests afterwards."""
+    raw = {"request_serializer": lambda data: data, "response_deserializer": lambda data: data}
+    garbage = b"\xff\xff"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        if kind == "unary":
+            await channel.unary_unary(method, **raw)(garbage)
+        elif kind == "server-stream":
+            async for _ in channel.unary_stream(method, **raw)(garbage):
+                pass
+        else:
+            call = channel.stream_stream(method, **raw)()
+            await call.write(garbage)
+            await call.done_writing()
+            async for _ in call:
+                pass
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cannot decode the request" in (refused.value.details() or "")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    health = health_pb2_grpc.HealthStub(channel)
+    checked = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    listed = await reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+    assert SERVICE in [s.name for s in listed.list_services_response.service]

@@ -15,8 +15,10 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import Message
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
+
+from waystation.transport.registration import add_checked
 
 V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
 _V1ALPHA = "grpc.reflection.v1alpha"
@@ -28,15 +30,9 @@ def enable(services: list[str], server: grpc.aio.Server) -> None:
     _add_v1_descriptor()
     names = [*services, reflection.SERVICE_NAME, V1_SERVICE_NAME]
     servicer = ReflectionServicer(names)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    handler = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": handler}),)
-    )
+    service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+    add_checked(servicer, service, server)
+    add_checked(servicer, service, server, V1_SERVICE_NAME)
 
 
 def _add_v1_descriptor() -> None:

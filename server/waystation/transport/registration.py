@@ -9,7 +9,8 @@ INVALID_ARGUMENT like any other bad input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +61,79 @@ def add_service(servicer: Any, server: grpc.aio.Server, spans: ServerSpans) -> N
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
+
+
+def add_checked(
+    servicer: Any, service: Any, server: grpc.aio.Server, name: str | None = None
+) -> None:
+    """Register `servicer` for `service` (a ServiceDescriptor; served as `name`, else its
+    own) as its generated `add_..._to_server` would, but with decoders that cannot fail:
+    a request that does not decode is INVALID_ARGUMENT. For the health and reflection
+    services, whose generated registration answered UNKNOWN, naming a Python exception,
+    and logged a traceback."""
+    handlers = {}
+    for method in service.methods:
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        options: dict[str, Any] = {
+            "request_deserializer": _decoder(request),
+            "response_serializer": response.SerializeToString,
+        }
+        behaviour = getattr(servicer, method.name)
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _checked_stream(behaviour), **options
+            )
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _checked_unary_stream(behaviour), **options
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _checked_unary(behaviour), **options
+            )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(name or service.full_name, handlers),)
+    )
+
+
+async def _refuse(request: Any, context: Any) -> None:
+    if isinstance(request, Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+
+def _checked_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    async def unary(request: Any, context: Any) -> Any:
+        await _refuse(request, context)
+        return await behaviour(request, context)
+
+    return unary
+
+
+def _checked_unary_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """A server-streaming `behaviour` that yields its answers, or writes them itself
+    (health's Watch does), as one that writes them."""
+
+    async def unary_stream(request: Any, context: Any) -> None:
+        await _refuse(request, context)
+        answers = behaviour(request, context)
+        if inspect.isasyncgen(answers):
+            async for answer in answers:
+                await context.write(answer)
+        else:
+            await answers
+
+    return unary_stream
+
+
+def _checked_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    async def stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:
+            async for request in requests:
+                await _refuse(request, context)
+                yield request
+
+        async for answer in behaviour(checked(), context):
+            yield answer
+
+    return stream

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from opentelemetry import metrics
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -28,7 +28,7 @@ from waystation.storage import SnapshotStore, StoreError, open_store
 from waystation.telemetry import Providers, configure_logging, providers_from_env
 from waystation.transport import reflection
 from waystation.transport.auth import AuthPolicy
-from waystation.transport.registration import add_service
+from waystation.transport.registration import add_checked, add_service
 from waystation.transport.servicer import WorkflowService
 from waystation.transport.spans import ServerSpans
 
@@ -167,7 +167,7 @@ async def create_server(
         service = WorkflowService(engine, policy, max_message_bytes=limit)
         add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
         health_servicer = _Health()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        add_checked(health_servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], server)
         reflection.enable([SERVICE_NAME, health.SERVICE_NAME], server)
         port = _bind(server, settings)
         # Recover before serving, so no call sees a run that is about to be continued.
