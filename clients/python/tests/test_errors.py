@@ -17,6 +17,7 @@ from waystation_client import (
     InvalidResumeDataError,
     ResourceExhaustedError,
     ResponseTooLargeError,
+    ResumeLabel,
     RunNotSuspendedError,
     StepAmbiguousError,
     StepPath,
@@ -94,14 +95,22 @@ def test_bad_request_violations_become_field_description_pairs() -> None:
     assert error.step == ["a", "b"]
 
 
-def test_suspended_steps_detail_lists_the_paths() -> None:
+def test_suspended_steps_detail_lists_the_paths_and_the_resume_labels() -> None:
     detail = SuspendedStepsDetail(
-        suspended=[StepPath(segments=["a", "b"]), StepPath(segments=["c"])]
+        suspended=[StepPath(segments=["a", "b"]), StepPath(segments=["c"])],
+        resume_labels={
+            "ask-b": ResumeLabel(step=StepPath(segments=["a", "b"])),
+            "ask-c": ResumeLabel(step=StepPath(segments=["c"]), foreach_index=0),
+        },
     )
     meta = trailers(Code.FAILED_PRECONDITION, info("STEP_AMBIGUOUS"), detail)
     error = error_from_status(Code.FAILED_PRECONDITION, "", meta)
     assert type(error) is StepAmbiguousError
     assert error.suspended == [["a", "b"], ["c"]]
+    assert sorted(error.resume_labels) == ["ask-b", "ask-c"]
+    assert list(error.resume_labels["ask-b"].step.segments) == ["a", "b"]
+    assert not error.resume_labels["ask-b"].HasField("foreach_index")
+    assert error.resume_labels["ask-c"].foreach_index == 0
     assert error.message == "from status"
 
 
@@ -171,3 +180,4 @@ def test_without_a_known_reason_the_code_picks_the_class(
     assert type(error) is expected
     assert error.code is code
     assert error.run_id is None and error.field_violations == [] and error.suspended == []
+    assert error.resume_labels == {}

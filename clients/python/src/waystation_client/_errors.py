@@ -37,6 +37,9 @@ reason, by the status code; else it is a plain `WaystationError`::
     ├── UnimplementedError                   UNIMPLEMENTED
     ├── InternalError                        INTERNAL
     └── UnknownError                         UNKNOWN
+
+"(+ suspended)": the error lists the run's suspended steps (`suspended`) and its resume labels
+(`resume_labels`), from the `SuspendedStepsDetail` the server attaches.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import ClassVar, cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from waystation_client._gen.waystation.v1 import errordetails_pb2
+from waystation_client._gen.waystation.v1 import errordetails_pb2, message_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -56,8 +59,9 @@ class WaystationError(Exception):
     """A failed call: its status code, message and the decoded status details.
 
     `reason` and `metadata` come from the `google.rpc.ErrorInfo` ("" and {} without one),
-    `field_violations` from a `google.rpc.BadRequest` as (field, description) pairs, and
-    `suspended` from a `waystation.v1.SuspendedStepsDetail` as lists of path segments.
+    `field_violations` from a `google.rpc.BadRequest` as (field, description) pairs;
+    `suspended` (lists of path segments) and `resume_labels` (label -> `ResumeLabel`, the
+    step and foreach index it resumes) from a `waystation.v1.SuspendedStepsDetail`.
     `status` is the whole `google.rpc.Status`, when the server sent one.
     """
 
@@ -73,6 +77,7 @@ class WaystationError(Exception):
         field_violations: Iterable[tuple[str, str]] = (),
         suspended: Iterable[Sequence[str]] = (),
         status: status_pb2.Status | None = None,
+        resume_labels: Mapping[str, message_pb2.ResumeLabel] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -82,6 +87,7 @@ class WaystationError(Exception):
         self.field_violations = list(field_violations)
         self.suspended = [list(path) for path in suspended]
         self.status = status
+        self.resume_labels = dict(resume_labels or {})
 
     def __str__(self) -> str:
         prefix = f"{self.code.name} {self.reason}" if self.reason else self.code.name
@@ -169,19 +175,25 @@ class RunNotSuspendedError(FailedPreconditionError):
 
 
 class StepNotSuspendedError(FailedPreconditionError):
-    """The named step is not suspended (or does not exist); `suspended` lists those that are."""
+    """The named step is not suspended (or does not exist).
+
+    `suspended` lists the steps that are, `resume_labels` the labels that resume them.
+    """
 
     REASON = "STEP_NOT_SUSPENDED"
 
 
 class StepAmbiguousError(FailedPreconditionError):
-    """Several steps are suspended and none was named; `suspended` lists them."""
+    """Several steps are suspended and none was named.
+
+    `suspended` lists them, `resume_labels` the labels that name each one.
+    """
 
     REASON = "STEP_AMBIGUOUS"
 
 
 class LabelNotFoundError(FailedPreconditionError):
-    """The run has no such resume label; `suspended` lists the suspended steps."""
+    """The run has no such resume label; `suspended` and `resume_labels` list what it has."""
 
     REASON = "LABEL_NOT_FOUND"
 
@@ -399,6 +411,7 @@ def error_from_status(
         field_violations=[(v.field, v.description) for v in bad_request.field_violations],
         suspended=[path.segments for path in steps.suspended],
         status=status,
+        resume_labels=steps.resume_labels,
     )
 
 
