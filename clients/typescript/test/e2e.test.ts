@@ -55,6 +55,8 @@ import {
   type WorkflowResult,
 } from "@waystation/client";
 
+import { rejection } from "./rejection.js";
+
 const address = process.env["WAYSTATION_ADDRESS"];
 if (!address) {
   throw new Error("WAYSTATION_ADDRESS is not set: run via scripts/with_server.sh");
@@ -70,15 +72,6 @@ async function startReview(): Promise<WorkflowResult> {
   });
   assert.equal(started.status, RunStatus.SUSPENDED);
   return started;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<WaystationError> {
-  const err = await promise.then(
-    () => assert.fail("the call should have failed"),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof WaystationError, `not a WaystationError: ${String(err)}`);
-  return err;
 }
 
 describe("document-review", () => {
