@@ -159,7 +159,26 @@ def test_response_too_large_names_the_run_and_the_sizes() -> None:
     assert type(error) is ResponseTooLargeError
     assert isinstance(error, ResourceExhaustedError)
     assert (error.run_id, error.size, error.limit) == ("r", 70000, 65536)
+    assert error.limit_of == "server"
     assert str(error) == "RESOURCE_EXHAUSTED RESPONSE_TOO_LARGE: too large"
+
+
+def test_an_answer_over_the_clients_receive_limit_is_response_too_large_of_the_client() -> None:
+    grpc_says = "Stream removed (CLIENT: Received message larger than max (10000262 vs. 4194304))"
+    error = error_from_status(Code.RESOURCE_EXHAUSTED, grpc_says)
+    assert type(error) is ResponseTooLargeError
+    assert (error.reason, error.size, error.limit) == ("RESPONSE_TOO_LARGE", 10000262, 4194304)
+    assert (error.limit_of, error.run_id) == ("client", None)
+    assert "4194304-byte receive limit (max_receive_message_bytes)" in error.message
+    assert "took effect" in error.message and "raise the limit" in error.message
+
+
+def test_a_request_over_the_servers_limit_stays_resource_exhausted() -> None:
+    # It did not take effect: the server refused it before any handler ran.
+    grpc_says = "SERVER: Received message larger than max (5000059 vs. 4194304)"
+    error = error_from_status(Code.RESOURCE_EXHAUSTED, grpc_says)
+    assert type(error) is ResourceExhaustedError
+    assert (error.reason, error.message) == ("", grpc_says)
 
 
 @pytest.mark.parametrize(
