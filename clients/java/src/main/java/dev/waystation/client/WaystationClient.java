@@ -59,14 +59,24 @@ public final class WaystationClient implements AutoCloseable {
     this.ownedChannel = ownedChannel;
   }
 
-  /** A client with its own plaintext channel to {@code target} ("host:port"). */
+  /**
+   * A client with its own plaintext channel to {@code target} ("host:port"). The channel takes
+   * answers of any size, where grpc-java's default limit is 4 MiB: the server refuses an answer
+   * over its own {@code --max-message-bytes} with {@link ResponseTooLargeException}, which says
+   * more. {@link #withMaxReceiveMessageBytes} sets a limit.
+   */
   public static WaystationClient connect(String target) {
     ManagedChannel channel =
-        Grpc.newChannelBuilder(target, InsecureChannelCredentials.create()).build();
+        Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
+            .maxInboundMessageSize(Integer.MAX_VALUE)
+            .build();
     return new WaystationClient(WorkflowServiceGrpc.newBlockingStub(channel), channel);
   }
 
-  /** A client on a channel that the caller built (TLS, credentials, ...) and closes. */
+  /**
+   * A client on a channel that the caller built (TLS, credentials, ...) and closes. The channel
+   * keeps its own receive limit ({@code maxInboundMessageSize}, 4 MiB by default).
+   */
   public static WaystationClient create(Channel channel) {
     return new WaystationClient(WorkflowServiceGrpc.newBlockingStub(channel), null);
   }
@@ -79,6 +89,15 @@ public final class WaystationClient implements AutoCloseable {
   /** The same client whose calls fail with DEADLINE_EXCEEDED once this time from now passes. */
   public WaystationClient withDeadlineAfter(Duration duration) {
     return withDeadlineAfter(duration.toNanos(), TimeUnit.NANOSECONDS);
+  }
+
+  /**
+   * The same client, refusing answers larger than {@code bytes}: such an answer throws a {@link
+   * ResponseTooLargeException} whose {@code limitOf()} is "client". The call took effect all the
+   * same (the server made the answer).
+   */
+  public WaystationClient withMaxReceiveMessageBytes(int bytes) {
+    return derive(stub.withMaxInboundMessageSize(bytes));
   }
 
   /** The same client, sending this W3C {@code traceparent} with every call. */
