@@ -7,6 +7,7 @@
  * `{ headers: { traceparent } }` continues the caller's trace into the workflow,
  * `{ signal }` cancels. Only a call that its signal cancelled fails with Code.Canceled: one
  * that lost the server (its process died, the connection broke) is an UnavailableError.
+ * Leaving a `for await` loop over `watchRun` early cancels the watch too.
  */
 
 import {
@@ -66,10 +67,20 @@ function withTypedErrors(raw: WaystationClient): WaystationClient {
             }
           }
         : async function* (request, options) {
+            // Connect's stream cannot be stopped but by its signal (its iterator has no
+            // `return`): leaving the loop early would leave the call open, maybe for days.
+            const stop = new AbortController();
+            const caller = options?.signal;
+            const follow = () => stop.abort(caller?.reason);
+            if (caller?.aborted) follow();
+            caller?.addEventListener("abort", follow, { once: true });
             try {
-              yield* call(request, options) as AsyncIterable<unknown>;
+              yield* call(request, { ...options, signal: stop.signal }) as AsyncIterable<unknown>;
             } catch (err) {
               throw typedError(err, options);
+            } finally {
+              caller?.removeEventListener("abort", follow);
+              stop.abort(); // the caller left the loop (or it ended, and this does nothing)
             }
           };
   }

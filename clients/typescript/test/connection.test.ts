@@ -2,7 +2,7 @@
  * Lost connections: a server process SIGKILLed under a call and a watch (a server of the test's
  * own, see own-server.ts), and a call that its caller aborts (the shared server at
  * WAYSTATION_ADDRESS). The first is UNAVAILABLE, as in the other clients, so that retry logic
- * sees it; only the second is Canceled.
+ * sees it; only the second is Canceled. And a watch left early is cancelled, not left open.
  */
 
 import assert from "node:assert/strict";
@@ -74,6 +74,33 @@ describe("a lost connection", () => {
       }
     } finally {
       await server.stop();
+    }
+  });
+
+  test("leaving a watch's loop early cancels its call", async () => {
+    const address = process.env["WAYSTATION_ADDRESS"];
+    assert.ok(address, "WAYSTATION_ADDRESS is not set: run via scripts/with_server.sh");
+    const signals: AbortSignal[] = []; // what Connect cancels a call by, one per call
+    const client = createWaystationClient({
+      baseUrl: `http://${address}`,
+      interceptors: [(next) => (req) => (signals.push(req.signal), next(req))],
+    });
+    const started = await client.startRun({
+      workflowId: "document-review",
+      inputData: toValue(DOCUMENT),
+    });
+    signals.length = 0;
+    const cleanup = new AbortController(); // so that a failure leaves no call open
+
+    try {
+      const options = { signal: cleanup.signal };
+      for await (const event of client.watchRun({ runId: started.runId }, options)) {
+        if (event.type === RunEventType.RUN_SETTLED) break; // SUSPENDED: the stream stays open
+      }
+      assert.equal(signals.length, 1);
+      assert.ok(signals[0]!.aborted, "the watch's call is still open");
+    } finally {
+      cleanup.abort();
     }
   });
 
