@@ -9,12 +9,16 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from waystation_client import (
+    AbortedError,
+    ConflictError,
     DeadlineExceededError,
     EarlierStepSuspendedError,
     FailedPreconditionError,
     ForeachIndexNotSuspendedError,
     InvalidArgumentError,
+    InvalidDataError,
     InvalidResumeDataError,
+    PreconditionError,
     ResourceExhaustedError,
     ResponseTooLargeError,
     ResumeLabel,
@@ -200,3 +204,11 @@ def test_without_a_known_reason_the_code_picks_the_class(
     assert error.code is code
     assert error.run_id is None and error.field_violations == [] and error.suspended == []
     assert error.resume_labels == {}
+
+
+def test_the_typescript_names_of_the_code_classes_are_aliases() -> None:
+    assert PreconditionError is FailedPreconditionError
+    assert ConflictError is AbortedError
+    assert InvalidDataError is InvalidArgumentError
+    refused = error_from_status(Code.ABORTED, "m", trailers(Code.ABORTED, info("RUN_CHANGED")))
+    assert isinstance(refused, ConflictError)

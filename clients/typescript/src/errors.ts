@@ -36,6 +36,10 @@
  *     ├── PermissionDeniedError          PERMISSION_DENIED
  *     └── InternalError                  INTERNAL
  *
+ * The Python client's names for two of the code classes are aliases here: `FailedPreconditionError`
+ * (PreconditionError) and `AbortedError` (ConflictError). Its `InvalidArgumentError` is this
+ * client's `InvalidDataError`: here `InvalidArgumentError` is the INVALID_ARGUMENT reason only.
+ *
  * A reason this client does not know yet still gets the class of its status code (an
  * unknown FAILED_PRECONDITION reason is a `PreconditionError`), and `reason` always holds
  * the server's string, so `switch (err.reason)` works as a discriminator too.
@@ -121,6 +125,9 @@ export class AlreadyExistsError extends WaystationError {}
 export class RunAlreadyExistsError extends AlreadyExistsError {}
 
 export class PreconditionError extends WaystationError {}
+/** The Python client's name for `PreconditionError` (FAILED_PRECONDITION): the same class. */
+export const FailedPreconditionError = PreconditionError;
+export type FailedPreconditionError = PreconditionError;
 export class RunNotSuspendedError extends PreconditionError {}
 export class StepNotSuspendedError extends PreconditionError {}
 export class StepAmbiguousError extends PreconditionError {}
@@ -140,6 +147,9 @@ export class InvalidInputError extends InvalidDataError {}
 export class InvalidArgumentError extends InvalidDataError {}
 
 export class ConflictError extends WaystationError {}
+/** The Python client's name for `ConflictError` (ABORTED): the same class. */
+export const AbortedError = ConflictError;
+export type AbortedError = ConflictError;
 export class ResumeConflictError extends ConflictError {}
 export class VersionMismatchError extends ConflictError {}
 export class RunChangedError extends ConflictError {}

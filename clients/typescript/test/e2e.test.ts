@@ -14,11 +14,13 @@ import { describe, test } from "node:test";
 
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
+  AbortedError,
   AlreadyExistsError,
   Code,
   ConflictError,
   ConnectError,
   EarlierStepSuspendedError,
+  FailedPreconditionError,
   ForeachIndexNotSuspendedError,
   InternalError,
   InvalidArgumentError,
@@ -240,6 +242,13 @@ describe("error classes", () => {
       assert.equal(byCode.constructor, parent, `${code} alone: ${byCode.name}`);
     }
   });
+});
+
+test("the Python names of the code classes are aliases", () => {
+  assert.equal(FailedPreconditionError, PreconditionError);
+  assert.equal(AbortedError, ConflictError);
+  const err = WaystationError.from(new ConnectError("refused", Code.Aborted));
+  assert.ok(err instanceof AbortedError);
 });
 
 describe("the address forms", () => {

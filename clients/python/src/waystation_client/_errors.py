@@ -38,6 +38,10 @@ reason, by the status code; else it is a plain `WaystationError`::
     ├── InternalError                        INTERNAL
     └── UnknownError                         UNKNOWN
 
+The TypeScript client's names for three of these classes are aliases here:
+`PreconditionError` (FailedPreconditionError), `ConflictError` (AbortedError) and
+`InvalidDataError` (InvalidArgumentError, which there names the INVALID_ARGUMENT reason only).
+
 "(+ suspended)": the error lists the run's suspended steps (`suspended`) and its resume labels
 (`resume_labels`), from the `SuspendedStepsDetail` the server attaches.
 """
@@ -377,6 +381,12 @@ class UnknownError(WaystationError):
     """A status with code UNKNOWN (or an error that carried no status)."""
 
     CODE = grpc.StatusCode.UNKNOWN
+
+
+# The TypeScript client's names for the classes of three codes.
+PreconditionError = FailedPreconditionError
+ConflictError = AbortedError
+InvalidDataError = InvalidArgumentError
 
 
 def _subclasses(cls: type[WaystationError]) -> list[type[WaystationError]]:
