@@ -11,4 +11,6 @@ fi
 rm -rf dist dist-test
 npx --no-install tsc -p tsconfig.json
 npx --no-install tsc -p tsconfig.test.json
-node --test --test-reporter=spec dist-test/e2e.test.js
+# One file at a time: connection.test.js starts (and kills) servers of its own, which must not
+# slow the timed tests of another file.
+node --test --test-concurrency=1 --test-reporter=spec dist-test/*.test.js

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -38,10 +39,16 @@ type Client struct {
 //
 // With no options the connection is plaintext, which suits loopback and in-cluster
 // traffic; pass grpc.WithTransportCredentials (and any other option) to choose otherwise.
+//
+// The connection receives answers of any size, where gRPC's default limit is 4 MiB: the
+// server refuses an answer over its own --max-message-bytes with RESPONSE_TOO_LARGE, which
+// says more. WithMaxReceiveMessageBytes sets a limit.
 func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	// First, so that a limit among the caller's options wins.
+	opts = append([]grpc.DialOption{WithMaxReceiveMessageBytes(math.MaxInt32)}, opts...)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, err
@@ -51,7 +58,17 @@ func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	return c, nil
 }
 
+// WithMaxReceiveMessageBytes is a dial option that limits the size of the answers the
+// connection receives (Dial's default: no limit). An answer over it fails with an *Error of
+// Reason ErrResponseTooLarge whose Metadata["limit_of"] is "client": the server made the
+// answer, so a call that changes a run took effect. It is
+// grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(n)).
+func WithMaxReceiveMessageBytes(n int) grpc.DialOption {
+	return grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(n))
+}
+
 // New returns a Client that uses an existing connection; Close leaves that connection open.
+// The connection keeps its own receive limit (gRPC's default: 4 MiB).
 func New(conn grpc.ClientConnInterface) *Client {
 	return &Client{WorkflowServiceClient: waystationv1.NewWorkflowServiceClient(errorConn{conn})}
 }

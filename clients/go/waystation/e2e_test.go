@@ -21,7 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -31,14 +33,20 @@ import (
 )
 
 // dial connects to the server named by WAYSTATION_ADDRESS and fails the test without one.
-func dial(t *testing.T) *waystation.Client {
+func dial(t *testing.T, opts ...grpc.DialOption) *waystation.Client {
 	t.Helper()
 	addr := os.Getenv("WAYSTATION_ADDRESS")
 	if addr == "" {
 		t.Fatal("WAYSTATION_ADDRESS is not set: these tests need a real server; " +
 			"run them as `scripts/with_server.sh clients/go/test.sh` from the repository root")
 	}
-	c, err := waystation.Dial(addr)
+	return dialAddress(t, addr, opts...)
+}
+
+// dialAddress connects to addr; the test's cleanup closes the client.
+func dialAddress(t *testing.T, addr string, opts ...grpc.DialOption) *waystation.Client {
+	t.Helper()
+	c, err := waystation.Dial(addr, opts...)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -239,6 +247,55 @@ func TestAnswerOverTheMessageLimitIsResponseTooLarge(t *testing.T) {
 	}
 	if !slices.ContainsFunc(runs.GetRuns(), func(r *waystationv1.Run) bool { return r.GetRunId() == e.Metadata["run_id"] }) {
 		t.Errorf("run %q is not listed", e.Metadata["run_id"])
+	}
+}
+
+func TestDialTakesAnAnswerOverGRPCsDefaultLimitWhenTheServersIsRaised(t *testing.T) {
+	c := dialAddress(t, startOwnServer(t, "--max-message-bytes", strconv.Itoa(16<<20)))
+	// About 6 MB: the answer carries it twice (step output and result), more than gRPC's
+	// default 4 MiB and less than the server's 16 MiB.
+	const large = 6_000_000
+	res, err := c.StartRun(callCtx(t), &waystationv1.StartRunRequest{
+		WorkflowId: "inflate",
+		InputData:  value(t, map[string]any{"bytes": large}),
+	})
+	if err != nil {
+		t.Fatalf("StartRun: %v", err)
+	}
+	var result struct{ Blob string }
+	if err := waystation.DecodeValue(res.GetResult(), &result); err != nil || len(result.Blob) != large {
+		t.Fatalf("result blob of %d bytes (%v), want %d", len(result.Blob), err, large)
+	}
+}
+
+func TestAnAnswerOverTheClientsOwnLimitIsResponseTooLargeAndTookEffect(t *testing.T) {
+	const limit = 1 << 20
+	c := dial(t, grpc.WithTransportCredentials(insecure.NewCredentials()), waystation.WithMaxReceiveMessageBytes(limit))
+	ctx, runID := callCtx(t), "go-inflate-"+randomHex(t, 8)
+	_, err := c.StartRun(ctx, &waystationv1.StartRunRequest{
+		WorkflowId: "inflate",
+		RunId:      runID,
+		InputData:  value(t, map[string]any{"bytes": limit}), // twice that in the answer, under the server's 4 MiB
+	})
+	e, ok := waystation.AsError(err)
+	if !ok || e.Code != codes.ResourceExhausted || !errors.Is(err, waystation.ErrResponseTooLarge) {
+		t.Fatalf("err = %v, want ResourceExhausted RESPONSE_TOO_LARGE", err)
+	}
+	if e.Metadata["limit_of"] != "client" || e.Metadata["limit"] != strconv.Itoa(limit) {
+		t.Errorf("metadata = %v, want the client's limit %d", e.Metadata, limit)
+	}
+	if !strings.Contains(e.Message, "took effect") {
+		t.Errorf("message %q does not say that the call took effect", e.Message)
+	}
+	// It did: the run is listed, finished (a listing carries no result).
+	runs, err := c.ListRuns(ctx, &waystationv1.ListRunsRequest{WorkflowId: "inflate"})
+	if err != nil {
+		t.Fatalf("ListRuns: %v", err)
+	}
+	if !slices.ContainsFunc(runs.GetRuns(), func(r *waystationv1.Run) bool {
+		return r.GetRunId() == runID && r.GetStatus() == waystationv1.RunStatus_RUN_STATUS_SUCCESS
+	}) {
+		t.Errorf("run %s is not listed as SUCCESS", runID)
 	}
 }
 

@@ -3,6 +3,7 @@ package waystation
 import (
 	"errors"
 	"fmt"
+	"regexp"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -42,7 +43,7 @@ const (
 	ErrResumeConflict           Reason = "RESUME_CONFLICT"             // Aborted
 	ErrVersionMismatch          Reason = "VERSION_MISMATCH"            // Aborted
 	ErrRunChanged               Reason = "RUN_CHANGED"                 // Aborted
-	ErrResponseTooLarge         Reason = "RESPONSE_TOO_LARGE"          // ResourceExhausted; Error.Metadata has run_id, size and limit
+	ErrResponseTooLarge         Reason = "RESPONSE_TOO_LARGE"          // ResourceExhausted; Error.Metadata has run_id, size, limit (and limit_of "client" when this client's limit refused it)
 	ErrStoreUnavailable         Reason = "STORE_UNAVAILABLE"           // Unavailable; retry with the same request_id
 	ErrUnauthenticated          Reason = "UNAUTHENTICATED"             // Unauthenticated
 	ErrPermissionDenied         Reason = "PERMISSION_DENIED"           // PermissionDenied
@@ -126,6 +127,9 @@ func IsReason(err error, reason Reason) bool {
 }
 
 func fromStatus(st *status.Status) *Error {
+	if limited := receiveLimitStatus(st); limited != nil {
+		st = limited
+	}
 	e := &Error{Code: st.Code(), Message: st.Message(), status: st}
 	for _, d := range st.Details() {
 		switch d := d.(type) {
@@ -140,4 +144,36 @@ func fromStatus(st *status.Status) *Error {
 		}
 	}
 	return e
+}
+
+// domain is the ErrorInfo domain of the server's errors.
+const domain = "waystation.dev"
+
+// How grpc-go reports an answer over the connection's receive limit. A request over the
+// server's limit reads "SERVER: Received message larger than max ..." instead.
+var receiveLimit = regexp.MustCompile(`^grpc: (?:received )?message (?:after decompression )?larger than max \((\d+) vs\. (\d+)\)$`)
+
+// receiveLimitStatus turns the status of an answer that the client's receive limit refused
+// into the one the server gives an answer over its own limit (RESPONSE_TOO_LARGE), saying
+// that the call took effect, which gRPC's does not. It returns nil for any other status.
+func receiveLimitStatus(st *status.Status) *status.Status {
+	if st.Code() != codes.ResourceExhausted || len(st.Proto().GetDetails()) > 0 {
+		return nil
+	}
+	m := receiveLimit.FindStringSubmatch(st.Message())
+	if m == nil {
+		return nil
+	}
+	msg := fmt.Sprintf("the answer is %s bytes, more than this client's %s-byte receive limit"+
+		" (WithMaxReceiveMessageBytes); the server made it, so a call that changes a run took"+
+		" effect: read the run with GetRun (without include_state), or raise the limit", m[1], m[2])
+	limited, err := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{
+		Reason:   string(ErrResponseTooLarge),
+		Domain:   domain,
+		Metadata: map[string]string{"size": m[1], "limit": m[2], "limit_of": "client"},
+	})
+	if err != nil {
+		return nil
+	}
+	return limited
 }

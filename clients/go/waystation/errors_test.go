@@ -3,6 +3,7 @@ package waystation_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -141,5 +142,34 @@ func TestEveryServerReasonHasAConstantThatErrorsIsMatches(t *testing.T) {
 		if e == nil || e.Code != r.code || !errors.Is(e, r.reason) || !waystation.IsReason(wrapped, r.reason) {
 			t.Errorf("%s: decoded as %+v", r.name, e)
 		}
+	}
+}
+
+func TestAnAnswerOverTheClientsReceiveLimitIsResponseTooLargeOfTheClient(t *testing.T) {
+	grpcSays := status.Error(codes.ResourceExhausted, "grpc: received message larger than max (10000262 vs. 4194304)")
+	e, ok := waystation.AsError(grpcSays)
+	if !ok || !errors.Is(e, waystation.ErrResponseTooLarge) || status.Code(e) != codes.ResourceExhausted {
+		t.Fatalf("AsError = %v, %v; want ResourceExhausted RESPONSE_TOO_LARGE", e, ok)
+	}
+	want := map[string]string{"size": "10000262", "limit": "4194304", "limit_of": "client"}
+	if fmt.Sprint(e.Metadata) != fmt.Sprint(want) || e.Domain != "waystation.dev" {
+		t.Errorf("metadata = %v (domain %q), want %v", e.Metadata, e.Domain, want)
+	}
+	for _, says := range []string{"4194304-byte receive limit (WithMaxReceiveMessageBytes)", "took effect"} {
+		if !strings.Contains(e.Message, says) {
+			t.Errorf("message %q does not say %q", e.Message, says)
+		}
+	}
+	if again, _ := waystation.AsError(e.GRPCStatus().Err()); again.Reason != waystation.ErrResponseTooLarge {
+		t.Errorf("GRPCStatus() lost the reason: %v", again)
+	}
+}
+
+func TestARequestOverTheServersLimitStaysAPlainResourceExhausted(t *testing.T) {
+	// It did not take effect: the server refused it before any handler ran.
+	serverSays := "SERVER: Received message larger than max (5000059 vs. 4194304)"
+	e, _ := waystation.AsError(status.Error(codes.ResourceExhausted, serverSays))
+	if e.Reason != "" || e.Message != serverSays {
+		t.Errorf("AsError = %v, want the status as it came", e)
 	}
 }

@@ -1,4 +1,5 @@
-"""Fixtures: clients of the real server that `scripts/with_server.sh` started."""
+"""Fixtures: clients of the real server that `scripts/with_server.sh` started, and of one of
+the tests' own (`own_server.py`) for the workflows and limits that server lacks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from own_server import OwnServer
 from waystation_client import AsyncWorkflowClient, WorkflowClient
 
 
@@ -28,4 +30,26 @@ async def aclient(address: str) -> AsyncIterator[AsyncWorkflowClient]:
 @pytest.fixture
 def client(address: str) -> Iterator[WorkflowClient]:
     with WorkflowClient(address) as sync_client:
+        yield sync_client
+
+
+# More than gRPC's default 4 MiB, so that answers can be larger than a default client takes.
+OWN_SERVER_LIMIT = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def own_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of the tests' own: the control-flow workflows and a 16 MiB message limit."""
+    server = OwnServer(
+        tmp_path_factory.mktemp("own-server"),
+        *("--workflows", "tests.support.flows", "--workflows", "tests.support.workflows"),
+        *("--max-message-bytes", str(OWN_SERVER_LIMIT)),
+    )
+    yield server.address
+    server.stop()
+
+
+@pytest.fixture
+def own_client(own_address: str) -> Iterator[WorkflowClient]:
+    with WorkflowClient(own_address) as sync_client:
         yield sync_client

@@ -9,14 +9,19 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from waystation_client import (
+    AbortedError,
+    ConflictError,
     DeadlineExceededError,
     EarlierStepSuspendedError,
     FailedPreconditionError,
     ForeachIndexNotSuspendedError,
     InvalidArgumentError,
+    InvalidDataError,
     InvalidResumeDataError,
+    PreconditionError,
     ResourceExhaustedError,
     ResponseTooLargeError,
+    ResumeLabel,
     RunNotSuspendedError,
     StepAmbiguousError,
     StepPath,
@@ -94,14 +99,22 @@ def test_bad_request_violations_become_field_description_pairs() -> None:
     assert error.step == ["a", "b"]
 
 
-def test_suspended_steps_detail_lists_the_paths() -> None:
+def test_suspended_steps_detail_lists_the_paths_and_the_resume_labels() -> None:
     detail = SuspendedStepsDetail(
-        suspended=[StepPath(segments=["a", "b"]), StepPath(segments=["c"])]
+        suspended=[StepPath(segments=["a", "b"]), StepPath(segments=["c"])],
+        resume_labels={
+            "ask-b": ResumeLabel(step=StepPath(segments=["a", "b"])),
+            "ask-c": ResumeLabel(step=StepPath(segments=["c"]), foreach_index=0),
+        },
     )
     meta = trailers(Code.FAILED_PRECONDITION, info("STEP_AMBIGUOUS"), detail)
     error = error_from_status(Code.FAILED_PRECONDITION, "", meta)
     assert type(error) is StepAmbiguousError
     assert error.suspended == [["a", "b"], ["c"]]
+    assert sorted(error.resume_labels) == ["ask-b", "ask-c"]
+    assert list(error.resume_labels["ask-b"].step.segments) == ["a", "b"]
+    assert not error.resume_labels["ask-b"].HasField("foreach_index")
+    assert error.resume_labels["ask-c"].foreach_index == 0
     assert error.message == "from status"
 
 
@@ -150,7 +163,26 @@ def test_response_too_large_names_the_run_and_the_sizes() -> None:
     assert type(error) is ResponseTooLargeError
     assert isinstance(error, ResourceExhaustedError)
     assert (error.run_id, error.size, error.limit) == ("r", 70000, 65536)
+    assert error.limit_of == "server"
     assert str(error) == "RESOURCE_EXHAUSTED RESPONSE_TOO_LARGE: too large"
+
+
+def test_an_answer_over_the_clients_receive_limit_is_response_too_large_of_the_client() -> None:
+    grpc_says = "Stream removed (CLIENT: Received message larger than max (10000262 vs. 4194304))"
+    error = error_from_status(Code.RESOURCE_EXHAUSTED, grpc_says)
+    assert type(error) is ResponseTooLargeError
+    assert (error.reason, error.size, error.limit) == ("RESPONSE_TOO_LARGE", 10000262, 4194304)
+    assert (error.limit_of, error.run_id) == ("client", None)
+    assert "4194304-byte receive limit (max_receive_message_bytes)" in error.message
+    assert "took effect" in error.message and "raise the limit" in error.message
+
+
+def test_a_request_over_the_servers_limit_stays_resource_exhausted() -> None:
+    # It did not take effect: the server refused it before any handler ran.
+    grpc_says = "SERVER: Received message larger than max (5000059 vs. 4194304)"
+    error = error_from_status(Code.RESOURCE_EXHAUSTED, grpc_says)
+    assert type(error) is ResourceExhaustedError
+    assert (error.reason, error.message) == ("", grpc_says)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +203,12 @@ def test_without_a_known_reason_the_code_picks_the_class(
     assert type(error) is expected
     assert error.code is code
     assert error.run_id is None and error.field_violations == [] and error.suspended == []
+    assert error.resume_labels == {}
+
+
+def test_the_typescript_names_of_the_code_classes_are_aliases() -> None:
+    assert PreconditionError is FailedPreconditionError
+    assert ConflictError is AbortedError
+    assert InvalidDataError is InvalidArgumentError
+    refused = error_from_status(Code.ABORTED, "m", trailers(Code.ABORTED, info("RUN_CHANGED")))
+    assert isinstance(refused, ConflictError)

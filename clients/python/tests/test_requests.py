@@ -1,10 +1,16 @@
-"""Request building shared by both clients: step paths, optional fields, metadata."""
+"""Request building shared by both clients: step paths, optional fields, metadata, and the
+options of the channel that a client opens."""
 
 from __future__ import annotations
 
+import grpc
+import pytest
+
 from waystation_client import RunStatus, StepPath, from_value, step_path
 from waystation_client._requests import (
+    RECEIVE_LIMIT_OPTION,
     call_metadata,
+    channel_options,
     list_runs_request,
     restart_run_request,
     resume_request,
@@ -65,3 +71,19 @@ def test_call_metadata_keeps_every_source_in_order_then_adds_trace_context() -> 
     )
     assert call_metadata(None, tracestate="k=v") == (("tracestate", "k=v"),)
     assert call_metadata(None, {}) is None
+
+
+def test_a_channel_the_client_opens_has_no_receive_limit_unless_one_is_given() -> None:
+    other = ("grpc.primary_user_agent", "x")
+    assert channel_options("h:1", None, None) == [(RECEIVE_LIMIT_OPTION, -1)]
+    assert channel_options("h:1", [other], 1024) == [other, (RECEIVE_LIMIT_OPTION, 1024)]
+    # The option in `options` counts when the keyword is not given, and loses when it is.
+    assert channel_options("h:1", [(RECEIVE_LIMIT_OPTION, 8)], None) == [(RECEIVE_LIMIT_OPTION, 8)]
+    assert channel_options("h:1", [(RECEIVE_LIMIT_OPTION, 8)], 9) == [(RECEIVE_LIMIT_OPTION, 9)]
+
+
+def test_a_callers_channel_keeps_its_settings_and_a_receive_limit_for_it_is_refused() -> None:
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        assert channel_options(channel, None, None) == []
+        with pytest.raises(ValueError, match=RECEIVE_LIMIT_OPTION):
+            channel_options(channel, None, 1024)

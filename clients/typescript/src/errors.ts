@@ -29,12 +29,16 @@
  *     │   ├── VersionMismatchError       VERSION_MISMATCH
  *     │   └── RunChangedError            RUN_CHANGED
  *     ├── ResourceExhaustedError
- *     │   └── ResponseTooLargeError      RESPONSE_TOO_LARGE (size, limit)
+ *     │   └── ResponseTooLargeError      RESPONSE_TOO_LARGE (size, limit, limitOf)
  *     ├── UnavailableError
  *     │   └── StoreUnavailableError      STORE_UNAVAILABLE
  *     ├── UnauthenticatedError           UNAUTHENTICATED
  *     ├── PermissionDeniedError          PERMISSION_DENIED
  *     └── InternalError                  INTERNAL
+ *
+ * The Python client's names for two of the code classes are aliases here: `FailedPreconditionError`
+ * (PreconditionError) and `AbortedError` (ConflictError). Its `InvalidArgumentError` is this
+ * client's `InvalidDataError`: here `InvalidArgumentError` is the INVALID_ARGUMENT reason only.
  *
  * A reason this client does not know yet still gets the class of its status code (an
  * unknown FAILED_PRECONDITION reason is a `PreconditionError`), and `reason` always holds
@@ -121,6 +125,9 @@ export class AlreadyExistsError extends WaystationError {}
 export class RunAlreadyExistsError extends AlreadyExistsError {}
 
 export class PreconditionError extends WaystationError {}
+/** The Python client's name for `PreconditionError` (FAILED_PRECONDITION): the same class. */
+export const FailedPreconditionError = PreconditionError;
+export type FailedPreconditionError = PreconditionError;
 export class RunNotSuspendedError extends PreconditionError {}
 export class StepNotSuspendedError extends PreconditionError {}
 export class StepAmbiguousError extends PreconditionError {}
@@ -140,14 +147,19 @@ export class InvalidInputError extends InvalidDataError {}
 export class InvalidArgumentError extends InvalidDataError {}
 
 export class ConflictError extends WaystationError {}
+/** The Python client's name for `ConflictError` (ABORTED): the same class. */
+export const AbortedError = ConflictError;
+export type AbortedError = ConflictError;
 export class ResumeConflictError extends ConflictError {}
 export class VersionMismatchError extends ConflictError {}
 export class RunChangedError extends ConflictError {}
 
 export class ResourceExhaustedError extends WaystationError {}
 /**
- * The answer was larger than the server's `--max-message-bytes`. A call that changes a run
- * took effect: read the run with `getRun` (without `includeState`), or raise the limit.
+ * The answer was larger than a message limit: the server's `--max-message-bytes`, or this
+ * client's `readMaxBytes` (`limitOf` says which). The server made the answer, so a call that
+ * changes a run took effect: read the run with `getRun` (without `includeState`), or raise the
+ * limit. `runId` names the run when the server refused (the client cannot read a refused answer).
  */
 export class ResponseTooLargeError extends ResourceExhaustedError {
   /** The answer's size in bytes (metadata `size`). */
@@ -155,9 +167,14 @@ export class ResponseTooLargeError extends ResourceExhaustedError {
     return numberOf(this.metadata["size"]);
   }
 
-  /** The server's message limit in bytes (metadata `limit`). */
+  /** The limit in bytes that the answer broke (metadata `limit`). */
   get limit(): number | undefined {
     return numberOf(this.metadata["limit"]);
+  }
+
+  /** Whose limit the answer broke: "server", or "client" (this client's `readMaxBytes`). */
+  get limitOf(): string {
+    return this.metadata["limit_of"] ?? "server";
   }
 }
 
@@ -212,7 +229,35 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.Internal]: InternalError,
 };
 
+/** How Connect reports an answer over the transport's `readMaxBytes`. */
+const RECEIVE_LIMIT = /^message size (?:(\d+) )?is larger than configured readMaxBytes (\d+)$/;
+
+/**
+ * For an answer that this client's `readMaxBytes` refused, the error the server gives an answer
+ * over its own limit (RESPONSE_TOO_LARGE), saying that the call took effect, which Connect's
+ * does not; undefined for any other error.
+ */
+function receiveLimitError(err: ConnectError): WaystationError | undefined {
+  const found = err.code === Code.ResourceExhausted ? RECEIVE_LIMIT.exec(err.rawMessage) : null;
+  if (!found || err.details.length > 0) return undefined;
+  const [, size, limit = ""] = found;
+  const answer = size === undefined ? "the answer is more" : `the answer is ${size} bytes, more`;
+  return new ResponseTooLargeError({
+    code: Code.ResourceExhausted,
+    message:
+      `${answer} than this client's ${limit}-byte receive limit (readMaxBytes); the server` +
+      " made it, so a call that changes a run took effect: read the run with getRun (without" +
+      " includeState), or raise the limit",
+    reason: "RESPONSE_TOO_LARGE",
+    domain: "waystation.dev",
+    metadata: { ...(size === undefined ? {} : { size }), limit, limit_of: "client" },
+    cause: err,
+  });
+}
+
 function decode(err: ConnectError): WaystationError {
+  const limited = receiveLimitError(err);
+  if (limited) return limited;
   const info = err.findDetails(ErrorInfoSchema)[0];
   const violations = err.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations);
   const steps = err.findDetails(SuspendedStepsDetailSchema)[0];

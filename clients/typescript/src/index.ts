@@ -14,11 +14,13 @@ export {
   type WaystationClientOptions,
 } from "./client.js";
 export {
+  AbortedError,
   AlreadyExistsError,
   Code,
   ConflictError,
   ConnectError,
   EarlierStepSuspendedError,
+  FailedPreconditionError,
   ForeachIndexNotSuspendedError,
   InternalError,
   InvalidArgumentError,

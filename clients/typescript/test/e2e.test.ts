@@ -14,11 +14,13 @@ import { describe, test } from "node:test";
 
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
+  AbortedError,
   AlreadyExistsError,
   Code,
   ConflictError,
   ConnectError,
   EarlierStepSuspendedError,
+  FailedPreconditionError,
   ForeachIndexNotSuspendedError,
   InternalError,
   InvalidArgumentError,
@@ -55,6 +57,8 @@ import {
   type WorkflowResult,
 } from "@waystation/client";
 
+import { rejection } from "./rejection.js";
+
 const address = process.env["WAYSTATION_ADDRESS"];
 if (!address) {
   throw new Error("WAYSTATION_ADDRESS is not set: run via scripts/with_server.sh");
@@ -70,15 +74,6 @@ async function startReview(): Promise<WorkflowResult> {
   });
   assert.equal(started.status, RunStatus.SUSPENDED);
   return started;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<WaystationError> {
-  const err = await promise.then(
-    () => assert.fail("the call should have failed"),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof WaystationError, `not a WaystationError: ${String(err)}`);
-  return err;
 }
 
 describe("document-review", () => {
@@ -247,6 +242,13 @@ describe("error classes", () => {
       assert.equal(byCode.constructor, parent, `${code} alone: ${byCode.name}`);
     }
   });
+});
+
+test("the Python names of the code classes are aliases", () => {
+  assert.equal(FailedPreconditionError, PreconditionError);
+  assert.equal(AbortedError, ConflictError);
+  const err = WaystationError.from(new ConnectError("refused", Code.Aborted));
+  assert.ok(err instanceof AbortedError);
 });
 
 describe("the address forms", () => {

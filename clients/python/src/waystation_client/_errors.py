@@ -33,31 +33,45 @@ reason, by the status code; else it is a plain `WaystationError`::
     ├── UnauthenticatedError                 UNAUTHENTICATED
     ├── PermissionDeniedError                PERMISSION_DENIED
     ├── ResourceExhaustedError               RESOURCE_EXHAUSTED
-    │   └── ResponseTooLargeError            RESPONSE_TOO_LARGE      (+ size, limit)
+    │   └── ResponseTooLargeError            RESPONSE_TOO_LARGE      (+ size, limit, limit_of)
     ├── UnimplementedError                   UNIMPLEMENTED
     ├── InternalError                        INTERNAL
     └── UnknownError                         UNKNOWN
+
+The TypeScript client's names for three of these classes are aliases here:
+`PreconditionError` (FailedPreconditionError), `ConflictError` (AbortedError) and
+`InvalidDataError` (InvalidArgumentError, which there names the INVALID_ARGUMENT reason only).
+
+"(+ suspended)": the error lists the run's suspended steps (`suspended`) and its resume labels
+(`resume_labels`), from the `SuspendedStepsDetail` the server attaches.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar, cast
 
 import grpc
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from waystation_client._gen.waystation.v1 import errordetails_pb2
+from waystation_client._gen.waystation.v1 import errordetails_pb2, message_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+DOMAIN = "waystation.dev"
+# How grpc reports an answer over the channel's own receive limit (`max_receive_message_bytes`);
+# a request over the server's limit says "SERVER: ..." instead, and did not take effect.
+_RECEIVE_LIMIT = re.compile(r"CLIENT: Received message larger than max \((\d+) vs\. (\d+)\)")
 
 
 class WaystationError(Exception):
     """A failed call: its status code, message and the decoded status details.
 
     `reason` and `metadata` come from the `google.rpc.ErrorInfo` ("" and {} without one),
-    `field_violations` from a `google.rpc.BadRequest` as (field, description) pairs, and
-    `suspended` from a `waystation.v1.SuspendedStepsDetail` as lists of path segments.
+    `field_violations` from a `google.rpc.BadRequest` as (field, description) pairs;
+    `suspended` (lists of path segments) and `resume_labels` (label -> `ResumeLabel`, the
+    step and foreach index it resumes) from a `waystation.v1.SuspendedStepsDetail`.
     `status` is the whole `google.rpc.Status`, when the server sent one.
     """
 
@@ -73,6 +87,7 @@ class WaystationError(Exception):
         field_violations: Iterable[tuple[str, str]] = (),
         suspended: Iterable[Sequence[str]] = (),
         status: status_pb2.Status | None = None,
+        resume_labels: Mapping[str, message_pb2.ResumeLabel] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -82,6 +97,7 @@ class WaystationError(Exception):
         self.field_violations = list(field_violations)
         self.suspended = [list(path) for path in suspended]
         self.status = status
+        self.resume_labels = dict(resume_labels or {})
 
     def __str__(self) -> str:
         prefix = f"{self.code.name} {self.reason}" if self.reason else self.code.name
@@ -169,19 +185,25 @@ class RunNotSuspendedError(FailedPreconditionError):
 
 
 class StepNotSuspendedError(FailedPreconditionError):
-    """The named step is not suspended (or does not exist); `suspended` lists those that are."""
+    """The named step is not suspended (or does not exist).
+
+    `suspended` lists the steps that are, `resume_labels` the labels that resume them.
+    """
 
     REASON = "STEP_NOT_SUSPENDED"
 
 
 class StepAmbiguousError(FailedPreconditionError):
-    """Several steps are suspended and none was named; `suspended` lists them."""
+    """Several steps are suspended and none was named.
+
+    `suspended` lists them, `resume_labels` the labels that name each one.
+    """
 
     REASON = "STEP_AMBIGUOUS"
 
 
 class LabelNotFoundError(FailedPreconditionError):
-    """The run has no such resume label; `suspended` lists the suspended steps."""
+    """The run has no such resume label; `suspended` and `resume_labels` list what it has."""
 
     REASON = "LABEL_NOT_FOUND"
 
@@ -316,10 +338,12 @@ class ResourceExhaustedError(WaystationError):
 
 
 class ResponseTooLargeError(ResourceExhaustedError):
-    """The answer was larger than the server's message limit (`--max-message-bytes`).
+    """The answer was larger than a message limit: the server's (`--max-message-bytes`), or
+    this client's receive limit (`max_receive_message_bytes`): `limit_of` says which.
 
-    A call that changes a run took effect: read the run with `get_run` (without
-    `include_state`), or raise the limit. `run_id` names the run, `size` and `limit` the sizes.
+    The server made the answer, so a call that changes a run took effect: read the run with
+    `get_run` (without `include_state`), or raise the limit. `size` and `limit` are the sizes;
+    `run_id` names the run when the server refused (the client cannot read a refused answer).
     """
 
     REASON = "RESPONSE_TOO_LARGE"
@@ -331,8 +355,13 @@ class ResponseTooLargeError(ResourceExhaustedError):
 
     @property
     def limit(self) -> int | None:
-        """The server's message limit in bytes (ErrorInfo metadata `limit`)."""
+        """The message limit in bytes that the answer broke (ErrorInfo metadata `limit`)."""
         return self._int("limit")
+
+    @property
+    def limit_of(self) -> str:
+        """Whose limit the answer broke: "server", or "client" (this client's receive limit)."""
+        return self.metadata.get("limit_of", "server")
 
 
 class UnimplementedError(WaystationError):
@@ -352,6 +381,12 @@ class UnknownError(WaystationError):
     """A status with code UNKNOWN (or an error that carried no status)."""
 
     CODE = grpc.StatusCode.UNKNOWN
+
+
+# The TypeScript client's names for the classes of three codes.
+PreconditionError = FailedPreconditionError
+ConflictError = AbortedError
+InvalidDataError = InvalidArgumentError
 
 
 def _subclasses(cls: type[WaystationError]) -> list[type[WaystationError]]:
@@ -383,6 +418,9 @@ def error_from_status(
 ) -> WaystationError:
     """The typed error for a status code, message and the call's trailing metadata."""
     status = _rich_status(trailing_metadata)
+    if status is None and code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        status = _receive_limit_status(message)
+        message = status.message if status else message
     info = error_details_pb2.ErrorInfo()
     bad_request = error_details_pb2.BadRequest()
     steps = errordetails_pb2.SuspendedStepsDetail()
@@ -399,6 +437,7 @@ def error_from_status(
         field_violations=[(v.field, v.description) for v in bad_request.field_violations],
         suspended=[path.segments for path in steps.suspended],
         status=status,
+        resume_labels=steps.resume_labels,
     )
 
 
@@ -407,3 +446,27 @@ def _rich_status(trailing_metadata: Iterable[tuple[str, str | bytes]]) -> status
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             return status_pb2.Status.FromString(value)
     return None
+
+
+def _receive_limit_status(message: str) -> status_pb2.Status | None:
+    """For an answer that this client's receive limit refused, the status the server gives an
+    answer over its own limit (RESPONSE_TOO_LARGE), saying that the call took effect; grpc's
+    own says neither. None for any other message."""
+    found = _RECEIVE_LIMIT.search(message)
+    if not found:
+        return None
+    size, limit = found.groups()
+    text = (
+        f"the answer is {size} bytes, more than this client's {limit}-byte receive limit"
+        " (max_receive_message_bytes); the server made it, so a call that changes a run took"
+        " effect: read the run with get_run (without include_state), or raise the limit"
+    )
+    info = error_details_pb2.ErrorInfo(
+        reason=ResponseTooLargeError.REASON,
+        domain=DOMAIN,
+        metadata={"size": size, "limit": limit, "limit_of": "client"},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    return status_pb2.Status(code=code, message=text, details=[detail])

@@ -1,4 +1,4 @@
-"""Request messages and call metadata built from keyword arguments.
+"""Request messages, call metadata and channel options built from keyword arguments.
 
 The sync and the async client share these builders, so both send exactly the same requests.
 `None` always means "leave the field unset"; send JSON null as `to_value(None)`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeAlias, cast
+from typing import Any, TypeAlias, cast
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -24,6 +24,8 @@ MetadataLike: TypeAlias = "Mapping[str, MetadataValue] | Iterable[tuple[str, Met
 """Call metadata: a mapping, or (key, value) pairs (a key may repeat)."""
 
 Metadata: TypeAlias = "tuple[tuple[str, MetadataValue], ...]"
+
+RECEIVE_LIMIT_OPTION = "grpc.max_receive_message_length"
 
 StatusLike: TypeAlias = "int | str"
 """A run status: a `RunStatus` value, or its name with or without the `RUN_STATUS_` prefix."""
@@ -53,6 +55,30 @@ def call_metadata(
     if tracestate:
         pairs.append(("tracestate", tracestate))
     return tuple(pairs) or None
+
+
+def channel_options(
+    target: object,
+    options: Sequence[tuple[str, Any]] | None,
+    max_receive_message_bytes: int | None,
+) -> list[tuple[str, Any]]:
+    """The options of the channel that a client opens to the address `target`: `options`, and
+    the receive limit `max_receive_message_bytes`, else one in `options`, else none (-1): the
+    server bounds its answers itself, and says so better. A channel given as `target` keeps
+    its own settings; a receive limit for it is refused, as it would be ignored.
+    """
+    if not isinstance(target, str):
+        if max_receive_message_bytes is not None:
+            raise ValueError(
+                "max_receive_message_bytes is for a channel the client opens; give yours the"
+                f" option {RECEIVE_LIMIT_OPTION!r}"
+            )
+        return []
+    limit = max_receive_message_bytes
+    chosen = [(k, v) for k, v in options or () if k != RECEIVE_LIMIT_OPTION or limit is None]
+    if all(key != RECEIVE_LIMIT_OPTION for key, _ in chosen):
+        chosen.append((RECEIVE_LIMIT_OPTION, -1 if limit is None else limit))
+    return chosen
 
 
 def output_options(

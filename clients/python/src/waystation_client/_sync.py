@@ -30,6 +30,10 @@ class WorkflowClient:
     Build it from an address (`"127.0.0.1:50051"`; TLS when `credentials` are given) or from a
     `grpc.Channel` that you own. `metadata` is sent with every call. Use it as a context
     manager, or call `close()`, to close a channel that it opened.
+
+    A channel that it opens takes answers of any size (the server refuses one over its own
+    `--max-message-bytes` with `ResponseTooLargeError`); `max_receive_message_bytes` sets a
+    limit, and an answer over it is a `ResponseTooLargeError` too, `limit_of == "client"`.
     """
 
     def __init__(
@@ -39,14 +43,16 @@ class WorkflowClient:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         metadata: MetadataLike | None = None,
+        max_receive_message_bytes: int | None = None,
     ) -> None:
         self._owns_channel = isinstance(target, str)
+        chosen = build.channel_options(target, options, max_receive_message_bytes)
         if not isinstance(target, str):
             self.channel = target
         elif credentials is None:
-            self.channel = grpc.insecure_channel(target, options)
+            self.channel = grpc.insecure_channel(target, chosen)
         else:
-            self.channel = grpc.secure_channel(target, credentials, options)
+            self.channel = grpc.secure_channel(target, credentials, chosen)
         self._stub = service_pb2_grpc.WorkflowServiceStub(self.channel)
         self._metadata = call_metadata(metadata)
 

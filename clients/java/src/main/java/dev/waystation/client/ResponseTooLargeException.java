@@ -1,9 +1,12 @@
 package dev.waystation.client;
 
 /**
- * RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE: The answer is larger than the server's {@code
- * --max-message-bytes}. A call that changes a run took effect: read the run ({@link #runId()})
- * with getRun, without {@code include_state}, or raise the limit.
+ * RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE: The answer is larger than a message limit: the
+ * server's {@code --max-message-bytes}, or this client's receive limit ({@link
+ * WaystationClient#withMaxReceiveMessageBytes}); {@link #limitOf()} says which. The server made
+ * the answer, so a call that changes a run took effect: read the run with getRun, without
+ * {@code include_state} (or listRuns, which carries no results), or raise the limit. {@link
+ * #runId()} names the run when the server refused (the client cannot read a refused answer).
  */
 public final class ResponseTooLargeException extends WaystationException {
   private static final long serialVersionUID = 1L;
@@ -17,9 +20,14 @@ public final class ResponseTooLargeException extends WaystationException {
     return number("size");
   }
 
-  /** The server's message limit in bytes ({@code metadata().get("limit")}), or -1. */
+  /** The limit in bytes that the answer broke ({@code metadata().get("limit")}), or -1. */
   public long limit() {
     return number("limit");
+  }
+
+  /** Whose limit the answer broke: "server", or "client" (this client's receive limit). */
+  public String limitOf() {
+    return metadata().getOrDefault("limit_of", "server");
   }
 
   private long number(String key) {

@@ -12,6 +12,8 @@ import io.grpc.protobuf.StatusProto;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Function;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * The one place that turns a gRPC status into a typed exception: {@link #decode} reads the
@@ -56,9 +58,22 @@ record StatusDetails(
           Map.entry("PERMISSION_DENIED", PermissionDeniedException::new),
           Map.entry("INTERNAL", InternalException::new));
 
+  /**
+   * How grpc-java reports an answer over the channel's receive limit. A request over the
+   * server's limit reads "SERVER: Received message larger than max ..." instead.
+   */
+  private static final Pattern RECEIVE_LIMIT =
+      Pattern.compile("gRPC message exceeds maximum size (\\d+): (\\d+)");
+
   static StatusDetails decode(Throwable error) {
     Status status = Status.fromThrowable(error);
     com.google.rpc.Status proto = StatusProto.fromThrowable(error);
+    com.google.rpc.Status limited =
+        proto == null || proto.getDetailsCount() == 0 ? receiveLimitStatus(status) : null;
+    if (limited != null) {
+      proto = limited;
+      status = Status.RESOURCE_EXHAUSTED.withDescription(limited.getMessage());
+    }
     ErrorInfo info = ErrorInfo.getDefaultInstance();
     BadRequest badRequest = BadRequest.getDefaultInstance();
     SuspendedStepsDetail suspended = SuspendedStepsDetail.getDefaultInstance();
@@ -92,6 +107,42 @@ record StatusDetails(
     String description = status.getDescription();
     String text = status.getCode() + (description == null ? "" : ": " + description);
     return reason.isEmpty() ? text : text + " [" + reason + "]";
+  }
+
+  /**
+   * For an answer that this client's receive limit refused, the status that the server gives
+   * an answer over its own limit (RESPONSE_TOO_LARGE), saying that the call took effect, which
+   * grpc-java's does not; null for any other status.
+   */
+  private static com.google.rpc.Status receiveLimitStatus(Status status) {
+    String description = status.getDescription();
+    Matcher found =
+        status.getCode() == Status.Code.RESOURCE_EXHAUSTED && description != null
+            ? RECEIVE_LIMIT.matcher(description)
+            : null;
+    if (found == null || !found.matches()) {
+      return null;
+    }
+    String limit = found.group(1);
+    String size = found.group(2);
+    ErrorInfo info =
+        ErrorInfo.newBuilder()
+            .setReason("RESPONSE_TOO_LARGE")
+            .setDomain(DOMAIN)
+            .putAllMetadata(Map.of("size", size, "limit", limit, "limit_of", "client"))
+            .build();
+    return com.google.rpc.Status.newBuilder()
+        .setCode(Status.Code.RESOURCE_EXHAUSTED.value())
+        .setMessage(
+            "the answer is "
+                + size
+                + " bytes, more than this client's "
+                + limit
+                + "-byte receive limit (withMaxReceiveMessageBytes); the server made it, so a"
+                + " call that changes a run took effect: read the run with getRun (without"
+                + " include_state), or raise the limit")
+        .addDetails(Any.pack(info))
+        .build();
   }
 
   private static <T extends com.google.protobuf.Message> T unpack(

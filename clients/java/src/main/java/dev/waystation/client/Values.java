@@ -4,6 +4,7 @@ import com.google.protobuf.ListValue;
 import com.google.protobuf.NullValue;
 import com.google.protobuf.Struct;
 import com.google.protobuf.Value;
+import java.lang.reflect.Array;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -15,10 +16,14 @@ import java.util.Map;
  * workflow input, output, suspend payloads and resume data travel.
  *
  * <p>Java to proto ({@link #of}): {@code null}, {@link Boolean}, {@link Number}, {@link
- * CharSequence}, {@link Map} with string keys, {@link Iterable}, arrays, and {@link Value},
- * {@link Struct} or {@link ListValue} as they are. Proto to Java ({@link #toJava}): {@code null},
- * {@link Boolean}, {@link Double} (JSON numbers are doubles on the wire), {@link String}, an
- * insertion-ordered {@code Map<String, Object>} and {@code List<Object>}, all unmodifiable.
+ * CharSequence}, {@link Map} with string keys, {@link Iterable}, arrays (of objects, which may
+ * hold nulls, or of numbers and booleans: {@code int[]}, {@code double[]}, {@code boolean[]},
+ * ...), and {@link Value}, {@link Struct} or {@link ListValue} as they are. A {@code char[]} is
+ * refused like a {@link Character}: pass a {@link String}.
+ *
+ * <p>Proto to Java ({@link #toJava}): {@code null}, {@link Boolean}, {@link Double} (JSON numbers
+ * are doubles on the wire), {@link String}, an insertion-ordered {@code Map<String, Object>} and
+ * {@code List<Object>}, all unmodifiable.
  */
 public final class Values {
   private Values() {}
@@ -49,8 +54,8 @@ public final class Values {
     if (data instanceof Iterable<?> items) {
       return Value.newBuilder().setListValue(listValue(items)).build();
     }
-    if (data instanceof Object[] items) {
-      return Value.newBuilder().setListValue(listValue(List.of(items))).build();
+    if (data.getClass().isArray()) {
+      return Value.newBuilder().setListValue(arrayValue(data)).build();
     }
     throw new IllegalArgumentException(
         "not JSON-like data: " + data.getClass().getName() + " (use Map, List, String, ...)");
@@ -115,6 +120,15 @@ public final class Values {
     List<Object> out = new ArrayList<>(list.getValuesCount());
     list.getValuesList().forEach(item -> out.add(toJava(item)));
     return Collections.unmodifiableList(out);
+  }
+
+  /** Any array, primitive ones included; its null items are JSON nulls. */
+  private static ListValue arrayValue(Object array) {
+    ListValue.Builder builder = ListValue.newBuilder();
+    for (int i = 0, n = Array.getLength(array); i < n; i++) {
+      builder.addValues(of(Array.get(array, i))); // boxes the items of a primitive array
+    }
+    return builder.build();
   }
 
   private static ListValue listValue(Iterable<?> items) {

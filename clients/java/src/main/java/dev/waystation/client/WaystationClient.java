@@ -12,7 +12,6 @@ import dev.waystation.v1.ListWorkflowsResponse;
 import dev.waystation.v1.RestartRunRequest;
 import dev.waystation.v1.ResumeRequest;
 import dev.waystation.v1.Run;
-import dev.waystation.v1.RunEvent;
 import dev.waystation.v1.StartRunRequest;
 import dev.waystation.v1.StepPath;
 import dev.waystation.v1.TimeTravelRunRequest;
@@ -31,7 +30,6 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.stub.MetadataUtils;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
@@ -61,14 +59,24 @@ public final class WaystationClient implements AutoCloseable {
     this.ownedChannel = ownedChannel;
   }
 
-  /** A client with its own plaintext channel to {@code target} ("host:port"). */
+  /**
+   * A client with its own plaintext channel to {@code target} ("host:port"). The channel takes
+   * answers of any size, where grpc-java's default limit is 4 MiB: the server refuses an answer
+   * over its own {@code --max-message-bytes} with {@link ResponseTooLargeException}, which says
+   * more. {@link #withMaxReceiveMessageBytes} sets a limit.
+   */
   public static WaystationClient connect(String target) {
     ManagedChannel channel =
-        Grpc.newChannelBuilder(target, InsecureChannelCredentials.create()).build();
+        Grpc.newChannelBuilder(target, InsecureChannelCredentials.create())
+            .maxInboundMessageSize(Integer.MAX_VALUE)
+            .build();
     return new WaystationClient(WorkflowServiceGrpc.newBlockingStub(channel), channel);
   }
 
-  /** A client on a channel that the caller built (TLS, credentials, ...) and closes. */
+  /**
+   * A client on a channel that the caller built (TLS, credentials, ...) and closes. The channel
+   * keeps its own receive limit ({@code maxInboundMessageSize}, 4 MiB by default).
+   */
   public static WaystationClient create(Channel channel) {
     return new WaystationClient(WorkflowServiceGrpc.newBlockingStub(channel), null);
   }
@@ -81,6 +89,15 @@ public final class WaystationClient implements AutoCloseable {
   /** The same client whose calls fail with DEADLINE_EXCEEDED once this time from now passes. */
   public WaystationClient withDeadlineAfter(Duration duration) {
     return withDeadlineAfter(duration.toNanos(), TimeUnit.NANOSECONDS);
+  }
+
+  /**
+   * The same client, refusing answers larger than {@code bytes}: such an answer throws a {@link
+   * ResponseTooLargeException} whose {@code limitOf()} is "client". The call took effect all the
+   * same (the server made the answer).
+   */
+  public WaystationClient withMaxReceiveMessageBytes(int bytes) {
+    return derive(stub.withMaxInboundMessageSize(bytes));
   }
 
   /** The same client, sending this W3C {@code traceparent} with every call. */
@@ -202,24 +219,18 @@ public final class WaystationClient implements AutoCloseable {
 
   /**
    * The run's events after {@code afterSequence} (0: all), blocking on {@code hasNext()} until
-   * the next one comes; the stream ends when the run settles in a final state. Give the client
-   * a deadline to bound the wait. A reconnect with the last sequence seen misses nothing.
+   * the next one comes; the stream ends when the run settles in a final state (SUCCESS, FAILED,
+   * CANCELED), which a SUSPENDED run may not do for days. Close the watch to stop early (in
+   * try-with-resources): that cancels the call. A deadline on the client bounds the wait. A
+   * reconnect with the last sequence seen as {@code afterSequence} misses nothing.
+   *
+   * @return an {@link java.util.Iterator Iterator&lt;RunEvent&gt;} that is also {@link
+   *     AutoCloseable}
    */
-  public Iterator<RunEvent> watchRun(String runId, long afterSequence) {
+  public RunWatch watchRun(String runId, long afterSequence) {
     WatchRunRequest request =
         WatchRunRequest.newBuilder().setRunId(runId).setAfterSequence(afterSequence).build();
-    Iterator<RunEvent> events = call(() -> stub.watchRun(request));
-    return new Iterator<>() {
-      @Override
-      public boolean hasNext() {
-        return call(events::hasNext);
-      }
-
-      @Override
-      public RunEvent next() {
-        return call(events::next);
-      }
-    };
+    return new RunWatch(stub, request);
   }
 
   /** Continues a run whose process died while it was RUNNING or WAITING. */

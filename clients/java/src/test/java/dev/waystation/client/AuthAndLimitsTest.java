@@ -55,14 +55,11 @@ class AuthAndLimitsTest {
     server =
         TestServer.start(
             dir, "--auth-config", policy.toString(), "--max-message-bytes", String.valueOf(LIMIT));
-    anonymous = WaystationClient.connect(server.address);
+    anonymous = server.client;
   }
 
   @AfterAll
   static void stop() throws InterruptedException {
-    if (anonymous != null) {
-      anonymous.close();
-    }
     if (server != null) {
       server.close();
     }

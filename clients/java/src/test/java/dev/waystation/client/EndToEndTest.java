@@ -1,11 +1,13 @@
 package dev.waystation.client;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
+import dev.waystation.v1.RunEventType;
 import dev.waystation.v1.RunStatus;
 import dev.waystation.v1.WorkflowResult;
 import io.grpc.Status;
@@ -13,9 +15,11 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.SecureRandom;
+import java.time.Duration;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.NoSuchElementException;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
@@ -169,6 +173,53 @@ class EndToEndTest {
             WaystationException.class, () -> client().getRun("no-such-run-" + System.nanoTime()));
     assertInstanceOf(RunNotFoundException.class, unknown);
     assertEquals(Status.Code.NOT_FOUND, unknown.code());
+  }
+
+  @Test
+  void aWatchClosedEarlyCancelsItsStreamAndTheClientThenClosesAtOnce() {
+    WaystationClient own = WaystationClient.connect(System.getenv("WAYSTATION_ADDRESS"));
+    // SUSPENDED is no final state: the server keeps the stream open after RUN_SETTLED.
+    WorkflowResult started = own.startRun("document-review", DOCUMENT);
+    RunWatch watch = own.watchRun(started.getRunId(), 0);
+    try (watch) {
+      while (watch.next().getType() != RunEventType.RUN_EVENT_TYPE_RUN_SETTLED) {
+        // the events before the run suspended
+      }
+    }
+    assertFalse(watch.hasNext());
+    assertThrows(NoSuchElementException.class, watch::next);
+    watch.close(); // again: nothing happens
+
+    // The channel waits up to 5 s for open calls: a prompt close shows that none is left.
+    long began = System.nanoTime();
+    own.close();
+    Duration closing = Duration.ofNanos(System.nanoTime() - began);
+    assertTrue(closing.compareTo(Duration.ofSeconds(1)) < 0, "close() took " + closing);
+  }
+
+  @Test
+  @Timeout(value = 15, unit = TimeUnit.SECONDS)
+  void aWatchClosedFromAnotherThreadEndsTheHasNextThatWaits() throws InterruptedException {
+    WorkflowResult started = client().startRun("document-review", DOCUMENT);
+    RunWatch watch = connection.watchRun(started.getRunId(), 0);
+    Thread closer = new Thread(() -> sleepThenClose(watch));
+    closer.start();
+    int events = 0;
+    while (watch.hasNext()) { // blocks after the replayed events, until close()
+      watch.next();
+      events++;
+    }
+    closer.join();
+    assertTrue(events >= 1, "events: " + events);
+  }
+
+  private static void sleepThenClose(RunWatch watch) {
+    try {
+      Thread.sleep(500);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    watch.close();
   }
 
   /** A log file for the test workflows, in with_server.sh's temp dir when it gives one. */

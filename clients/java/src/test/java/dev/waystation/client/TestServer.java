@@ -23,10 +23,14 @@ final class TestServer implements AutoCloseable {
   private final Path log;
   final String address;
 
+  /** A client of this server (no deadline, no credentials), closed with it. */
+  final WaystationClient client;
+
   private TestServer(Process process, Path log, String address) {
     this.process = process;
     this.log = log;
     this.address = address;
+    this.client = WaystationClient.connect(address);
   }
 
   /** Starts the server with {@code options} and returns once it answers calls. */
@@ -87,9 +91,13 @@ final class TestServer implements AutoCloseable {
     }
   }
 
-  /** Stops the server with SIGTERM, as with_server.sh does; SIGKILL if it hangs. */
+  /**
+   * Closes the client, then stops the server with SIGTERM, as with_server.sh does (SIGKILL if it
+   * hangs).
+   */
   @Override
   public void close() throws InterruptedException {
+    client.close();
     process.destroy();
     if (!process.waitFor(15, TimeUnit.SECONDS)) {
       process.destroyForcibly().waitFor();

@@ -36,10 +36,30 @@ class ValuesTest {
   }
 
   @Test
+  void arraysOfObjectsWithNullsAndPrimitiveArraysAreLists() {
+    assertEquals(Arrays.asList("a", null), Values.toJava(Values.of(new Object[] {"a", null})));
+    assertEquals(List.of(1.0, 2.0), Values.toJava(Values.of(new int[] {1, 2})));
+    assertEquals(List.of(7.0), Values.toJava(Values.of(new long[] {7L})));
+    assertEquals(List.of(0.5, -1.0), Values.toJava(Values.of(new double[] {0.5, -1})));
+    assertEquals(List.of(true, false), Values.toJava(Values.of(new boolean[] {true, false})));
+    assertEquals(List.of(), Values.toJava(Values.of(new int[0])));
+
+    Map<String, Object> nested = new LinkedHashMap<>();
+    nested.put("grid", new int[][] {{1}, {2, 3}});
+    nested.put("maybe", new String[] {null});
+    Map<String, Object> expected = new LinkedHashMap<>();
+    expected.put("grid", List.of(List.of(1.0), List.of(2.0, 3.0)));
+    expected.put("maybe", Arrays.asList((Object) null));
+    assertEquals(expected, Values.toJava(Values.of(nested)));
+  }
+
+  @Test
   void anUnsetValueReadsAsNullAndNonJsonDataIsRefused() {
     assertEquals(null, Values.toJava(Value.getDefaultInstance()));
     assertThrows(IllegalArgumentException.class, () -> Values.of(new Object()));
     assertThrows(IllegalArgumentException.class, () -> Values.of(Map.of(1, "x")));
+    assertThrows(IllegalArgumentException.class, () -> Values.of(new char[] {'a'}));
+    assertThrows(IllegalArgumentException.class, () -> Values.of(new Object[] {new Object()}));
   }
 
   @Test

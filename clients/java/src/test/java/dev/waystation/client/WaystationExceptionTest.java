@@ -1,10 +1,13 @@
 package dev.waystation.client;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.protobuf.Any;
 import com.google.rpc.ErrorInfo;
+import io.grpc.Status;
 import io.grpc.Status.Code;
 import io.grpc.protobuf.StatusProto;
 import java.util.List;
@@ -86,5 +89,32 @@ class WaystationExceptionTest {
     assertEquals(70000, error.size());
     assertEquals(65536, error.limit());
     assertEquals("RESOURCE_EXHAUSTED: refused [RESPONSE_TOO_LARGE]", error.getMessage());
+    assertEquals("server", error.limitOf());
+  }
+
+  @Test
+  void anAnswerOverTheClientsReceiveLimitIsResponseTooLargeOfTheClient() {
+    String grpcSays = "gRPC message exceeds maximum size 4194304: 10000262";
+    Status refused = Status.RESOURCE_EXHAUSTED.withDescription(grpcSays);
+    WaystationException error = WaystationException.from(refused.asException());
+    ResponseTooLargeException tooLarge = assertInstanceOf(ResponseTooLargeException.class, error);
+    assertEquals(Code.RESOURCE_EXHAUSTED, tooLarge.code());
+    assertEquals("client", tooLarge.limitOf());
+    assertEquals(4194304, tooLarge.limit());
+    assertEquals(10000262, tooLarge.size());
+    assertEquals("", tooLarge.runId());
+    assertTrue(tooLarge.description().contains("receive limit (withMaxReceiveMessageBytes)"));
+    assertTrue(tooLarge.getMessage().contains("took effect"), tooLarge.getMessage());
+  }
+
+  @Test
+  void aRequestOverTheServersLimitStaysAPlainResourceExhausted() {
+    // It did not take effect: the server refused it before any handler ran.
+    String serverSays = "SERVER: Received message larger than max (5000059 vs. 4194304)";
+    Status refused = Status.RESOURCE_EXHAUSTED.withDescription(serverSays);
+    WaystationException error = WaystationException.from(refused.asException());
+    assertSame(WaystationException.class, error.getClass());
+    assertEquals(serverSays, error.description());
+    assertEquals("", error.reason());
   }
 }
