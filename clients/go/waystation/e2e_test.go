@@ -381,3 +381,37 @@ func randomHex(t *testing.T, n int) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+func TestADrainEndsAWatchAtOnceNamingTheSequenceToWatchAgainAfter(t *testing.T) {
+	addr, stop := startOwnServerToStop(t)
+	c, ctx := dialAddress(t, addr), callCtx(t)
+	res := startReview(t, ctx, c)
+	stream, err := c.WatchRun(ctx, &waystationv1.WatchRunRequest{RunId: res.GetRunId()})
+	if err != nil {
+		t.Fatalf("WatchRun: %v", err)
+	}
+	var last *waystationv1.RunEvent
+	for last.GetType() != waystationv1.RunEventType_RUN_EVENT_TYPE_RUN_SETTLED {
+		if last, err = stream.Recv(); err != nil { // SUSPENDED: the stream stays open after it
+			t.Fatalf("Recv: %v", err)
+		}
+	}
+
+	began, stopped := time.Now(), make(chan struct{})
+	go func() { stop(); close(stopped) }() // SIGTERM: the drain, as in a rollout
+	_, err = stream.Recv()
+	took := time.Since(began)
+	<-stopped
+
+	e, ok := waystation.AsError(err)
+	if !ok || e.Code != codes.Unavailable || !errors.Is(err, waystation.ErrServerDraining) {
+		t.Fatalf("err = %v, want Unavailable SERVER_DRAINING", err)
+	}
+	want := map[string]string{"run_id": res.GetRunId(), "after_sequence": strconv.FormatInt(last.GetSequence(), 10)}
+	if fmt.Sprint(e.Metadata) != fmt.Sprint(want) {
+		t.Errorf("metadata = %v, want %v", e.Metadata, want)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the watch ended %v after SIGTERM, want at once (not after the grace)", took)
+	}
+}

@@ -45,6 +45,7 @@ const (
 	ErrRunChanged               Reason = "RUN_CHANGED"                 // Aborted
 	ErrResponseTooLarge         Reason = "RESPONSE_TOO_LARGE"          // ResourceExhausted; Error.Metadata has run_id, size, limit (and limit_of "client" when this client's limit refused it)
 	ErrStoreUnavailable         Reason = "STORE_UNAVAILABLE"           // Unavailable; retry with the same request_id
+	ErrServerDraining           Reason = "SERVER_DRAINING"             // Unavailable; a draining server ended a WatchRun: watch again with Error.Metadata["after_sequence"]
 	ErrUnauthenticated          Reason = "UNAUTHENTICATED"             // Unauthenticated
 	ErrPermissionDenied         Reason = "PERMISSION_DENIED"           // PermissionDenied
 	ErrInternal                 Reason = "INTERNAL"                    // Internal; the server log has the details

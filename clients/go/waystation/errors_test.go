@@ -122,6 +122,7 @@ var serverReasons = []struct {
 	{"RUN_CHANGED", waystation.ErrRunChanged, codes.Aborted},
 	{"RESPONSE_TOO_LARGE", waystation.ErrResponseTooLarge, codes.ResourceExhausted},
 	{"STORE_UNAVAILABLE", waystation.ErrStoreUnavailable, codes.Unavailable},
+	{"SERVER_DRAINING", waystation.ErrServerDraining, codes.Unavailable},
 	{"UNAUTHENTICATED", waystation.ErrUnauthenticated, codes.Unauthenticated},
 	{"PERMISSION_DENIED", waystation.ErrPermissionDenied, codes.PermissionDenied},
 	{"INTERNAL", waystation.ErrInternal, codes.Internal},

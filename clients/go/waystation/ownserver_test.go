@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,15 @@ import (
 // serving the example and test workflows from a fresh SQLite file.
 func startOwnServer(t *testing.T, options ...string) string {
 	t.Helper()
+	addr, _ := startOwnServerToStop(t, options...)
+	return addr
+}
+
+// startOwnServerToStop is startOwnServer for a test that stops the server itself, as a
+// rollout does: stop sends SIGTERM (the server drains) and returns once the process exited.
+// Calling it again, or the test's cleanup, does nothing more.
+func startOwnServerToStop(t *testing.T, options ...string) (addr string, stop func()) {
+	t.Helper()
 	repo, err := filepath.Abs("../../..") // go test runs in clients/go/waystation
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +42,8 @@ func startOwnServer(t *testing.T, options ...string) string {
 	if python == "" {
 		python = filepath.Join(repo, ".venv", "bin", "python")
 	}
-	dir, addr := t.TempDir(), freeAddress(t)
+	dir := t.TempDir()
+	addr = freeAddress(t)
 	args := []string{"-m", "waystation.cli", "serve", "--listen", addr,
 		"--db", "sqlite:///" + filepath.Join(dir, "ws.db"),
 		"--workflows", "waystation.examples", "--workflows", "tests.support.workflows"}
@@ -46,12 +57,16 @@ func startOwnServer(t *testing.T, options ...string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the server: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM) // as with_server.sh stops its server
-		_ = cmd.Wait()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM) // as with_server.sh stops its server
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(stop)
 	awaitServing(t, addr, filepath.Join(dir, "server.log"))
-	return addr
+	return addr, stop
 }
 
 // awaitServing waits until the server at addr answers a call (any answer), for at most 20 s.

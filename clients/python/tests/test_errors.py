@@ -23,6 +23,7 @@ from waystation_client import (
     ResponseTooLargeError,
     ResumeLabel,
     RunNotSuspendedError,
+    ServerDrainingError,
     StepAmbiguousError,
     StepPath,
     StoreUnavailableError,
@@ -56,6 +57,7 @@ SERVER_REASONS = {
     "RUN_CHANGED": Code.ABORTED,
     "RESPONSE_TOO_LARGE": Code.RESOURCE_EXHAUSTED,
     "STORE_UNAVAILABLE": Code.UNAVAILABLE,
+    "SERVER_DRAINING": Code.UNAVAILABLE,
     "UNAUTHENTICATED": Code.UNAUTHENTICATED,
     "PERMISSION_DENIED": Code.PERMISSION_DENIED,
     "INTERNAL": Code.INTERNAL,
@@ -154,6 +156,18 @@ def test_earlier_step_suspended_names_the_target_and_the_suspended_step() -> Non
     assert str(error) == "FAILED_PRECONDITION EARLIER_STEP_SUSPENDED: resume it"
 
 
+def test_server_draining_names_the_sequence_to_watch_again_after() -> None:
+    meta = trailers(Code.UNAVAILABLE, info("SERVER_DRAINING", run_id="r", after_sequence="7"))
+    error = error_from_status(Code.UNAVAILABLE, "draining", meta)
+    assert type(error) is ServerDrainingError
+    assert isinstance(error, UnavailableError)
+    assert (error.run_id, error.after_sequence) == ("r", 7)
+    assert str(error) == "UNAVAILABLE SERVER_DRAINING: draining"
+    meta = trailers(Code.UNAVAILABLE, info("SERVER_DRAINING"))
+    bare = error_from_status(Code.UNAVAILABLE, "", meta)
+    assert isinstance(bare, ServerDrainingError) and bare.after_sequence is None
+
+
 def test_response_too_large_names_the_run_and_the_sizes() -> None:
     meta = trailers(
         Code.RESOURCE_EXHAUSTED,
@@ -191,6 +205,7 @@ def test_a_request_over_the_servers_limit_stays_resource_exhausted() -> None:
         (Code.DEADLINE_EXCEEDED, "", DeadlineExceededError),
         (Code.UNAVAILABLE, "", UnavailableError),
         (Code.UNAVAILABLE, "STORE_UNAVAILABLE", StoreUnavailableError),
+        (Code.UNAVAILABLE, "SERVER_DRAINING", ServerDrainingError),
         (Code.UNAVAILABLE, "SOME_NEW_REASON", UnavailableError),
         (Code.DATA_LOSS, "", WaystationError),
     ],

@@ -31,7 +31,8 @@
  *     ├── ResourceExhaustedError
  *     │   └── ResponseTooLargeError      RESPONSE_TOO_LARGE (size, limit, limitOf)
  *     ├── UnavailableError
- *     │   └── StoreUnavailableError      STORE_UNAVAILABLE
+ *     │   ├── StoreUnavailableError      STORE_UNAVAILABLE
+ *     │   └── ServerDrainingError        SERVER_DRAINING (afterSequence)
  *     ├── UnauthenticatedError           UNAUTHENTICATED
  *     ├── PermissionDeniedError          PERMISSION_DENIED
  *     └── InternalError                  INTERNAL
@@ -180,6 +181,18 @@ export class ResponseTooLargeError extends ResourceExhaustedError {
 
 export class UnavailableError extends WaystationError {}
 export class StoreUnavailableError extends UnavailableError {}
+/**
+ * The server is draining (a rollout) and ended this `watchRun` once it had sent every stored
+ * event: watch again (another replica answers) with `afterSequence`, and no event is missed or
+ * repeated.
+ */
+export class ServerDrainingError extends UnavailableError {
+  /** The sequence to watch again after (metadata `after_sequence`), as `watchRun` takes it. */
+  get afterSequence(): bigint | undefined {
+    const text = this.metadata["after_sequence"];
+    return text !== undefined && /^\d+$/.test(text) ? BigInt(text) : undefined;
+  }
+}
 
 export class UnauthenticatedError extends WaystationError {}
 export class PermissionDeniedError extends WaystationError {}
@@ -211,6 +224,7 @@ const BY_REASON: Readonly<Record<string, ErrorClass>> = {
   RUN_CHANGED: RunChangedError,
   RESPONSE_TOO_LARGE: ResponseTooLargeError,
   STORE_UNAVAILABLE: StoreUnavailableError,
+  SERVER_DRAINING: ServerDrainingError,
   UNAUTHENTICATED: UnauthenticatedError,
   PERMISSION_DENIED: PermissionDeniedError,
   INTERNAL: InternalError,

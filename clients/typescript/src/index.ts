@@ -40,6 +40,7 @@ export {
   RunNotActiveError,
   RunNotFoundError,
   RunNotSuspendedError,
+  ServerDrainingError,
   StepAmbiguousError,
   StepNotSuspendedError,
   StoreUnavailableError,

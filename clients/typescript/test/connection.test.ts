@@ -2,7 +2,9 @@
  * Lost connections: a server process SIGKILLed under a call and a watch (a server of the test's
  * own, see own-server.ts), and a call that its caller aborts (the shared server at
  * WAYSTATION_ADDRESS). The first is UNAVAILABLE, as in the other clients, so that retry logic
- * sees it; only the second is Canceled. And a watch left early is cancelled, not left open.
+ * sees it; only the second is Canceled. A server that drains (SIGTERM, as in a rollout) ends a
+ * watch at once with a ServerDrainingError that names the sequence to watch again after. And a
+ * watch left early is cancelled, not left open.
  */
 
 import assert from "node:assert/strict";
@@ -14,6 +16,7 @@ import {
   Code,
   RunEventType,
   RunStatus,
+  ServerDrainingError,
   UnavailableError,
   createWaystationClient,
   toValue,
@@ -26,11 +29,14 @@ import { rejection } from "./rejection.js";
 
 const DOCUMENT = { document_id: "d-1", title: "T", body: "a b" };
 
-/** A watch of a suspended run, read up to its RUN_SETTLED event: the stream stays open. */
+/**
+ * A watch of a suspended run, read up to its RUN_SETTLED event (`settled`): the stream stays
+ * open.
+ */
 async function openWatch(
   client: WaystationClient,
   signal?: AbortSignal,
-): Promise<AsyncIterator<RunEvent>> {
+): Promise<{ events: AsyncIterator<RunEvent>; settled: RunEvent }> {
   const started = await client.startRun({
     workflowId: "document-review",
     inputData: toValue(DOCUMENT),
@@ -40,7 +46,7 @@ async function openWatch(
   for (;;) {
     const { done, value } = await events.next();
     assert.ok(!done, "the watch of a suspended run ended");
-    if (value.type === RunEventType.RUN_SETTLED) return events;
+    if (value.type === RunEventType.RUN_SETTLED) return { events, settled: value };
   }
 }
 
@@ -58,7 +64,7 @@ describe("a lost connection", () => {
     const server = await OwnServer.start();
     try {
       const client = createWaystationClient(server.address);
-      const watch = await openWatch(client);
+      const { events: watch } = await openWatch(client);
       const runId = `slow-${randomUUID()}`;
       const log = join(server.dir, "slow.log");
       const call = rejection(
@@ -72,6 +78,26 @@ describe("a lost connection", () => {
         assert.ok(err instanceof UnavailableError, `${err.name} ${Code[err.code]}: ${err.message}`);
         assert.equal(err.code, Code.Unavailable);
       }
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a draining server ends a watch at once, naming the sequence to go on after", async () => {
+    const server = await OwnServer.start();
+    try {
+      const { events, settled } = await openWatch(createWaystationClient(server.address));
+      const began = Date.now();
+      const stopped = server.stop(); // SIGTERM: the drain, as in a rollout
+
+      const err = await rejection(events.next());
+      const what = `${err.name} ${Code[err.code]}: ${err.message}`;
+      assert.ok(err instanceof ServerDrainingError, what);
+      assert.ok(err instanceof UnavailableError);
+      assert.ok(Date.now() - began < 5_000, "not at once: the drain waited for the watch");
+      assert.equal(err.runId, settled.runId);
+      assert.equal(err.afterSequence, settled.sequence);
+      await stopped;
     } finally {
       await server.stop();
     }
@@ -108,7 +134,7 @@ describe("a lost connection", () => {
     const address = process.env["WAYSTATION_ADDRESS"];
     assert.ok(address, "WAYSTATION_ADDRESS is not set: run via scripts/with_server.sh");
     const controller = new AbortController();
-    const watch = await openWatch(createWaystationClient(address), controller.signal);
+    const { events: watch } = await openWatch(createWaystationClient(address), controller.signal);
 
     controller.abort();
 

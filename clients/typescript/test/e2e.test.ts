@@ -41,6 +41,7 @@ import {
   RunNotFoundError,
   RunNotSuspendedError,
   RunStatus,
+  ServerDrainingError,
   StepAmbiguousError,
   StepNotSuspendedError,
   StoreUnavailableError,
@@ -220,21 +221,13 @@ describe("error classes", () => {
       ["RUN_CHANGED", Aborted, RunChangedError, ConflictError],
       ["RESPONSE_TOO_LARGE", ResourceExhausted, ResponseTooLargeError, ResourceExhaustedError],
       ["STORE_UNAVAILABLE", Unavailable, StoreUnavailableError, UnavailableError],
+      ["SERVER_DRAINING", Unavailable, ServerDrainingError, UnavailableError],
       ["UNAUTHENTICATED", Unauthenticated, UnauthenticatedError, UnauthenticatedError],
       ["PERMISSION_DENIED", PermissionDenied, PermissionDeniedError, PermissionDeniedError],
       ["INTERNAL", Code.Internal, InternalError, InternalError],
     ];
     for (const [reason, code, cls, parent] of table) {
-      // The ErrorInfo as it comes off the wire: reason (field 1) and domain (field 2).
-      const info = new BinaryWriter()
-        .tag(1, WireType.LengthDelimited)
-        .string(reason)
-        .tag(2, WireType.LengthDelimited)
-        .string("waystation.dev")
-        .finish();
-      const wire = new ConnectError("refused", code);
-      wire.details.push({ type: "google.rpc.ErrorInfo", value: info });
-      const err = WaystationError.from(wire);
+      const err = WaystationError.from(refused(code, reason));
       assert.equal(err.constructor, cls, `${reason}: ${err.name}`);
       assert.ok(err instanceof parent, `${reason}: ${err.name} is no ${parent.name}`);
       assert.equal(err.reason, reason);
@@ -242,7 +235,33 @@ describe("error classes", () => {
       assert.equal(byCode.constructor, parent, `${code} alone: ${byCode.name}`);
     }
   });
+
+  test("SERVER_DRAINING names the sequence to watch again after, as watchRun takes it", () => {
+    const meta = { run_id: "r-1", after_sequence: "7" };
+    const err = WaystationError.from(refused(Code.Unavailable, "SERVER_DRAINING", meta));
+    assert.ok(err instanceof ServerDrainingError, err.name);
+    assert.ok(err instanceof UnavailableError);
+    assert.equal(err.runId, "r-1");
+    assert.equal(err.afterSequence, 7n);
+    const bare = WaystationError.from(refused(Code.Unavailable, "SERVER_DRAINING"));
+    assert.ok(bare instanceof ServerDrainingError && bare.afterSequence === undefined);
+  });
 });
+
+/** A ConnectError with an ErrorInfo of the server's domain, as it comes off the wire. */
+function refused(code: Code, reason: string, metadata: Record<string, string> = {}): ConnectError {
+  // ErrorInfo: reason (field 1), domain (field 2), metadata (field 3: entries, key 1 and value 2).
+  const { LengthDelimited } = WireType;
+  const info = new BinaryWriter();
+  info.tag(1, LengthDelimited).string(reason).tag(2, LengthDelimited).string("waystation.dev");
+  for (const [key, value] of Object.entries(metadata)) {
+    info.tag(3, LengthDelimited).fork();
+    info.tag(1, LengthDelimited).string(key).tag(2, LengthDelimited).string(value).join();
+  }
+  const wire = new ConnectError("refused", code);
+  wire.details.push({ type: "google.rpc.ErrorInfo", value: info.finish() });
+  return wire;
+}
 
 test("the Python names of the code classes are aliases", () => {
   assert.equal(FailedPreconditionError, PreconditionError);

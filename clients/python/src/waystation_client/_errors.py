@@ -27,7 +27,8 @@ reason, by the status code; else it is a plain `WaystationError`::
     │   ├── VersionMismatchError             VERSION_MISMATCH
     │   └── RunChangedError                  RUN_CHANGED
     ├── UnavailableError                     UNAVAILABLE
-    │   └── StoreUnavailableError            STORE_UNAVAILABLE
+    │   ├── StoreUnavailableError            STORE_UNAVAILABLE
+    │   └── ServerDrainingError              SERVER_DRAINING         (+ after_sequence)
     ├── DeadlineExceededError                DEADLINE_EXCEEDED
     ├── CallCancelledError                   CANCELLED
     ├── UnauthenticatedError                 UNAUTHENTICATED
@@ -303,6 +304,19 @@ class StoreUnavailableError(UnavailableError):
     """The server's database cannot be reached now."""
 
     REASON = "STORE_UNAVAILABLE"
+
+
+class ServerDrainingError(UnavailableError):
+    """The server is draining (a rollout) and ended this `watch_run` once it had sent every
+    stored event: watch again (another replica answers) with `after_sequence`, and no event
+    is missed or repeated."""
+
+    REASON = "SERVER_DRAINING"
+
+    @property
+    def after_sequence(self) -> int | None:
+        """The sequence to watch again after (ErrorInfo metadata `after_sequence`)."""
+        return self._int("after_sequence")
 
 
 class DeadlineExceededError(WaystationError):

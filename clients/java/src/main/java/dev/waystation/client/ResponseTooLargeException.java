@@ -17,24 +17,16 @@ public final class ResponseTooLargeException extends WaystationException {
 
   /** The answer's size in bytes ({@code metadata().get("size")}), or -1 when it is missing. */
   public long size() {
-    return number("size");
+    return metadataNumber("size");
   }
 
   /** The limit in bytes that the answer broke ({@code metadata().get("limit")}), or -1. */
   public long limit() {
-    return number("limit");
+    return metadataNumber("limit");
   }
 
   /** Whose limit the answer broke: "server", or "client" (this client's receive limit). */
   public String limitOf() {
     return metadata().getOrDefault("limit_of", "server");
-  }
-
-  private long number(String key) {
-    try {
-      return Long.parseLong(metadata().getOrDefault(key, "-1"));
-    } catch (NumberFormatException e) {
-      return -1;
-    }
   }
 }

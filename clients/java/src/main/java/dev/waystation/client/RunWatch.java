@@ -30,7 +30,9 @@ import java.util.NoSuchElementException;
  * <p>{@code close()} cancels the call and may come from another thread: a {@code hasNext()}
  * blocked in it then returns false, as every later one does. Closing a finished watch does
  * nothing. A failed stream throws a {@link WaystationException} from {@code hasNext()} or {@code
- * next()}.
+ * next()}; a server that drains (a rollout) ends the watch with a {@link
+ * ServerDrainingException}, whose {@link ServerDrainingException#afterSequence()} is the one to
+ * watch again with.
  */
 public final class RunWatch implements Iterator<RunEvent>, AutoCloseable {
   // The call belongs to this context: cancelling it cancels the call (grpc-java's blocking

@@ -54,6 +54,7 @@ record StatusDetails(
           Map.entry("RUN_CHANGED", RunChangedException::new),
           Map.entry("RESPONSE_TOO_LARGE", ResponseTooLargeException::new),
           Map.entry("STORE_UNAVAILABLE", StoreUnavailableException::new),
+          Map.entry("SERVER_DRAINING", ServerDrainingException::new),
           Map.entry("UNAUTHENTICATED", UnauthenticatedException::new),
           Map.entry("PERMISSION_DENIED", PermissionDeniedException::new),
           Map.entry("INTERNAL", InternalException::new));

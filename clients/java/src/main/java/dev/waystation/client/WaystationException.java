@@ -36,6 +36,7 @@ import java.util.Map;
  * ├── RunChangedException                 ABORTED              RUN_CHANGED
  * ├── ResponseTooLargeException           RESOURCE_EXHAUSTED   RESPONSE_TOO_LARGE
  * ├── StoreUnavailableException           UNAVAILABLE          STORE_UNAVAILABLE
+ * ├── ServerDrainingException             UNAVAILABLE          SERVER_DRAINING
  * ├── UnauthenticatedException            UNAUTHENTICATED      UNAUTHENTICATED
  * ├── PermissionDeniedException           PERMISSION_DENIED    PERMISSION_DENIED
  * └── InternalException                   INTERNAL             INTERNAL
@@ -115,5 +116,14 @@ public class WaystationException extends RuntimeException {
   /** The full {@code google.rpc.Status}, or null when the server attached no details. */
   public com.google.rpc.Status statusProto() {
     return details.statusProto();
+  }
+
+  /** The metadata value of {@code key} as a number, or -1 when it is missing or no number. */
+  final long metadataNumber(String key) {
+    try {
+      return Long.parseLong(metadata().getOrDefault(key, "-1"));
+    } catch (NumberFormatException e) {
+      return -1;
+    }
   }
 }

@@ -13,10 +13,11 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * A real Waystation server of the test's own, for the options that the shared one at {@code
- * WAYSTATION_ADDRESS} does not have ({@code --auth-config}, {@code --max-message-bytes}). It is
- * started as {@code scripts/with_server.sh} starts that one: the Python in {@code $PYTHON}, else
- * the repository's {@code .venv}, with the repository on {@code PYTHONPATH}, serving {@code
- * tests.support.workflows} from a fresh SQLite file in {@code dir}.
+ * WAYSTATION_ADDRESS} does not have ({@code --auth-config}, {@code --max-message-bytes}), or to
+ * {@link #drain()} under a watch. It is started as {@code scripts/with_server.sh} starts that one:
+ * the Python in {@code $PYTHON}, else the repository's {@code .venv}, with the repository on
+ * {@code PYTHONPATH}, serving {@code tests.support.workflows} from a fresh SQLite file in {@code
+ * dir}.
  */
 final class TestServer implements AutoCloseable {
   private final Process process;
@@ -89,6 +90,14 @@ final class TestServer implements AutoCloseable {
     try (ServerSocket socket = new ServerSocket(0)) {
       return socket.getLocalPort();
     }
+  }
+
+  /**
+   * Sends SIGTERM, as a rollout stops a replica, and returns at once: the server drains while its
+   * calls end; {@link #close()} waits for it to exit.
+   */
+  void drain() {
+    process.destroy();
   }
 
   /**

@@ -46,6 +46,7 @@ class WaystationExceptionTest {
           new Row("RUN_CHANGED", Code.ABORTED, RunChangedException.class),
           new Row("RESPONSE_TOO_LARGE", Code.RESOURCE_EXHAUSTED, ResponseTooLargeException.class),
           new Row("STORE_UNAVAILABLE", Code.UNAVAILABLE, StoreUnavailableException.class),
+          new Row("SERVER_DRAINING", Code.UNAVAILABLE, ServerDrainingException.class),
           new Row("UNAUTHENTICATED", Code.UNAUTHENTICATED, UnauthenticatedException.class),
           new Row("PERMISSION_DENIED", Code.PERMISSION_DENIED, PermissionDeniedException.class),
           new Row("INTERNAL", Code.INTERNAL, InternalException.class));
@@ -90,6 +91,20 @@ class WaystationExceptionTest {
     assertEquals(65536, error.limit());
     assertEquals("RESOURCE_EXHAUSTED: refused [RESPONSE_TOO_LARGE]", error.getMessage());
     assertEquals("server", error.limitOf());
+  }
+
+  @Test
+  void serverDrainingNamesTheSequenceToWatchAgainAfter() {
+    Map<String, String> metadata = Map.of("run_id", "r-1", "after_sequence", "7");
+    WaystationException error = refused(Code.UNAVAILABLE, "SERVER_DRAINING", metadata);
+    ServerDrainingException draining = assertInstanceOf(ServerDrainingException.class, error);
+    assertEquals(Code.UNAVAILABLE, draining.code());
+    assertEquals("r-1", draining.runId());
+    assertEquals(7, draining.afterSequence());
+    assertEquals("UNAVAILABLE: refused [SERVER_DRAINING]", draining.getMessage());
+    ServerDrainingException bare =
+        (ServerDrainingException) refused(Code.UNAVAILABLE, "SERVER_DRAINING", Map.of());
+    assertEquals(-1, bare.afterSequence());
   }
 
   @Test
