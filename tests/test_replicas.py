@@ -506,6 +506,27 @@ async def test_a_run_executing_on_another_replica_cannot_be_deleted(
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_call_on_a_run_deleted_and_made_again_elsewhere_is_not_told_of_the_new_one(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """Replica B cancels, deletes and starts again (another workflow, under the same id)
+    the run whose StartRun waits on replica A. A's caller is answered NOT_FOUND: its run is
+    gone. It was answered the new run's outcome, another workflow's, as its own."""
+    a, b, _ = cluster
+    log = tmp_path / "steps.log"
+    data = {"log": str(log), "seconds": 30}
+    waiting = asyncio.create_task(start_run(a.stub, "crash-two-steps", "reborn", data))
+    await in_step_b(log)
+    await b.stub.CancelRun(rr.CancelRunRequest(run_id="reborn"), timeout=5)
+    await b.stub.DeleteRun(rr.DeleteRunRequest(run_id="reborn"), timeout=5)
+    other = tmp_path / "other.log"
+    again = await start_run(b.stub, "counted", "reborn", {"log": str(other)})
+    assert again.status == RUN.RUN_STATUS_SUSPENDED
+    error = await asyncio.wait_for(call_error(waiting), timeout=LEASE * 3)
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    assert (await get_run(a.stub, "reborn")).workflow_id == "counted"
+
+
 async def test_runs_of_a_replica_drained_on_rollout_are_finished_by_the_others(
     cluster: list[Replica], tmp_path: Path
 ) -> None:

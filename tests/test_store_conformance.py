@@ -505,6 +505,28 @@ async def test_delete_run_removes_the_run_its_steps_and_its_request_keys(
     await store.create_run(new_run("gone"), key)
 
 
+async def test_a_commit_of_a_deleted_run_never_lands_in_the_run_that_took_its_id(
+    store: SnapshotStore,
+) -> None:
+    """A writer still holding a run that was deleted (a continuation on another replica)
+    commits at the version it expects; the run made again under that id has reached the
+    same version. The compare-and-set refuses it (StoreConflict), and the new run keeps its
+    own records: the version alone let the old run's continuation overwrite the new one."""
+    old = new_run("reborn", create_time=1000.0)
+    await store.create_run(old)
+    await store.delete_run("reborn")
+    again = new_run("reborn", create_time=2000.0)
+    await store.create_run(again, steps={"s": step(output="new")})
+
+    with pytest.raises(StoreConflict):
+        await store.commit(Commit(advanced(old), 1, {"s": step(output="old")}))
+
+    kept = await store.load("reborn")
+    assert kept is not None
+    assert (kept.run.create_time, kept.run.version) == (2000.0, 1)
+    assert kept.steps[("s",)].output == "new"
+
+
 async def test_delete_run_at_a_version_deletes_nothing_once_the_run_moved_on(
     store: SnapshotStore,
 ) -> None:

@@ -237,6 +237,8 @@ class Engine(Upkeep):
         except RunChanged as changed:
             while True:
                 run, result = await self.get_run(changed.run_id)
+                if run.create_time != changed.born:  # deleted, and its id taken again
+                    raise RunNotFound(changed.run_id) from None
                 if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
                     return result
                 await asyncio.sleep(ELSEWHERE_POLL)
@@ -537,7 +539,9 @@ class Engine(Upkeep):
             await self.store.commit(commit)
         except StoreConflict:
             now_run = await self.store.load_run(run.run_id)
-            raise ResumeConflict(run.run_id, now_run.status if now_run else "deleted") from None
+            if now_run is None or now_run.create_time != run.create_time:
+                raise RunNotFound(run.run_id) from None  # deleted meanwhile (and made again)
+            raise ResumeConflict(run.run_id, now_run.status) from None
         snapshot.steps.update(records)
         self._notify(run.run_id)
 

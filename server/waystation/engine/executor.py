@@ -177,8 +177,11 @@ class RunChanged(StoreConflict):
 
     reason = "RUN_CHANGED"
 
-    def __init__(self, run_id: str, message: str) -> None:
+    def __init__(self, run_id: str, message: str, born: float) -> None:
+        """`born`: the create_time of the run the execution drove (another run may have
+        its id by now, if it was deleted)."""
         super().__init__(message, run_id)
+        self.born = born
 
 
 def outcome_record(record: StepRecord, status: StepStatus, error: JSON) -> StepRecord:
@@ -249,7 +252,9 @@ class Execution:
                 if self.shutting_down:
                     raise  # the run stays RUNNING; the next process continues it
                 if self.lost:
-                    raise RunChanged(self.run_id, "another replica changed the run") from None
+                    raise RunChanged(
+                        self.run_id, "another replica changed the run", run.create_time
+                    ) from None
                 reason = str(exc.args[0]) if exc.args else "run canceled"
                 outcome = Outcome("canceled", error=error_json("CANCELED", reason))
             except StoreError:
@@ -340,7 +345,7 @@ class Execution:
             exc.metadata["run_id"] = run.run_id  # the call may have created or claimed it
             raise
         except StoreConflict as exc:
-            raise RunChanged(run.run_id, str(exc)) from None
+            raise RunChanged(run.run_id, str(exc), run.create_time) from None
         self.on_commit(run.run_id)
 
     async def _insert(

@@ -383,7 +383,9 @@ async def _apply_encoded(conn: asyncpg.Connection, e: Encoded) -> bool:
         status = await conn.execute(
             "UPDATE runs SET resource_id = $1, status = $2, version = $3, update_time = $4,"
             " owner = $5, lease_until = $6, due_at = $7, header = $8"
-            " WHERE run_id = $9 AND version = $10",
+            # The same run, made at the same time: a run deleted and made again under its
+            # id may reach the version a late writer of the first expects.
+            " WHERE run_id = $9 AND version = $10 AND create_time = $11",
             r[2],
             r[3],
             r[4],
@@ -394,6 +396,7 @@ async def _apply_encoded(conn: asyncpg.Connection, e: Encoded) -> bool:
             r[10],
             e.run_id,
             e.expected_version,
+            r[5],
         )
         done = status == "UPDATE 1"
     if not done:

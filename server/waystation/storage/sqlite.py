@@ -813,17 +813,21 @@ _INDEXED = tuple(
     (name, _PLACE[name]) for name in ("resource_id", "status", "lease_until", "due_at")
 )
 _ALWAYS = tuple((name, _PLACE[name]) for name in ("version", "update_time", "owner", "header"))
+_CREATED = _PLACE["create_time"]
 _READ_INDEXED = (
-    f"SELECT {', '.join(name for name, _ in _INDEXED)} FROM runs WHERE run_id = ? AND version = ?"
+    f"SELECT {', '.join(name for name, _ in _INDEXED)} FROM runs"
+    " WHERE run_id = ? AND version = ? AND create_time = ?"
 )
 
 
 def _update_run(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool:
-    """Compare-and-set the run's row from `expected_version`; False if it is not there."""
+    """Compare-and-set the run's row from `expected_version`; False if it is not there. The
+    row must also be the same run, made at the same time: a run deleted and made again
+    under its id may reach the version a late writer of the first expects."""
     r = e.run
     stored = known.indexed(e.run_id, e.expected_version)
     if stored is None:
-        stored = db.execute(_READ_INDEXED, (e.run_id, e.expected_version)).fetchone()
+        stored = db.execute(_READ_INDEXED, (e.run_id, e.expected_version, r[_CREATED])).fetchone()
         if stored is None:
             return False
     changed = tuple(
@@ -832,7 +836,7 @@ def _update_run(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool:
     assigned = changed + _ALWAYS
     cur = db.execute(
         _update_sql(tuple(name for name, _ in assigned)),
-        (*(r[i] for _, i in assigned), e.run_id, e.expected_version),
+        (*(r[i] for _, i in assigned), e.run_id, e.expected_version, r[_CREATED]),
     )
     return cur.rowcount == 1
 
@@ -840,7 +844,7 @@ def _update_run(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool:
 @cache
 def _update_sql(columns: tuple[str, ...]) -> str:
     assign = ", ".join(f"{name} = ?" for name in columns)
-    return f"UPDATE runs SET {assign} WHERE run_id = ? AND version = ?"
+    return f"UPDATE runs SET {assign} WHERE run_id = ? AND version = ? AND create_time = ?"
 
 
 class KnownRuns:
