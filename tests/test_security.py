@@ -833,6 +833,43 @@ async def test_a_pending_run_starts_under_its_own_resource(
         assert (await get(stub, as_(name), created.run_id)).resource_id == resource
 
 
+async def test_a_pending_runs_start_is_kept_under_the_runs_own_resource(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """StartRun of a PENDING run without resource_id keeps its request id under the run's
+    resource: another tenant's start of its own PENDING run with the same request id
+    starts that run (it was answered the first tenant's run, input and payloads: the key
+    was kept under resource ''), a retry naming the run's resource replays the first
+    outcome (it was ALREADY_EXISTS), and a run made without a resource keeps none."""
+    log = tmp_path / "log"
+
+    async def pending(name: str, resource: str) -> str:
+        made = await stub.CreateRun(
+            rr.CreateRunRequest(workflow_id="counted", resource_id=resource),
+            metadata=as_(name),
+            timeout=5,
+        )
+        return made.run_id
+
+    theirs = await pending("orders-ops", "orders/secret")
+    mine = await pending("billing-ops", "billing/a")
+    first = await start(stub, as_("orders-ops"), "", log, run_id=theirs, request_id="same")
+    assert first.run_id == theirs
+    started = await start(stub, as_("billing-ops"), "", log, run_id=mine, request_id="same")
+    assert (started.run_id, started.status) == (mine, RUN.RUN_STATUS_SUSPENDED)
+    retried = await start(
+        stub, as_("billing-ops"), "billing/a", log, run_id=mine, request_id="same"
+    )
+    assert (retried.run_id, retried.version) == (mine, started.version)
+    bare = await pending("root", "")
+    error = await call_error(start(stub, as_("root"), "billing/x", log, run_id=bare))
+    assert (error.code, list(error.violations)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["resource_id"],
+    )
+    assert (await get(stub, as_("root"), bare)).resource_id == ""
+
+
 async def test_a_create_request_id_does_not_reveal_another_tenants_run(
     stub: WorkflowServiceStub,
 ) -> None:

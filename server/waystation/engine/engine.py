@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -349,6 +350,8 @@ class Engine(Upkeep):
 
     async def start_run(self, cmd: StartCommand) -> WorkflowResultData:
         workflow = self.workflow(cmd.workflow_id)
+        if cmd.run_id:  # a PENDING run starts under its own resource, given or not
+            cmd = dataclasses.replace(cmd, resource_id=await self._start_resource(cmd))
         scope = f"start:{workflow.id}:{cmd.resource_id}"
         key = RequestKey(scope, cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
@@ -366,6 +369,18 @@ class Engine(Upkeep):
             if key and (seen := await self.store.get_request(key)):
                 return await self._replay(seen, wait=not cmd.return_immediately)
             raise
+
+    async def _start_resource(self, cmd: StartCommand) -> str:
+        """The resource a start of `cmd.run_id` is under: the existing run's (a request id
+        is kept under it, for a retry with or without it); INVALID_ARGUMENT for another."""
+        existing = await self.store.load_run(cmd.run_id)
+        if existing is None or cmd.resource_id in ("", existing.resource_id):
+            return existing.resource_id if existing else cmd.resource_id
+        raise InvalidArgument(
+            "resource_id",
+            f"run {existing.run_id!r} belongs to {existing.resource_id!r}: give that, or no"
+            " resource_id",
+        )
 
     async def _insert_and_launch(
         self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
@@ -430,17 +445,9 @@ class Engine(Upkeep):
             return run, None
         if existing.workflow_id != workflow.id or existing.status is not RunStatus.PENDING:
             raise RunAlreadyExists(existing.run_id, existing.status)
-        if cmd.resource_id and existing.resource_id not in ("", cmd.resource_id):
-            # Not ignored: the request id would be kept under a resource not the run's.
-            raise InvalidArgument(
-                "resource_id",
-                f"run {existing.run_id!r} belongs to {existing.resource_id!r}: give that,"
-                " or no resource_id",
-            )
         expected = existing.advance()
         existing.status, existing.input, existing.state = RunStatus.RUNNING, input_json, state
         existing.request_context = dict(cmd.request_context)
-        existing.resource_id = existing.resource_id or cmd.resource_id
         self._own(existing)
         started = [make_event(existing, EventType.RUN_STARTED)]
         try:
