@@ -497,6 +497,24 @@ async def test_a_step_that_fails_after_its_resume_is_no_longer_shown_suspended(
         assert dict(result.resume_labels) == {}
 
 
+async def test_a_suspended_step_that_ends_unresumed_is_no_longer_shown_suspended(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A suspended step that a sibling's failure, or a CancelRun, ends CANCELED keeps no
+    suspend payload or time, as one that ends after its resume keeps none: the proto gives
+    them "while suspended" (it kept them)."""
+    failed = await start(stub, "parallel-fail", {})
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    asked = await start(stub, "two-stages", {})
+    canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=asked.run_id))
+    for result, key in ((failed, "waiting"), (canceled.result, "first")):
+        step = result.steps[key]
+        assert step.status == STEP.STEP_STATUS_CANCELED, key
+        assert not step.HasField("suspend_payload"), key
+        assert not step.HasField("suspended_at"), key
+        assert step.HasField("ended_at"), key
+
+
 async def test_resume_with_a_retry_count_starts_the_step_at_that_attempt(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

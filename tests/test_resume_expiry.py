@@ -239,6 +239,7 @@ async def test_a_nested_suspension_that_expires_with_fail_fails_its_nested_workf
         assert steps[path].status == STEP.STEP_STATUS_FAILED, path
         assert steps[path].error.reason == "RESUME_TIMEOUT", path
         assert steps[path].HasField("ended_at"), path
+        assert not steps[path].HasField("suspend_payload"), path  # it waits no more
     assert "after" not in steps
 
 

@@ -49,6 +49,7 @@ from waystation.engine.model import (
     RunStatus,
     StepRecord,
     StepStatus,
+    ended,
     evolve,
     now,
     stop_unfinished,
@@ -533,7 +534,7 @@ class Execution:
         dropped: a workflow that bailed holds no step still running, waiting or suspended."""
         unfinished = (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED)
         abandoned = {
-            p: evolve(r, status=StepStatus.CANCELED, ended_at=now())
+            p: ended(r, StepStatus.CANCELED)
             for p, r in self.snapshot.steps.items()
             if r.status in unfinished and p != prefix and is_prefix(prefix, p)
         }
@@ -544,7 +545,7 @@ class Execution:
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
         """The step failed for good. A step that had been resumed is no longer suspended:
         like one that succeeds, it drops its suspend payload and time (and labels)."""
-        failed = self._ended(path, record, status=StepStatus.FAILED, error=error)
+        failed = self._ended(path, record, StepStatus.FAILED, error=error)
         await self.commit({path: failed})
         return Outcome("failed", error=error)
 
@@ -626,7 +627,7 @@ class Execution:
         except AbortSignal:
             finish(span, "aborted")
             error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
-            await self.commit({path: evolve(record, status=StepStatus.CANCELED, error=error)})
+            await self.commit({path: self._ended(path, record, StepStatus.CANCELED, error=error)})
             return Outcome("canceled", error=error)
         except InvalidState as exc:  # a failed attempt, as an invalid output is
             finish(span, "failed", exc)
@@ -635,7 +636,7 @@ class Execution:
         except asyncio.CancelledError:
             finish(span, "canceled")
             if not (self.shutting_down or self.lost):
-                await self.commit({path: evolve(record, status=StepStatus.CANCELED)})
+                await self.commit({path: self._ended(path, record, StepStatus.CANCELED)})
             raise
         except Exception as exc:  # the step's own failure: retried, then recorded
             finish(span, "failed", exc)
@@ -679,7 +680,7 @@ class Execution:
         return ctx
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
-        done = self._ended(path, record, status=StepStatus.SUCCESS, output=output, error=None)
+        done = self._ended(path, record, StepStatus.SUCCESS, output=output, error=None)
         if _HOLD.get() == "success":
             self.hold({path: done})
         else:
@@ -721,17 +722,13 @@ class Execution:
             await self.commit({path: suspended})
         return Outcome("suspended")
 
-    def _ended(self, path: Path, record: StepRecord, **changes: Any) -> StepRecord:
-        """`record` ended with `changes` (its status): no longer suspended, if it was."""
+    def _ended(
+        self, path: Path, record: StepRecord, status: StepStatus, **changes: Any
+    ) -> StepRecord:
+        """`record`, at `path`, ended with `status`: no longer suspended (`model.ended`),
+        and its labels are dropped from the run's."""
         self._drop_labels(path, record)
-        return evolve(
-            record,
-            ended_at=now(),
-            suspend_payload=None,
-            suspended_at=None,
-            resume_labels=[],
-            **changes,
-        )
+        return ended(record, status, **changes)
 
     def _drop_labels(
         self, path: Path, record: StepRecord, also_ended: Container[Path] = ()

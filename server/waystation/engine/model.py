@@ -205,14 +205,28 @@ class RunSnapshot:
 UNFINISHED = (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED)
 
 
+def ended(record: StepRecord, status: StepStatus, **changes: Any) -> StepRecord:
+    """`record` ended now with `status` (and `changes`): whatever ends a step, it is no
+    longer suspended, so its suspend payload, time and labels go (the API gives them only
+    while the step is suspended)."""
+    return evolve(
+        record,
+        status=status,
+        ended_at=now(),
+        suspend_payload=None,
+        suspended_at=None,
+        resume_labels=[],
+        **changes,
+    )
+
+
 def stop_unfinished(snapshot: RunSnapshot) -> dict[Path, StepRecord]:
     """What a run that ends FAILED or CANCELED does with the steps it leaves running,
     waiting or suspended (a parallel sibling, a foreach's other items): they end CANCELED,
     and the run's resume labels go, since nothing in it can be resumed any more."""
     snapshot.run.resume_labels = {}
-    ended = now()
     return {
-        path: evolve(record, status=StepStatus.CANCELED, ended_at=ended)
+        path: ended(record, StepStatus.CANCELED)
         for path, record in snapshot.steps.items()
         if record.status in UNFINISHED
     }

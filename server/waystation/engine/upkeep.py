@@ -20,6 +20,7 @@ from waystation.engine.model import (
     RunStatus,
     StepRecord,
     StepStatus,
+    ended,
     evolve,
     now,
     stop_unfinished,
@@ -207,7 +208,7 @@ class Upkeep:
             path,
         )
         failed = {
-            p: evolve(snapshot.steps[p], status=StepStatus.FAILED, error=run.error, ended_at=now())
+            p: ended(snapshot.steps[p], StepStatus.FAILED, error=run.error)
             for p in (*enclosing(path), path)
             if p == path or p in snapshot.steps
         }
@@ -222,7 +223,7 @@ class Upkeep:
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
         self._release(run)
         interrupted = {
-            path: evolve(record, status=StepStatus.FAILED, error=run.error, ended_at=now())
+            path: ended(record, StepStatus.FAILED, error=run.error)
             for path, record in snapshot.steps.items()
             if record.status in (StepStatus.RUNNING, StepStatus.WAITING)
         }
