@@ -404,6 +404,29 @@ def test_serve_reads_its_workflows_from_the_environment_and_drains_on_sigterm(
         assert process.stop(signal.SIGTERM) == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "option"),
+    [
+        (["--auth-config", ""], {}, "--auth-config"),
+        ([], {"WAYSTATION_AUTH_CONFIG": ""}, "--auth-config"),
+        (["--tls-cert", "", "--tls-key", ""], {}, "--tls-cert"),
+    ],
+    ids=["auth-config-option", "auth-config-variable", "tls-cert"],
+)
+def test_serve_refuses_a_file_option_given_empty(
+    tmp_path: Path, args: list[str], env: dict[str, str], option: str
+) -> None:
+    """An empty path is how an unset variable in a manifest looks: the server served with
+    no authentication (or in plain text), silently. Leaving the option out still does."""
+    process = ServerProcess(tmp_path / "empty.db", extra_args=args)
+    done = subprocess.run(
+        process.command, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert option in said and "is empty" in said, said
+
+
 def test_serve_drains_on_sighup_as_on_sigterm(tmp_path: Path) -> None:
     """A hangup (the terminal closed, or a reload an init system asks for: the settings are
     read at start-up only) drains and exits 0; it killed the server at once (exit 129)."""

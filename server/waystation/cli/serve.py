@@ -1,4 +1,4 @@
-"""`waystation serve`: run the gRPC server until SIGTERM or SIGINT.
+"""`waystation serve`: run the gRPC server until SIGTERM, SIGINT or SIGHUP.
 
 Every option also reads a `WAYSTATION_*` environment variable. The transport is imported only
 here, inside the command, so that the client commands work without it.
@@ -102,34 +102,34 @@ def serve_command(
         ),
     ] = True,
     tls_cert: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="WAYSTATION_TLS_CERT", metavar="FILE", help="Server certificate (PEM)."
         ),
-    ] = "",
+    ] = None,
     tls_key: Annotated[
-        str,
+        str | None,
         typer.Option(envvar="WAYSTATION_TLS_KEY", metavar="FILE", help="Server private key (PEM)."),
-    ] = "",
+    ] = None,
     tls_client_ca: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="WAYSTATION_TLS_CLIENT_CA",
             metavar="FILE",
             help="CA bundle (PEM) for client certificates: enables mutual TLS.",
         ),
-    ] = "",
+    ] = None,
     auth_config: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="WAYSTATION_AUTH_CONFIG",
             metavar="FILE",
             help="JSON policy of credentials (bearer-token hashes, mTLS identities), their"
             " tenants and actions. Without it every caller may do everything.",
         ),
-    ] = "",
+    ] = None,
 ) -> None:
-    """Serve workflows over gRPC until SIGTERM or SIGINT."""
+    """Serve workflows over gRPC until SIGTERM, SIGINT or SIGHUP (then drain)."""
     from waystation.transport.server import CannotStart, ServerSettings, serve
 
     settings = ServerSettings(
@@ -142,10 +142,14 @@ def serve_command(
         recovery=recovery.value,
         lease_seconds=lease,
         migrate=migrate,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        tls_client_ca=tls_client_ca,
-        auth_config=auth_config,
+        tls_cert=_file_option(tls_cert, "--tls-cert", "WAYSTATION_TLS_CERT", "TLS"),
+        tls_key=_file_option(tls_key, "--tls-key", "WAYSTATION_TLS_KEY", "TLS"),
+        tls_client_ca=_file_option(
+            tls_client_ca, "--tls-client-ca", "WAYSTATION_TLS_CLIENT_CA", "mutual TLS"
+        ),
+        auth_config=_file_option(
+            auth_config, "--auth-config", "WAYSTATION_AUTH_CONFIG", "authentication"
+        ),
     )
     if os.getcwd() not in sys.path:  # as `python -m` would: the project's own modules
         sys.path.insert(0, os.getcwd())
@@ -154,6 +158,18 @@ def serve_command(
     except CannotStart as exc:
         typer.echo(f"waystation serve: cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _file_option(value: str | None, option: str, envvar: str, turns_on: str) -> str:
+    """The file an option names; a usage error if it was given empty (an unset variable
+    in a manifest, say): the server served without `turns_on`, silently."""
+    if value == "" or (value is None and os.environ.get(envvar) == ""):
+        raise typer.BadParameter(
+            f"is empty: name a file, or leave the option and {envvar} out to serve"
+            f" without {turns_on}",
+            param_hint=option,
+        )
+    return value or ""
 
 
 def split_modules(values: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 `create_server` wires the servicer, the standard health service and server reflection into
 a grpc.aio server bound to an address (port 0 in tests). `serve` adds the process concerns:
-logging, the store, recovery of interrupted runs, and a graceful drain on SIGTERM / SIGINT
+logging, the store, recovery of interrupted runs, and a graceful drain on SIGTERM / SIGINT / SIGHUP
 (stop taking calls, let calls in flight finish within the grace period, close the store).
 """
 
@@ -249,7 +249,7 @@ class CannotStart(Exception):
 
 
 async def serve(settings: ServerSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain gracefully."""
+    """Serve until SIGTERM, SIGINT or SIGHUP, then drain gracefully."""
     configure_logging(settings.log_level)
     try:
         running = await create_server(settings)
