@@ -188,8 +188,8 @@ class RunChanged(StoreConflict):
 def outcome_record(record: StepRecord, status: StepStatus, error: JSON) -> StepRecord:
     """The record of a nested workflow or a foreach as its members left it: ended (with
     `ended_at`) when they failed or were canceled, else suspended or still running."""
-    ended = status in (StepStatus.FAILED, StepStatus.CANCELED)
-    return evolve(record, status=status, error=error, **({"ended_at": now()} if ended else {}))
+    over = status in (StepStatus.FAILED, StepStatus.CANCELED)
+    return evolve(record, status=status, error=error, **({"ended_at": now()} if over else {}))
 
 
 @dataclass
@@ -543,8 +543,7 @@ class Execution:
         return abandoned
 
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
-        """The step failed for good. A step that had been resumed is no longer suspended:
-        like one that succeeds, it drops its suspend payload and time (and labels)."""
+        """The step failed for good (and, if it had been suspended, waits no more)."""
         failed = self._ended(path, record, StepStatus.FAILED, error=error)
         await self.commit({path: failed})
         return Outcome("failed", error=error)
