@@ -41,26 +41,17 @@ def _decoder(message_class: Any) -> Callable[[bytes], Any]:
 
 def add_service(servicer: Any, server: grpc.aio.Server, spans: ServerSpans) -> None:
     """Like the generated `add_WorkflowServiceServicer_to_server`, with safe decoders, and
-    each call in its server span."""
-    service = service_pb2.DESCRIPTOR.services_by_name["WorkflowService"]
-    handlers = {}
-    for method in service.methods:
-        request = message_factory.GetMessageClass(method.input_type)
-        response = message_factory.GetMessageClass(method.output_type)
-        handler = getattr(servicer, method.name)
-        options: dict[str, Any] = {
-            "request_deserializer": _decoder(request),
-            "response_serializer": response.SerializeToString,
-        }
+    each call in its server span (the servicer answers an undecodable request itself, with
+    its rich error details)."""
+
+    def handler(method: Any, behaviour: Any, options: dict[str, Any]) -> Any:
         if method.server_streaming:
-            streaming = spans.streaming(method.name, handler)
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(streaming, **options)
-        else:
-            unary = spans.unary(method.name, handler)
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(unary, **options)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
+            streaming = spans.streaming(method.name, behaviour)
+            return grpc.unary_stream_rpc_method_handler(streaming, **options)
+        return grpc.unary_unary_rpc_method_handler(spans.unary(method.name, behaviour), **options)
+
+    service = service_pb2.DESCRIPTOR.services_by_name["WorkflowService"]
+    _register(servicer, service, server, service.full_name, handler)
 
 
 def add_checked(
@@ -71,6 +62,27 @@ def add_checked(
     a request that does not decode is INVALID_ARGUMENT. For the health and reflection
     services, whose generated registration answered UNKNOWN, naming a Python exception,
     and logged a traceback."""
+
+    def handler(method: Any, behaviour: Any, options: dict[str, Any]) -> Any:
+        if method.client_streaming and method.server_streaming:
+            return grpc.stream_stream_rpc_method_handler(_checked_stream(behaviour), **options)
+        if method.server_streaming:
+            checked = _checked_unary_stream(behaviour)
+            return grpc.unary_stream_rpc_method_handler(checked, **options)
+        return grpc.unary_unary_rpc_method_handler(_checked_unary(behaviour), **options)
+
+    _register(servicer, service, server, name or service.full_name, handler)
+
+
+def _register(
+    servicer: Any,
+    service: Any,
+    server: grpc.aio.Server,
+    name: str,
+    handler: Callable[[Any, Any, dict[str, Any]], Any],
+) -> None:
+    """Serve each method of `service` (a ServiceDescriptor) as `name`, by the handler that
+    `handler(method, servicer's method, codec options)` makes, with a safe decoder."""
     handlers = {}
     for method in service.methods:
         request = message_factory.GetMessageClass(method.input_type)
@@ -79,22 +91,8 @@ def add_checked(
             "request_deserializer": _decoder(request),
             "response_serializer": response.SerializeToString,
         }
-        behaviour = getattr(servicer, method.name)
-        if method.client_streaming and method.server_streaming:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                _checked_stream(behaviour), **options
-            )
-        elif method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _checked_unary_stream(behaviour), **options
-            )
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _checked_unary(behaviour), **options
-            )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(name or service.full_name, handlers),)
-    )
+        handlers[method.name] = handler(method, getattr(servicer, method.name), options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
 
 async def _refuse(request: Any, context: Any) -> None:
