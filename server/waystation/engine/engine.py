@@ -256,6 +256,7 @@ class Engine(Upkeep):
         snapshot = await self.store.load(run_id)
         if run_id in self._active:
             return
+        self._stalled.discard(run_id)
         workflow = self._workflows.get(snapshot.run.workflow_id) if snapshot else None
         if (
             snapshot is None
@@ -263,7 +264,6 @@ class Engine(Upkeep):
             or snapshot.run.owner != self.replica_id
             or snapshot.run.status not in (RunStatus.RUNNING, RunStatus.WAITING)
         ):
-            self._stalled.discard(run_id)
             return  # settled, deleted, or taken over by another replica meanwhile
         run = snapshot.run
         expected = run.advance()
@@ -271,9 +271,10 @@ class Engine(Upkeep):
         try:
             await self.store.commit(Commit(run, expected, durable=False))
         except StoreConflict:
-            self._stalled.discard(run_id)
             return  # another replica took it over at this moment
-        self._stalled.discard(run_id)
+        except StoreUnavailable:
+            self._stalled.add(run_id)
+            raise
         log.info("continuing run %s (its execution stopped on a store failure)", run_id)
         self._launch(Execution(self.store, workflow, snapshot))
 
@@ -350,8 +351,9 @@ class Engine(Upkeep):
 
     async def start_run(self, cmd: StartCommand) -> WorkflowResultData:
         workflow = self.workflow(cmd.workflow_id)
-        if cmd.run_id:  # a PENDING run starts under its own resource, given or not
-            cmd = dataclasses.replace(cmd, resource_id=await self._start_resource(cmd))
+        existing = await self.store.load_run(cmd.run_id) if cmd.run_id else None
+        if existing is not None:  # a PENDING run starts under its own resource, given or not
+            cmd = dataclasses.replace(cmd, resource_id=_start_resource(existing, cmd))
         scope = f"start:{workflow.id}:{cmd.resource_id}"
         key = RequestKey(scope, cmd.request_id) if cmd.request_id else None
         if key and (seen := await self.store.get_request(key)):
@@ -360,9 +362,10 @@ class Engine(Upkeep):
         # expires during the insert (else it would wait for a lease takeover).
         try:
             if cmd.return_immediately:
-                accepted = await asyncio.shield(self._insert_and_launch(workflow, cmd, key))
+                launched = self._insert_and_launch(workflow, cmd, key, existing)
+                accepted = await asyncio.shield(launched)
                 return build_result(workflow, accepted, {})
-            started = self._started(workflow, cmd, key)
+            started = self._started(workflow, cmd, key, existing)
             return await self._outcome(self._drive_after(started, f"start:{workflow.id}"))
         except RunAlreadyExists:
             # A concurrent call with the same request id may have won the insert.
@@ -370,26 +373,18 @@ class Engine(Upkeep):
                 return await self._replay(seen, wait=not cmd.return_immediately)
             raise
 
-    async def _start_resource(self, cmd: StartCommand) -> str:
-        """The resource a start of `cmd.run_id` is under: the existing run's (a request id
-        is kept under it, for a retry with or without it); INVALID_ARGUMENT for another."""
-        existing = await self.store.load_run(cmd.run_id)
-        if existing is None or cmd.resource_id in ("", existing.resource_id):
-            return existing.resource_id if existing else cmd.resource_id
-        raise InvalidArgument(
-            "resource_id",
-            f"run {existing.run_id!r} belongs to {existing.resource_id!r}: give that, or no"
-            " resource_id",
-        )
-
     async def _insert_and_launch(
-        self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
+        self,
+        workflow: Workflow,
+        cmd: StartCommand,
+        key: RequestKey | None,
+        existing: RunRecord | None,
     ) -> RunRecord:
         """The run as it was stored, with its run span's ids: its execution goes on changing
         the live header, and an answer built from that one mixed a later status with no
         steps. (The copy is taken after the launch, which starts the span, and before the
         task first runs, at this coroutine's next await.)"""
-        execution = await self._started(workflow, cmd, key)
+        execution = await self._started(workflow, cmd, key, existing)
         self._launch(execution)
         run = execution.snapshot.run
         accepted = evolve(run, resume_labels=dict(run.resume_labels))
@@ -397,12 +392,16 @@ class Engine(Upkeep):
         return accepted
 
     async def _started(
-        self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None
+        self,
+        workflow: Workflow,
+        cmd: StartCommand,
+        key: RequestKey | None,
+        existing: RunRecord | None,
     ) -> Execution:
         # A caller that waits for the result is answered after the settle, so the insert
         # may ride with the first step's RUNNING record (one transaction fewer per start).
         defer = not cmd.return_immediately and isinstance(workflow.entries[0], Step)
-        run, unsaved = await self._prepare_start(workflow, cmd, key, defer)
+        run, unsaved = await self._prepare_start(workflow, cmd, key, defer, existing)
         execution = Execution(self.store, workflow, RunSnapshot(run, {}), [key] if key else [])
         execution.kind, execution.call = "start", cmd.trace
         if unsaved is not None:
@@ -410,10 +409,17 @@ class Engine(Upkeep):
         return execution
 
     async def _prepare_start(
-        self, workflow: Workflow, cmd: StartCommand, key: RequestKey | None, defer: bool
+        self,
+        workflow: Workflow,
+        cmd: StartCommand,
+        key: RequestKey | None,
+        defer: bool,
+        existing: RunRecord | None,
     ) -> tuple[RunRecord, list[dict[str, Any]] | None]:
         """The run, RUNNING and stored; or, with `defer` and a new run id, not stored yet,
-        with the events its first commit is to carry."""
+        with the events its first commit is to carry. `existing`: the run stored under
+        `cmd.run_id`, as read before the request id was looked up (a start that changed it
+        meanwhile makes this one's commit conflict: RunAlreadyExists)."""
         try:
             input_json = schema.normalize(workflow.input_schema, cmd.input_data)
         except ValidationError as exc:
@@ -424,7 +430,6 @@ class Engine(Upkeep):
         except ValidationError as exc:
             problems = violations_from(exc, "initial_state", cmd.initial_state or {})
             raise InvalidInput(workflow.id, problems) from exc
-        existing = await self.store.load_run(cmd.run_id) if cmd.run_id else None
         if existing is None:
             run = RunRecord(
                 _run_id(cmd.run_id),
@@ -799,6 +804,18 @@ class Engine(Upkeep):
 
 
 _Answer = asyncio.Future[WorkflowResultData]
+
+
+def _start_resource(existing: RunRecord, cmd: StartCommand) -> str:
+    """The resource a start of the existing run is under: the run's own (a request id is
+    kept under it, for a retry with or without it); INVALID_ARGUMENT for another."""
+    if cmd.resource_id in ("", existing.resource_id):
+        return existing.resource_id
+    raise InvalidArgument(
+        "resource_id",
+        f"run {existing.run_id!r} belongs to {existing.resource_id!r}: give that, or no"
+        " resource_id",
+    )
 
 
 def _run_id(requested: str) -> str:
