@@ -543,3 +543,51 @@ async def test_a_write_lock_another_process_holds_delays_writes_and_nothing_else
         holder.close()
         await engine.close()
         await store.close()
+
+
+async def _made(path: str) -> None:
+    store = SqliteStore(path)
+    await store.setup()
+    await store.close()
+
+
+def _setup_as_unprivileged(path: str, answer: Any) -> None:
+    """The child's side of the read-only test: drop root (root may write any file), then
+    open the store and send back what happened."""
+    if os.geteuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)  # nobody
+    store = SqliteStore(path)
+    try:
+        asyncio.run(store.setup())
+    except Exception as exc:
+        answer.send(f"{type(exc).__name__}: {exc}")
+    else:
+        answer.send("opened")
+        asyncio.run(store.close())
+
+
+def test_a_file_the_server_may_not_write_is_refused_at_setup_naming_it() -> None:
+    """SQLite opened it read-only, and the first write at start-up failed with "attempt to
+    write a readonly database", naming no file."""
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="waystation-readonly-")  # not under root's 0700 tmp
+    try:
+        os.chmod(directory, 0o777)
+        path = os.path.join(directory, "runs.db")
+        asyncio.run(_made(path))  # migrated, so that opening it writes nothing
+        os.chmod(path, 0o444)
+        os.chmod(f"{path}-lock", 0o666)  # only the database is read-only
+        context = multiprocessing.get_context("fork")
+        answer, sent = context.Pipe(duplex=False)
+        child = context.Process(target=_setup_as_unprivileged, args=(path, sent))
+        child.start()
+        said = answer.recv() if answer.poll(60) else "no answer"
+        child.join(30)
+        assert said.startswith(f"StoreUnavailable: sqlite: {path}: "), said
+        assert "may read the file but not write it" in said, said
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

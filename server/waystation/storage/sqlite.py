@@ -168,6 +168,15 @@ class Locked(StoreUnavailable):
     """Another connection holds the database's write lock: nothing was written."""
 
 
+def _check_writable(path: str) -> None:
+    """SQLite opens a file this process may not write read-only, and the first write at
+    start-up failed with "attempt to write a readonly database", naming no file."""
+    if path != ":memory:" and os.path.exists(path) and not os.access(path, os.W_OK):
+        raise sqlite3.OperationalError(
+            f"this process (user id {os.geteuid()}) may read the file but not write it"
+        )
+
+
 def path_from_url(url: str) -> str:
     """`sqlite:///relative.db` or `sqlite:////abs/path.db`: a file (an in-memory database
     would keep nothing, and each of the store's connections would have its own)."""
@@ -397,6 +406,7 @@ class SqliteStore:
                     )
         writer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
+            _check_writable(self._path)
             for pragma in PRAGMAS + WRITER_PRAGMAS:
                 writer.execute(pragma)
             _migrate(writer, self._migrate)  # waits for a lock at start-up: nothing to serve
