@@ -7,6 +7,7 @@ adding a param and a branch in `open_backend`, and must pass every test here unc
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,9 @@ from waystation.storage import (
     StoreConflict,
     StoreUnavailable,
 )
+from waystation.storage.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from waystation.storage.postgres import PostgresStore
+from waystation.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
 
 def open_backend(kind: str, tmp_path: Path) -> SnapshotStore:
@@ -576,6 +579,63 @@ async def test_setup_twice_is_idempotent_and_data_survives_reopening(
         assert seen.run_id == "durable"
     finally:
         await reopened.close()
+
+
+async def raw_sql(backend: str, tmp_path: Path, statement: str) -> None:
+    """`statement` on the backend's database, around the store (as an older server or an
+    operator would)."""
+    if backend == "sqlite":
+        with sqlite3.connect(tmp_path / "conformance.db") as db:
+            db.execute(statement)
+        return
+    conn = await asyncpg.connect(database_url(str(tmp_path)))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_request_keys_a_server_before_a72d16d_stored_replay_after_the_upgrade(
+    backend: str, tmp_path: Path
+) -> None:
+    """Start and create keys name the run's resource since a72d16d; the keys an older
+    server stored did not, and a retry after the upgrade started a second run. The
+    migration gives them their resource; a key a retry already stored anew stays."""
+    first = open_backend(backend, tmp_path)
+    await first.setup()
+    old_keys = {
+        "started": RequestKey("start:wf", "req-1"),
+        "made": RequestKey("create:wf", "req-2"),
+        "twice": RequestKey("start:wf", "req-4"),
+    }
+    for run_id, key in old_keys.items():
+        await first.create_run(new_run(run_id, resource_id="team-a"), key)
+    await first.create_run(new_run("other-flow", workflow_id="wf2"), RequestKey("start:wf", "r5"))
+    await first.create_run(new_run("modern", resource_id="b"), RequestKey("start:wf:b", "req-3"))
+    await first.create_run(new_run("retried"), RequestKey("start:wf:team-a", "req-4"))
+    await first.close()
+    versions = len(SQLITE_MIGRATIONS if backend == "sqlite" else POSTGRES_MIGRATIONS)
+    await raw_sql(backend, tmp_path, f"DELETE FROM schema_version WHERE version >= {versions}")
+
+    upgraded = open_backend(backend, tmp_path)
+    await upgraded.setup()
+    try:
+        expected = {
+            ("start:wf:team-a", "req-1"): "started",
+            ("create:wf:team-a", "req-2"): "made",
+            ("start:wf:b", "req-3"): "modern",
+            ("start:wf:team-a", "req-4"): "retried",
+            ("start:wf", "req-4"): "twice",  # its new key was taken: left as it was
+            ("start:wf", "r5"): "other-flow",  # another workflow's run: not a start of wf
+        }
+        found = {}
+        for scope, request_id in expected:
+            seen = await upgraded.get_request(RequestKey(scope, request_id))
+            found[scope, request_id] = seen.run_id if seen else None
+        assert found == expected
+        assert await upgraded.get_request(RequestKey("start:wf", "req-1")) is None
+    finally:
+        await upgraded.close()
 
 
 async def test_a_lease_renewal_returns_the_runs_it_renewed(store: SnapshotStore) -> None:

@@ -33,7 +33,14 @@ from waystation.storage.protocol import (
     check_schema,
     conflict,
 )
-from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
+from waystation.storage.sql import (
+    REQUEST_SCOPES_WITH_RESOURCE,
+    RUN_COLUMNS,
+    Encoded,
+    encode,
+    filter_sql,
+    run_from_row,
+)
 
 # Append-only: a migration's position in this list is its version. Never edit or reorder.
 MIGRATIONS: list[str] = [
@@ -89,6 +96,7 @@ MIGRATIONS: list[str] = [
     DROP INDEX runs_by_due;
     CREATE INDEX runs_by_due ON runs (status, due_at) WHERE due_at IS NOT NULL;
     """,
+    REQUEST_SCOPES_WITH_RESOURCE,
 ]
 
 MIGRATION_LOCK = 0x57415953  # pg_advisory_xact_lock key: "WAYS"

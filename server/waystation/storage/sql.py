@@ -20,6 +20,26 @@ RUN_COLUMNS = (
     "lease_until, due_at, header"
 )
 
+REQUEST_SCOPES_WITH_RESOURCE = """
+    UPDATE requests
+    SET scope = scope || ':' || (SELECT r.resource_id FROM runs r WHERE r.run_id = requests.run_id)
+    WHERE EXISTS (
+        SELECT 1 FROM runs r
+        WHERE r.run_id = requests.run_id
+          AND requests.scope IN ('start:' || r.workflow_id, 'create:' || r.workflow_id)
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM requests n, runs r
+        WHERE r.run_id = requests.run_id
+          AND n.request_id = requests.request_id
+          AND n.scope = requests.scope || ':' || r.resource_id
+    )
+"""
+"""A migration of both backends. The request keys of starts and creates name the run's
+resource since a72d16d ("start:wf:resource", was "start:wf"); the keys stored before it are
+given theirs, so that a retry after an upgrade replays the first call's outcome instead of
+starting the run again. A key that a retry already stored anew is left as it is."""
+
 
 def dumps(value: Any) -> str:
     """Compact JSON, with orjson (a tenth of the stdlib's time; encoding was the largest

@@ -61,7 +61,14 @@ from waystation.storage.protocol import (
     check_schema,
     conflict,
 )
-from waystation.storage.sql import RUN_COLUMNS, Encoded, encode, filter_sql, run_from_row
+from waystation.storage.sql import (
+    REQUEST_SCOPES_WITH_RESOURCE,
+    RUN_COLUMNS,
+    Encoded,
+    encode,
+    filter_sql,
+    run_from_row,
+)
 
 log = logging.getLogger("waystation.storage")
 
@@ -124,6 +131,7 @@ MIGRATIONS: list[str] = [
     DROP INDEX runs_by_due;
     CREATE INDEX runs_by_due ON runs (status, due_at) WHERE due_at IS NOT NULL;
     """,
+    REQUEST_SCOPES_WITH_RESOURCE,
 ]
 
 PRAGMAS = [
