@@ -865,5 +865,9 @@ def _decode_token(token: str, where: RunFilter) -> Cursor | None:
         return None
     cursor, fingerprint = read
     if fingerprint != _fingerprint(where):
-        raise InvalidArgument("page_token", "the page token belongs to other filters")
+        raise InvalidArgument(
+            "page_token",
+            "the page token was made for other filters or by another version of the server:"
+            " list again without it",
+        )
     return cursor
