@@ -23,7 +23,15 @@ from waystation.api.v1 import enums_pb2, errordetails_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.engine import errors
-from waystation.transport.errors import DOMAIN, ResponseTooLarge, check_fits, lookup, to_status
+from waystation.transport.errors import (
+    DETAILS_BYTES,
+    DOMAIN,
+    MESSAGE_BYTES,
+    ResponseTooLarge,
+    check_fits,
+    lookup,
+    to_status,
+)
 
 # DESIGN.md §5, reason -> code. UNAUTHENTICATED and PERMISSION_DENIED belong to the auth
 # interceptor, not to the engine's tree.
@@ -134,6 +142,18 @@ def test_error_details_carry_ids_violations_and_suspended_steps() -> None:
     steps = errordetails_pb2.SuspendedStepsDetail()
     assert listed.details[1].Unpack(steps)
     assert [list(p.segments) for p in steps.suspended] == [["inner", "a"]]
+
+
+def test_a_status_message_and_its_metadata_fit_their_budgets_as_sent() -> None:
+    """grpc-message is percent-encoded: an emoji takes 12 bytes of it, so a message cut at
+    1,000 characters could take 12 KB of the trailers; metadata values are cut by bytes."""
+    status = to_status(errors.RunNotFound("a-%\U0001f600" * 500), grpc.StatusCode.NOT_FOUND)
+    sent = sum(1 if " " <= c <= "~" and c != "%" else 3 * len(c.encode()) for c in status.message)
+    assert MESSAGE_BYTES - 12 <= sent <= MESSAGE_BYTES
+    assert status.message.startswith("run 'a-%\U0001f600a-%") and status.message.endswith("…")
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert 190 <= len(info.metadata["run_id"].encode()) <= 200
 
 
 # -- through a real server: one test per code ---------------------------------------------
@@ -469,6 +489,31 @@ async def test_a_name_longer_than_the_server_keeps_is_invalid_argument(
 
     assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     assert list(error.violations) == [field]
+    assert await run_count(stub) == 0
+    await assert_still_serving(stub)
+
+
+async def test_error_details_fit_in_the_trailers_grpc_clients_accept(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Twenty-five unknown keys of a hundred emoji each: the violations, each cut to 200
+    and 300 characters, made trailers over gRPC's 16 KiB, and the client got
+    RESOURCE_EXHAUSTED "Stream removed" with no reason. The details now keep what fits
+    and say how much they left out."""
+    extra = {f"{i:02d}" + "\U0001f600" * 100: True for i in range(25)}
+    request = rr.StartRunRequest(workflow_id="form", input_data=value(extra))
+    call = stub.StartRun(request)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    error = await call_error(stub.StartRun(request))
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+    assert 1 <= len(error.violations) < 25
+    assert all(name.startswith("input_data.") for name in error.violations)
+    assert error.metadata["omitted"].startswith(f"{25 - len(error.violations)} more ")
+    trailers = dict(raised.value.trailing_metadata() or ())
+    assert len(trailers["grpc-status-details-bin"]) <= DETAILS_BYTES
+    assert len(error.message.encode()) <= MESSAGE_BYTES
     assert await run_count(stub) == 0
     await assert_still_serving(stub)
 

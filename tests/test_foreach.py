@@ -318,3 +318,26 @@ async def test_foreach_of_a_nested_workflow_suspends_per_item_and_resumes_by_ind
         {"name": "b", "ok": None},
         {"name": "c", "ok": False},
     ]
+
+
+async def test_a_refused_resume_of_many_labelled_items_keeps_its_reason(
+    stub: WorkflowServiceStub,
+) -> None:
+    """300 items waiting under labels of 41 characters: a resume naming an unknown label
+    was answered RESOURCE_EXHAUSTED "Stream removed" (the SuspendedStepsDetail listed every
+    label, over gRPC's limit for trailers) instead of LABEL_NOT_FOUND. The detail keeps
+    what fits and ErrorInfo says how many it left out."""
+    names = [f"{uuid.uuid4()}?" for _ in range(300)]
+    started = await start(stub, "items-400", items_input(*names))
+    assert started.status == SUSPENDED
+    assert len(started.suspended) == 1
+
+    error = await call_error(stub.ResumeRun(resume(started.run_id, {"ok": True}, label="nope")))
+
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "LABEL_NOT_FOUND"
+    assert error.suspended == [["item"]]
+    assert 10 < len(error.labels) < 300
+    assert set(error.labels) <= {f"item-{name.rstrip('?')}" for name in names}
+    assert error.metadata["omitted"].startswith(f"{300 - len(error.labels)} more ")
+    assert (await get_result(stub, started.run_id)).status == SUSPENDED

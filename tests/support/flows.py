@@ -136,6 +136,7 @@ def _items(concurrency: int) -> Any:
 # foreach over [{name, ask?, log?}]: items with ask suspend (label item-<name>)
 items_1 = _items(1)
 items_3 = _items(3)
+items_400 = _items(400)  # one window: every item that asks waits at once
 
 # nested workflow with a parallel inside: two inner suspensions
 inner_pair = create_workflow(id="inner-pair").parallel([asker("left"), asker("right")]).commit()

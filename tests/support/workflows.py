@@ -410,3 +410,12 @@ state_checked = (
     .then(create_step(id="sets", retries=0, execute=_sets))
     .commit()
 )
+
+
+class Form(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = ""
+
+
+# form: an input schema that refuses unknown keys (each one a violation named by its key)
+form = create_workflow(id="form", input_schema=Form).then(one).commit()

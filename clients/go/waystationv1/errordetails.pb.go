@@ -24,11 +24,13 @@ const (
 // Attached to the google.rpc.Status of a refused ResumeRun (reasons STEP_AMBIGUOUS,
 // STEP_NOT_SUSPENDED, LABEL_NOT_FOUND, FOREACH_INDEX_NOT_SUSPENDED), next to the
 // google.rpc.ErrorInfo, so that a client can pick a path without parsing the message.
+// Trailers are small: what does not fit in about 4 KB is left out, and the ErrorInfo's
+// metadata "omitted" then says how many entries were; GetRun lists them all.
 type SuspendedStepsDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Every suspended leaf of the run, nested ones included.
+	// Every suspended leaf of the run, nested ones included, as many as fit.
 	Suspended []*StepPath `protobuf:"bytes,1,rep,name=suspended,proto3" json:"suspended,omitempty"`
-	// The run's resume labels, keyed by label.
+	// The run's resume labels, keyed by label, as many as fit.
 	ResumeLabels  map[string]*ResumeLabel `protobuf:"bytes,2,rep,name=resume_labels,json=resumeLabels,proto3" json:"resume_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -112,51 +112,118 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+MESSAGE_BYTES = 1000
+"""The status message's longest form on the wire (percent-encoded: a character outside
+printable ASCII takes three bytes for each of its UTF-8 bytes)."""
+DETAILS_BYTES = 4000
+"""The details' budget, serialized. gRPC clients drop trailers over 8 KiB at random, and
+over 16 KiB always, as RESOURCE_EXHAUSTED "Stream removed" with no code or reason of the
+error: the details travel base64-encoded, and carry the message a second time. What does
+not fit is left out, and ErrorInfo's metadata says how many (`omitted`)."""
+
+
 def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
-    """The rich status for a mapped error."""
+    """The rich status for a mapped error, within the budgets above."""
     reason = getattr(exc, "reason", None) or "INTERNAL"
-    # Trailers are limited (8 KiB by default): echoed values are cut short.
     metadata = {k: _cut(v, 200) for k, v in getattr(exc, "metadata", {}).items()}
     status = status_pb2.Status(
         code=getattr(code_pb2, code.name),
-        message=_cut(getattr(exc, "message", None) or str(exc), 1000),
+        message=_cut_message(getattr(exc, "message", None) or str(exc), MESSAGE_BYTES),
     )
-    status.details.append(
-        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    )
+    room = Room(DETAILS_BYTES - status.ByteSize() - _size(metadata) - 400)
+    details: list[Any] = []
     violations = getattr(exc, "violations", None)
     if violations:
-        status.details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=_cut(v.field, 200), description=_cut(v.description, 300)
-                        )
-                        for v in violations[:20]
-                    ]
+        fitted = room.take(
+            (
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_cut(v.field, 200), description=_cut(v.description, 300)
                 )
-            )
+                for v in violations[:20]
+            ),
+            _byte_size,
         )
+        details.append(error_details_pb2.BadRequest(field_violations=fitted))
+        room.omitted += max(0, len(violations) - 20)
     suspended = getattr(exc, "suspended", None)
     if suspended is not None:
-        status.details.append(_pack(_suspended_detail(suspended, getattr(exc, "labels", {}))))
+        details.append(_suspended_detail(suspended, getattr(exc, "labels", {}), room))
+    if room.omitted:
+        metadata["omitted"] = f"{room.omitted} more entries than the error's details can carry"
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
+    status.details.extend(_pack(detail) for detail in [info, *details])
     return status
 
 
+Entry = TypeVar("Entry")
+
+
+class Room:
+    """What is left of the details' budget; `take` keeps the entries that fit, in order,
+    and counts the rest as omitted."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.omitted = 0
+
+    def take(self, entries: Iterable[Entry], size: Callable[[Entry], int]) -> list[Entry]:
+        kept = []
+        for entry in entries:
+            needed = size(entry) + 8  # its tag and length, and a map entry's
+            if needed <= self.left:
+                self.left -= needed
+                kept.append(entry)
+            else:
+                self.omitted += 1
+        return kept
+
+
 def _suspended_detail(
-    suspended: list[Path], labels: Mapping[str, LabelTarget]
+    suspended: list[Path], labels: Mapping[str, LabelTarget], room: Room
 ) -> errordetails_pb2.SuspendedStepsDetail:
-    detail = errordetails_pb2.SuspendedStepsDetail(
-        suspended=[message_pb2.StepPath(segments=p) for p in suspended]
-    )
-    for label, target in labels.items():
+    paths = room.take((message_pb2.StepPath(segments=p) for p in suspended), _byte_size)
+    detail = errordetails_pb2.SuspendedStepsDetail(suspended=paths)
+    for label, target in room.take(labels.items(), _label_size):
         label_to_proto(target, detail.resume_labels[label])
     return detail
 
 
+def _byte_size(message: Any) -> int:
+    return int(message.ByteSize())
+
+
+def _label_size(entry: tuple[str, LabelTarget]) -> int:
+    label, target = entry
+    path = sum(_utf8_len(segment) + 2 for segment in target.path)
+    return _utf8_len(label) + path + 12
+
+
+def _size(metadata: Mapping[str, str]) -> int:
+    return sum(_utf8_len(k) + _utf8_len(v) + 8 for k, v in metadata.items())
+
+
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` in at most `limit` UTF-8 bytes, marked with "…" where it was cut."""
+    if _utf8_len(text) <= limit:
+        return text
+    return text.encode("utf-8", "surrogatepass")[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
+def _cut_message(text: str, limit: int) -> str:
+    """`text` in at most `limit` bytes once percent-encoded as grpc-message is: a character
+    outside printable ASCII, or "%", takes three bytes for each of its UTF-8 bytes."""
+    size = fits = 0
+    for i, char in enumerate(text):
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * _utf8_len(char)
+        if size <= limit - 9:  # room for "…", 9 bytes encoded
+            fits = i + 1
+        elif size > limit:
+            return text[:fits] + "…"
+    return text
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])

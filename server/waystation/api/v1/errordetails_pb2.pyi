@@ -24,6 +24,8 @@ class SuspendedStepsDetail(_message.Message):
     """Attached to the google.rpc.Status of a refused ResumeRun (reasons STEP_AMBIGUOUS,
     STEP_NOT_SUSPENDED, LABEL_NOT_FOUND, FOREACH_INDEX_NOT_SUSPENDED), next to the
     google.rpc.ErrorInfo, so that a client can pick a path without parsing the message.
+    Trailers are small: what does not fit in about 4 KB is left out, and the ErrorInfo's
+    metadata "omitted" then says how many entries were; GetRun lists them all.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -53,11 +55,11 @@ class SuspendedStepsDetail(_message.Message):
     RESUME_LABELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def suspended(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.StepPath]:
-        """Every suspended leaf of the run, nested ones included."""
+        """Every suspended leaf of the run, nested ones included, as many as fit."""
 
     @_builtins.property
     def resume_labels(self) -> _containers.MessageMap[_builtins.str, _message_pb2.ResumeLabel]:
-        """The run's resume labels, keyed by label."""
+        """The run's resume labels, keyed by label, as many as fit."""
 
     def __init__(
         self,

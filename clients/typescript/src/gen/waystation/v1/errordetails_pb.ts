@@ -18,19 +18,21 @@ export const file_waystation_v1_errordetails: GenFile = /*@__PURE__*/
  * Attached to the google.rpc.Status of a refused ResumeRun (reasons STEP_AMBIGUOUS,
  * STEP_NOT_SUSPENDED, LABEL_NOT_FOUND, FOREACH_INDEX_NOT_SUSPENDED), next to the
  * google.rpc.ErrorInfo, so that a client can pick a path without parsing the message.
+ * Trailers are small: what does not fit in about 4 KB is left out, and the ErrorInfo's
+ * metadata "omitted" then says how many entries were; GetRun lists them all.
  *
  * @generated from message waystation.v1.SuspendedStepsDetail
  */
 export type SuspendedStepsDetail = Message<"waystation.v1.SuspendedStepsDetail"> & {
   /**
-   * Every suspended leaf of the run, nested ones included.
+   * Every suspended leaf of the run, nested ones included, as many as fit.
    *
    * @generated from field: repeated waystation.v1.StepPath suspended = 1;
    */
   suspended: StepPath[];
 
   /**
-   * The run's resume labels, keyed by label.
+   * The run's resume labels, keyed by label, as many as fit.
    *
    * @generated from field: map<string, waystation.v1.ResumeLabel> resume_labels = 2;
    */
