@@ -5,6 +5,7 @@ processes killed with SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -419,3 +420,12 @@ class Form(BaseModel):
 
 # form: an input schema that refuses unknown keys (each one a violation named by its key)
 form = create_workflow(id="form", input_schema=Form).then(one).commit()
+
+
+async def _hog_loop(ctx: StepContext) -> dict[str, float]:
+    time.sleep(ctx.input_data["seconds"])  # noqa: ASYNC251 (holds the loop, as CPU-bound steps do)
+    return ctx.input_data
+
+
+# hog: a step that holds the server's event loop for `seconds` (overload tests)
+hog = create_workflow(id="hog").then(create_step(id="hog", execute=_hog_loop)).commit()

@@ -75,6 +75,17 @@ def serve_command(
             help="Seconds to drain calls on shutdown.",
         ),
     ] = 10.0,
+    max_pending_calls: Annotated[
+        int,
+        typer.Option(
+            envvar="WAYSTATION_MAX_PENDING_CALLS",
+            metavar="CALLS",
+            min=1,
+            help="Calls received but not yet started that may wait under load; past it gRPC"
+            " cancels a growing share of new calls (CANCELLED: nothing was done), and all"
+            " past twice it.",
+        ),
+    ] = 10_000,
     recovery: Annotated[
         Recovery,
         typer.Option(
@@ -138,6 +149,7 @@ def serve_command(
         workflows=split_modules(workflows or []) or ["waystation.examples"],
         log_level=log_level.value,
         max_message_bytes=max_message_bytes,
+        max_pending_calls=max_pending_calls,
         grace_seconds=grace,
         recovery=recovery.value,
         lease_seconds=lease,
