@@ -32,7 +32,7 @@ from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
-from waystation.transport import create_server
+from waystation.transport import RunningServer, create_server
 
 WORKFLOWS = ["tests.support.workflows", "tests.support.expiry_flows"]
 RUN = enums_pb2.RunStatus
@@ -382,6 +382,36 @@ async def test_a_resume_racing_the_timeout_takes_effect_exactly_once(
     await asyncio.sleep(2 * POLL)  # nothing acts later on
     assert [counts(log) for log in logs] == seen
     assert winners["caller"] >= 1 and winners["timeout"] >= 1, winners
+
+
+@pytest.mark.parametrize("on_timeout", ["fail", "default"])
+async def test_a_resume_after_the_deadline_is_refused_before_the_upkeep_acts(
+    server: RunningServer, stub: WorkflowServiceStub, tmp_path: Path, on_timeout: str
+) -> None:
+    """The upkeep looks for passed deadlines four times a second (and, with hundreds due at
+    once, takes seconds): a resume that came in between was accepted after the deadline.
+    The resume now acts on the timeout first. Here the upkeep is stopped, so only the
+    resume can."""
+    server.engine._timer_task.cancel()
+    log = tmp_path / "log"
+    started = await start(stub, "expiry-logged", expiring(log, 0.3, on_timeout))
+    deadline = seconds(started.steps["decide"].resume_deadline)
+    await asyncio.sleep(max(0.0, deadline - time.time()) + 0.05)
+
+    error = await call_error(resume(stub, started.run_id, {"value": 7}))
+
+    assert (error.code, error.reason) in (
+        (grpc.StatusCode.ABORTED, "RESUME_CONFLICT"),  # the timeout resumed it, just before
+        (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_SUSPENDED"),
+    ), error
+    if on_timeout == "fail":
+        run = await settled(stub, started.run_id, RUN.RUN_STATUS_FAILED)
+        assert run.result.error.reason == "RESUME_TIMEOUT"
+        assert counts(log) == Counter({"decide:run": 1})
+    else:
+        run = await settled(stub, started.run_id, RUN.RUN_STATUS_SUCCESS)
+        assert run.result.steps["decide"].resumed_by == "timeout"
+        assert counts(log) == Counter({"decide:run": 2, "decide:resumed:-1": 1, "after:-1": 1})
 
 
 # -- across restarts and replicas ----------------------------------------------------------

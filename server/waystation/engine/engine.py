@@ -52,7 +52,7 @@ from waystation.engine.resume import (
     validate_resume_data,
 )
 from waystation.engine.tracing import CallTrace, Telemetry
-from waystation.engine.upkeep import Upkeep
+from waystation.engine.upkeep import TIMEOUT, Upkeep
 from waystation.storage.protocol import (
     Commit,
     Cursor,
@@ -482,7 +482,7 @@ class Engine(Upkeep):
         return result
 
     async def _accept_resume(
-        self, cmd: ResumeCommand
+        self, cmd: ResumeCommand, expired: bool = False
     ) -> WorkflowResultData | asyncio.Task[WorkflowResultData]:
         """Check every rule, claim the suspension and launch the continuation; or the answer
         at once for a replayed request id or a dry run."""
@@ -492,6 +492,11 @@ class Engine(Upkeep):
             return await self._replay(seen)  # (a dry run answers the run as it is now)
         snapshot = await self._wait_suspended(snapshot)
         run = snapshot.run
+        if not expired and cmd.actor != TIMEOUT and run.due_at is not None and run.due_at <= now():
+            # A deadline passed that the upkeep has not acted on yet (it looks every quarter
+            # of a second): act on it first, as it would have, then judge the resume.
+            await self._expire(run.run_id)
+            return await self._accept_resume(cmd, expired=True)
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)

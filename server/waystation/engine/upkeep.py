@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("waystation.engine")
 
 
+TIMEOUT = "timeout"
+"""The actor of a resume the timeout of a suspension made (a step's `resumed_by`)."""
+
+
 class Trouble:
     """The log of a background duty that runs every fraction of a second: one line when it
     starts failing (a warning for a database that is down, the traceback for anything
@@ -189,7 +193,7 @@ class Upkeep:
                         step=api,
                         foreach_index=index,
                         resume_data=action["data"],
-                        actor="timeout",
+                        actor=TIMEOUT,
                     )
                     await self._accept_resume(cmd)  # the continuation runs on its own
             except (StoreConflict, ResumeConflict, RunNotSuspended, StepNotSuspended):
