@@ -330,6 +330,43 @@ async def test_concurrent_resumes_spread_over_the_replicas_have_one_winner_per_s
     assert to_json(run.result.result) == {"value": winners[sample][0] + 1}
 
 
+async def test_resumes_with_one_request_id_sent_together_all_answer_the_first_outcome(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """Six ResumeRun calls with one request id at the same moment, two on each replica (a
+    client's retry racing its first try, or hedged requests): all found the key unused, one
+    claimed the suspension, and the others were told RESUME_CONFLICT, "someone else
+    resumed", although a later replay of the id answered SUCCESS. All six now answer the
+    one outcome, and the step resumes once."""
+    run_ids = [new_id("same") for _ in range(8)]
+    logs = {run_id: tmp_path / f"{run_id}.log" for run_id in run_ids}
+    for i, run_id in enumerate(run_ids):
+        data = {"log": str(logs[run_id]), "seconds": 0.2}
+        started = await start_run(cluster[i % 3].stub, "counted", run_id, data)
+        assert started.status == RUN.RUN_STATUS_SUSPENDED
+
+    async def resume(k: int, run_id: str) -> Any:
+        request = rr.ResumeRequest(
+            run_id=run_id, resume_data=value({"value": 5}), request_id=f"once-{run_id}"
+        )
+        try:
+            answer = await cluster[k % 3].stub.ResumeRun(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            return rich_error(exc).reason
+        return (RUN.Name(answer.status), answer.version, to_json(answer.result))
+
+    calls = [(k, run_id) for run_id in run_ids for k in range(6)]
+    answers = await asyncio.gather(*(resume(k, run_id) for k, run_id in calls))
+    by_run: dict[str, set[Any]] = {run_id: set() for run_id in run_ids}
+    for (_, run_id), answer in zip(calls, answers, strict=True):
+        by_run[run_id].add(str(answer))
+    for run_id, seen in by_run.items():
+        run = await get_run(cluster[0].stub, run_id)
+        outcome = ("RUN_STATUS_SUCCESS", run.result.version, to_json(run.result.result))
+        assert seen == {str(outcome)}, seen
+        assert counts(logs[run_id]) == {"one": 1, "gate": 1, "two": 1}, run_id
+
+
 # -- takeover after a replica dies --------------------------------------------------------
 
 

@@ -76,6 +76,15 @@ ELSEWHERE_POLL = 0.1
 for its outcome (a replayed request id, an execution that lost the run)."""
 
 
+class SameRequest(Exception):
+    """A resume's claim lost to a call with the same request id, which came at the same
+    moment (both found the key unused): this call answers that call's outcome."""
+
+    def __init__(self, seen: RequestRecord) -> None:
+        super().__init__(seen.run_id)
+        self.seen = seen
+
+
 class Engine(Upkeep):
     def __init__(
         self,
@@ -474,7 +483,10 @@ class Engine(Upkeep):
         accepted = await self._accept_resume(cmd)
         if isinstance(accepted, WorkflowResultData):
             return accepted  # a replayed request id, or validate_only
-        result = await self._outcome(accepted)
+        try:
+            result = await self._outcome(accepted)
+        except SameRequest as same:  # a call with this request id claimed it first
+            return await self._replay(same.seen)
         latency = asyncio.get_running_loop().time() - started
         self.telemetry.resume_latency.record(
             latency, {"waystation.workflow_id": result.workflow_id}
@@ -558,6 +570,8 @@ class Engine(Upkeep):
             now_run = await self.store.load_run(run.run_id)
             if now_run is None or now_run.create_time != run.create_time:
                 raise RunNotFound(run.run_id) from None  # deleted meanwhile (and made again)
+            if key and (seen := await self.store.get_request(key)):
+                raise SameRequest(seen) from None
             raise ResumeConflict(run.run_id, now_run.status) from None
         snapshot.steps.update(records)
         self._notify(run.run_id)
