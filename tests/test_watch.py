@@ -327,6 +327,35 @@ async def test_a_watch_never_streams_the_new_run_that_took_a_deleted_runs_id(
         await store.close()
 
 
+async def test_a_watcher_that_stops_reading_holds_about_a_megabyte_of_events(
+    tmp_path: Path,
+) -> None:
+    """A watch read the stored events in pages of 500 and held a page while its client did
+    not read: five such watchers of a run with 128 KB events held 570 MB. The page after
+    the first is sized to about a megabyte of stored JSON (the engine's own watch, held
+    where a stalled stream holds it)."""
+    store = SqliteStore(str(tmp_path / "chatty.db"))
+    await store.setup()
+    engine = Engine(store, load_workflows(FLOW_WORKFLOWS))
+    await engine.start()
+    try:
+        pad = "x" * 100_000
+        data = {"i": 0, "n": 60, "pad": pad}
+        done = await engine.start_run(StartCommand(workflow_id="chatty", input_data=data))
+        watch = engine.watch(done.run_id, 0)
+        first = [await anext(watch) for _ in range(64)]  # the first page: 64 events
+        await anext(watch)
+        held = watch.ag_frame.f_locals["events"]  # type: ignore[attr-defined]
+        assert first[0]["sequence"] == 1
+        assert 1 <= len(held) <= 15, len(held)
+        assert held.size <= 1_500_000, held.size
+        seen = 65 + len([event async for event in watch])
+        assert seen == len(await store.list_events(done.run_id, 0, 1000))
+    finally:
+        await engine.close()
+        await store.close()
+
+
 async def test_a_watch_outlives_client_keepalive_pings_every_five_seconds(
     server: RunningServer, tmp_path: Path
 ) -> None:

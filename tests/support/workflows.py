@@ -429,3 +429,20 @@ async def _hog_loop(ctx: StepContext) -> dict[str, float]:
 
 # hog: a step that holds the server's event loop for `seconds` (overload tests)
 hog = create_workflow(id="hog").then(create_step(id="hog", execute=_hog_loop)).commit()
+
+
+async def _tick(ctx: StepContext) -> dict[str, Any]:
+    data = ctx.input_data
+    return {"i": data["i"] + 1, "n": data["n"], "pad": data["pad"]}
+
+
+def _ticked_enough(ctx: Any) -> bool:
+    return bool(ctx.input_data["i"] >= ctx.input_data["n"])
+
+
+# chatty: a loop of n iterations whose every output repeats `pad`: many large events
+chatty = (
+    create_workflow(id="chatty")
+    .dountil(create_step(id="tick", execute=_tick), _ticked_enough)
+    .commit()
+)

@@ -76,6 +76,11 @@ ELSEWHERE_POLL = 0.1
 for its outcome (a replayed request id, an execution that lost the run)."""
 
 
+WATCH_PAGE_CHARS = 1 << 20
+"""What a page of a WatchRun's stored events may take, as JSON; 500 events of 128 KB held
+570 MB for five watchers that did not read."""
+
+
 class SameRequest(Exception):
     """A resume's claim lost to a call with the same request id, which came at the same
     moment (both found the key unused): this call answers that call's outcome."""
@@ -788,9 +793,12 @@ class Engine(Upkeep):
         also when a new run has then taken its id (its events are another run's, and may
         be another tenant's: the caller was authorized for this one)."""
         born = (await self._existing_run(run_id)).create_time
+        limit = 64  # until the size of this run's events is known
         while True:
             changed = self._changes.setdefault(run_id, asyncio.Event())
-            events = await self.store.list_events(run_id, after, 500)
+            events = await self.store.list_events(run_id, after, limit)
+            if events:  # a client that stops reading holds one page here: about a megabyte
+                limit = max(1, min(500, WATCH_PAGE_CHARS * len(events) // max(1, events.size)))
             run = await self.store.load_run(run_id)  # after the events: they are its own
             if run is None or run.create_time != born:
                 raise RunNotFound(run_id)  # deleted: the stream must not end as if settled

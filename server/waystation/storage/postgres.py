@@ -24,6 +24,7 @@ from waystation.storage.protocol import (
     Create,
     Cursor,
     Delete,
+    EventPage,
     ExpiredClaim,
     LeaseRenewal,
     RequestKey,
@@ -336,7 +337,7 @@ class PostgresStore:
         )
         return [r["run_id"] for r in rows]
 
-    async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    async def list_events(self, run_id: str, after: int, limit: int) -> EventPage:
         rows = await self._fetch(
             "SELECT event FROM events WHERE run_id = $1 AND sequence > $2"
             " ORDER BY sequence LIMIT $3",
@@ -344,7 +345,7 @@ class PostgresStore:
             after,
             limit,
         )
-        return [json.loads(r["event"]) for r in rows]
+        return EventPage([json.loads(r["event"]) for r in rows], sum(len(r["event"]) for r in rows))
 
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         rows = await self._fetch(

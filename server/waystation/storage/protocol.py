@@ -172,6 +172,15 @@ class Cursor:
     run_id: str
 
 
+class EventPage(list[dict[str, Any]]):
+    """A page of a run's events, and the size of their stored JSON (`size`, in characters),
+    by which a reader picks the next page's length."""
+
+    def __init__(self, events: list[dict[str, Any]], size: int) -> None:
+        super().__init__(events)
+        self.size = size
+
+
 class SnapshotStore(Protocol):
     async def setup(self) -> None:
         """Create or migrate the schema; idempotent, safe to call on every start."""
@@ -227,7 +236,7 @@ class SnapshotStore(Protocol):
         none): owner and lease set, version increased by one, so a former owner that still
         runs loses its next compare-and-set. Returns their ids, at most `limit`."""
 
-    async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    async def list_events(self, run_id: str, after: int, limit: int) -> EventPage:
         """The run's events with a sequence greater than `after`, in order, at most `limit`."""
 
     async def get_request(self, key: RequestKey) -> RequestRecord | None:

@@ -51,6 +51,7 @@ from waystation.storage.protocol import (
     Create,
     Cursor,
     Delete,
+    EventPage,
     ExpiredClaim,
     LeaseRenewal,
     RequestKey,
@@ -645,12 +646,12 @@ class SqliteStore:
         )
         return [r[0] for r in rows]
 
-    async def list_events(self, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    async def list_events(self, run_id: str, after: int, limit: int) -> EventPage:
         rows = await self._scan(
             "SELECT event FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (run_id, after, limit),
         )
-        return [json.loads(r[0]) for r in rows]
+        return EventPage([json.loads(r[0]) for r in rows], sum(len(r[0]) for r in rows))
 
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         rows = self._read(
