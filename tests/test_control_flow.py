@@ -10,6 +10,7 @@ step that fails on resume is retried with the same data. GetWorkflow shows each 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -596,6 +597,11 @@ def _flow() -> Workflow:
     return create_workflow(id="bad-shape")
 
 
+_LAST_HOUR_IN_NEW_YORK = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+"""Past the last second a protobuf Timestamp holds, in UTC: every answer that showed its
+wake-up time failed INTERNAL."""
+
+
 @pytest.mark.parametrize(
     ("define", "error", "words"),
     [
@@ -621,6 +627,7 @@ def _flow() -> Workflow:
         (lambda: _flow().sleep(1e300), ValueError, "seconds from 0 to a century"),
         (lambda: _flow().sleep("5"), TypeError, "number of seconds"),
         (lambda: _flow().sleep_until("2030-01-01"), TypeError, "datetime"),
+        (lambda: _flow().sleep_until(_LAST_HOUR_IN_NEW_YORK), ValueError, "9999-12-31T23:59:59Z"),
     ],
     ids=[
         "step-schema-int",
@@ -641,6 +648,7 @@ def _flow() -> Workflow:
         "century-sleep",
         "sleep-text",
         "sleep-until-text",
+        "sleep-until-past-timestamps",
     ],
 )
 def test_a_definition_that_cannot_work_is_refused_when_it_is_made(

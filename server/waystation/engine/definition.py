@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from waystation.engine import schema
 from waystation.engine.context import StepContext
-from waystation.engine.model import LONGEST_WAIT
+from waystation.engine.model import LATEST_TIME, LONGEST_WAIT
 from waystation.engine.paths import ITEM_MARK, SEPARATOR
 
 Execute = Callable[[StepContext], Awaitable[Any]]
@@ -224,6 +224,11 @@ class Workflow:
             raise TypeError(f"workflow {self.id!r}: sleep_until takes a datetime, not {when!r}")
         if when.tzinfo is None:
             raise ValueError(f"workflow {self.id!r}: sleep_until needs a timezone-aware datetime")
+        if when.timestamp() > LATEST_TIME:
+            raise ValueError(
+                f"workflow {self.id!r}: sleep_until {when.isoformat()} is after"
+                " 9999-12-31T23:59:59Z, the latest time the API can carry"
+            )
         return self._add(Sleep(self._block_id(id, "sleep-until"), until=when.timestamp()))
 
     def commit(self) -> Self:

@@ -47,6 +47,10 @@ LONGEST_WAIT = 100 * 365.25 * 86400.0
 when defined or suspended, before a wake-up time past what a Timestamp holds is stored."""
 
 
+LATEST_TIME = 253_402_300_799.0
+"""9999-12-31T23:59:59Z, the latest time a protobuf Timestamp holds, in seconds."""
+
+
 def now() -> float:
     """Wall-clock seconds since the epoch: the unit of every stored time."""
     return time.time()
