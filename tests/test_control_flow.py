@@ -9,6 +9,7 @@ step that fails on resume is retried with the same data. GetWorkflow shows each 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -125,6 +126,31 @@ async def test_parallel_branches_resume_one_at_a_time(stub: WorkflowServiceStub)
     assert to_json(second.result) == {
         "after": {"a": {"step": "a", "ok": True}, "b": {"step": "b", "ok": False}}
     }
+
+
+async def test_branches_resumed_at_the_same_moment_are_both_resumed_one_after_the_other(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Resumes of `a` and of `b` sent together: the one that lost the claim was refused
+    RESUME_CONFLICT, "resumed by another caller", though nobody had resumed its branch,
+    and a client that does not retry that left the run waiting for ever. It now waits for
+    the other's continuation to settle, then resumes its own branch."""
+    runs = [await start(stub, "two-approvals") for _ in range(8)]
+
+    async def both(run_id: str) -> list[int]:
+        answers = await asyncio.gather(
+            stub.ResumeRun(resume(run_id, {"ok": True}, step=path("a"))),
+            stub.ResumeRun(resume(run_id, {"ok": False}, label="label-b")),
+        )
+        return sorted(answer.status for answer in answers)
+
+    answered = await asyncio.gather(*(both(r.run_id) for r in runs))
+    for run, statuses in zip(runs, answered, strict=True):
+        assert statuses == sorted([SUSPENDED, SUCCESS]), statuses
+        done = await get_result(stub, run.run_id)
+        assert to_json(done.result) == {
+            "after": {"a": {"step": "a", "ok": True}, "b": {"step": "b", "ok": False}}
+        }
 
 
 async def test_a_failed_parallel_branch_fails_the_run_over_a_suspended_one(

@@ -367,6 +367,26 @@ async def test_resumes_with_one_request_id_sent_together_all_answer_the_first_ou
         assert counts(logs[run_id]) == {"one": 1, "gate": 1, "two": 1}, run_id
 
 
+async def test_branches_resumed_together_on_two_replicas_are_both_resumed(
+    cluster: list[Replica],
+) -> None:
+    """Resumes of two parallel branches of one run, sent together to two replicas: the one
+    that lost the claim waits (polling the store) until the other replica's continuation
+    has settled, then resumes its own branch; it was refused RESUME_CONFLICT."""
+    a, b, _ = cluster
+    for i in range(4):
+        run_id = new_id("branches")
+        started = await start_run(a.stub, "two-approvals", run_id, {})
+        assert started.status == RUN.RUN_STATUS_SUSPENDED
+        first = rr.ResumeRequest(run_id=run_id, resume_data=value({"ok": True}), label="label-a")
+        second = rr.ResumeRequest(run_id=run_id, resume_data=value({"ok": True}), label="label-b")
+        answers = await asyncio.gather(
+            a.stub.ResumeRun(first, timeout=20), b.stub.ResumeRun(second, timeout=20)
+        )
+        statuses = sorted(answer.status for answer in answers)
+        assert statuses == sorted([RUN.RUN_STATUS_SUCCESS, RUN.RUN_STATUS_SUSPENDED]), (i, statuses)
+
+
 # -- takeover after a replica dies --------------------------------------------------------
 
 

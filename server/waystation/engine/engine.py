@@ -35,14 +35,23 @@ from waystation.engine.errors import (
     SuspendedListError,
     VersionMismatch,
     Violations,
+    WaystationError,
     WorkflowNotFound,
     violations_from,
 )
 from waystation.engine.events import EventType, make_event, settle_events, step_events
 from waystation.engine.executor import Execution, RunChanged, error_json, insert_run
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id, new_run_id
-from waystation.engine.model import RunRecord, RunSnapshot, RunStatus, evolve, now, stop_unfinished
-from waystation.engine.paths import format_path
+from waystation.engine.model import (
+    RunRecord,
+    RunSnapshot,
+    RunStatus,
+    StepStatus,
+    evolve,
+    now,
+    stop_unfinished,
+)
+from waystation.engine.paths import Path, format_path
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.resume import (
     ResumeTarget,
@@ -485,13 +494,21 @@ class Engine(Upkeep):
 
     async def resume_run(self, cmd: ResumeCommand) -> WorkflowResultData:
         started = asyncio.get_running_loop().time()
-        accepted = await self._accept_resume(cmd)
-        if isinstance(accepted, WorkflowResultData):
-            return accepted  # a replayed request id, or validate_only
-        try:
-            result = await self._outcome(accepted)
-        except SameRequest as same:  # a call with this request id claimed it first
-            return await self._replay(same.seen)
+        marks: dict[Path, float | None] | None = None
+        while True:
+            try:
+                accepted = await self._accept_resume(cmd, marks=marks)
+                if isinstance(accepted, WorkflowResultData):
+                    return accepted  # a replayed request id, or validate_only
+                result = await self._outcome(accepted)
+            except SameRequest as same:  # a call with this request id claimed it first
+                return await self._replay(same.seen)
+            except ResumeConflict as conflict:
+                marks = await self._sibling_settled(cmd, conflict.seen, marks)
+                if marks is None:
+                    raise
+                continue  # another step of the run was resumed first: now it is this one's turn
+            break
         latency = asyncio.get_running_loop().time() - started
         self.telemetry.resume_latency.record(
             latency, {"waystation.workflow_id": result.workflow_id}
@@ -499,7 +516,10 @@ class Engine(Upkeep):
         return result
 
     async def _accept_resume(
-        self, cmd: ResumeCommand, expired: bool = False
+        self,
+        cmd: ResumeCommand,
+        expired: bool = False,
+        marks: dict[Path, float | None] | None = None,
     ) -> WorkflowResultData | asyncio.Task[WorkflowResultData]:
         """Check every rule, claim the suspension and launch the continuation; or the answer
         at once for a replayed request id or a dry run."""
@@ -513,7 +533,7 @@ class Engine(Upkeep):
             # A deadline passed that the upkeep has not acted on yet (it looks every quarter
             # of a second): act on it first, as it would have, then judge the resume.
             await self._expire(run.run_id)
-            return await self._accept_resume(cmd, expired=True)
+            return await self._accept_resume(cmd, expired=True, marks=marks)
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)
@@ -522,6 +542,8 @@ class Engine(Upkeep):
         except SuspendedListError as exc:
             exc.labels = snapshot.run.resume_labels  # listed in the refusal's details
             raise
+        if marks is not None and marks != {p: snapshot.steps[p].suspended_at for p in records}:
+            raise ResumeConflict(run.run_id, run.status)  # suspended anew since it was named
         data = validate_resume_data(workflow, run.run_id, path, cmd.resume_data)
         target = ResumeTarget(path, records, data)
         if cmd.validate_only:
@@ -577,7 +599,7 @@ class Engine(Upkeep):
                 raise RunNotFound(run.run_id) from None  # deleted meanwhile (and made again)
             if key and (seen := await self.store.get_request(key)):
                 raise SameRequest(seen) from None
-            raise ResumeConflict(run.run_id, now_run.status) from None
+            raise ResumeConflict(run.run_id, now_run.status, seen=snapshot) from None
         snapshot.steps.update(records)
         self._notify(run.run_id)
 
@@ -588,18 +610,57 @@ class Engine(Upkeep):
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         while True:
             run = snapshot.run
-            if self._resuming_here(run.run_id):
-                raise ResumeConflict(run.run_id, run.status)
+            if self._resuming_here(run.run_id) or (
+                run.status is RunStatus.RUNNING and run.resume_count > 0
+            ):
+                raise ResumeConflict(run.run_id, run.status, seen=snapshot)
             if run.status is RunStatus.SUSPENDED:
                 return snapshot
-            if run.status is RunStatus.RUNNING and run.resume_count > 0:
-                raise ResumeConflict(run.run_id, run.status)
             if run.status is not RunStatus.RUNNING or (
                 asyncio.get_running_loop().time() >= deadline
             ):
                 raise RunNotSuspended(run.run_id, run.status)
             await asyncio.sleep(0.025)
             snapshot = await self._existing_snapshot(run.run_id)
+
+    async def _sibling_settled(
+        self,
+        cmd: ResumeCommand,
+        seen: RunSnapshot | None,
+        marks: dict[Path, float | None] | None,
+    ) -> dict[Path, float | None] | None:
+        """After a resume lost to another (`seen`: the run as it read it): if the winner
+        resumed another step of the run (parallel branches and foreach items are resumed
+        one at a time), wait until the winner's continuation has settled and return the
+        suspensions this resume names (`marks`, when it lost before), by when each one
+        suspended, for it to claim now; None when one of them was resumed by someone else,
+        or suspended anew since."""
+        if seen is None:
+            return None
+        if marks is None:
+            try:
+                workflow = self.workflow(seen.run.workflow_id)
+                _, wanted = resolve(workflow, seen, cmd.step, cmd.label, cmd.foreach_index)
+            except WaystationError:
+                return None
+            marks = {path: seen.steps[path].suspended_at for path in wanted}
+        while True:
+            snapshot = await self.store.load(cmd.run_id)
+            if snapshot is None or snapshot.run.create_time != seen.run.create_time:
+                return None
+            for path, mark in marks.items():
+                record = snapshot.steps.get(path)
+                if record is None or record.status is not StepStatus.SUSPENDED:
+                    return None
+                if record.suspended_at != mark:
+                    return None
+            if snapshot.run.status is not RunStatus.RUNNING:
+                return marks  # SUSPENDED again (or not: the retry says what it is now)
+            active = self._active.get(cmd.run_id)
+            if active is not None:
+                await asyncio.wait([active[1]])
+            else:
+                await asyncio.sleep(ELSEWHERE_POLL)  # driven by another replica
 
     def _resuming_here(self, run_id: str) -> bool:
         """Whether a resume's continuation of `run_id` is still going in this process."""

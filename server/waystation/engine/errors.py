@@ -303,13 +303,15 @@ class ConflictError(WaystationError):
 class ResumeConflict(ConflictError):
     reason = "RESUME_CONFLICT"
 
-    def __init__(self, run_id: str, status: str) -> None:
+    def __init__(self, run_id: str, status: str, seen: Any = None) -> None:
         super().__init__(
             f"run {run_id!r} was resumed by another caller (status now {status}); "
             "only one resume continues a suspension, re-read the run before resuming again",
             run_id=run_id,
             status=status,
         )
+        self.seen = seen
+        """The run as the losing resume read it (a RunSnapshot), or None."""
 
 
 class VersionMismatch(ConflictError):
