@@ -668,6 +668,26 @@ async def test_a_durable_sleep_on_a_killed_replica_wakes_once_at_its_stored_time
     assert lines(log) == ["woke"]
 
 
+async def test_a_forced_restart_of_a_sleeping_run_answers_waiting_at_once(
+    long_leased: list[Replica],
+) -> None:
+    """RestartRun takes over a run that sleeps on a dead replica: it answered only when the
+    run woke (a minute here; a year for a year's sleep), where a start or a resume of a
+    run that goes to sleep answers WAITING at once."""
+    a, b = long_leased
+    run_id = new_id("sleeper")
+    started = await start_run(a.stub, "sleepy-60", run_id, {"log": "/dev/null"})
+    assert started.status == RUN.RUN_STATUS_WAITING
+    await kill(a)
+
+    restarted = await b.stub.RestartRun(rr.RestartRunRequest(run_id=run_id, force=True), timeout=5)
+
+    assert restarted.status == RUN.RUN_STATUS_WAITING
+    wake = restarted.steps["nap"].wake_time.ToNanoseconds()
+    assert wake == started.steps["nap"].wake_time.ToNanoseconds()
+    await b.stub.CancelRun(rr.CancelRunRequest(run_id=run_id), timeout=5)
+
+
 # -- migrations ---------------------------------------------------------------------------
 
 

@@ -196,6 +196,7 @@ def _sleepy(seconds: float) -> Any:
 # sleep 1 s / 3 s, then record "woke"
 sleepy_1 = _sleepy(1)
 sleepy_3 = _sleepy(3)
+sleepy_60 = _sleepy(60)
 
 
 async def _interruptible(ctx: StepContext) -> dict[str, Any]:

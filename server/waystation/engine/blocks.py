@@ -242,6 +242,8 @@ async def _sleep(ex: Execution, sleep: Sleep, path: Path, value: JSON) -> Outcom
             await ex.wait(record, path)
         else:
             await ex.commit({path: record})
+    elif ex.snapshot.run.status is RunStatus.WAITING:
+        ex.tell_waiting()  # a sleep continued (a restart, a takeover): settled as it was
     remaining = record.metadata["wake_at"] - now()
     if remaining > 0:
         await asyncio.sleep(remaining)

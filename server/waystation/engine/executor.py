@@ -231,6 +231,10 @@ class Execution:
         """Commit the run WAITING on the sleep `record` at `path`, durably, and tell the
         callers: a sleep may last days, and a call waits only until the run settles."""
         await self.commit({path: record}, durable=True)
+        self.tell_waiting()
+
+    def tell_waiting(self) -> None:
+        """Answer the callers waiting for the run: it is WAITING, as committed."""
         run = evolve(self.snapshot.run, resume_labels=dict(self.snapshot.run.resume_labels))
         self.on_waiting(build_result(self.workflow, run, dict(self.snapshot.steps)))
 
