@@ -504,7 +504,7 @@ class Engine(Upkeep):
             except SameRequest as same:  # a call with this request id claimed it first
                 return await self._replay(same.seen)
             except ResumeConflict as conflict:
-                marks = await self._sibling_settled(cmd, conflict.seen, marks)
+                marks = await self._sibling_settled(cmd, conflict, marks)
                 if marks is None:
                     raise
                 continue  # another step of the run was resumed first: now it is this one's turn
@@ -613,7 +613,7 @@ class Engine(Upkeep):
             if self._resuming_here(run.run_id) or (
                 run.status is RunStatus.RUNNING and run.resume_count > 0
             ):
-                raise ResumeConflict(run.run_id, run.status, seen=snapshot)
+                raise ResumeConflict(run.run_id, run.status, seen=snapshot, continuing=True)
             if run.status is RunStatus.SUSPENDED:
                 return snapshot
             if run.status is not RunStatus.RUNNING or (
@@ -626,15 +626,17 @@ class Engine(Upkeep):
     async def _sibling_settled(
         self,
         cmd: ResumeCommand,
-        seen: RunSnapshot | None,
+        conflict: ResumeConflict,
         marks: dict[Path, float | None] | None,
     ) -> dict[Path, float | None] | None:
-        """After a resume lost to another (`seen`: the run as it read it): if the winner
-        resumed another step of the run (parallel branches and foreach items are resumed
-        one at a time), wait until the winner's continuation has settled and return the
-        suspensions this resume names (`marks`, when it lost before), by when each one
-        suspended, for it to claim now; None when one of them was resumed by someone else,
-        or suspended anew since."""
+        """After a resume lost to another: if the winner resumed another step of the run
+        (parallel branches and foreach items are resumed one at a time), wait until the
+        winner's continuation has settled and return the suspensions this resume names
+        (`marks`, when it lost before), by when each one suspended, for it to claim now.
+        None when one of them was resumed by someone else or suspended anew since, or when
+        the resume read the run during the winner's continuation and names a suspension
+        that continuation made (its caller meant the one before: a conflict, DESIGN §4)."""
+        seen: RunSnapshot | None = conflict.seen
         if seen is None:
             return None
         if marks is None:
@@ -644,6 +646,10 @@ class Engine(Upkeep):
             except WaystationError:
                 return None
             marks = {path: seen.steps[path].suspended_at for path in wanted}
+            if conflict.continuing:
+                claimed = max((r.resumed_at or 0.0 for r in seen.steps.values()), default=0.0)
+                if any(mark is None or mark >= claimed for mark in marks.values()):
+                    return None
         while True:
             snapshot = await self.store.load(cmd.run_id)
             if snapshot is None or snapshot.run.create_time != seen.run.create_time:
@@ -654,13 +660,13 @@ class Engine(Upkeep):
                     return None
                 if record.suspended_at != mark:
                     return None
-            if snapshot.run.status is not RunStatus.RUNNING:
-                return marks  # SUSPENDED again (or not: the retry says what it is now)
             active = self._active.get(cmd.run_id)
-            if active is not None:
+            if active is not None:  # until its caller is answered too
                 await asyncio.wait([active[1]])
-            else:
+            elif snapshot.run.status is RunStatus.RUNNING:
                 await asyncio.sleep(ELSEWHERE_POLL)  # driven by another replica
+            else:
+                return marks  # SUSPENDED again (or not: the retry says what it is now)
 
     def _resuming_here(self, run_id: str) -> bool:
         """Whether a resume's continuation of `run_id` is still going in this process."""

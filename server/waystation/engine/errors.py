@@ -303,7 +303,9 @@ class ConflictError(WaystationError):
 class ResumeConflict(ConflictError):
     reason = "RESUME_CONFLICT"
 
-    def __init__(self, run_id: str, status: str, seen: Any = None) -> None:
+    def __init__(
+        self, run_id: str, status: str, seen: Any = None, continuing: bool = False
+    ) -> None:
         super().__init__(
             f"run {run_id!r} was resumed by another caller (status now {status}); "
             "only one resume continues a suspension, re-read the run before resuming again",
@@ -312,6 +314,8 @@ class ResumeConflict(ConflictError):
         )
         self.seen = seen
         """The run as the losing resume read it (a RunSnapshot), or None."""
+        self.continuing = continuing
+        """Whether `seen` is the run while the winner's continuation was going on."""
 
 
 class VersionMismatch(ConflictError):
