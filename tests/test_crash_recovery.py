@@ -130,6 +130,36 @@ async def test_a_run_killed_mid_step_finishes_after_restart_and_completed_steps_
     assert counts == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
 
 
+async def test_a_run_killed_between_retries_goes_on_from_the_next_attempt(
+    process: ServerProcess, tmp_path: Path
+) -> None:
+    """Killed in the delay after attempt 0 failed: the next process ran the step from
+    attempt 0 again (a crash restarted its retry budget: five attempts where three are
+    configured), and GetRun showed attempt 0 through every retry. The attempt about to run
+    is committed before the delay."""
+    log = tmp_path / "retries.log"
+    await start(process)
+    async with client(process) as stub:
+        await start_run(stub, "crash-slow-retries", "retried", {"log": str(log)})
+        await eventually_logged(log, "attempt:0")
+
+        async def next_attempt_stored() -> bool:
+            run = await get_run(stub, "retried")
+            return run.result.steps["flaky"].attempt == 1
+
+        await assert_eventually(next_attempt_stored, timeout=1.5)
+        assert lines(log) == ["attempt:0"]
+
+    await kill(process)
+    await start(process)
+
+    async with client(process) as stub:
+        run = await eventually_status(stub, "retried", enums_pb2.RUN_STATUS_SUCCESS)
+    assert to_json(run.result.result) == {"retry_count": 2}
+    assert run.result.steps["flaky"].attempt == 2
+    assert lines(log) == ["attempt:0", "attempt:1", "attempt:2"]
+
+
 async def test_a_run_killed_mid_sleep_wakes_at_its_stored_time_after_restart(
     process: ServerProcess, tmp_path: Path
 ) -> None:

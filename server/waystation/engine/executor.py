@@ -573,15 +573,20 @@ class Execution:
             else (self.workflow.retry_config)
         )
         retries = step.retries if step.retries is not None else config.attempts
-        first = record.attempt
-        for attempt in range(first, first + retries + 1):
-            record = evolve(record, attempt=attempt)
+        # Attempts 0 to `retries` (a resume's retry_count, or a crash, may start later on).
+        last = max(record.attempt, retries)
+        while True:
             outcome = await self._attempt(step, path, record, init)
             if outcome is not None:
                 return outcome
-            if attempt < first + retries and config.delay:
+            if record.attempt >= last:
+                return await self.fail(path, record, self._last_error)
+            # The next attempt is committed before the delay: a crash goes on from it, where
+            # it began the retries again from the first attempt.
+            record = evolve(record, attempt=record.attempt + 1)
+            await self.commit({path: record})
+            if config.delay:
                 await asyncio.sleep(config.delay)
-        return await self.fail(path, record, self._last_error)
 
     async def _attempt(
         self, step: Step, path: Path, record: StepRecord, init: JSON
