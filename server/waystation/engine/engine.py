@@ -660,9 +660,11 @@ class Engine(Upkeep):
                     return None
                 if record.suspended_at != mark:
                     return None
+            if snapshot.run.status is RunStatus.WAITING:
+                return None  # a branch sleeps: no resume may wait that out (workflows.md)
             active = self._active.get(cmd.run_id)
             if active is not None:  # until its caller is answered too
-                await asyncio.wait([active[1]])
+                await asyncio.wait([active[1]], timeout=0.5)
             elif snapshot.run.status is RunStatus.RUNNING:
                 await asyncio.sleep(ELSEWHERE_POLL)  # driven by another replica
             else:
