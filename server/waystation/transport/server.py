@@ -182,7 +182,8 @@ async def create_server(
         service = WorkflowService(engine, policy, max_message_bytes=limit)
         add_service(service, server, ServerSpans(tracer_provider, SERVICE_NAME))
         health_servicer = _Health()
-        add_checked(health_servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], server)
+        health_service = health_pb2.DESCRIPTOR.services_by_name["Health"]
+        add_checked(health_servicer, health_service, server, own_queue=True)
         reflection.enable([SERVICE_NAME, health.SERVICE_NAME], server)
         port = _bind(server, settings)
         # Recover before serving, so no call sees a run that is about to be continued.
