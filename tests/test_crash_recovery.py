@@ -297,6 +297,36 @@ async def test_recovery_fail_marks_a_run_killed_mid_step_failed_and_lets_a_sleep
     assert Counter(lines(nap_log)) == {"before": 1, "woke": 1}
 
 
+async def test_a_run_whose_only_unfinished_branch_sleeps_is_waiting_and_survives_recovery_fail(
+    process: ServerProcess, db: Path, tmp_path: Path
+) -> None:
+    """Two parallel branches sleep; the short one wakes and finishes while the long one
+    sleeps on. The run was RUNNING from then until the long one woke: ListRuns of WAITING
+    runs missed it, and after a crash `--recovery fail` failed its sleep as interrupted
+    work. It is WAITING, until the long nap's wake-up time, and it wakes after the crash."""
+    log = tmp_path / "naps.log"
+    await start(process)
+    async with client(process) as stub:
+        await start_run(stub, "crash-two-naps", "naps", {"log": str(log)})
+        await eventually_logged(log, "woke:short")
+        await asyncio.sleep(0.2)  # the short branch's end is committed
+        run = await get_run(stub, "naps")
+        assert run.status == enums_pb2.RUN_STATUS_WAITING
+        long_nap = run.result.steps["nap-long.nap"]
+        assert long_nap.status == enums_pb2.STEP_STATUS_WAITING
+        waiting = await stub.ListRuns(rr.ListRunsRequest(statuses=[enums_pb2.RUN_STATUS_WAITING]))
+        assert [r.run_id for r in waiting.runs] == ["naps"]
+
+    await kill(process)
+    async with restarted_with_recovery_fail(db) as stub:
+        run = await eventually_status(stub, "naps", enums_pb2.RUN_STATUS_SUCCESS)
+    assert to_json(run.result.result) == {
+        "nap-short": {"woke": "short"},
+        "nap-long": {"woke": "long"},
+    }
+    assert Counter(lines(log)) == {"woke:short": 1, "woke:long": 1}
+
+
 async def test_recovery_fail_reports_the_interrupted_step_failed_not_running(
     process: ServerProcess, db: Path, tmp_path: Path
 ) -> None:

@@ -107,3 +107,24 @@ slow_retries = (
     .then(create_step(id="flaky", execute=_failing_twice))
     .commit()
 )
+
+
+def _napping(name: str, seconds: float) -> Any:
+    async def woke(ctx: StepContext) -> dict[str, Any]:
+        record(ctx.input_data["log"], f"woke:{name}")
+        return {"woke": name}
+
+    return (
+        create_workflow(id=f"nap-{name}")
+        .sleep(seconds, id="nap")
+        .then(create_step(id="woke", execute=woke))
+        .commit()
+    )
+
+
+# parallel: "nap-short" sleeps 0.5 s, "nap-long" 4 s, each then records woke:<name>
+two_naps = (
+    create_workflow(id="crash-two-naps")
+    .parallel([_napping("short", 0.5), _napping("long", 4)])
+    .commit()
+)

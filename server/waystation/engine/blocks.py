@@ -62,10 +62,10 @@ async def _together(
     value: JSON,
     init: JSON,
 ) -> Outcome:
-    outcomes = await asyncio.gather(
-        *(ex.node(workflow, m, (*prefix, m.id), value, init) for m in members)
+    outcomes = await ex.together(
+        [ex.node(workflow, m, (*prefix, m.id), value, init) for m in members]
     )
-    return combine(list(outcomes), [m.id for m in members])
+    return combine(outcomes, [m.id for m in members])
 
 
 async def _evaluate(
@@ -194,8 +194,8 @@ async def _foreach(
     outcomes: list[Outcome | None] = [None] * len(items)
     for start in range(0, len(items), foreach.concurrency):
         window = range(start, min(start + foreach.concurrency, len(items)))
-        results = await asyncio.gather(
-            *(
+        results = await ex.together(
+            [
                 ex.node(
                     workflow,
                     foreach.body,
@@ -204,7 +204,7 @@ async def _foreach(
                     init,
                 )
                 for i in window
-            )
+            ]
         )
         for i, outcome in zip(window, results, strict=True):
             outcomes[i] = outcome
@@ -231,24 +231,29 @@ async def _sleep(ex: Execution, sleep: Sleep, path: Path, value: JSON) -> Outcom
     record = ex.snapshot.steps.get(path)
     if record is not None and record.status is StepStatus.SUCCESS:
         return Outcome("success", record.output)
-    if record is None or record.status is not StepStatus.WAITING:
+    run = ex.snapshot.run
+    fresh = record is None or record.status is not StepStatus.WAITING
+    if record is None or fresh:
         wake_at = sleep.until if sleep.until is not None else now() + (sleep.seconds or 0.0)
         record = StepRecord(
             StepStatus.WAITING, payload=value, started_at=now(), metadata={"wake_at": wake_at}
         )
-        run = ex.snapshot.run
-        run.status, run.wake_at = RunStatus.WAITING, wake_at
-        if wake_at > now():
-            await ex.wait(record, path)
-        else:
-            await ex.commit({path: record})
-    elif ex.snapshot.run.status is RunStatus.WAITING:
-        ex.tell_waiting()  # a sleep continued (a restart, a takeover): settled as it was
-    remaining = record.metadata["wake_at"] - now()
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    run = ex.snapshot.run
-    run.status, run.wake_at = RunStatus.RUNNING, None
+    wake_at = record.metadata["wake_at"]
+    if wake_at > now():
+        ex.sleeping[path] = wake_at
+        try:
+            # The run is WAITING, and its callers are answered, once every strand of it
+            # sleeps; a sleep continued after a restart or a takeover answers as a new one.
+            settled = await ex.settle_asleep({path: record} if fresh else {})
+            if fresh and not settled:
+                await ex.commit({path: record})
+            await asyncio.sleep(wake_at - now())
+        finally:
+            del ex.sleeping[path]
+    elif fresh:
+        await ex.commit({path: record})
+    run.status = RunStatus.RUNNING
+    run.wake_at = min(ex.sleeping.values(), default=None)
     done = evolve(record, status=StepStatus.SUCCESS, output=record.payload, ended_at=now())
     await ex.commit({path: done})
     return Outcome("success", record.payload)

@@ -21,7 +21,7 @@ import contextvars
 import logging
 import time
 import traceback
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -213,6 +213,11 @@ class Execution:
     """The trace context stored when the run last settled (a resume links back to it)."""
     pending_events: list[dict[str, Any]] = field(default_factory=list)
     held: dict[Path, StepRecord] = field(default_factory=dict)
+    strands: int = 1
+    """Branches of the run going on at once (parallel members, foreach items), each at work
+    or asleep: the run is WAITING when every one of them sleeps (`sleeping`)."""
+    sleeping: dict[Path, float] = field(default_factory=dict)
+    """The durable sleeps going on, by path, and when each wakes."""
     """Step records of transitions that ride with the next commit (see `hold`)."""
     _held_run: RunRecord | None = None
     _last_error: dict[str, Any] = field(default_factory=dict)
@@ -227,11 +232,42 @@ class Execution:
     """Called with the run's result once it is WAITING on a durable sleep (committed and
     fsynced): the run has settled for now, and a caller waiting for it is answered."""
 
-    async def wait(self, record: StepRecord, path: Path) -> None:
-        """Commit the run WAITING on the sleep `record` at `path`, durably, and tell the
-        callers: a sleep may last days, and a call waits only until the run settles."""
-        await self.commit({path: record}, durable=True)
+    async def together(self, branches: list[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
+        """Run `branches` at once, each a strand of its own. One that ends while every
+        other strand sleeps leaves the run WAITING: it was RUNNING until a sleeper woke, so
+        a crash then failed its sleep under `--recovery fail`, and ListRuns of WAITING runs
+        missed it."""
+
+        left = len(branches)
+
+        async def strand(branch: Coroutine[Any, Any, Outcome]) -> Outcome:
+            nonlocal left
+            try:
+                outcome = await branch
+            finally:
+                self.strands -= 1
+                left -= 1
+            if left:  # (after the last one, the strand that started them goes on)
+                await self.settle_asleep({})
+            return outcome
+
+        self.strands += len(branches) - 1
+        try:
+            return list(await asyncio.gather(*(strand(b) for b in branches)))
+        finally:
+            self.strands += 1
+
+    async def settle_asleep(self, steps: dict[Path, StepRecord]) -> bool:
+        """If every strand of the run sleeps: commit `steps` with the run WAITING (until the
+        first sleeper wakes), durably, answer the callers waiting for the run, and say so."""
+        if not self.sleeping or self.strands != len(self.sleeping):
+            return False
+        run = self.snapshot.run
+        if steps or run.status is not RunStatus.WAITING:
+            run.status, run.wake_at = RunStatus.WAITING, min(self.sleeping.values())
+            await self.commit(steps, durable=True)
         self.tell_waiting()
+        return True
 
     def tell_waiting(self) -> None:
         """Answer the callers waiting for the run: it is WAITING, as committed."""
