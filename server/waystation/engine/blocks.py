@@ -233,7 +233,7 @@ async def _sleep(ex: Execution, sleep: Sleep, path: Path, value: JSON) -> Outcom
         return Outcome("success", record.output)
     run = ex.snapshot.run
     fresh = record is None or record.status is not StepStatus.WAITING
-    if record is None or fresh:
+    if record is None or fresh:  # (`record is None` for mypy: `fresh` says as much)
         wake_at = sleep.until if sleep.until is not None else now() + (sleep.seconds or 0.0)
         record = StepRecord(
             StepStatus.WAITING, payload=value, started_at=now(), metadata={"wake_at": wake_at}

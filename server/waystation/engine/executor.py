@@ -213,12 +213,12 @@ class Execution:
     """The trace context stored when the run last settled (a resume links back to it)."""
     pending_events: list[dict[str, Any]] = field(default_factory=list)
     held: dict[Path, StepRecord] = field(default_factory=dict)
+    """Step records of transitions that ride with the next commit (see `hold`)."""
     strands: int = 1
     """Branches of the run going on at once (parallel members, foreach items), each at work
     or asleep: the run is WAITING when every one of them sleeps (`sleeping`)."""
     sleeping: dict[Path, float] = field(default_factory=dict)
     """The durable sleeps going on, by path, and when each wakes."""
-    """Step records of transitions that ride with the next commit (see `hold`)."""
     _held_run: RunRecord | None = None
     _last_error: dict[str, Any] = field(default_factory=dict)
     stored: bool = True
@@ -237,7 +237,6 @@ class Execution:
         other strand sleeps leaves the run WAITING: it was RUNNING until a sleeper woke, so
         a crash then failed its sleep under `--recovery fail`, and ListRuns of WAITING runs
         missed it."""
-
         left = len(branches)
 
         async def strand(branch: Coroutine[Any, Any, Outcome]) -> Outcome:
