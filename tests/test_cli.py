@@ -258,6 +258,16 @@ def test_runs_list_filters_by_resource_and_status(server: ServerProcess, run_id:
     assert run_id not in succeeded.stdout
 
 
+def test_runs_list_keeps_each_run_id_on_one_line_in_80_columns(server: ServerProcess) -> None:
+    """A run id the server made up (36 characters) was folded over three lines of the
+    table in an 80-column terminal, so it could not be copied from `runs list`."""
+    started = cli(server.address, "--json", "runs", "start", "order-approval", "--data", ORDER)
+    made_up = json.loads(started.stdout)["runId"]
+    listed = cli(server.address, "runs", "list", env={**CLI_ENV, "COLUMNS": "80"})
+    assert listed.code == 0, listed.stderr
+    assert any(made_up in line for line in listed.stdout.splitlines()), listed.stdout
+
+
 def test_cancel_cancels_a_suspended_run(server: ServerProcess, run_id: str) -> None:
     start_order(server, run_id)
     outcome = cli(server.address, "runs", "cancel", run_id, "--reason", "not needed")

@@ -160,6 +160,10 @@ def render_run(run: message_pb2.Run) -> None:
 def render_runs(response: request_response_pb2.ListRunsResponse) -> None:
     """A table of runs, then the token of the next page when there is one."""
     grid = table("run", "workflow", "status", "resource", "created", "updated")
+    # Whole on one line, for copying (in 80 columns a run id folded over three lines):
+    # the other columns fold instead. Ids past 64 characters (yours) may still fold.
+    longest = max((len(run.run_id) for run in response.runs), default=0)
+    grid.columns[0].min_width = min(longest, 64)
     for run in response.runs:
         grid.add_row(
             Text(run.run_id),
