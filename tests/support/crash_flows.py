@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from tests.support.flows_extra import twice_failing
 from tests.support.workflows import record
 from waystation import StepContext, create_step, create_workflow
 
@@ -94,17 +95,10 @@ broken_beside_a_nap = (
 )
 
 
-async def _failing_twice(ctx: StepContext) -> dict[str, Any]:
-    record(ctx.input_data["log"], f"attempt:{ctx.retry_count}")
-    if ctx.retry_count < 2:
-        raise RuntimeError("transient failure")
-    return {"retry_count": ctx.retry_count}
-
-
 # a step that fails at attempts 0 and 1 and succeeds at 2, with 2 s between attempts
 slow_retries = (
     create_workflow(id="crash-slow-retries", retry_config={"attempts": 2, "delay": 2})
-    .then(create_step(id="flaky", execute=_failing_twice))
+    .then(create_step(id="flaky", execute=twice_failing))
     .commit()
 )
 

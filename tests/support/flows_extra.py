@@ -216,7 +216,7 @@ unstorable_state = (
 )
 
 
-async def _twice_failing(ctx: StepContext) -> dict[str, Any]:
+async def twice_failing(ctx: StepContext) -> dict[str, Any]:
     record(ctx.input_data["log"], f"attempt:{ctx.retry_count}")
     if ctx.retry_count < 2:
         raise RuntimeError("transient failure")
@@ -226,7 +226,7 @@ async def _twice_failing(ctx: StepContext) -> dict[str, Any]:
 # the workflow's retry_config in Mastra's shape (a mapping) retries a step that fails twice
 workflow_retries = (
     create_workflow(id="workflow-retries", retry_config={"attempts": 2, "delay": 0.01})
-    .then(create_step(id="twice-failing", execute=_twice_failing))
+    .then(create_step(id="twice-failing", execute=twice_failing))
     .commit()
 )
 
