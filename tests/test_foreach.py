@@ -19,6 +19,8 @@ from tests.support.api import call_error, path, paths, to_json, value
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
+from waystation.engine import RunStatus, WorkflowResultData
+from waystation.engine.model import LabelTarget, StepRecord, StepStatus
 
 WORKFLOWS = FLOW_WORKFLOWS
 SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
@@ -341,3 +343,138 @@ async def test_a_refused_resume_of_many_labelled_items_keeps_its_reason(
     assert set(error.labels) <= {f"item-{name.rstrip('?')}" for name in names}
     assert error.metadata["omitted"].startswith(f"{300 - len(error.labels)} more ")
     assert (await get_result(stub, started.run_id)).status == SUSPENDED
+
+
+# -- a foreach inside the items of another ------------------------------------------------
+
+GROUPS = [
+    [{"name": "a"}, {"name": "b", "ask": True}],
+    [{"name": "c", "ask": True}, {"name": "d", "ask": True}],
+    [{"name": "e"}],
+]
+
+
+def item_tree(step: message_pb2.StepResult) -> dict[int, Any]:
+    """A step's items as nested dicts: index -> (status, output or suspend payload), or
+    index -> the items of an outer foreach's item."""
+    out: dict[int, Any] = {}
+    for index, item in sorted(step.items.items()):
+        if item.items:
+            out[index] = item_tree(item)
+        elif item.status == ITEM_SUSPENDED:
+            out[index] = ("suspended", to_json(item.suspend_payload))
+        else:
+            out[index] = (STEP.Name(item.status), to_json(item.output))
+    return out
+
+
+async def test_a_foreach_inside_a_foreachs_items_lists_each_item_under_its_outer_item(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Item j of the inner foreach in item i of the outer one is `items[i].items[j]`: each
+    keeps its own status, output and suspend payload (one flat `items` mixed the groups:
+    the last group's records overwrote the others', and the step read SUCCESS)."""
+    started = await start(stub, "group-flows", GROUPS)
+    assert started.status == SUSPENDED
+    assert paths(started) == [["group-flow", "check"]]
+    for result in (started, await get_result(stub, started.run_id)):
+        check = result.steps["group-flow.check"]
+        assert check.status == ITEM_SUSPENDED
+        assert item_tree(check) == {
+            0: {
+                0: ("STEP_STATUS_SUCCESS", {"name": "a", "ok": None}),
+                1: ("suspended", {"check": "b"}),
+            },
+            1: {0: ("suspended", {"check": "c"}), 1: ("suspended", {"check": "d"})},
+            2: {0: ("STEP_STATUS_SUCCESS", {"name": "e", "ok": None})},
+        }
+        assert [check.items[i].status for i in range(3)] == [
+            ITEM_SUSPENDED,
+            ITEM_SUSPENDED,
+            ITEM_SUCCESS,
+        ]
+
+
+async def test_a_label_resumes_only_its_own_item_of_a_foreach_inside_a_foreach(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Labels of items of an inner foreach name the item's record: check-b (group 0, item
+    1) resumes b alone, not d (group 1, item 1) nor c, which share its step or index."""
+    started = await start(stub, "group-flows", GROUPS)
+    labels = {k: (list(v.step.segments), v.foreach_index) for k, v in started.resume_labels.items()}
+    assert labels == {
+        "check-b": (["group-flow", "check"], 1),
+        "check-c": (["group-flow", "check"], 0),
+        "check-d": (["group-flow", "check"], 1),
+    }
+    one = await stub.ResumeRun(resume(started.run_id, {"ok": True}, label="check-b"))
+    assert one.status == SUSPENDED
+    tree = item_tree(one.steps["group-flow.check"])
+    assert tree[0][1] == ("STEP_STATUS_SUCCESS", {"name": "b", "ok": True})
+    assert tree[1] == {0: ("suspended", {"check": "c"}), 1: ("suspended", {"check": "d"})}
+    assert sorted(one.resume_labels) == ["check-c", "check-d"]
+    two = await stub.ResumeRun(resume(started.run_id, {"ok": False}, label="check-d"))
+    assert item_tree(two.steps["group-flow.check"])[1] == {
+        0: ("suspended", {"check": "c"}),
+        1: ("STEP_STATUS_SUCCESS", {"name": "d", "ok": False}),
+    }
+    done = await stub.ResumeRun(resume(started.run_id, {"ok": True}, label="check-c"))
+    assert done.status == SUCCESS
+    assert [[item["ok"] for item in group] for group in to_json(done.result)] == [
+        [None, True],
+        [True, False],
+        [None],
+    ]
+
+
+async def test_a_foreach_index_that_names_an_item_in_several_outer_items_is_refused(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`foreach_index` is the item's index in the innermost foreach: 1 names b (group 0)
+    and d (group 1), so it is refused FAILED_PRECONDITION STEP_AMBIGUOUS, pointing to the
+    labels, and nothing changes; 0 names c alone and resumes it (an index once matched
+    every item with that index at any level: b, c and d together)."""
+    started = await start(stub, "group-flows", GROUPS)
+    step = path("group-flow", "check")
+    error = await call_error(
+        stub.ResumeRun(resume(started.run_id, {"ok": True}, step=step, foreach_index=1))
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "STEP_AMBIGUOUS"
+    assert "item 0, item 1" in error.message and "resume label" in error.message
+    assert error.metadata["foreach_index"] == "1"
+    assert (await get_result(stub, started.run_id)).version == started.version
+    one = await stub.ResumeRun(resume(started.run_id, {"ok": True}, step=step, foreach_index=0))
+    tree = item_tree(one.steps["group-flow.check"])
+    assert tree[1][0] == ("STEP_STATUS_SUCCESS", {"name": "c", "ok": True})
+    assert tree[0][1] == ("suspended", {"check": "b"})
+    assert tree[1][1] == ("suspended", {"check": "d"})
+
+
+def test_results_and_labels_stored_before_items_could_nest_read_as_they_were() -> None:
+    """A request's stored outcome keyed its items by one index ("3"), and a stored label
+    held no record: both still read, the label naming the record its path and index
+    name; nested item keys ("1.0") round-trip."""
+    record = StepRecord(StepStatus.SUSPENDED, suspend_payload={"check": "x"})
+    result = WorkflowResultData("r", "w", RunStatus.SUSPENDED, 4)
+    stored = result.to_json() | {
+        "items": {"item": {"3": record.to_json()}},
+        "resume_labels": {"item-x": {"path": ["item"], "foreach_index": 3}},
+    }
+    read = WorkflowResultData.from_json(stored)
+    assert read.items == {"item": {(3,): record}}
+    label = read.resume_labels["item-x"]
+    assert (label.path, label.foreach_index, label.record) == (("item",), 3, None)
+    assert label.names(("item#3",)) and not label.names(("item#2",))
+    nested = WorkflowResultData(
+        "r",
+        "w",
+        RunStatus.SUSPENDED,
+        4,
+        items={"g.check": {(1,): record, (1, 0): record}},
+        resume_labels={"check-c": LabelTarget.of(("g#1", "check#0"))},
+    )
+    again = WorkflowResultData.from_json(nested.to_json())
+    assert again.items == nested.items
+    assert again.resume_labels["check-c"] == LabelTarget(("g", "check"), 0, ("g#1", "check#0"))
+    assert not again.resume_labels["check-c"].names(("g#0", "check#0"))

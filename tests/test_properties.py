@@ -108,7 +108,10 @@ step_records = st.builds(
 )
 
 label_targets = st.builds(
-    LabelTarget, path=paths, foreach_index=st.one_of(st.none(), st.integers(0, 2**31))
+    LabelTarget,
+    path=paths,
+    foreach_index=st.one_of(st.none(), st.integers(0, 2**31)),
+    record=st.one_of(st.none(), paths),
 )
 
 run_records = st.builds(
@@ -146,7 +149,12 @@ workflow_results = st.builds(
     steps=st.dictionaries(st.text(max_size=12), step_records, max_size=2),
     items=st.dictionaries(
         st.text(max_size=8),
-        st.dictionaries(st.integers(-5, 2**31), step_records, max_size=2),
+        # by item, outermost first: (i,), or (i, j) inside item i of an outer foreach
+        st.dictionaries(
+            st.lists(st.integers(0, 2**31), min_size=1, max_size=3).map(tuple),
+            step_records,
+            max_size=2,
+        ),
         max_size=1,
     ),
     suspended=st.lists(paths, max_size=3),

@@ -77,6 +77,17 @@ _item_flow = (
 # ask suspend at ["item-flow", "check"] with label check-<name>
 item_flows = create_workflow(id="item-flows").foreach(_item_flow, concurrency=2).commit()
 
+_group_flow = (
+    create_workflow(id="group-flow")
+    .foreach(create_step(id="check", resume_schema=Approve, execute=_check), concurrency=2)
+    .commit()
+)
+
+# a foreach (concurrency 3) over groups, each the nested workflow group-flow, itself a
+# foreach (concurrency 2) of check over the group's items: item j of group i suspends at
+# ["group-flow", "check"] with label check-<name>, in the record group-flow#i.check#j
+group_flows = create_workflow(id="group-flows").foreach(_group_flow, concurrency=3).commit()
+
 
 async def _ask_round(ctx: StepContext) -> dict[str, Any]:
     total = ctx.input_data.get("total", 0)
@@ -312,3 +323,4 @@ parallel_fail = (
     .parallel([asker("waiting", "waiting-label"), create_step(id="broken", execute=_raiser)])
     .commit()
 )
+

@@ -76,7 +76,7 @@ type ResumeLabel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The suspended step the label resumes.
 	Step *StepPath `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
-	// Inside a foreach: the item the label resumes.
+	// Inside a foreach: the item the label resumes, by its index in the innermost foreach.
 	ForeachIndex  *int32 `protobuf:"varint,2,opt,name=foreach_index,json=foreachIndex,proto3,oneof" json:"foreach_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -373,7 +373,9 @@ type StepResult struct {
 	ResumedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=resumed_at,json=resumedAt,proto3" json:"resumed_at,omitempty"`
 	// The zero-based attempt of the last execution (retries increase it).
 	Attempt int32 `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// Inside a foreach: one result per item index.
+	// Inside a foreach: one result per item index. For a foreach that runs inside the items
+	// of another, items[i] is the inner foreach in item i of the outer one, and
+	// items[i].items[j] its item j.
 	Items map[int32]*StepResult `protobuf:"bytes,12,rep,name=items,proto3" json:"items,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Who resumed the step last: the authenticated caller's name ("anonymous" without
 	// authentication, "timeout" when the suspension's deadline resumed it).

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from waystation.engine.paths import Path, format_path
+from waystation.engine.paths import Path, format_path, item_indices
 
 if TYPE_CHECKING:
     from waystation.engine.model import LabelTarget
@@ -143,6 +143,31 @@ class StepAmbiguous(SuspendedListError):
             run_id,
             suspended,
             step_path=format_path(under),
+        )
+
+
+class ItemAmbiguous(StepAmbiguous):
+    """A foreach index that names an item in several items of an enclosing foreach."""
+
+    def __init__(
+        self,
+        run_id: str,
+        step: Path,
+        index: int,
+        records: Sequence[Path],
+        suspended: Sequence[Path],
+    ) -> None:
+        text = format_path(step)
+        outer = ", ".join(" ".join(f"item {i}" for i in item_indices(r)[:-1]) for r in records)
+        SuspendedListError.__init__(
+            self,
+            f"item {index} of step [{text}] of run {run_id!r} is suspended in several items of"
+            f" the foreach around it ({outer}): resume it by its resume label, or without"
+            " foreach_index to resume every one of them",
+            run_id,
+            suspended,
+            step_path=text,
+            foreach_index=str(index),
         )
 
 

@@ -748,9 +748,8 @@ class Execution:
             )
             return None
         self._drop_labels(path, record)
-        api, index = split_items(path)
         for label in signal.labels:
-            self.snapshot.run.resume_labels[label] = LabelTarget(api, index)
+            self.snapshot.run.resume_labels[label] = LabelTarget.of(path)
         suspended = evolve(
             record,
             status=StepStatus.SUSPENDED,
@@ -781,9 +780,8 @@ class Execution:
         to suspend, as a label names the last suspension given it): it went, and that step
         could no longer be resumed by it."""
         labels = self.snapshot.run.resume_labels
-        mine = LabelTarget(*split_items(path))
         for label in record.resume_labels:
-            if labels.get(label) != mine:
+            if label not in labels or not labels[label].names(path):
                 continue
             del labels[label]
             holders = [
@@ -795,7 +793,7 @@ class Execution:
                 and p not in also_ended
             ]
             if holders:
-                labels[label] = LabelTarget(*split_items(max(holders)[1]))
+                labels[label] = LabelTarget.of(max(holders)[1])
 
     def scope(self, prefix: Path, init: JSON) -> RunScope:
         run = self.snapshot.run

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from waystation.engine.paths import Path, parse_path
+from waystation.engine.paths import Path, parse_path, split_items
 
 JSON = Any
 """A value that json.dumps accepts: what crosses the API as google.protobuf.Value."""
@@ -112,17 +112,39 @@ class StepRecord:
 
 @dataclass
 class LabelTarget:
-    """Where a resume label points."""
+    """Where a resume label points: the step as the API names it, the item's index in the
+    innermost foreach around it, and the suspended record itself (`record`), which tells
+    apart items of a foreach that runs inside the items of another."""
 
     path: Path
     foreach_index: int | None = None
+    record: Path | None = None
+    """None in labels stored before it was kept: the path and index then name the record."""
+
+    @classmethod
+    def of(cls, record: Path) -> LabelTarget:
+        return cls(*split_items(record), record)
+
+    def names(self, record: Path) -> bool:
+        """Whether the label resumes the suspended record at `record`."""
+        if self.record is not None:
+            return self.record == record
+        return (self.path, self.foreach_index) == split_items(record)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": list(self.path), "foreach_index": self.foreach_index}
+        out: dict[str, Any] = {"path": list(self.path), "foreach_index": self.foreach_index}
+        if self.record is not None:
+            out["record"] = list(self.record)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelTarget:
-        return cls(tuple(data["path"]), data.get("foreach_index"))
+        record = data.get("record")
+        return cls(
+            tuple(data["path"]),
+            data.get("foreach_index"),
+            tuple(record) if record is not None else None,
+        )
 
 
 @dataclass

@@ -46,6 +46,12 @@ def split_items(path: Path) -> tuple[Path, int | None]:
     return tuple(out), index
 
 
+def item_indices(path: Path) -> tuple[int, ...]:
+    """Every item index in a record path, outermost first: a foreach can run inside an
+    item of another, ("outer#1", "inner#0", "leaf") -> (1, 0); () outside any foreach."""
+    return tuple(int(segment.partition(ITEM_MARK)[2]) for segment in path if ITEM_MARK in segment)
+
+
 def enclosing(leaf: Path) -> list[Path]:
     """The records around `leaf`, innermost last: each nested workflow's, and for a foreach
     item the foreach's aggregate record as well as the item's."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from waystation.engine.definition import Sleep, Step, Workflow, entry_members
 from waystation.engine.model import JSON, LabelTarget, RunRecord, RunStatus, StepRecord, StepStatus
-from waystation.engine.paths import ITEM_MARK, Path, format_path, split_items
+from waystation.engine.paths import ITEM_MARK, Path, format_path, item_indices, split_items
 
 Node = Step | Workflow | Sleep
 
@@ -75,10 +75,9 @@ def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list
     for path, record in steps.items():
         if record.status is not StepStatus.SUSPENDED or "count" in record.metadata:
             continue  # a foreach's aggregate record is not a leaf: its items are
-        api, index = split_items(path)
-        entry = nodes.get(api)
+        entry = nodes.get(split_items(path)[0])
         if entry is not None and isinstance(entry[1], Step):
-            found.append((entry[0], -1 if index is None else index, path))
+            found.append((entry[0], item_indices(path), path))
     return [path for *_, path in sorted(found)]
 
 
@@ -104,7 +103,9 @@ class WorkflowResultData:
     result: JSON = None
     error: dict[str, Any] | None = None
     steps: dict[str, StepRecord] = field(default_factory=dict)
-    items: dict[str, dict[int, StepRecord]] = field(default_factory=dict)
+    items: dict[str, dict[tuple[int, ...], StepRecord]] = field(default_factory=dict)
+    """The records of steps that run in foreach items, by step and item: (i,) for item i of
+    the foreach around the step, (i, j) for item j of a foreach inside item i of another."""
     suspended: list[Path] = field(default_factory=list)
     suspend_payload: dict[str, JSON] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +124,7 @@ class WorkflowResultData:
             "error": self.error,
             "steps": {k: v.to_json() for k, v in self.steps.items()},
             "items": {
-                k: {str(i): r.to_json() for i, r in v.items()} for k, v in self.items.items()
+                k: {_index_key(i): r.to_json() for i, r in v.items()} for k, v in self.items.items()
             },
             "suspended": [list(p) for p in self.suspended],
             "suspend_payload": self.suspend_payload,
@@ -141,7 +142,7 @@ class WorkflowResultData:
                 "status": RunStatus(data["status"]),
                 "steps": {k: StepRecord.from_json(v) for k, v in data["steps"].items()},
                 "items": {
-                    k: {int(i): StepRecord.from_json(r) for i, r in v.items()}
+                    k: {_indices_of(i): StepRecord.from_json(r) for i, r in v.items()}
                     for k, v in data.get("items", {}).items()
                 },
                 "suspended": [tuple(p) for p in data["suspended"]],
@@ -160,18 +161,19 @@ def build_result(
     order = list(graph(workflow)) if workflow else []
     known = set(order)
     order += sorted((p for p in steps if p not in known and not _is_item(p)), key=format_path)
-    items: dict[str, dict[int, StepRecord]] = {}
+    items: dict[str, dict[tuple[int, ...], StepRecord]] = {}
     for path, record in steps.items():
         if _is_item(path):  # a foreach item, or a step inside one's nested workflow
-            api, index = split_items(path)
-            items.setdefault(format_path(api), {})[index or 0] = record
+            items.setdefault(format_path(split_items(path)[0]), {})[item_indices(path)] = record
+    for tree in items.values():
+        _fill_gaps(tree)
     listed = {}
     for path in order:
         key = format_path(path)
         if path in steps:
             listed[key] = steps[path]
         elif key in items:  # a step of a foreach's nested body: one record per item
-            listed[key] = _gathered(items[key].values())
+            listed[key] = _gathered(r for i, r in items[key].items() if len(i) == 1)
     records = suspended_records(workflow, steps) if workflow else _stored_suspended(steps)
     if run.status is not RunStatus.SUSPENDED:
         records = []
@@ -217,6 +219,23 @@ def _gathered(records: Iterable[StepRecord]) -> StepRecord:
     running, waiting, failed, canceled, succeeded)."""
     statuses = {record.status for record in records}
     return StepRecord(next((s for s in _MOST_TELLING if s in statuses), StepStatus.SKIPPED))
+
+
+def _fill_gaps(tree: dict[tuple[int, ...], StepRecord]) -> None:
+    """Give every item of an outer foreach a listing of its own where the step has no record
+    there (a foreach inside a nested workflow inside the item): its items' telling status."""
+    missing = {i[:depth] for i in tree for depth in range(1, len(i))} - tree.keys()
+    for outer in sorted(missing, key=len, reverse=True):
+        tree[outer] = _gathered(r for i, r in tree.items() if i[: len(outer)] == outer)
+
+
+def _index_key(indices: tuple[int, ...]) -> str:
+    return ".".join(map(str, indices))
+
+
+def _indices_of(key: str) -> tuple[int, ...]:
+    """`_index_key`'s inverse; results stored before items could nest have one index."""
+    return tuple(int(i) for i in key.split("."))
 
 
 def _is_item(path: Path) -> bool:

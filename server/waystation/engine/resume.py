@@ -17,6 +17,7 @@ from waystation.engine.errors import (
     ForeachIndexNotSuspended,
     InvalidArgument,
     InvalidResumeData,
+    ItemAmbiguous,
     LabelNotFound,
     RunNotSuspended,
     StepAmbiguous,
@@ -25,7 +26,7 @@ from waystation.engine.errors import (
     violations_from,
 )
 from waystation.engine.model import JSON, LabelTarget, RunSnapshot, StepRecord, StepStatus, evolve
-from waystation.engine.paths import ITEM_MARK, Path, enclosing, format_path, is_prefix, split_items
+from waystation.engine.paths import Path, enclosing, format_path, is_prefix, split_items
 from waystation.engine.result import find, suspended_leaves, suspended_records
 
 
@@ -59,17 +60,22 @@ def resolve(
         if target is None:
             raise LabelNotFound(run_id, label, leaves, snapshot.run.resume_labels)
         _check_agrees(label, target, step, foreach_index)
+        if target.record in records:  # the very record the label was given to
+            return target.path, [target.record]
         step = target.path
         foreach_index = foreach_index if foreach_index is not None else target.foreach_index
     if any(not segment for segment in step) or find(workflow, step) is None:
         raise StepNotSuspended(run_id, step, leaves)
     under = [r for r in records if is_prefix(step, split_items(r)[0])]
     if foreach_index is not None:
-        items = [r for r in under if _indices(r)]
-        under = [r for r in items if foreach_index in _indices(r)]
+        items = [r for r in under if split_items(r)[1] is not None]
+        under = [r for r in items if split_items(r)[1] == foreach_index]
         if not under:
             where = step or leaves[0]
             raise ForeachIndexNotSuspended(run_id, where, foreach_index, leaves, not items)
+        if len(under) > 1 and len({split_items(r)[0] for r in under}) == 1:
+            # A foreach inside the items of another: the index names an item in each.
+            raise ItemAmbiguous(run_id, split_items(under[0])[0], foreach_index, under, leaves)
     if not under:
         raise StepNotSuspended(run_id, step, leaves)
     named = list(dict.fromkeys(split_items(r)[0] for r in under))
@@ -94,10 +100,6 @@ def _check_agrees(label: str, target: LabelTarget, step: Path, foreach_index: in
             f"is {foreach_index}, but label {label!r} resumes item {target.foreach_index}",
         )
     problems.raise_any()
-
-
-def _indices(path: Path) -> list[int]:
-    return [int(seg.partition(ITEM_MARK)[2]) for seg in path if ITEM_MARK in seg]
 
 
 def validate_resume_data(workflow: Workflow, run_id: str, path: Path, data: JSON) -> JSON:

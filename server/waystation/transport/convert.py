@@ -273,9 +273,13 @@ def result_to_proto(
     if result.error:
         error_to_proto(result.error, out.error)
     for key, record in result.steps.items():
-        step_to_proto(record, out.steps[key])
-        for index, item in result.items.get(key, {}).items():
-            step_to_proto(item, out.steps[key].items[index])
+        step = out.steps[key]
+        step_to_proto(record, step)
+        for indices, item in result.items.get(key, {}).items():
+            place = step
+            for index in indices:  # item j of a foreach inside item i of another: [i][j]
+                place = place.items[index]
+            step_to_proto(item, place)
     for path in result.suspended:
         out.suspended.add(segments=path)
     for key, payload in result.suspend_payload.items():

@@ -57,7 +57,7 @@ class ResumeLabel(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     FOREACH_INDEX_FIELD_NUMBER: _builtins.int
     foreach_index: _builtins.int
-    """Inside a foreach: the item the label resumes."""
+    """Inside a foreach: the item the label resumes, by its index in the innermost foreach."""
     @_builtins.property
     def step(self) -> Global___StepPath:
         """The suspended step the label resumes."""
@@ -284,7 +284,10 @@ class StepResult(_message.Message):
 
     @_builtins.property
     def items(self) -> _containers.MessageMap[_builtins.int, Global___StepResult]:
-        """Inside a foreach: one result per item index."""
+        """Inside a foreach: one result per item index. For a foreach that runs inside the items
+        of another, items[i] is the inner foreach in item i of the outer one, and
+        items[i].items[j] its item j.
+        """
 
     @_builtins.property
     def resume_deadline(self) -> _timestamp_pb2.Timestamp:

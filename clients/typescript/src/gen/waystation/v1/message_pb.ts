@@ -53,7 +53,7 @@ export type ResumeLabel = Message<"waystation.v1.ResumeLabel"> & {
   step?: StepPath | undefined;
 
   /**
-   * Inside a foreach: the item the label resumes.
+   * Inside a foreach: the item the label resumes, by its index in the innermost foreach.
    *
    * @generated from field: optional int32 foreach_index = 2;
    */
@@ -280,7 +280,9 @@ export type StepResult = Message<"waystation.v1.StepResult"> & {
   attempt: number;
 
   /**
-   * Inside a foreach: one result per item index.
+   * Inside a foreach: one result per item index. For a foreach that runs inside the items
+   * of another, items[i] is the inner foreach in item i of the outer one, and
+   * items[i].items[j] its item j.
    *
    * @generated from field: map<int32, waystation.v1.StepResult> items = 12;
    */
