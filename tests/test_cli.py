@@ -645,7 +645,9 @@ def test_serve_imports_workflow_modules_from_the_working_directory(tmp_path: Pat
 @pytest.fixture(scope="module")
 def flows_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = tmp_path_factory.mktemp("cli-flows") / "flows.db"
-    with ServerProcess(db, workflows=["waystation.examples", "tests.support.flows"]) as process:
+    with ServerProcess(
+        db, workflows=["waystation.examples", "tests.support.flows", "tests.support.flows_extra"]
+    ) as process:
         yield process
 
 
@@ -875,6 +877,31 @@ def test_the_label_of_a_suspended_foreach_item_names_the_item(
     started = cli(flows_server.address, *args)
     assert started.code == 0, started.stderr
     assert "label item-b -> item[1]" in started.stdout
+
+
+def test_items_of_a_foreach_inside_a_foreach_print_under_their_outer_item(
+    flows_server: ServerProcess, run_id: str
+) -> None:
+    """Each waiting item is printed with its payload as `step[i][j]` (item j of the inner
+    foreach in item i of the outer one), and so is each row of the steps table."""
+    groups = [[{"name": "a"}, {"name": "b", "ask": True}], [{"name": "c", "ask": True}]]
+    args = ["runs", "start", "group-flows", "--data", json.dumps(groups), "--run-id", run_id]
+    started = cli(flows_server.address, *args)
+    assert started.code == 0, started.stderr
+    waiting = [line.strip() for line in started.stdout.splitlines() if "check" in line]
+    assert 'group-flow.check[0][1]  {"check": "b"}' in waiting
+    assert 'group-flow.check[1][0]  {"check": "c"}' in waiting
+    assert not any(line.startswith("group-flow.check[0][0]  {") for line in waiting)
+    shown = cli(flows_server.address, "runs", "show", run_id)
+    rows = {cells[0]: cells[1] for cells in _rows(shown.stdout) if len(cells) == 3}
+    assert rows["group-flow.check[0]"] == "suspended"
+    assert rows["group-flow.check[0][0]"] == "success"
+    assert rows["group-flow.check[0][1]"] == "suspended"
+    assert rows["group-flow.check[1][0]"] == "suspended"
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()]
 
 
 def test_a_start_that_runs_out_of_time_names_the_run_that_goes_on(

@@ -102,11 +102,11 @@ def _suspended(result: message_pb2.WorkflowResult) -> None:
     stdout.print(Text("suspended", "bold"))
     for path in result.suspended:
         key = dotted(path)
-        items = result.steps[key].items if key in result.steps else {}
+        items = _items(key, result.steps[key]) if key in result.steps else []
         waiting: dict[str, struct_pb2.Value | None] = {
-            f"{key}[{index}]": item.suspend_payload if item.HasField("suspend_payload") else None
-            for index, item in sorted(items.items())
-            if item.status == enums_pb2.STEP_STATUS_SUSPENDED
+            name: item.suspend_payload if item.HasField("suspend_payload") else None
+            for name, item in items
+            if item.status == enums_pb2.STEP_STATUS_SUSPENDED and not item.items
         }  # a foreach: each waiting item, with its own payload
         if not waiting:
             waiting = {key: result.suspend_payload.get(key)}
@@ -129,10 +129,20 @@ def _steps_table(result: message_pb2.WorkflowResult) -> Table:
     grid = table("step", "status", "attempt", title="steps")
     for path, step in sorted(result.steps.items(), key=_execution_order):
         grid.add_row(Text(path), step_status_name(step.status), str(step.attempt))
-        for index in sorted(step.items):
-            item = step.items[index]
-            grid.add_row(Text(f"{path}[{index}]"), step_status_name(item.status), str(item.attempt))
+        for name, item in _items(path, step):
+            grid.add_row(Text(name), step_status_name(item.status), str(item.attempt))
     return grid
+
+
+def _items(name: str, step: message_pb2.StepResult) -> list[tuple[str, message_pb2.StepResult]]:
+    """A foreach step's items by index, named `name[i]`; where a foreach runs inside the
+    items of another, each outer item and then its own items, `name[i][j]`."""
+    out = []
+    for index in sorted(step.items):
+        item = step.items[index]
+        out.append((f"{name}[{index}]", item))
+        out += _items(f"{name}[{index}]", item)
+    return out
 
 
 def _execution_order(item: tuple[str, message_pb2.StepResult]) -> tuple[bool, int, str]:
