@@ -457,10 +457,38 @@ async def test_time_travel_to_a_step_of_a_nested_workflow_keeps_the_steps_before
     assert paths(travelled) == [["inner", "b"]]
     assert travelled.steps["inner.a"].status == STEP.STEP_STATUS_SUCCESS
     assert "last" not in travelled.steps
+    # The nested workflow runs again: its first pass's output is gone, until it ends anew.
+    assert done.steps["inner"].HasField("output")
+    for result in (travelled, (await get_run(stub, run_id)).result):
+        assert result.steps["inner"].status == STEP.STEP_STATUS_SUSPENDED
+        assert not result.steps["inner"].HasField("output")
+        assert not result.steps["inner"].HasField("ended_at")
     again = await stub.ResumeRun(rr.ResumeRequest(run_id=run_id, resume_data=value({"n": 7})))
     assert again.status == RUN.RUN_STATUS_SUCCESS
     assert to_json(again.result) == {"n": 7, "done": True}
     assert lines(log) == ["one", "a", "b", "last", "b", "last"]
+
+
+async def test_time_travel_to_a_step_inside_a_foreachs_items_is_invalid(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`item-flow.check` runs once per item of the foreach `item-flow`, and a time travel
+    names no item: INVALID_ARGUMENT that says to travel to the foreach, with or without
+    resume data (it answered STEP_NOT_SUSPENDED and "the step never ran here", though the
+    step had run, and was suspended, in every item); the run is unchanged."""
+    items = [{"name": "a", "ask": True}, {"name": "b", "ask": True}]
+    started = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="item-flows", run_id=f"tt-{uuid.uuid4().hex[:8]}", input_data=value(items)
+        )
+    )
+    assert started.steps["item-flow.check"].status == STEP.STEP_STATUS_SUSPENDED
+    for data in ({"resume_data": {"ok": True}}, {}):
+        request = travel(started.run_id, ("item-flow", "check"), **data)
+        error = await call_error(stub.TimeTravelRun(request))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "travel to [item-flow] instead" in error.violations["step"]
+    assert (await get_run(stub, started.run_id)).result.version == started.version
 
 
 async def test_time_travel_of_a_running_run_is_refused(

@@ -34,6 +34,7 @@ def plan(
     position, node = nodes.get(target, (len(nodes), None))
     if not target or not isinstance(node, Step | Workflow) or any(ITEM_MARK in s for s in target):
         raise InvalidArgument("step", f"no step [{'.'.join(target)}] in {workflow.id!r}")
+    _check_not_in_items(workflow, target)
     if cmd.input_data is not None:
         _check_input(workflow, target, node, cmd.input_data)
     ancestors = {target[:d] for d in range(1, len(target))}
@@ -53,13 +54,37 @@ def plan(
     # final to a run that goes on; here the run starts over from the target).
     failed = (StepStatus.FAILED, StepStatus.CANCELED)
     dropped += [path for path, record in kept.items() if record.status in failed]
+    # The nested workflows around the target run again: what their last pass produced goes.
     writes = {
-        a: evolve(snapshot.steps[a], status=StepStatus.RUNNING, error=None)
+        a: evolve(
+            snapshot.steps[a], status=StepStatus.RUNNING, error=None, output=None, ended_at=None
+        )
         for a in ancestors
         if a in snapshot.steps
     }
     writes[target] = _target_record(snapshot, cmd, resume_data)
     return writes, dropped
+
+
+def _check_not_in_items(workflow: Workflow, target: Path) -> None:
+    """Refuse a step inside a foreach's nested workflow: it runs once per item, and a time
+    travel names no item (the foreach itself can be the target)."""
+    for depth in range(1, len(target)):
+        if _foreach_body(workflow, target[:depth]):
+            body = ".".join(target[:depth])
+            raise InvalidArgument(
+                "step",
+                f"[{'.'.join(target)}] runs in each item of the foreach [{body}], and time"
+                f" travel cannot name an item: travel to [{body}] instead",
+            )
+
+
+def _foreach_body(workflow: Workflow, path: Path) -> bool:
+    """Whether the node at `path` is the body of a foreach (it runs once per item)."""
+    parent, node = find(workflow, path[:-1]), find(workflow, path)
+    return isinstance(parent, Workflow) and any(
+        isinstance(e, Foreach) and e.body is node for e in parent.entries
+    )
 
 
 def _check_nothing_waits_before(
@@ -98,12 +123,8 @@ def _in_sequence(workflow: Workflow, before: Path, target: Path) -> bool:
 def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: JSON) -> None:
     """Refuse new input that the target would refuse when it runs, before anything changes:
     a foreach's input is the list of its items, each checked against its body's schema."""
-    parent = find(workflow, target[:-1])
-    foreach = isinstance(parent, Workflow) and any(
-        isinstance(e, Foreach) and e.body is node for e in parent.entries
-    )
     items = {"input_data": data}
-    if foreach:
+    if _foreach_body(workflow, target):
         if not isinstance(data, list):
             kind = type(data).__name__
             wrong = FieldViolation("input_data", f"a foreach needs a list of items, got {kind}")
