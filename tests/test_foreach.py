@@ -451,6 +451,20 @@ async def test_a_foreach_index_that_names_an_item_in_several_outer_items_is_refu
     assert tree[1][1] == ("suspended", {"check": "d"})
 
 
+async def test_an_item_that_aborts_cancels_the_run_naming_the_step_and_the_item(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`ctx.abort()` in item 1's nested workflow cancels the run: ABORTED, at the step's
+    API path, with the item in the message (which showed the internal "abort-flow#1")."""
+    started = await start(stub, "abort-items", [{}, {"abort": True}, {}])
+    assert started.status == enums_pb2.RUN_STATUS_CANCELED
+    assert started.error.reason == "ABORTED"
+    assert started.error.message == "step [abort-flow.aborter] (item 1) aborted the run"
+    assert list(started.error.step.segments) == ["abort-flow", "aborter"]
+    statuses = item_statuses(started, "abort-flow.aborter")
+    assert statuses == {0: ITEM_SUCCESS, 1: STEP.STEP_STATUS_CANCELED}
+
+
 def test_results_and_labels_stored_before_items_could_nest_read_as_they_were() -> None:
     """A request's stored outcome keyed its items by one index ("3"), and a stored label
     held no record: both still read, the label naming the record its path and index

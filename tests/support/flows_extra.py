@@ -324,3 +324,21 @@ parallel_fail = (
     .commit()
 )
 
+
+async def _abort_if_asked(ctx: StepContext) -> dict[str, Any]:
+    if ctx.input_data.get("abort"):
+        ctx.abort()
+    return {"kept": True}
+
+
+# a foreach (concurrency 1) over the nested workflow abort-flow [aborter]: an item with
+# abort cancels the run from inside
+abort_items = (
+    create_workflow(id="abort-items")
+    .foreach(
+        create_workflow(id="abort-flow")
+        .then(create_step(id="aborter", execute=_abort_if_asked))
+        .commit()
+    )
+    .commit()
+)

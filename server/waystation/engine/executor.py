@@ -54,7 +54,7 @@ from waystation.engine.model import (
     now,
     stop_unfinished,
 )
-from waystation.engine.paths import Path, format_path, is_prefix, split_items
+from waystation.engine.paths import Path, format_path, is_prefix, shown, split_items
 from waystation.engine.result import WorkflowResultData, build_result
 from waystation.engine.tracing import CallTrace, Telemetry, finish, ids_of
 from waystation.storage.protocol import (
@@ -147,7 +147,7 @@ def _expiry(step: Step, signal: SuspendSignal) -> dict[str, Any]:
 def _invalid(reason: str, what: str, path: Path, exc: Exception) -> dict[str, Any]:
     """The error of a step whose output or suspend payload its schema refused (one violation
     per problem), or that JSON cannot hold."""
-    message = f"{what} of step [{format_path(path)}] is invalid"
+    message = f"{what} of step {shown(path)} is invalid"
     if isinstance(exc, ValidationError):
         return error_json(reason, message, path, exc, violations=validation_details(exc))
     return error_json(reason, f"{message}: {exc}", path, exc)
@@ -541,7 +541,7 @@ class Execution:
                     record,
                     error_json(
                         "INVALID_STEP_INPUT",
-                        f"input of nested workflow [{format_path(path)}] is invalid",
+                        f"input of nested workflow {shown(path)} is invalid",
                         path,
                         exc,
                         violations=validation_details(exc, input_json),
@@ -636,7 +636,7 @@ class Execution:
                 record,
                 error_json(
                     "INVALID_STEP_INPUT",
-                    f"input of step [{format_path(path)}] is invalid",
+                    f"input of step {shown(path)} is invalid",
                     path,
                     exc,
                     violations=validation_details(exc),
@@ -669,7 +669,7 @@ class Execution:
             return Outcome("bailed", schema.dump(None, signal.value))
         except AbortSignal:
             finish(span, "aborted")
-            error = error_json("ABORTED", f"step [{format_path(path)}] aborted the run", path)
+            error = error_json("ABORTED", f"step {shown(path)} aborted the run", path)
             await self.commit({path: self._ended(path, record, StepStatus.CANCELED, error=error)})
             return Outcome("canceled", error=error)
         except InvalidState as exc:  # a failed attempt, as an invalid output is
@@ -742,7 +742,7 @@ class Execution:
         except (ValidationError, TypeError, ValueError) as exc:
             self._last_error = error_json(
                 "INVALID_SUSPEND_TIMEOUT",
-                f"the default resume data of step [{format_path(path)}] is invalid",
+                f"the default resume data of step {shown(path)} is invalid",
                 path,
                 exc,
             )

@@ -25,7 +25,7 @@ from waystation.engine.model import (
     now,
     stop_unfinished,
 )
-from waystation.engine.paths import Path, enclosing, format_path, split_items
+from waystation.engine.paths import Path, enclosing, format_path, shown, split_items
 from waystation.engine.result import WorkflowResultData, build_result, suspended_records
 from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict, StoreError
 
@@ -208,7 +208,7 @@ class Upkeep:
         run.status, run.due_at = RunStatus.FAILED, None
         run.error = error_json(
             "RESUME_TIMEOUT",
-            f"step [{format_path(split_items(path)[0])}] was not resumed before its deadline",
+            f"step {shown(path)} was not resumed before its deadline",
             path,
         )
         failed = {
