@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,10 +18,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from tests.conftest import settings_for
 from tests.support.api import value
 from waystation.api.v1 import enums_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
-from waystation.transport import RunningServer
+from waystation.transport import RunningServer, create_server
 
 SERVICE = "waystation.v1.WorkflowService"
 
@@ -176,6 +179,45 @@ async def test_health_list_reports_a_drain_for_good(
     assert statuses == dict.fromkeys(("", SERVICE), health_pb2.HealthCheckResponse.NOT_SERVING)
     checked = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_drain_ends_health_watches_once_they_have_seen_not_serving(
+    db_path: Path,
+) -> None:
+    """A health Watch (client-side health checking keeps one open on every server) gets
+    NOT_SERVING when the server drains, then ends UNAVAILABLE, as a drain ends a WatchRun:
+    it held every drain open for the whole grace. A watch of a service the server does
+    not know still streams SERVICE_UNKNOWN until then."""
+    running = await create_server(settings_for(db_path))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(service=s)) for s in ("", "x")]
+            first = [(await watch.read()).status for watch in watches]
+            assert first == [
+                health_pb2.HealthCheckResponse.SERVING,
+                health_pb2.HealthCheckResponse.SERVICE_UNKNOWN,
+            ]
+            began = time.monotonic()
+            stopping = asyncio.ensure_future(running.stop(grace=30))
+            seen = await health_statuses(watches[0])
+            assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]
+            assert await watches[0].code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.wait_for(stopping, timeout=10)
+            assert time.monotonic() - began < 10
+    finally:
+        await running.stop(grace=0)
+
+
+async def health_statuses(watch: Any) -> list[int]:
+    """The statuses a health Watch streams until it ends (its error is kept by the call)."""
+    out = []
+    try:
+        while (response := await watch.read()) is not grpc.aio.EOF:
+            out.append(response.status)
+    except grpc.aio.AioRpcError:
+        pass
+    return out
 
 
 async def test_reflection_v1_answers_as_v1alpha_does(channel: grpc.aio.Channel) -> None:

@@ -94,16 +94,44 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
         super().__init__()
         self._statuses: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
         self._draining = False
+        self._changed: asyncio.Event | None = None
+        """Set (and replaced) whenever a status changes: what watchers wait on."""
 
     async def set(self, service: str, status: int) -> None:
         if not self._draining:  # as the servicer: a drain's NOT_SERVING is for good
             self._statuses[service] = status
+            self._wake()
         await super().set(service, status)
 
     async def enter_graceful_shutdown(self) -> None:
         self._draining = True
         self._statuses = dict.fromkeys(self._statuses, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._wake()
         await super().enter_graceful_shutdown()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        """As grpcio's servicer streams it, but a drain ends the stream once it has sent
+        NOT_SERVING (UNAVAILABLE, as a drain ends a WatchRun): client-side health checking
+        keeps a Watch open on every server, and an open one held each drain for its whole
+        grace."""
+        sent = None
+        while True:
+            status = self._statuses.get(
+                request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            )
+            if status != sent:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                sent = status
+            if self._draining:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is draining")
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
 
     async def List(self, request: Any, context: Any) -> Any:
         return health_pb2.HealthListResponse(
