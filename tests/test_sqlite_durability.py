@@ -591,3 +591,21 @@ def test_a_file_the_server_may_not_write_is_refused_at_setup_naming_it() -> None
         assert "may read the file but not write it" in said, said
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_start_up_names_the_database_file_a_relative_url_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """sqlite:///tmp/x.db (three slashes, the form `serve --help` showed) is tmp/x.db under
+    the working directory, not /tmp/x.db: the log names the file whole, so that an
+    operator sees where the runs went."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO", logger="waystation.storage")
+    store = SqliteStore.from_url("sqlite:///tmp/x.db")
+    await store.setup()
+    try:
+        assert (tmp_path / "tmp" / "x.db").exists()
+        named = [r.getMessage() for r in caplog.records if r.name == "waystation.storage"]
+        assert f"SQLite database {tmp_path / 'tmp' / 'x.db'}" in named
+    finally:
+        await store.close()

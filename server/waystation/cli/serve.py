@@ -42,7 +42,9 @@ def serve_command(
     db: Annotated[
         str,
         typer.Option(
-            envvar="WAYSTATION_DB", metavar="URL", help="sqlite:///path or postgresql://..."
+            envvar="WAYSTATION_DB",
+            metavar="URL",
+            help="sqlite:///relative.db, sqlite:////absolute.db or postgresql://...",
         ),
     ] = "sqlite:///waystation.db",
     workflows: Annotated[

@@ -403,6 +403,8 @@ class SqliteStore:
 
     async def setup(self) -> None:
         if self._wal is not None:
+            # Named whole: sqlite:///tmp/x.db is tmp/x.db under the working directory.
+            log.info("SQLite database %s", self._path)
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._lock = _lock(self._path)
             with contextlib.suppress(FileNotFoundError):
