@@ -456,8 +456,14 @@ def test_serve_drains_on_sighup_as_on_sigterm(tmp_path: Path) -> None:
             f"{ROOT / 'tests' / 'support' / 'raising_flows.py'}:7: TypeError: workflow"
             " 'broken': .parallel takes a non-empty list of steps",
         ),
+        (
+            "tests.support.bad_retry_flows",
+            "importing tests.support.bad_retry_flows: "
+            f"{ROOT / 'tests' / 'support' / 'bad_retry_flows.py'}:6: ValueError:"
+            " retry_config.delay must be >= 0 seconds, not -1",
+        ),
     ],
-    ids=["duplicate-ids", "missing-module", "a-refused-definition"],
+    ids=["duplicate-ids", "missing-module", "a-refused-definition", "a-refused-retry-config"],
 )
 def test_serve_exits_1_at_once_when_its_workflows_cannot_be_loaded(
     tmp_path: Path, workflows: str, error: str

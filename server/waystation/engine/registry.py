@@ -53,6 +53,6 @@ def _where(exc: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith((ours, "<frozen"))
+        if not frame.filename.startswith((ours, "<"))  # nor code made at run time (dataclasses)
     ]
     return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
