@@ -158,7 +158,9 @@ class ItemAmbiguous(StepAmbiguous):
         suspended: Sequence[Path],
     ) -> None:
         text = format_path(step)
-        outer = ", ".join(" ".join(f"item {i}" for i in item_indices(r)[:-1]) for r in records)
+        outer = ", ".join(
+            " in ".join(f"item {i}" for i in reversed(item_indices(r)[:-1])) for r in records
+        )
         SuspendedListError.__init__(
             self,
             f"item {index} of step [{text}] of run {run_id!r} is suspended in several items of"
