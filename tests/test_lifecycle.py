@@ -491,6 +491,66 @@ async def test_time_travel_to_a_step_inside_a_foreachs_items_is_invalid(
     assert (await get_run(stub, started.run_id)).result.version == started.version
 
 
+async def test_time_travel_to_a_branch_arm_runs_the_other_chosen_arm_again(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Conditions are not asked again: travelling to arm `ba` runs it with its new input
+    and runs `bw`, the other arm that was chosen, again (it was left out of the branch, and
+    its output out of the result); `bb`, skipped, stays SKIPPED, also when the target lies
+    inside an arm."""
+    log = tmp_path / "branch.log"
+    done = await start(stub, "travel-branch", {"log": str(log), "n": 1})
+    assert to_json(done.result) == {"ba": 2, "bw": 3}
+    travelled = await stub.TimeTravelRun(
+        travel(done.run_id, ("ba",), input_data={"log": str(log), "n": 7})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(travelled.result) == {"ba": 8, "bw": 3}
+    assert lines(log)[4:] == ["ba", "xa", "xb", "join"]
+    assert travelled.steps["bw.xb"].status == STEP.STEP_STATUS_SUCCESS
+    assert travelled.steps["bb"].status == STEP.STEP_STATUS_SKIPPED
+    inner = await stub.TimeTravelRun(travel(done.run_id, ("bw", "xb")))
+    assert to_json(inner.result) == {"ba": 8, "bw": 3}
+    assert inner.steps["bb"].status == STEP.STEP_STATUS_SKIPPED
+    assert lines(log)[8:] == ["xb", "join"]
+
+
+async def test_time_travel_into_a_loops_nested_body_asks_the_loop_condition_again(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """After a finished loop, travelling to `body.lb` with n = 4 gives 5, and the loop goes
+    on while n < 6 (la, lb once more) before `fin`: the body's record kept the loop's end
+    from the pass before, and the run went straight to `fin`."""
+    log = tmp_path / "loop.log"
+    done = await start(stub, "travel-loop", {"log": str(log), "n": 0})
+    assert to_json(done.result)["n"] == 8
+    travelled = await stub.TimeTravelRun(
+        travel(done.run_id, ("body", "lb"), input_data={"log": str(log), "n": 4})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(travelled.result)["n"] == 8
+    assert lines(log)[8:] == ["lb", "la", "lb", "fin"]
+
+
+async def test_time_travel_with_resume_data_names_a_suspended_step_not_a_workflow(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Resume data goes to a suspended step: a nested workflow around one is refused
+    INVALID_ARGUMENT saying so (not "is not a step"), and a step that is not suspended is
+    STEP_NOT_SUSPENDED listing the step that is (it listed none)."""
+    log = tmp_path / "nested.log"
+    run_id = (await start(stub, "nested-counted", {"log": str(log)})).run_id
+    refused = await call_error(
+        stub.TimeTravelRun(travel(run_id, ("inner",), resume_data={"ok": True}))
+    )
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "[inner] is a nested workflow" in refused.violations["step"]
+    assert "[inner.a]" in refused.violations["step"]
+    error = await call_error(stub.TimeTravelRun(travel(run_id, ("first",), resume_data={})))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STEP_NOT_SUSPENDED")
+    assert error.suspended == [["inner", "a"]]
+
+
 async def test_time_travel_of_a_running_run_is_refused(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

@@ -342,3 +342,55 @@ abort_items = (
     )
     .commit()
 )
+
+
+class LogN(BaseModel):
+    log: str
+    n: int
+
+
+def _inc(step_id: str) -> Any:
+    """A step that logs its id and adds one to n."""
+
+    async def execute(ctx: StepContext) -> dict[str, Any]:
+        record(ctx.input_data.log, step_id)
+        return {"log": ctx.input_data.log, "n": ctx.input_data.n + 1}
+
+    return create_step(id=step_id, input_schema=LogN, execute=execute)
+
+
+async def _join(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["ba"]["log"], "join")
+    return {arm: int(output["n"]) for arm, output in sorted(ctx.input_data.items())}
+
+
+# a branch of ba (+1), the nested workflow bw [xa, xb] (+2) and bb (never chosen), then
+# join -> {ba: n + 1, bw: n + 2}; input {log, n}
+travel_branch = (
+    create_workflow(id="travel-branch")
+    .branch(
+        [
+            (lambda ctx: True, _inc("ba")),
+            (
+                lambda ctx: True,
+                create_workflow(id="bw").then(_inc("xa")).then(_inc("xb")).commit(),
+            ),
+            (lambda ctx: False, _inc("bb")),
+        ]
+    )
+    .then(create_step(id="join", execute=_join))
+    .commit()
+)
+
+# seed (+1), then the nested workflow body [la, lb] (+2) while n < 6, then fin (+1): from
+# n = 0, 1 -> 3 -> 5 -> 7 -> 8; input {log, n}
+travel_loop = (
+    create_workflow(id="travel-loop")
+    .then(_inc("seed"))
+    .dowhile(
+        create_workflow(id="body").then(_inc("la")).then(_inc("lb")).commit(),
+        lambda ctx: ctx.input_data["n"] < 6,
+    )
+    .then(_inc("fin"))
+    .commit()
+)

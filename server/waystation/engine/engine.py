@@ -826,6 +826,7 @@ class Engine(Upkeep):
         workflow = self.workflow(run.workflow_id)
         data = None
         if cmd.resume_data is not None:
+            travel.check_resumable(workflow, snapshot, cmd.step)
             data = validate_resume_data(workflow, run.run_id, cmd.step, cmd.resume_data)
         writes, dropped = travel.plan(workflow, snapshot, cmd, data)
         if cmd.initial_state is not None:

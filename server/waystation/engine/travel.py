@@ -22,7 +22,7 @@ from waystation.engine.errors import (
 )
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
-from waystation.engine.result import find, graph
+from waystation.engine.result import find, graph, suspended_leaves
 
 
 def plan(
@@ -38,7 +38,7 @@ def plan(
     if cmd.input_data is not None:
         _check_input(workflow, target, node, cmd.input_data)
     ancestors = {target[:d] for d in range(1, len(target))}
-    dropped = [
+    later = [
         path
         for path in snapshot.steps
         if path not in ancestors
@@ -47,23 +47,55 @@ def plan(
             or is_prefix(target, split_items(path)[0])
         )
     ]
-    gone = set(dropped)
-    kept = {p: r for p, r in snapshot.steps.items() if p not in gone and p not in ancestors}
+    # The other arms of a branch around the target: conditions are not evaluated again, so
+    # an arm that was skipped stays skipped and one that ran runs again, as a parallel's
+    # later members do (dropped, it was left out of the branch and its output lost).
+    arms = _other_arms(workflow, target)
+    again = {
+        path: StepRecord(StepStatus.RUNNING, payload=snapshot.steps[path].payload, started_at=now())
+        for path in later
+        if path in arms and snapshot.steps[path].status is not StepStatus.SKIPPED
+    }
+    dropped = [path for path in later if path not in arms]
+    gone = set(dropped) | ancestors | set(again)
+    kept = {p: r for p, r in snapshot.steps.items() if p not in gone}
     _check_nothing_waits_before(workflow, snapshot.run.run_id, target, kept)
     # A step before the target that failed or was canceled runs again (a failed record is
     # final to a run that goes on; here the run starts over from the target).
     failed = (StepStatus.FAILED, StepStatus.CANCELED)
     dropped += [path for path, record in kept.items() if record.status in failed]
-    # The nested workflows around the target run again: what their last pass produced goes.
+    # The nested workflows around the target run again: what their last pass produced goes,
+    # and a loop whose body one of them is has not ended (its condition is asked anew).
     writes = {
         a: evolve(
-            snapshot.steps[a], status=StepStatus.RUNNING, error=None, output=None, ended_at=None
+            snapshot.steps[a],
+            status=StepStatus.RUNNING,
+            error=None,
+            output=None,
+            ended_at=None,
+            metadata={k: v for k, v in snapshot.steps[a].metadata.items() if k != "done"},
         )
         for a in ancestors
         if a in snapshot.steps
     }
-    writes[target] = _target_record(snapshot, cmd, resume_data)
+    writes.update(again)
+    writes[target] = _target_record(workflow, snapshot, cmd, resume_data)
     return writes, dropped
+
+
+def _other_arms(workflow: Workflow, target: Path) -> set[Path]:
+    """The paths of the other arms of every branch that holds the target or a nested
+    workflow around it."""
+    out: set[Path] = set()
+    for depth in range(1, len(target) + 1):
+        prefix, member = target[: depth - 1], target[depth - 1]
+        parent = find(workflow, prefix) if prefix else workflow
+        if not isinstance(parent, Workflow):
+            continue
+        for entry in parent.entries:
+            if isinstance(entry, Branch) and any(m.id == member for m in entry.members):
+                out |= {(*prefix, m.id) for m in entry.members if m.id != member}
+    return out
 
 
 def _check_not_in_items(workflow: Workflow, target: Path) -> None:
@@ -140,11 +172,27 @@ def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: 
         raise InvalidInput(workflow.id, violations, target)
 
 
-def _target_record(snapshot: RunSnapshot, cmd: TimeTravelCommand, data: JSON) -> StepRecord:
+def check_resumable(workflow: Workflow, snapshot: RunSnapshot, target: Path) -> None:
+    """Refuse resume data for a nested workflow: it goes to a suspended step, named whole
+    (its resume schema is the one the data is checked against)."""
+    if isinstance(find(workflow, target), Workflow):
+        leaves = suspended_leaves(workflow, snapshot.steps)
+        listed = ", ".join(f"[{'.'.join(p)}]" for p in leaves) or "none"
+        raise InvalidArgument(
+            "step",
+            f"[{'.'.join(target)}] is a nested workflow: time travel with resume_data names"
+            f" the suspended step itself (suspended steps: {listed})",
+        )
+
+
+def _target_record(
+    workflow: Workflow, snapshot: RunSnapshot, cmd: TimeTravelCommand, data: JSON
+) -> StepRecord:
     old = snapshot.steps.get(cmd.step)
     if cmd.resume_data is not None:
         if old is None or old.status is not StepStatus.SUSPENDED:
-            raise StepNotSuspended(snapshot.run.run_id, cmd.step, [])
+            leaves = suspended_leaves(workflow, snapshot.steps)
+            raise StepNotSuspended(snapshot.run.run_id, cmd.step, leaves)
         payload = cmd.input_data if cmd.input_data is not None else old.payload
         return evolve(old, payload=payload).resumed(data, 0)
     if cmd.input_data is None and old is None:
