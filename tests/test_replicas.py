@@ -516,6 +516,31 @@ async def test_a_retry_on_another_replica_waits_for_the_first_calls_outcome(
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 1, "done:B": 1}
 
 
+async def test_a_retry_on_another_replica_after_the_first_one_died_waits_for_the_takeover(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """Replica A dies with SIGKILL while it drives a StartRun; the client's retry with the
+    same request id on replica B waits through A's lease and B's takeover and answers the
+    outcome. Between the lease's end and the takeover it answered RUNNING, as if settled."""
+    a, b, _ = cluster
+    log = tmp_path / "steps.log"
+    request = rr.StartRunRequest(
+        workflow_id="crash-two-steps",
+        run_id="orphaned-call",
+        request_id="retry-after-kill",
+        input_data=value({"log": str(log), "seconds": 3}),
+    )
+    first = asyncio.ensure_future(a.stub.StartRun(request, timeout=20))
+    await in_step_b(log)
+    await kill(a)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await first
+    again = await b.stub.StartRun(request, timeout=30)
+    assert (again.run_id, again.status) == ("orphaned-call", RUN.RUN_STATUS_SUCCESS)
+    assert to_json(again.result)["ran"] == ["A", "B"]
+    assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
+
+
 async def test_a_cancel_through_another_replica_stops_the_step_where_it_runs(
     cluster: list[Replica], tmp_path: Path
 ) -> None:

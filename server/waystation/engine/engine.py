@@ -678,9 +678,10 @@ class Engine(Upkeep):
     async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
         execution runs here, wait for it (unless the call asked not to wait: then the run as
-        it stands); while another replica drives it, wait for it to settle there; a run that
-        no process drives is answered as it stands after a short grace (its request may have
-        been accepted by a dead process)."""
+        it stands); while another replica drives it, or its driver died and a replica is
+        about to take it over, wait for it to settle there; a run that no process drives is
+        answered as it stands after a short grace (its request may have been accepted by a
+        dead process)."""
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         key_run = seen.run_id
         while True:
@@ -696,8 +697,10 @@ class Engine(Upkeep):
             run, result = await self.get_run(key_run)
             if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
                 return result
-            if self._leased_elsewhere(run):
-                await asyncio.sleep(ELSEWHERE_POLL)  # until it settles there, or the deadline
+            if self._leased_elsewhere(run) or (run.status is RunStatus.RUNNING and run.owner):
+                # Until it settles where it runs; or, when the lease of a replica that died
+                # has expired, until a replica takes it over and it settles there.
+                await asyncio.sleep(ELSEWHERE_POLL)
             elif asyncio.get_running_loop().time() >= deadline:
                 return result
             else:
