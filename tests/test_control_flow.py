@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from tests.conftest import FLOW_WORKFLOWS
-from tests.support.api import call_error, path, paths, struct, to_json, value
+from tests.support.api import assert_eventually, call_error, path, paths, struct, to_json, value
 from tests.support.workflows import lines
 from waystation import StepContext, create_step, create_workflow
 from waystation.api.v1 import enums_pb2, message_pb2
@@ -151,6 +151,34 @@ async def test_branches_resumed_at_the_same_moment_are_both_resumed_one_after_th
         assert to_json(done.result) == {
             "after": {"a": {"step": "a", "ok": True}, "b": {"step": "b", "ok": False}}
         }
+
+
+async def test_a_resume_waiting_for_a_siblings_continuation_is_told_when_the_run_is_canceled(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`fast` is resumed while `slow`'s continuation works, so it waits its turn; the run
+    is then canceled. The waiting resume answers FAILED_PRECONDITION RUN_NOT_SUSPENDED, as
+    the run now is, not RESUME_CONFLICT "resumed by another caller": nobody resumed
+    `fast`, and a client told that would think its approval had been given."""
+    started = await start(stub, "slow-and-fast")
+    first = asyncio.ensure_future(
+        stub.ResumeRun(resume(started.run_id, {"ok": True}, step=path("slow")))
+    )
+
+    async def slow_runs() -> bool:
+        return (await get_result(stub, started.run_id)).status == enums_pb2.RUN_STATUS_RUNNING
+
+    await assert_eventually(slow_runs)
+    waiting = asyncio.ensure_future(
+        call_error(stub.ResumeRun(resume(started.run_id, {"ok": True}, label="fast-label")))
+    )
+    await asyncio.sleep(0.3)  # (the slow step works 2 s)
+    assert not waiting.done()
+    await stub.CancelRun(rr.CancelRunRequest(run_id=started.run_id))
+    error = await waiting
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_SUSPENDED")
+    assert "canceled" in error.message
+    assert (await first).status == enums_pb2.RUN_STATUS_CANCELED
 
 
 async def test_a_failed_parallel_branch_fails_the_run_over_a_suspended_one(

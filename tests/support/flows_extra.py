@@ -394,3 +394,23 @@ travel_loop = (
     .then(_inc("fin"))
     .commit()
 )
+
+
+async def _slow_once_resumed(ctx: StepContext) -> dict[str, Any]:
+    if ctx.resume_data is None:
+        ctx.suspend({"asked": "slow"})
+    await asyncio.sleep(2)
+    return {"step": "slow", "ok": ctx.resume_data.ok}
+
+
+# parallel slow (suspends; once resumed, works 2 s) and fast (suspends, label fast-label)
+slow_and_fast = (
+    create_workflow(id="slow-and-fast")
+    .parallel(
+        [
+            create_step(id="slow", resume_schema=Approve, execute=_slow_once_resumed),
+            asker("fast", "fast-label"),
+        ]
+    )
+    .commit()
+)

@@ -656,6 +656,12 @@ class Engine(Upkeep):
                 return None
             for path, mark in marks.items():
                 record = snapshot.steps.get(path)
+                if record is not None and (record.resumed_at or 0.0) > (mark or 0.0):
+                    return None  # resumed by another caller
+            if snapshot.run.status.is_final:
+                return marks  # canceled, failed or ended meanwhile: the retry says so
+            for path, mark in marks.items():
+                record = snapshot.steps.get(path)
                 if record is None or record.status is not StepStatus.SUSPENDED:
                     return None
                 if record.suspended_at != mark:
