@@ -194,6 +194,16 @@ async def kill(replica: Replica) -> None:
     assert await asyncio.to_thread(replica.process.kill) == -9
 
 
+def two_steps_request(run_id: str, request_id: str, log: Path) -> rr.StartRunRequest:
+    """A StartRun of `crash-two-steps` (step B takes 3 s) with a request id."""
+    return rr.StartRunRequest(
+        workflow_id="crash-two-steps",
+        run_id=run_id,
+        request_id=request_id,
+        input_data=value({"log": str(log), "seconds": 3}),
+    )
+
+
 def counts(log: Path) -> Counter[str]:
     return Counter(lines(log))
 
@@ -501,12 +511,7 @@ async def test_a_retry_on_another_replica_waits_for_the_first_calls_outcome(
     outcome, as a retry on A does; not the RUNNING run as it stands."""
     a, b, _ = cluster
     log = tmp_path / "steps.log"
-    request = rr.StartRunRequest(
-        workflow_id="crash-two-steps",
-        run_id="retried",
-        request_id="retry-1",
-        input_data=value({"log": str(log), "seconds": 3}),
-    )
+    request = two_steps_request("retried", "retry-1", log)
     with pytest.raises(grpc.aio.AioRpcError) as expired:
         await a.stub.StartRun(request, timeout=0.5)
     assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -524,12 +529,7 @@ async def test_a_retry_on_another_replica_after_the_first_one_died_waits_for_the
     outcome. Between the lease's end and the takeover it answered RUNNING, as if settled."""
     a, b, _ = cluster
     log = tmp_path / "steps.log"
-    request = rr.StartRunRequest(
-        workflow_id="crash-two-steps",
-        run_id="orphaned-call",
-        request_id="retry-after-kill",
-        input_data=value({"log": str(log), "seconds": 3}),
-    )
+    request = two_steps_request("orphaned-call", "retry-after-kill", log)
     first = asyncio.ensure_future(a.stub.StartRun(request, timeout=20))
     await in_step_b(log)
     await kill(a)
