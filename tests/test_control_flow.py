@@ -181,6 +181,37 @@ async def test_a_resume_waiting_for_a_siblings_continuation_is_told_when_the_run
     assert (await first).status == enums_pb2.RUN_STATUS_CANCELED
 
 
+async def test_a_step_reads_the_workflow_input_and_an_earlier_steps_output(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`ctx.get_init_data()` is the workflow's input (not the step's), and
+    `ctx.get_step_result` finds an earlier step's output by the step object or by its id."""
+    done = await start(stub, "context-reads", {"order": "o-1"})
+    assert to_json(done.result) == {
+        "init": {"order": "o-1"},
+        "by_step": {"from": "first"},
+        "by_id": {"from": "first"},
+        "input": {"from": "first"},
+    }
+
+
+async def test_writing_into_ctx_state_changes_no_state(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`ctx.state` is a copy: writing into it (a value its schema refuses, here) changes
+    nothing stored; only set_state, which checks the schema, does."""
+    done = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="state-poked",
+            run_id=f"poked-{uuid.uuid4().hex[:8]}",
+            input_data=value({}),
+            output_options=message_pb2.OutputOptions(include_state=True),
+        )
+    )
+    assert done.status == SUCCESS
+    assert to_json(done.state) == {"hits": 1, "limit": 3}
+
+
 async def test_a_failed_parallel_branch_fails_the_run_over_a_suspended_one(
     stub: WorkflowServiceStub,
 ) -> None:
@@ -682,6 +713,7 @@ wake-up time failed INTERNAL."""
         (lambda: _flow().sleep("5"), TypeError, "number of seconds"),
         (lambda: _flow().sleep_until("2030-01-01"), TypeError, "datetime"),
         (lambda: _flow().sleep_until(_LAST_HOUR_IN_NEW_YORK), ValueError, "9999-12-31T23:59:59Z"),
+        (lambda: _flow().sleep_until(datetime(2030, 1, 1)), ValueError, "timezone-aware"),
     ],
     ids=[
         "step-schema-int",
@@ -703,6 +735,7 @@ wake-up time failed INTERNAL."""
         "sleep-text",
         "sleep-until-text",
         "sleep-until-past-timestamps",
+        "sleep-until-naive",
     ],
 )
 def test_a_definition_that_cannot_work_is_refused_when_it_is_made(

@@ -414,3 +414,47 @@ slow_and_fast = (
     )
     .commit()
 )
+
+
+async def _first_of_two(ctx: StepContext) -> dict[str, Any]:
+    return {"from": "first"}
+
+
+_first_step = create_step(id="first-of-two", execute=_first_of_two)
+
+
+async def _second_of_two(ctx: StepContext) -> dict[str, Any]:
+    return {
+        "init": ctx.get_init_data(),
+        "by_step": ctx.get_step_result(_first_step),
+        "by_id": ctx.get_step_result("first-of-two"),
+        "input": ctx.input_data,
+    }
+
+
+# first-of-two -> second-of-two, which returns what the context tells it of the run
+context_reads = (
+    create_workflow(id="context-reads")
+    .then(_first_step)
+    .then(create_step(id="second-of-two", execute=_second_of_two))
+    .commit()
+)
+
+
+class Limits(BaseModel):
+    hits: int = 0
+    limit: int = 3
+
+
+async def _pokes_state(ctx: StepContext) -> dict[str, Any]:
+    ctx.state["hits"] = "not a number"  # a copy: changes nothing
+    ctx.set_state({"hits": ctx.state["hits"] + 1})
+    return {}
+
+
+# state-poked: writes into ctx.state (a copy), then adds one to hits with set_state
+state_poked = (
+    create_workflow(id="state-poked", state_schema=Limits)
+    .then(create_step(id="pokes", retries=0, execute=_pokes_state))
+    .commit()
+)
