@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from tests.conftest import FLOW_WORKFLOWS
-from tests.support.api import assert_eventually, call_error, path, paths, to_json, value
+from tests.support.api import assert_eventually, call_error, path, paths, struct, to_json, value
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
@@ -232,6 +232,25 @@ async def test_cancel_of_a_finished_run_is_a_no_op(
     assert after.status == RUN.RUN_STATUS_SUCCESS
     assert after.result.version == done.version
     assert to_json(after.result.result) == to_json(done.result)
+
+
+async def test_cancel_of_a_failed_or_canceled_run_is_a_no_op(stub: WorkflowServiceStub) -> None:
+    """A FAILED run stays FAILED with its error, and a CANCELED one keeps the reason of the
+    cancel that ended it: a finished run is not canceled (DESIGN.md §3)."""
+    failed = await start(stub, "fails", {})
+    assert failed.status == RUN.RUN_STATUS_FAILED
+    again = await stub.CancelRun(rr.CancelRunRequest(run_id=failed.run_id, reason="late"))
+    assert again.status == RUN.RUN_STATUS_FAILED
+    assert again.result.error.reason == failed.error.reason
+    assert (await get_run(stub, failed.run_id)).result.version == failed.version
+    run_id = f"pending-{uuid.uuid4().hex[:12]}"
+    await stub.CreateRun(rr.CreateRunRequest(workflow_id="two-approvals", run_id=run_id))
+    first = await stub.CancelRun(rr.CancelRunRequest(run_id=run_id, reason="first"))
+    second = await stub.CancelRun(rr.CancelRunRequest(run_id=run_id, reason="second"))
+    assert second.status == RUN.RUN_STATUS_CANCELED
+    assert "first" in first.result.error.message
+    assert second.result.error.message == first.result.error.message
+    assert second.result.version == first.result.version
 
 
 async def test_cancel_of_a_pending_run_cancels_it_before_it_starts(
@@ -549,6 +568,69 @@ async def test_time_travel_with_resume_data_names_a_suspended_step_not_a_workflo
     error = await call_error(stub.TimeTravelRun(travel(run_id, ("first",), resume_data={})))
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STEP_NOT_SUSPENDED")
     assert error.suspended == [["inner", "a"]]
+
+
+async def test_time_travel_past_a_step_that_failed_runs_it_again(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A step before the target that failed runs again (the run starts over from the
+    target, and a failed record would end it at once): `flaky-first` failed, travelling to
+    `after-flaky` runs it again, now successfully, then the target."""
+    log = tmp_path / "flaky.log"
+    failed = await start(stub, "fails-once", {"log": str(log)})
+    assert failed.status == RUN.RUN_STATUS_FAILED
+    travelled = await stub.TimeTravelRun(
+        travel(failed.run_id, ("after-flaky",), input_data={"log": str(log)})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert lines(log) == ["flaky", "flaky", "after"]
+
+
+async def test_time_travel_replaces_the_state_with_initial_state_checked_by_its_schema(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`initial_state` replaces the workflow state before the target runs again; a state
+    its schema refuses is INVALID_ARGUMENT INVALID_INPUT naming the field, run unchanged."""
+    done = await start(stub, "state-poked", {})
+    state = message_pb2.OutputOptions(include_state=True)
+    travelled = await stub.TimeTravelRun(
+        travel(
+            done.run_id,
+            ("pokes",),
+            input_data={},
+            initial_state=struct({"hits": 5, "limit": 9}),
+            output_options=state,
+        )
+    )
+    assert to_json(travelled.state) == {"hits": 6, "limit": 9}
+    error = await call_error(
+        stub.TimeTravelRun(travel(done.run_id, ("pokes",), initial_state=struct({"hits": "x"})))
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+    assert list(error.violations) == ["initial_state.hits"]
+    assert (await get_run(stub, done.run_id)).result.version == travelled.version
+
+
+async def test_a_time_travel_request_id_is_scoped_to_its_run(stub: WorkflowServiceStub) -> None:
+    """The same request id on two runs travels each: the second is not a replay of the
+    first run's outcome."""
+    runs = [await start(stub, "state-poked", {}) for _ in range(2)]
+    state = message_pb2.OutputOptions(include_state=True)
+    answers = [
+        await stub.TimeTravelRun(
+            travel(
+                run.run_id,
+                ("pokes",),
+                input_data={},
+                initial_state=struct({"hits": hits}),
+                request_id="travel-once",
+                output_options=state,
+            )
+        )
+        for run, hits in zip(runs, (10, 20), strict=True)
+    ]
+    assert [a.run_id for a in answers] == [r.run_id for r in runs]
+    assert [to_json(a.state)["hits"] for a in answers] == [11, 21]
 
 
 async def test_time_travel_of_a_running_run_is_refused(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -456,5 +457,33 @@ async def _pokes_state(ctx: StepContext) -> dict[str, Any]:
 state_poked = (
     create_workflow(id="state-poked", state_schema=Limits)
     .then(create_step(id="pokes", retries=0, execute=_pokes_state))
+    .commit()
+)
+
+
+def _first_time(marker: Path) -> bool:
+    first = not marker.exists()
+    marker.touch()
+    return first
+
+
+async def _fails_the_first_time(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "flaky")
+    if _first_time(Path(ctx.input_data["log"] + ".ran")):
+        raise RuntimeError("fails the first time")
+    return dict(ctx.input_data)
+
+
+async def _after_flaky(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "after")
+    return {"done": True}
+
+
+# fails-once: flaky-first (no retries) fails the first time it runs for a log, then
+# after-flaky; input {log}
+fails_once = (
+    create_workflow(id="fails-once")
+    .then(create_step(id="flaky-first", retries=0, execute=_fails_the_first_time))
+    .then(create_step(id="after-flaky", execute=_after_flaky))
     .commit()
 )
