@@ -493,6 +493,13 @@ async def test_a_name_longer_than_the_server_keeps_is_invalid_argument(
     await assert_still_serving(stub)
 
 
+async def test_a_step_path_of_32_segments_is_taken(stub: WorkflowServiceStub) -> None:
+    """32 segments is the deepest path the server keeps (docs/api.md), so it reaches the
+    run (here: one that does not exist); 33 is INVALID_ARGUMENT (above)."""
+    error = await call_error(stub.ResumeRun(rr.ResumeRequest(run_id="r-1", step=path(*["s"] * 32))))
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+
+
 async def test_error_details_fit_in_the_trailers_grpc_clients_accept(
     stub: WorkflowServiceStub,
 ) -> None:

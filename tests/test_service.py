@@ -227,6 +227,29 @@ async def test_start_run_with_a_repeated_request_id_returns_the_first_run(
     assert [r.run_id for r in listed.runs] == [first.run_id]
 
 
+async def test_a_start_request_id_is_scoped_to_its_workflow_and_a_resume_one_to_its_run(
+    stub: Stub, log: Path
+) -> None:
+    """One request id starts a run of each of two workflows (docs/api.md: a StartRun's key
+    is its workflow and resource), and resumes each of two runs: none is a replay of
+    another's outcome."""
+    counted = await start_counted(stub, log, request_id="same-id")
+    slow = await stub.StartRun(
+        rr.StartRunRequest(workflow_id="slow", input_data=logged(log), request_id="same-id")
+    )
+    assert (slow.workflow_id, counted.workflow_id) == ("slow", "counted")
+    assert slow.run_id != counted.run_id
+    other = await start_counted(stub, log)
+    resumed = [
+        await stub.ResumeRun(
+            rr.ResumeRequest(run_id=r.run_id, resume_data=value({"value": 1}), request_id="r-1")
+        )
+        for r in (counted, other)
+    ]
+    assert [r.run_id for r in resumed] == [counted.run_id, other.run_id]
+    assert [r.status for r in resumed] == [enums_pb2.RUN_STATUS_SUCCESS] * 2
+
+
 async def test_a_repeated_immediate_start_returns_at_once_with_the_same_run(
     stub: Stub, log: Path
 ) -> None:
@@ -485,6 +508,62 @@ async def test_list_runs_pages_newest_first_without_duplicates_or_gaps(stub: Stu
     assert token == ""
     assert pages == [["page-4", "page-3"], ["page-2", "page-1"], ["page-0"]]
     assert [r for p in pages for r in p] == list(reversed(made))
+
+
+async def test_a_full_last_page_has_no_next_token(stub: Stub) -> None:
+    """Three runs on pages of three: one page, and no token that leads to an empty one."""
+    for i in range(3):
+        await stub.CreateRun(rr.CreateRunRequest(workflow_id="counted", run_id=f"full-{i}"))
+    page = await stub.ListRuns(rr.ListRunsRequest(page_size=3))
+    assert (len(page.runs), page.next_page_token) == (3, "")
+
+
+async def test_list_runs_and_list_workflows_pages_hold_at_most_1000(tmp_path: Path) -> None:
+    """A page_size above 1,000 (the proto's maximum) is taken as 1,000, for runs and for
+    workflows: the rest comes on the next page."""
+    settings = settings_for(tmp_path / "many.db", workflows=["tests.support.many_workflows"])
+    running = await create_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = service_pb2_grpc.WorkflowServiceStub(channel)
+            first = await stub.ListWorkflows(rr.ListWorkflowsRequest(page_size=5000))
+            assert len(first.workflows) == 1000 and first.next_page_token
+            rest = await stub.ListWorkflows(
+                rr.ListWorkflowsRequest(page_size=5000, page_token=first.next_page_token)
+            )
+            assert [w.workflow_id for w in rest.workflows] == ["many-1000"]
+            for chunk in range(0, 1001, 100):
+                await asyncio.gather(
+                    *(
+                        stub.CreateRun(
+                            rr.CreateRunRequest(workflow_id="many-0000", run_id=f"m-{i}")
+                        )
+                        for i in range(chunk, min(chunk + 100, 1001))
+                    )
+                )
+            runs = await stub.ListRuns(rr.ListRunsRequest(page_size=5000))
+            assert len(runs.runs) == 1000 and runs.next_page_token
+    finally:
+        await running.stop(grace=0)
+
+
+async def test_a_page_token_for_another_time_window_is_invalid(stub: Stub) -> None:
+    """A token issued under one `create_time_before` is refused under another, as under
+    other filters (it would skip or repeat runs)."""
+    for i in range(3):
+        await stub.CreateRun(rr.CreateRunRequest(workflow_id="counted", run_id=f"win-{i}"))
+    later = timestamp_pb2.Timestamp()
+    later.FromNanoseconds(time.time_ns() + 10**9)
+    much_later = timestamp_pb2.Timestamp()
+    much_later.FromNanoseconds(time.time_ns() + 10**12)
+    first = await stub.ListRuns(rr.ListRunsRequest(page_size=1, create_time_before=later))
+    assert first.next_page_token
+    request = rr.ListRunsRequest(
+        page_size=1, create_time_before=much_later, page_token=first.next_page_token
+    )
+    error = await call_error(stub.ListRuns(request))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in error.violations
 
 
 async def test_list_runs_page_token_with_other_filters_is_invalid(stub: Stub) -> None:
