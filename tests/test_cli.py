@@ -50,13 +50,16 @@ class Outcome:
     stderr: str
 
 
-def cli(address: str, *args: str, env: dict[str, str] | None = None) -> Outcome:
+def cli(
+    address: str, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> Outcome:
     command = [sys.executable, "-m", "waystation.cli", "--server", address, "--timeout", "20"]
     done = subprocess.run(
         [*command, *args],
         capture_output=True,
         text=True,
         env=CLI_ENV | (env or {}),
+        input=stdin,
         timeout=45,
         check=False,
     )
@@ -251,10 +254,16 @@ def test_runs_list_filters_by_resource_and_status(server: ServerProcess, run_id:
         "--resource",
         resource,
     )
-    suspended = cli(server.address, "runs", "list", "--resource", resource, "--status", "SUSPENDED")
-    assert suspended.code == 0, suspended.stderr
-    assert run_id in suspended.stdout
+    elsewhere = f"{run_id}-elsewhere"
+    args = ["runs", "start", "order-approval", "--data", ORDER, "--run-id", elsewhere]
+    assert cli(server.address, *args, "--resource", f"{resource}-2").code == 0
+    for status in ("SUSPENDED", "suspended"):  # --help lists them in lower case
+        listed = cli(server.address, "runs", "list", "--resource", resource, "--status", status)
+        assert listed.code == 0, listed.stderr
+        assert run_id in listed.stdout
+        assert elsewhere not in listed.stdout
     succeeded = cli(server.address, "runs", "list", "--resource", resource, "--status", "success")
+    assert succeeded.code == 0, succeeded.stderr
     assert run_id not in succeeded.stdout
 
 
@@ -285,6 +294,20 @@ def test_data_is_read_from_a_file_named_after_an_at_sign(
     )
     assert outcome.code == 0, outcome.stderr
     assert "suspended" in outcome.stdout
+
+
+def test_data_is_read_from_standard_input_after_at_dash(server: ServerProcess, run_id: str) -> None:
+    args = ["runs", "start", "order-approval", "--data", "@-", "--run-id", run_id]
+    outcome = cli(server.address, *args, stdin=ORDER)
+    assert outcome.code == 0, outcome.stderr
+    assert "suspended" in outcome.stdout
+
+
+def test_a_step_path_with_an_empty_segment_is_a_usage_error_before_any_call() -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    outcome = cli(nobody, "runs", "resume", "r-1", "--step", "left..x", "--data", "{}")
+    assert outcome.code == 2, outcome.stderr
+    assert "--step" in outcome.stderr
 
 
 def test_invalid_data_json_is_a_usage_error_before_any_call() -> None:
@@ -873,6 +896,30 @@ def test_the_paths_workflows_list_shows_are_the_paths_resume_takes(
     shown = cli(flows_server.address, "workflows", "show", "items-1")
     assert "step item\n" in shown.stdout
     assert "item.item" not in shown.stdout
+
+
+def test_foreach_index_resumes_that_item_alone_and_state_reaches_the_run(
+    flows_server: ServerProcess, run_id: str
+) -> None:
+    """`runs resume --foreach-index 1` resumes item 1 only (item 0 still waits), and
+    `runs start --state` gives the run its initial state."""
+    items = [{"name": "x", "ask": True}, {"name": "y", "ask": True}]
+    args = ["runs", "start", "items-3", "--data", json.dumps(items), "--run-id", run_id]
+    assert cli(flows_server.address, *args).code == 0
+    args = ["--json", "runs", "resume", run_id, "--foreach-index", "1", "--data", '{"ok": true}']
+    resumed = cli(flows_server.address, *args)
+    assert resumed.code == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "RUN_STATUS_SUSPENDED"
+    items_now = result["steps"]["item"]["items"]
+    assert [items_now[i]["status"] for i in ("0", "1")] == [
+        "STEP_STATUS_SUSPENDED",
+        "STEP_STATUS_SUCCESS",
+    ]
+    args = ["--json", "runs", "start", "state-poked", "--data", "{}", "--state", '{"hits": 5}']
+    started = cli(flows_server.address, *args)
+    assert started.code == 0, started.stderr
+    assert json.loads(started.stdout)["result"] == {"hits": 6, "limit": 3}
 
 
 def test_the_label_of_a_suspended_foreach_item_names_the_item(

@@ -160,6 +160,19 @@ async def test_resume_without_index_or_label_resumes_every_suspended_item(
     ]
 
 
+async def test_resume_by_label_leaves_the_other_suspended_item_waiting(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A label picks one item (DESIGN.md §4) while others wait too: item-x resumes x alone,
+    and y still waits under its own label."""
+    started = await start(stub, "items-3", items_input("x?", "y?"))
+    assert item_statuses(started) == {0: ITEM_SUSPENDED, 1: ITEM_SUSPENDED}
+    one = await stub.ResumeRun(resume(started.run_id, {"ok": True}, label="item-x"))
+    assert one.status == SUSPENDED
+    assert item_statuses(one) == {0: ITEM_SUCCESS, 1: ITEM_SUSPENDED}
+    assert list(one.resume_labels) == ["item-y"]
+
+
 async def test_resume_by_index_leaves_the_other_suspended_item_waiting(
     stub: WorkflowServiceStub,
 ) -> None:

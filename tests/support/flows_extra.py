@@ -450,7 +450,7 @@ class Limits(BaseModel):
 async def _pokes_state(ctx: StepContext) -> dict[str, Any]:
     ctx.state["hits"] = "not a number"  # a copy: changes nothing
     ctx.set_state({"hits": ctx.state["hits"] + 1})
-    return {}
+    return ctx.state
 
 
 # state-poked: writes into ctx.state (a copy), then adds one to hits with set_state
