@@ -4,6 +4,7 @@ them, through a real server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -193,14 +194,17 @@ async def test_a_drain_ends_health_watches_once_they_have_seen_not_serving(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             watches = [health.Watch(health_pb2.HealthCheckRequest(service=s)) for s in ("", "x")]
-            first = [(await watch.read()).status for watch in watches]
+            # Iterated, not read(): read() raises as soon as the call has ended, before the
+            # messages that came with it are read.
+            streams = [aiter(watch) for watch in watches]
+            first = [(await anext(stream)).status for stream in streams]
             assert first == [
                 health_pb2.HealthCheckResponse.SERVING,
                 health_pb2.HealthCheckResponse.SERVICE_UNKNOWN,
             ]
             began = time.monotonic()
             stopping = asyncio.ensure_future(running.stop(grace=30))
-            seen = await health_statuses(watches[0])
+            seen = await health_statuses(streams[0])
             assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]
             assert await watches[0].code() == grpc.StatusCode.UNAVAILABLE
             await asyncio.wait_for(stopping, timeout=10)
@@ -209,14 +213,12 @@ async def test_a_drain_ends_health_watches_once_they_have_seen_not_serving(
         await running.stop(grace=0)
 
 
-async def health_statuses(watch: Any) -> list[int]:
+async def health_statuses(stream: Any) -> list[int]:
     """The statuses a health Watch streams until it ends (its error is kept by the call)."""
     out = []
-    try:
-        while (response := await watch.read()) is not grpc.aio.EOF:
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        async for response in stream:
             out.append(response.status)
-    except grpc.aio.AioRpcError:
-        pass
     return out
 
 

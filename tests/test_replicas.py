@@ -639,10 +639,13 @@ async def test_a_draining_replica_tells_health_watchers_it_is_not_serving(
         statuses = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=""), timeout=15
         )
-        assert (await statuses.read()).status == health_pb2.HealthCheckResponse.SERVING
+        # Iterated, not read(): read() raises once the call has ended, and the drain ends
+        # the stream right after NOT_SERVING, which a busy client may not have read yet.
+        responses = aiter(statuses)
+        assert (await anext(responses)).status == health_pb2.HealthCheckResponse.SERVING
         stopped = asyncio.create_task(asyncio.to_thread(a.process.stop))
         try:
-            status = await asyncio.wait_for(statuses.read(), timeout=5)
+            status = await asyncio.wait_for(anext(responses), timeout=5)
             assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
         finally:
             assert await stopped == 0
