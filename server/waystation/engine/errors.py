@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from waystation.engine.paths import Path, format_path, item_indices
+from waystation.engine.paths import Path, format_path, item_indices, items_text
 
 if TYPE_CHECKING:
     from waystation.engine.model import LabelTarget
@@ -158,9 +158,7 @@ class ItemAmbiguous(StepAmbiguous):
         suspended: Sequence[Path],
     ) -> None:
         text = format_path(step)
-        outer = ", ".join(
-            " in ".join(f"item {i}" for i in reversed(item_indices(r)[:-1])) for r in records
-        )
+        outer = ", ".join(items_text(item_indices(r)[:-1]) for r in records)
         SuspendedListError.__init__(
             self,
             f"item {index} of step [{text}] of run {run_id!r} is suspended in several items of"

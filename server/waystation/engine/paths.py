@@ -52,13 +52,17 @@ def item_indices(path: Path) -> tuple[int, ...]:
     return tuple(int(segment.partition(ITEM_MARK)[2]) for segment in path if ITEM_MARK in segment)
 
 
+def items_text(indices: tuple[int, ...]) -> str:
+    """Item indices (outermost first) for people, innermost first: "item 0 in item 1"."""
+    return " in ".join(f"item {i}" for i in reversed(indices))
+
+
 def shown(path: Path) -> str:
     """A record path for people: the step as the API names it, then its item, if any:
     "[body.check] (item 2)", or "[g.check] (item 0 in item 1)" for an item of a foreach
     inside item 1 of another."""
     api, indices = split_items(path)[0], item_indices(path)
-    items = " in item ".join(str(i) for i in reversed(indices))
-    return f"[{format_path(api)}]" + (f" (item {items})" if indices else "")
+    return f"[{format_path(api)}]" + (f" ({items_text(indices)})" if indices else "")
 
 
 def enclosing(leaf: Path) -> list[Path]:
