@@ -877,7 +877,7 @@ def test_the_paths_workflows_list_shows_are_the_paths_resume_takes(
     dotted paths `runs resume --step` takes: a block adds no segment."""
     shown = cli(flows_server.address, "workflows", "list")
     assert shown.code == 0, shown.stderr
-    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in shown.stdout.splitlines()]
+    cells = _rows(shown.stdout)
     can_suspend = {row[0]: row[2] for row in cells if len(row) == 4}
     assert can_suspend["outer-pair"] == "inner-pair.left, inner-pair.right"
     assert can_suspend["two-approvals"] == "a, b"

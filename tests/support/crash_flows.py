@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.support.flows_extra import twice_failing
+from tests.support.flows_extra import logs, twice_failing
 from tests.support.workflows import record
 from waystation import StepContext, create_step, create_workflow
 
@@ -54,14 +54,8 @@ items_2 = (
 )
 
 
-async def _before(ctx: StepContext) -> dict[str, Any]:
-    record(ctx.input_data["log"], "before")
-    return dict(ctx.input_data)
-
-
-async def _woke(ctx: StepContext) -> dict[str, Any]:
-    record(ctx.input_data["log"], "woke")
-    return {"woke": True}
+_before = logs("before")
+_woke = logs("woke", {"woke": True})
 
 
 # before (records "before") -> sleep 3 s ("nap") -> woke (records "woke")

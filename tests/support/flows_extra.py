@@ -474,9 +474,15 @@ async def _fails_the_first_time(ctx: StepContext) -> dict[str, Any]:
     return dict(ctx.input_data)
 
 
-async def _after_flaky(ctx: StepContext) -> dict[str, Any]:
-    record(ctx.input_data["log"], "after")
-    return {"done": True}
+def logs(word: str, output: dict[str, Any] | None = None) -> Any:
+    """A step function that records `word` to the input's log and returns `output` (the
+    input itself when None)."""
+
+    async def execute(ctx: StepContext) -> dict[str, Any]:
+        record(ctx.input_data["log"], word)
+        return dict(ctx.input_data) if output is None else output
+
+    return execute
 
 
 # fails-once: flaky-first (no retries) fails the first time it runs for a log, then
@@ -484,6 +490,6 @@ async def _after_flaky(ctx: StepContext) -> dict[str, Any]:
 fails_once = (
     create_workflow(id="fails-once")
     .then(create_step(id="flaky-first", retries=0, execute=_fails_the_first_time))
-    .then(create_step(id="after-flaky", execute=_after_flaky))
+    .then(create_step(id="after-flaky", execute=logs("after", {"done": True})))
     .commit()
 )
