@@ -21,9 +21,11 @@ Steps count their side effects in log files (STYLE.md rule 21).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -43,6 +45,7 @@ from tests.support.api import (
     assert_eventually,
     call_error,
     rich_error,
+    struct,
     to_json,
     value,
 )
@@ -455,6 +458,53 @@ async def test_restart_run_continues_a_dead_replicas_run_before_its_lease_expire
     error = rich_error(refused.value)
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RUN_NOT_ACTIVE")
     assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
+
+
+async def test_a_restart_merges_its_request_context_key_by_key_over_the_stored_one(
+    long_leased: list[Replica], tmp_path: Path
+) -> None:
+    """RestartRun's `request_context` is merged key by key over the one the run was
+    started with, and the step that runs again sees the merge: through the API, and through
+    `waystation runs restart --context`. Each run's step B ran twice (cut short by the
+    SIGKILL), step A once."""
+    dying, survivor = long_leased
+    stored = {"tenant": "t1", "kept": 1}
+    logs = {run_id: tmp_path / f"{run_id}.log" for run_id in ("by-api", "by-cli")}
+    for run_id, log in logs.items():
+        await dying.stub.StartRun(
+            rr.StartRunRequest(
+                workflow_id="crash-context",
+                run_id=run_id,
+                input_data=value({"log": str(log), "seconds": 1}),
+                request_context=struct(stored),
+                return_immediately=True,
+            ),
+            timeout=20,
+        )
+    for log in logs.values():
+        await in_step_b(log)
+    await kill(dying)
+
+    merged = {"tenant": "t2", "kept": 1, "added": True}
+    restart = rr.RestartRunRequest(
+        run_id="by-api", force=True, request_context=struct({"tenant": "t2", "added": True})
+    )
+    by_api = await survivor.stub.RestartRun(restart, timeout=15)
+    assert by_api.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(by_api.result)["context"] == merged
+
+    command = [sys.executable, "-m", "waystation.cli", "--server", survivor.process.address]
+    args = ["--json", "runs", "restart", "by-cli", "--force"]
+    context = ["--context", '{"tenant": "t2", "added": true}']
+    done = await asyncio.to_thread(
+        subprocess.run, [*command, *args, *context], capture_output=True, text=True, timeout=45
+    )
+    assert done.returncode == 0, done.stderr
+    by_cli = json.loads(done.stdout)
+    assert by_cli["status"] == "RUN_STATUS_SUCCESS"
+    assert by_cli["result"]["context"] == merged
+    for log in logs.values():
+        assert counts(log) == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
 
 
 async def test_restart_run_without_force_leaves_a_live_replicas_run_alone(

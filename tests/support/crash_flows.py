@@ -36,6 +36,25 @@ two_steps = (
 )
 
 
+async def _tells_context(ctx: StepContext) -> dict[str, Any]:
+    """B of `crash-context`: as B of `crash-two-steps`, but returns the request context."""
+    data = ctx.input_data
+    record(data["log"], "start:B")
+    await asyncio.sleep(data["seconds"])
+    record(data["log"], "done:B")
+    return {"context": ctx.request_context}
+
+
+# A (instant) -> B (sleeps `seconds`); input {log, seconds}; output {context: the request
+# context B ran with}
+context_steps = (
+    create_workflow(id="crash-context")
+    .then(create_step(id="A", execute=_timed("A")))
+    .then(create_step(id="B", execute=_tells_context))
+    .commit()
+)
+
+
 async def _item(ctx: StepContext) -> dict[str, Any]:
     item = ctx.input_data
     index = int(item["i"])  # JSON numbers arrive as floats
