@@ -37,18 +37,25 @@ def new_run_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_RUN_ID_RULE = "must be 1-200 characters of A-Z a-z 0-9 . _ : -"
+
+
 def check_run_id(run_id: str) -> None:
-    """A run id that cannot exist is refused with a short message (never echoed whole)."""
+    """A run id that cannot exist is refused with a short message (never echoed whole):
+    every run id, made up by the server or chosen by a caller, has always had to match
+    `RUN_ID`, so one that does not is malformed, not missing."""
     if not run_id:
         raise InvalidArgument("run_id", "required")
     if len(run_id) > MAX_ID:
         raise InvalidArgument("run_id", f"longer than {MAX_ID} characters")
+    if not RUN_ID.fullmatch(run_id):
+        raise InvalidArgument("run_id", _RUN_ID_RULE)
 
 
 def check_new_run_id(requested: str) -> None:
     """The id a caller asks for a new run, if it asks for one (else the server makes one)."""
     if requested and not RUN_ID.fullmatch(requested):
-        raise InvalidArgument("run_id", "must be 1-200 characters of A-Z a-z 0-9 . _ : -")
+        raise InvalidArgument("run_id", _RUN_ID_RULE)
 
 
 def check_workflow_id(workflow_id: str) -> None:
