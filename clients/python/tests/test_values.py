@@ -50,10 +50,22 @@ def test_data_that_is_not_json_like_raises_type_error(bad: object) -> None:
         to_value(bad)
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize(
+    "bad",
+    [math.nan, math.inf, -math.inf, 10**400, -(10**400)],
+    ids=["nan", "inf", "-inf", "10**400", "-10**400"],
+)
 def test_numbers_json_cannot_carry_raise_value_error(bad: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="JSON number"):
         to_value(bad)
+    with pytest.raises(ValueError, match="JSON number"):
+        to_struct({"nested": [bad]})
+
+
+def test_an_int_past_a_double_is_refused_without_its_digits() -> None:
+    with pytest.raises(ValueError) as refused:
+        to_value(-(2**5000))  # more digits than str() of an int may make
+    assert str(refused.value) == "an int of 5001 bits is not a JSON number (a double)"
 
 
 def test_result_json_keeps_proto_field_names_and_enum_names() -> None:

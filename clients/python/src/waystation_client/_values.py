@@ -22,7 +22,8 @@ def to_value(obj: object) -> struct_pb2.Value:
     """`obj` (None, bool, int, float, str, mappings with str keys, lists, tuples) as a Value.
 
     A `Value`, `Struct` or `ListValue` is taken as it is. Raises TypeError for anything else
-    and ValueError for NaN or infinity, which JSON cannot carry.
+    and ValueError for NaN, infinity and an int beyond a double's range, which JSON numbers
+    (doubles, in a Value) cannot carry.
     """
     value = struct_pb2.Value()
     _fill(value, obj)
@@ -79,9 +80,7 @@ def _fill(target: struct_pb2.Value, obj: object) -> None:
     elif isinstance(obj, bool):
         target.bool_value = obj
     elif isinstance(obj, int | float):
-        if not math.isfinite(obj):
-            raise ValueError(f"{obj!r} is not a JSON number")
-        target.number_value = obj
+        target.number_value = _double(obj)
     elif isinstance(obj, str):
         target.string_value = obj
     elif isinstance(obj, struct_pb2.Value):
@@ -96,6 +95,17 @@ def _fill(target: struct_pb2.Value, obj: object) -> None:
         _fill_list(target.list_value, obj)
     else:
         raise TypeError(f"cannot convert {type(obj).__name__} to a google.protobuf.Value")
+
+
+def _double(number: int | float) -> float:
+    try:
+        double = float(number)
+    except OverflowError:  # an int past a double's range: too long to show
+        bits = abs(int(number)).bit_length()
+        raise ValueError(f"an int of {bits} bits is not a JSON number (a double)") from None
+    if not math.isfinite(double):
+        raise ValueError(f"{number!r} is not a JSON number")
+    return double
 
 
 def _fill_struct(target: struct_pb2.Struct, mapping: Mapping[Any, object]) -> None:
