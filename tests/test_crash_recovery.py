@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from tests.support.api import assert_eventually, call_error, to_json, value
-from tests.support.server_process import ServerProcess, client, kill, start
+from tests.support.server_process import ServerProcess, client, kill, serving, start
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
@@ -91,13 +91,8 @@ async def eventually_logged(log: Path, *wanted: str, timeout: float = 10) -> Non
 async def restarted_with_recovery_fail(db: Path) -> AsyncIterator[Stub]:
     """A new process on the same file with `--recovery fail` (on a port of its own)."""
     failing = ServerProcess(db, workflows=WORKFLOWS, extra_args=["--recovery", "fail"])
-    try:
-        await start(failing)
-        async with client(failing) as stub:
-            yield stub
-    finally:
-        if failing.running:
-            failing.kill()
+    async with serving(failing) as stub:
+        yield stub
 
 
 def seconds(ts: Any) -> float:

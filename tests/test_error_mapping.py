@@ -55,6 +55,8 @@ DESIGN_TABLE = {
     # Not in DESIGN.md §5 yet: DeleteRun / TimeTravelRun of a run that is still running.
     "RUN_ACTIVE": grpc.StatusCode.FAILED_PRECONDITION,
     "EARLIER_STEP_SUSPENDED": grpc.StatusCode.FAILED_PRECONDITION,
+    # Not in DESIGN.md §5: a resume that a deploy since made impossible (docs/workflows.md).
+    "WORKFLOW_CHANGED": grpc.StatusCode.FAILED_PRECONDITION,
     # Not in DESIGN.md §5: a WatchRun that a drain ends, to be watched again elsewhere.
     "SERVER_DRAINING": grpc.StatusCode.UNAVAILABLE,
 }

@@ -191,3 +191,20 @@ async def client(server: ServerProcess) -> AsyncIterator[WorkflowServiceStub]:
     """A stub on a channel that reconnects quickly across the process's restarts."""
     async with grpc.aio.insecure_channel(server.address, options=FAST_RECONNECT) as channel:
         yield WorkflowServiceStub(channel)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    server: ServerProcess, *, graceful: bool = False
+) -> AsyncIterator[WorkflowServiceStub]:
+    """Start `server` and yield a stub on it; then stop it: with SIGTERM if `graceful` (it
+    must exit 0), else with SIGKILL."""
+    try:
+        await start(server)
+        async with client(server) as stub:
+            yield stub
+    finally:
+        if server.running and graceful:
+            assert server.stop() == 0, server.log[-2000:]
+        elif server.running:
+            server.kill()

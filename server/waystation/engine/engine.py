@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from waystation.engine import schema, travel
 from waystation.engine.commands import ResumeCommand, StartCommand, TimeTravelCommand
 from waystation.engine.definition import Step, Workflow
+from waystation.engine.drift import check_fits, check_stored_data
 from waystation.engine.errors import (
     InvalidArgument,
     InvalidInput,
@@ -537,6 +538,8 @@ class Engine(Upkeep):
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)
+        if run.status is RunStatus.SUSPENDED:
+            check_fits(workflow, snapshot)  # a deploy since may have moved its steps
         try:
             path, records = resolve(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
         except SuspendedListError as exc:
@@ -545,6 +548,7 @@ class Engine(Upkeep):
         if marks is not None and marks != {p: snapshot.steps[p].suspended_at for p in records}:
             raise ResumeConflict(run.run_id, run.status)  # suspended anew since it was named
         data = validate_resume_data(workflow, run.run_id, path, cmd.resume_data)
+        check_stored_data(workflow, snapshot, records)
         target = ResumeTarget(path, records, data)
         if cmd.validate_only:
             return build_result(workflow, run, snapshot.steps)

@@ -245,6 +245,22 @@ class EarlierStepSuspended(PreconditionError):
         )
 
 
+class WorkflowChanged(PreconditionError):
+    """The run's records no longer fit its workflow as deployed now (engine/drift.py)."""
+
+    reason = "WORKFLOW_CHANGED"
+
+    def __init__(self, run_id: str, workflow_id: str, what: str, step: Path) -> None:
+        super().__init__(
+            f"run {run_id!r} cannot go on under workflow {workflow_id!r} as deployed now: "
+            f"{what}. Deploy the workflow as it was when the run reached this point to go "
+            "on, or time-travel the run (TimeTravelRun) to a step, or cancel it",
+            run_id=run_id,
+            workflow_id=workflow_id,
+            step_path=format_path(step),
+        )
+
+
 class InvalidDataError(WaystationError):
     """Data in the request is invalid; `violations` says where and why."""
 

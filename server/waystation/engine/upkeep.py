@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from waystation.engine.commands import ResumeCommand
 from waystation.engine.definition import Workflow
-from waystation.engine.errors import ResumeConflict, RunNotSuspended, StepNotSuspended
+from waystation.engine.errors import (
+    ResumeConflict,
+    RunNotSuspended,
+    StepNotSuspended,
+    WorkflowChanged,
+)
 from waystation.engine.events import settle_events
 from waystation.engine.executor import Execution, error_json
 from waystation.engine.model import (
@@ -198,6 +203,8 @@ class Upkeep:
                     await self._accept_resume(cmd)  # the continuation runs on its own
             except (StoreConflict, ResumeConflict, RunNotSuspended, StepNotSuspended):
                 pass  # another replica (or a caller) got there first
+            except WorkflowChanged:  # not the round's failure: the other runs go on
+                log.debug("run %s cannot be resumed on its timeout: its workflow changed", run_id)
             return
 
     async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
@@ -220,11 +227,23 @@ class Upkeep:
         self._notify(run.run_id)
 
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:
-        """`--recovery fail`: the run, and each step it was running, ends FAILED."""
+        """`--recovery fail`, or a run of a workflow this server does not serve: the run,
+        and each step it was running, ends FAILED."""
         run = snapshot.run
         expected = run.advance()
         run.status = RunStatus.FAILED
         run.error = error_json("RUN_INTERRUPTED", "the process driving this run stopped")
+        if workflow is None:  # whatever --recovery says: there is nothing to go on with
+            log.warning(
+                "run %s is of workflow %r, which this server does not serve: it ends FAILED",
+                run.run_id,
+                run.workflow_id,
+            )
+            run.error = error_json(
+                "WORKFLOW_NOT_FOUND",
+                f"the process that took the run over does not serve workflow {run.workflow_id!r}"
+                " (it is in none of its --workflows modules)",
+            )
         self._release(run)
         interrupted = {
             path: ended(record, StepStatus.FAILED, error=run.error)

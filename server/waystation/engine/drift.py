@@ -1,0 +1,114 @@
+"""Whether a run's records still fit its workflow as deployed now.
+
+Service owners change their workflow modules and deploy them while runs wait. A
+continuation walks the workflow as deployed now and skips the steps whose records say they
+ran, so a change before the point a run had reached would silently change what it does: a
+step added before a suspended one would run after the resume, its output dropped; a step
+moved after it would feed its old output onward; a suspended step renamed would leave the
+run waiting for a step that no longer exists. A resume is refused instead, before anything
+changes (FAILED_PRECONDITION `WORKFLOW_CHANGED`), when:
+
+- a step the run waits in is not in the workflow any more, or not as a step;
+- in a sequence the run is part-way through, an entry that has not finished (or never ran)
+  comes before one that has run: steps were added or moved before the point it reached;
+- the stored input or suspend payload of the step to resume fails its schemas as deployed.
+
+Changes after the point a run has reached (steps added after it, new code, new resume
+schemas, retry settings) apply to it as they do to new runs; docs/workflows.md says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import ValidationError
+
+from waystation.engine import schema
+from waystation.engine.definition import Branch, Foreach, Sleep, Step, Workflow, entry_members
+from waystation.engine.errors import WorkflowChanged, violations_from
+from waystation.engine.model import RunSnapshot, StepStatus
+from waystation.engine.paths import Path, format_path, is_prefix, shown, split_items
+from waystation.engine.result import graph
+
+FINISHED = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
+WAITING = frozenset({StepStatus.SUSPENDED, StepStatus.RUNNING, StepStatus.WAITING})
+
+
+def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
+    """Raise WorkflowChanged if `workflow` as deployed cannot continue the run's records."""
+    run_id = snapshot.run.run_id
+    nodes = graph(workflow)
+    statuses: dict[Path, set[StepStatus]] = {}
+    for path, record in snapshot.steps.items():
+        statuses.setdefault(split_items(path)[0], set()).add(record.status)
+    waiting = [api for api, seen in statuses.items() if seen & WAITING]
+    for api in waiting:
+        node = nodes.get(api, (0, None))[1]
+        if node is None:
+            what = f"step [{format_path(api)}] waits in this run, but the workflow has no such step"
+            raise WorkflowChanged(run_id, workflow.id, what, api)
+        if isinstance(node, Workflow) and not any(
+            len(w) > len(api) and is_prefix(api, w) for w in waiting
+        ):
+            what = f"step [{format_path(api)}] waits in this run, but is now a nested workflow"
+            raise WorkflowChanged(run_id, workflow.id, what, api)
+    _check_order(workflow, (), statuses, run_id, workflow.id)
+
+
+def _check_order(
+    workflow: Workflow,
+    prefix: Path,
+    statuses: dict[Path, set[StepStatus]],
+    run_id: str,
+    top: str,
+) -> None:
+    """In the sequence of `workflow` (at `prefix`), no entry that has run may come after one
+    that has not finished; and the same inside every nested workflow that has not."""
+    unfinished: tuple[Path, bool] | None = None  # the first such entry, and whether it ran
+    for entry in workflow.entries:
+        members = [entry] if isinstance(entry, Sleep) else entry_members(entry)
+        found = [statuses.get((*prefix, m.id)) for m in members]
+        ran = [f for f in found if f]
+        if ran and unfinished is not None:
+            earlier, started = unfinished
+            later = (*prefix, members[found.index(ran[0])].id)
+            state = "has not finished" if started else "never ran"
+            what = (
+                f"step [{format_path(later)}] has run, but [{format_path(earlier)}] now comes"
+                f" before it and {state} in this run: steps were added or moved before the"
+                " point the run had reached"
+            )
+            raise WorkflowChanged(run_id, top, what, earlier)
+        # A branch asks its conditions once: its arms without a record were not chosen.
+        counted = ran if isinstance(entry, Branch) else found
+        if unfinished is None and not (counted and all(f and f <= FINISHED for f in counted)):
+            unfinished = ((*prefix, members[0].id), bool(ran))
+        if isinstance(entry, Foreach):
+            continue  # its items stand at different points: a sequence each, not checked
+        for member, seen in zip(members, found, strict=True):
+            if isinstance(member, Workflow) and seen and not seen <= FINISHED:
+                _check_order(member, (*prefix, member.id), statuses, run_id, top)
+
+
+def check_stored_data(workflow: Workflow, snapshot: RunSnapshot, records: Iterable[Path]) -> None:
+    """The stored input and suspend payload of each record to resume must pass the step's
+    schemas as deployed, as they will when it runs again."""
+    nodes = graph(workflow)
+    for path in records:
+        record = snapshot.steps[path]
+        step = nodes[split_items(path)[0]][1]
+        assert isinstance(step, Step)
+        checks = [("input", step.input_schema, record.payload)]
+        if record.suspend_payload is not None:
+            checks.append(("suspend payload", step.suspend_schema, record.suspend_payload))
+        for what, model, data in checks:
+            try:
+                schema.parse(model, data)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{v.field}: {v.description}" for v in violations_from(exc, "", data)[:3]
+                )
+                text = f"the stored {what} of step {shown(path)} fails its schema ({problems})"
+                raise WorkflowChanged(
+                    snapshot.run.run_id, workflow.id, text, split_items(path)[0]
+                ) from exc

@@ -1,0 +1,111 @@
+"""Two deploys of the same workflows, for tests/test_redeploy.py: `build(1)` is what a
+service deployed first, `build(2)` the same module after an edit. `deploy_v1` and
+`deploy_v2` serve each. Every step appends its name to the file named by the input's `log`
+and adds it to the input's `ran`; `ask` suspends until resumed with {ok}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from tests.support.workflows import record
+from waystation import StepContext, Workflow, create_step, create_workflow
+
+
+class Approval(BaseModel):
+    ok: bool
+
+
+class Job(BaseModel):
+    log: str
+    ran: list[str] = []
+
+
+class RegionalJob(Job):
+    region: str  # a required field v2 adds
+
+
+def _plain(name: str) -> Any:
+    async def execute(ctx: StepContext) -> dict[str, Any]:
+        data = ctx.input_data
+        record(data["log"], name)
+        return {**data, "ran": [*data.get("ran", []), name]}
+
+    return create_step(id=name, execute=execute)
+
+
+def _ask(
+    name: str = "ask",
+    input_schema: type[BaseModel] | None = None,
+    timeout: float | None = None,
+    on_timeout: Any = "fail",
+) -> Any:
+    async def execute(ctx: StepContext) -> dict[str, Any]:
+        data = ctx.input_data
+        data = data.model_dump() if isinstance(data, BaseModel) else data
+        if ctx.resume_data is None:
+            ctx.suspend({"q": name}, resume_label=name, timeout=timeout, on_timeout=on_timeout)
+        record(data["log"], f"{name}:{ctx.resume_data.ok}")
+        return {**data, "ran": [*data.get("ran", []), f"{name}:{ctx.resume_data.ok}"]}
+
+    return create_step(id=name, input_schema=input_schema, resume_schema=Approval, execute=execute)
+
+
+def _sequence(workflow_id: str, *steps: Any) -> Workflow:
+    flow = create_workflow(id=workflow_id)
+    for step in steps:
+        flow = flow.then(step)
+    return flow.commit()
+
+
+def _always(ctx: StepContext) -> bool:
+    return True
+
+
+def _never(ctx: StepContext) -> bool:
+    return False
+
+
+def build(version: int) -> dict[str, Workflow]:
+    a, ask, z = _plain("a"), _ask(), _plain("z")
+    timed = _ask(timeout=1, on_timeout={"ok": False})
+    v1 = version == 1
+    inner = _sequence("inner-wf", _ask("inner" if v1 else "inner-renamed"))
+    arms = [(_always, _plain("yes")), (_never, _plain("no"))]
+    return {
+        # v2 moves ask before a
+        "reordered": _sequence("reordered", a, ask, z) if v1 else _sequence("reordered", ask, a, z),
+        # v2 adds pre before ask
+        "inserted": _sequence("inserted", a, ask, z)
+        if v1
+        else _sequence("inserted", a, _plain("pre"), ask, z),
+        # v2 renames ask
+        "renamed": _sequence("renamed", a, ask, z)
+        if v1
+        else _sequence("renamed", a, _ask("ask-renamed"), z),
+        # v2 renames the step inside the nested workflow
+        "nested": _sequence("nested", a, inner, z),
+        # v2 adds z after ask: a change after the point a run reached applies to it
+        "appended": _sequence("appended", a, ask) if v1 else _sequence("appended", a, ask, z),
+        # v2 adds an arm to the branch before ask; conditions are not asked again
+        "armed": create_workflow(id="armed")
+        .branch(arms if v1 else [*arms, (_always, _plain("also"))], id="choose")
+        .map(lambda ctx: next(iter(ctx.input_data.values())))
+        .then(ask)
+        .commit(),
+        # v2's ask needs a region its stored input does not have
+        "stricter": _sequence("stricter", a, _ask(input_schema=Job if v1 else RegionalJob)),
+        # v2 moves ask, which resumes itself 1 s after it suspends, before a
+        "timed-reordered": _sequence("timed-reordered", a, timed, z)
+        if v1
+        else _sequence("timed-reordered", timed, a, z),
+        # unchanged: the run fails 2 s after ask suspends
+        "timed": _sequence("timed", a, _ask(timeout=2)),
+        # v2 no longer serves it
+        **(
+            {"napping": create_workflow(id="napping").sleep(30, id="nap").then(z).commit()}
+            if v1
+            else {}
+        ),
+    }

@@ -1,0 +1,196 @@
+"""A deploy that changes workflows while runs wait in them (docs/workflows.md, "Changing a
+workflow while runs wait").
+
+A server serves `tests.support.deploy_v1`; runs are started and suspended; the server is
+stopped and another serves `deploy_v2` (the same workflow ids, edited) on the same SQLite
+file. A change before the point a run had reached is refused on resume, FAILED_PRECONDITION
+WORKFLOW_CHANGED, before anything changes: no step runs, and the run resumes once the old
+deploy is back. A change after that point applies to the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.support.api import RichError, assert_eventually, call_error, to_json, value
+from tests.support.server_process import ServerProcess, serving
+from tests.support.workflows import lines
+from waystation.api.v1 import enums_pb2, message_pb2
+from waystation.api.v1 import request_response_pb2 as rr
+from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub as Stub
+
+RUN = enums_pb2.RunStatus
+
+
+@asynccontextmanager
+async def deployed(db: Path, version: int) -> AsyncIterator[Stub]:
+    """A server of `deploy_v<version>` on `db`, stopped (SIGTERM) on the way out."""
+    server = ServerProcess(db, workflows=[f"tests.support.deploy_v{version}"])
+    async with serving(server, graceful=True) as stub:
+        yield stub
+
+
+async def started(stub: Stub, workflow_id: str, log: Path, **data: Any) -> str:
+    run = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id=workflow_id, run_id=workflow_id, input_data=value({"log": str(log), **data})
+        ),
+        timeout=20,
+    )
+    assert run.status == RUN.RUN_STATUS_SUSPENDED, run
+    return run.run_id
+
+
+def resume(stub: Stub, run_id: str, *step: str, validate_only: bool = False) -> Any:
+    return stub.ResumeRun(
+        rr.ResumeRequest(
+            run_id=run_id,
+            step=message_pb2.StepPath(segments=step) if step else None,
+            resume_data=value({"ok": True}),
+            validate_only=validate_only,
+        ),
+        timeout=20,
+    )
+
+
+def assert_changed(error: RichError, run_id: str, step: str, *words: str) -> None:
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "WORKFLOW_CHANGED")
+    assert error.metadata == {"run_id": run_id, "workflow_id": run_id, "step_path": step}
+    for word in ("as deployed now", "time-travel", *words):
+        assert word in error.message, error.message
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "deploys.db"
+
+
+async def test_steps_moved_or_added_before_a_suspended_step_refuse_its_resume(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2 moves `ask` before `a`, adds `pre` before `ask`, renames `ask`, and renames the
+    step inside a nested workflow. Each resume is refused WORKFLOW_CHANGED, a dry run as
+    well, naming the step; nothing runs and the run stays SUSPENDED. Deployed as it was,
+    each run resumes and ends as it would have."""
+    logs = {
+        name: tmp_path / f"{name}.log" for name in ("reordered", "inserted", "renamed", "nested")
+    }
+    async with deployed(db, 1) as stub:
+        for name, log in logs.items():
+            await started(stub, name, log)
+    async with deployed(db, 2) as stub:
+        refusals = {
+            "reordered": ("ask", "[a] has run", "has not finished"),
+            "inserted": ("pre", "[ask] has run", "[pre] now comes before it and never ran"),
+            "renamed": ("ask", "step [ask] waits in this run", "no such step"),
+            "nested": ("inner-wf.inner", "step [inner-wf.inner] waits"),
+        }
+        for name, (step, *words) in refusals.items():
+            for dry in (True, False):
+                error = await call_error(resume(stub, name, validate_only=dry))
+                assert_changed(error, name, step, *words)
+            run = await stub.GetRun(rr.GetRunRequest(run_id=name))
+            assert run.status == RUN.RUN_STATUS_SUSPENDED
+        # By its old path or its label: the same refusal.
+        assert_changed(
+            await call_error(resume(stub, "nested", "inner-wf", "inner")),
+            "nested",
+            "inner-wf.inner",
+        )
+    for name, log in logs.items():
+        assert lines(log) == ["a"], name  # the resumes ran nothing
+    async with deployed(db, 1) as stub:
+        for name in logs:
+            done = await resume(stub, name)
+            assert done.status == RUN.RUN_STATUS_SUCCESS, done
+    assert to_json(done.result)["ran"] == ["a", "inner:True", "z"]
+
+
+async def test_changes_after_the_point_a_run_reached_apply_to_it(db: Path, tmp_path: Path) -> None:
+    """v2 adds a step after the suspended one, and an arm to a branch the run has passed:
+    the resume goes on under v2 (the new step runs; the branch's conditions are not asked
+    again, so the new arm does not)."""
+    async with deployed(db, 1) as stub:
+        await started(stub, "appended", tmp_path / "appended.log")
+        await started(stub, "armed", tmp_path / "armed.log")
+    async with deployed(db, 2) as stub:
+        appended = await resume(stub, "appended")
+        armed = await resume(stub, "armed")
+    assert appended.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(appended.result)["ran"] == ["a", "ask:True", "z"]
+    assert armed.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(armed.result)["ran"] == ["yes", "ask:True"]
+    assert lines(tmp_path / "armed.log") == ["yes", "ask:True"]
+
+
+async def test_stored_input_that_the_new_schema_refuses_is_refused_before_the_resume(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2's `ask` requires a `region` its stored input lacks: the resume, and its dry run,
+    are refused WORKFLOW_CHANGED naming the field, and the run stays resumable (it failed
+    INVALID_STEP_INPUT once claimed, though the dry run had said yes)."""
+    log = tmp_path / "stricter.log"
+    async with deployed(db, 1) as stub:
+        await started(stub, "stricter", log)
+    async with deployed(db, 2) as stub:
+        for dry in (True, False):
+            error = await call_error(resume(stub, "stricter", validate_only=dry))
+            assert_changed(error, "stricter", "ask", "stored input of step [ask]", "region")
+        run = await stub.GetRun(rr.GetRunRequest(run_id="stricter"))
+        assert run.status == RUN.RUN_STATUS_SUSPENDED
+    async with deployed(db, 1) as stub:
+        assert (await resume(stub, "stricter")).status == RUN.RUN_STATUS_SUCCESS
+    assert lines(log) == ["a", "ask:True"]
+
+
+async def test_a_sleeping_run_of_a_workflow_the_new_deploy_lacks_fails_naming_it(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2 has no `napping`: the run v1 left sleeping ends FAILED when v2 starts, with the
+    reason WORKFLOW_NOT_FOUND and a message naming the workflow (it said RUN_INTERRUPTED,
+    which is `--recovery fail`'s)."""
+    async with deployed(db, 1) as stub:
+        run = await stub.StartRun(
+            rr.StartRunRequest(
+                workflow_id="napping",
+                run_id="napping",
+                input_data=value({"log": str(tmp_path / "nap.log")}),
+            ),
+            timeout=20,
+        )
+        assert run.status == RUN.RUN_STATUS_WAITING
+    async with deployed(db, 2) as stub:
+        run = await stub.GetRun(rr.GetRunRequest(run_id="napping"))
+    assert run.status == RUN.RUN_STATUS_FAILED
+    assert run.result.error.reason == "WORKFLOW_NOT_FOUND"
+    assert "does not serve workflow 'napping'" in run.result.error.message
+
+
+async def test_a_timeout_that_cannot_resume_a_changed_run_leaves_the_others_to_act(
+    db: Path, tmp_path: Path
+) -> None:
+    """Two deadlines pass while the server is down: one would resume a run whose steps v2
+    moved, the other fails an unchanged run. Under v2 the first cannot act (its resume is
+    refused WORKFLOW_CHANGED, so it stays SUSPENDED, past its deadline); the second still
+    does, though it came due later (the refusal ended the upkeep's round before it)."""
+    async with deployed(db, 1) as stub:
+        await started(stub, "timed-reordered", tmp_path / "1.log")
+        await started(stub, "timed", tmp_path / "2.log")
+    await asyncio.sleep(2.5)
+    async with deployed(db, 2) as stub:
+
+        async def failed() -> bool:
+            run = await stub.GetRun(rr.GetRunRequest(run_id="timed"))
+            return run.status == RUN.RUN_STATUS_FAILED
+
+        await assert_eventually(failed, timeout=10)
+        moved = await stub.GetRun(rr.GetRunRequest(run_id="timed-reordered"))
+        assert moved.status == RUN.RUN_STATUS_SUSPENDED
+    assert lines(tmp_path / "1.log") == ["a"]
