@@ -37,6 +37,7 @@ const (
 	ErrRunNotActive             Reason = "RUN_NOT_ACTIVE"              // FailedPrecondition
 	ErrRunActive                Reason = "RUN_ACTIVE"                  // FailedPrecondition
 	ErrEarlierStepSuspended     Reason = "EARLIER_STEP_SUSPENDED"      // FailedPrecondition; Error.Metadata has run_id, step_path and suspended_step_path
+	ErrWorkflowChanged          Reason = "WORKFLOW_CHANGED"            // FailedPrecondition; Error.Metadata has run_id, workflow_id and step_path
 	ErrInvalidResumeData        Reason = "INVALID_RESUME_DATA"         // InvalidArgument; Error.FieldViolations
 	ErrInvalidInput             Reason = "INVALID_INPUT"               // InvalidArgument; Error.FieldViolations
 	ErrInvalidArgument          Reason = "INVALID_ARGUMENT"            // InvalidArgument; Error.FieldViolations

@@ -114,6 +114,7 @@ var serverReasons = []struct {
 	{"RUN_NOT_ACTIVE", waystation.ErrRunNotActive, codes.FailedPrecondition},
 	{"RUN_ACTIVE", waystation.ErrRunActive, codes.FailedPrecondition},
 	{"EARLIER_STEP_SUSPENDED", waystation.ErrEarlierStepSuspended, codes.FailedPrecondition},
+	{"WORKFLOW_CHANGED", waystation.ErrWorkflowChanged, codes.FailedPrecondition},
 	{"INVALID_RESUME_DATA", waystation.ErrInvalidResumeData, codes.InvalidArgument},
 	{"INVALID_INPUT", waystation.ErrInvalidInput, codes.InvalidArgument},
 	{"INVALID_ARGUMENT", waystation.ErrInvalidArgument, codes.InvalidArgument},

@@ -19,7 +19,8 @@
  *     │   ├── ForeachIndexNotSuspendedError  FOREACH_INDEX_NOT_SUSPENDED
  *     │   ├── RunNotActiveError          RUN_NOT_ACTIVE
  *     │   ├── RunActiveError             RUN_ACTIVE
- *     │   └── EarlierStepSuspendedError  EARLIER_STEP_SUSPENDED
+ *     │   ├── EarlierStepSuspendedError  EARLIER_STEP_SUSPENDED
+ *     │   └── WorkflowChangedError       WORKFLOW_CHANGED
  *     ├── InvalidDataError               (fieldViolations)
  *     │   ├── InvalidResumeDataError     INVALID_RESUME_DATA
  *     │   ├── InvalidInputError          INVALID_INPUT
@@ -141,6 +142,14 @@ export class RunActiveError extends PreconditionError {}
  * stop at that suspension again. Resume it, or time-travel to it.
  */
 export class EarlierStepSuspendedError extends PreconditionError {}
+/**
+ * A resume of a run that its workflow as deployed now cannot continue (metadata `run_id`,
+ * `workflow_id`, `step_path`): the step it waits in is gone, steps were added or moved before
+ * it, or its stored input fails the new schemas. The run waits as it is: deploy the workflow as
+ * it was, time-travel it to a step, or cancel it (docs/workflows.md, "Changing a workflow while
+ * runs wait").
+ */
+export class WorkflowChangedError extends PreconditionError {}
 
 export class InvalidDataError extends WaystationError {}
 export class InvalidResumeDataError extends InvalidDataError {}
@@ -216,6 +225,7 @@ const BY_REASON: Readonly<Record<string, ErrorClass>> = {
   RUN_NOT_ACTIVE: RunNotActiveError,
   RUN_ACTIVE: RunActiveError,
   EARLIER_STEP_SUSPENDED: EarlierStepSuspendedError,
+  WORKFLOW_CHANGED: WorkflowChangedError,
   INVALID_RESUME_DATA: InvalidResumeDataError,
   INVALID_INPUT: InvalidInputError,
   INVALID_ARGUMENT: InvalidArgumentError,

@@ -48,6 +48,7 @@ export {
   UnavailableError,
   VersionMismatchError,
   WaystationError,
+  WorkflowChangedError,
   WorkflowNotFoundError,
   type FieldViolation,
   type WaystationErrorInit,

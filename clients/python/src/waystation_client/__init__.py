@@ -51,6 +51,7 @@ from waystation_client._errors import (
     UnknownError,
     VersionMismatchError,
     WaystationError,
+    WorkflowChangedError,
     WorkflowNotFoundError,
     error_from_rpc_error,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "VersionMismatchError",
     "WaystationError",
     "Workflow",
+    "WorkflowChangedError",
     "WorkflowClient",
     "WorkflowNotFoundError",
     "WorkflowResult",

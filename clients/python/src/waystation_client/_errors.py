@@ -18,7 +18,8 @@ reason, by the status code; else it is a plain `WaystationError`::
     │   ├── ForeachIndexNotSuspendedError    FOREACH_INDEX_NOT_SUSPENDED (+ suspended)
     │   ├── RunNotActiveError                RUN_NOT_ACTIVE
     │   ├── RunActiveError                   RUN_ACTIVE
-    │   └── EarlierStepSuspendedError        EARLIER_STEP_SUSPENDED
+    │   ├── EarlierStepSuspendedError        EARLIER_STEP_SUSPENDED
+    │   └── WorkflowChangedError             WORKFLOW_CHANGED
     ├── InvalidArgumentError                 INVALID_ARGUMENT        (+ field_violations)
     │   ├── InvalidResumeDataError           INVALID_RESUME_DATA     (+ field_violations)
     │   └── InvalidInputError                INVALID_INPUT           (+ field_violations)
@@ -239,6 +240,14 @@ class EarlierStepSuspendedError(FailedPreconditionError):
     """
 
     REASON = "EARLIER_STEP_SUSPENDED"
+
+
+class WorkflowChangedError(FailedPreconditionError):
+    """A resume of a run that its workflow as deployed now cannot continue (metadata
+    `workflow_id`, `step_path`): the step it waits in is gone, steps were added or moved
+    before it, or its stored input fails the new schemas. The run is unchanged."""
+
+    REASON = "WORKFLOW_CHANGED"
 
 
 class InvalidArgumentError(WaystationError):

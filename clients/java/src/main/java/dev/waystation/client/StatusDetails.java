@@ -46,6 +46,7 @@ record StatusDetails(
           Map.entry("RUN_NOT_ACTIVE", RunNotActiveException::new),
           Map.entry("RUN_ACTIVE", RunActiveException::new),
           Map.entry("EARLIER_STEP_SUSPENDED", EarlierStepSuspendedException::new),
+          Map.entry("WORKFLOW_CHANGED", WorkflowChangedException::new),
           Map.entry("INVALID_RESUME_DATA", InvalidResumeDataException::new),
           Map.entry("INVALID_INPUT", InvalidInputException::new),
           Map.entry("INVALID_ARGUMENT", InvalidArgumentException::new),

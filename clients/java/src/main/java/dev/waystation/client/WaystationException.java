@@ -28,6 +28,7 @@ import java.util.Map;
  * ├── RunNotActiveException               FAILED_PRECONDITION  RUN_NOT_ACTIVE
  * ├── RunActiveException                  FAILED_PRECONDITION  RUN_ACTIVE
  * ├── EarlierStepSuspendedException       FAILED_PRECONDITION  EARLIER_STEP_SUSPENDED
+ * ├── WorkflowChangedException            FAILED_PRECONDITION  WORKFLOW_CHANGED
  * ├── InvalidResumeDataException          INVALID_ARGUMENT     INVALID_RESUME_DATA
  * ├── InvalidInputException               INVALID_ARGUMENT     INVALID_INPUT
  * ├── InvalidArgumentException            INVALID_ARGUMENT     INVALID_ARGUMENT

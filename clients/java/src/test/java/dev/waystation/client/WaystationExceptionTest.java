@@ -38,6 +38,7 @@ class WaystationExceptionTest {
               "EARLIER_STEP_SUSPENDED",
               Code.FAILED_PRECONDITION,
               EarlierStepSuspendedException.class),
+          new Row("WORKFLOW_CHANGED", Code.FAILED_PRECONDITION, WorkflowChangedException.class),
           new Row("INVALID_RESUME_DATA", Code.INVALID_ARGUMENT, InvalidResumeDataException.class),
           new Row("INVALID_INPUT", Code.INVALID_ARGUMENT, InvalidInputException.class),
           new Row("INVALID_ARGUMENT", Code.INVALID_ARGUMENT, InvalidArgumentException.class),
