@@ -414,6 +414,29 @@ async def test_each_indexed_field_a_commit_changes_is_what_the_queries_find(
     assert (await store.load_run("o")) == other
 
 
+async def test_a_page_of_events_stops_at_the_event_that_fills_max_chars(
+    store: SnapshotStore,
+) -> None:
+    """With `max_chars`, a page of events ends with the one that brings their stored JSON
+    to that size (the first always comes, however large); without it, `limit` alone counts.
+    A watcher that stops reading holds one such page."""
+    run = await created(store, "sized")
+    sizes = [100, 3_000, 100, 100, 5_000, 100]
+    events = [{"sequence": i, "pad": "x" * n} for i, n in enumerate(sizes, 1)]
+    await store.commit(Commit(advanced(run), 1, events=events))
+
+    async def page(after: int, max_chars: int | None) -> list[int]:
+        return [e["sequence"] for e in await store.list_events("sized", after, 5, max_chars)]
+
+    assert await page(0, None) == [1, 2, 3, 4, 5]
+    assert await page(0, 1_000) == [1, 2]  # 2 brings the page past 1,000
+    assert await page(0, 10) == [1]
+    assert await page(2, 1_000) == [3, 4, 5]
+    assert await page(4, 1) == [5]
+    assert await page(5, 100_000) == [6]
+    assert await page(6, 1_000) == []
+
+
 # -- request keys ---------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ live watch ends after the RUN_SETTLED of a final status; a client that reconnect
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -331,9 +332,11 @@ async def test_a_watcher_that_stops_reading_holds_about_a_megabyte_of_events(
     tmp_path: Path,
 ) -> None:
     """A watch read the stored events in pages of 500 and held a page while its client did
-    not read: five such watchers of a run with 128 KB events held 570 MB. The page after
-    the first is sized to about a megabyte of stored JSON (the engine's own watch, held
-    where a stalled stream holds it)."""
+    not read: five such watchers of a run with 128 KB events held 570 MB. Then its first
+    page was 64 events, whatever their size (an event may be 4 MiB: 256 MiB held by one
+    stalled watcher). Every page now stops at the event that brings it to a megabyte of
+    stored JSON (the engine's own watch, held where a stalled stream holds it). Once the
+    watch ends, the engine keeps nothing of it."""
     store = SqliteStore(str(tmp_path / "chatty.db"))
     await store.setup()
     engine = Engine(store, load_workflows(FLOW_WORKFLOWS))
@@ -343,14 +346,22 @@ async def test_a_watcher_that_stops_reading_holds_about_a_megabyte_of_events(
         data = {"i": 0, "n": 60, "pad": pad}
         done = await engine.start_run(StartCommand(workflow_id="chatty", input_data=data))
         watch = engine.watch(done.run_id, 0)
-        first = [await anext(watch) for _ in range(64)]  # the first page: 64 events
-        await anext(watch)
-        held = watch.ag_frame.f_locals["events"]  # type: ignore[attr-defined]
-        assert first[0]["sequence"] == 1
-        assert 1 <= len(held) <= 15, len(held)
-        assert held.size <= 1_500_000, held.size
-        seen = 65 + len([event async for event in watch])
+        first = await anext(watch)
+        assert first["sequence"] == 1
+        pages = [watch.ag_frame.f_locals["events"]]  # type: ignore[attr-defined]
+        seen = 1
+        async for _ in watch:
+            seen += 1
+            page = watch.ag_frame.f_locals["events"]  # type: ignore[attr-defined]
+            if page is not pages[-1]:
+                pages.append(page)
+        assert len(pages) >= 5, [len(page) for page in pages]
+        for page in pages:
+            last = len(json.dumps(page[-1]))
+            assert page.size - last < 1 << 20, (len(page), page.size)
+            assert 1 <= len(page) <= 15, len(page)
         assert seen == len(await store.list_events(done.run_id, 0, 1000))
+        assert (engine._changes, engine._watchers) == ({}, {})
     finally:
         await engine.close()
         await store.close()

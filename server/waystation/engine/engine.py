@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, Literal
 
@@ -127,6 +128,7 @@ class Engine(Upkeep):
         result once it settles WAITING on a durable sleep (the task sleeps on), else the
         task's own outcome."""
         self._changes: dict[str, asyncio.Event] = {}
+        self._watchers: Counter[str] = Counter()  # open watches, by run
         self.draining = False
         """Set by `drain`: watches end (ServerDraining) rather than wait."""
         self._stalled: set[str] = set()
@@ -877,26 +879,35 @@ class Engine(Upkeep):
         be another tenant's: the caller was authorized for this one)."""
         born = (await self._existing_run(run_id)).create_time
         limit = 64  # until the size of this run's events is known
-        while True:
-            changed = self._changes.setdefault(run_id, asyncio.Event())
-            events = await self.store.list_events(run_id, after, limit)
-            if events:  # a client that stops reading holds one page here: about a megabyte
-                limit = max(1, min(500, WATCH_PAGE_CHARS * len(events) // max(1, events.size)))
-            run = await self.store.load_run(run_id)  # after the events: they are its own
-            if run is None or run.create_time != born:
-                raise RunNotFound(run_id)  # deleted: the stream must not end as if settled
-            for event in events:
-                yield event
-                after = event["sequence"]
-            if events:
-                continue
-            if run.status.is_final and run.event_sequence <= after:
-                return
-            if self.draining:  # every event stored was sent: go on elsewhere from here
-                raise ServerDraining(run_id, after)
-            # Another process may drive the run: look at the store now and then anyway.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=0.25)
+        self._watchers[run_id] += 1
+        try:
+            while True:
+                changed = self._changes.setdefault(run_id, asyncio.Event())
+                # A client that stops reading holds one page here: about a megabyte, or one
+                # event if that is larger (up to the largest message the server sends).
+                events = await self.store.list_events(run_id, after, limit, WATCH_PAGE_CHARS)
+                if events:  # the next page's length, from these events' sizes
+                    limit = max(1, min(500, WATCH_PAGE_CHARS * len(events) // max(1, events.size)))
+                run = await self.store.load_run(run_id)  # after the events: they are its own
+                if run is None or run.create_time != born:
+                    raise RunNotFound(run_id)  # deleted: the stream must not end as if settled
+                for event in events:
+                    yield event
+                    after = event["sequence"]
+                if events:
+                    continue
+                if run.status.is_final and run.event_sequence <= after:
+                    return
+                if self.draining:  # every event stored was sent: go on elsewhere from here
+                    raise ServerDraining(run_id, after)
+                # Another process may drive the run: look at the store now and then anyway.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=0.25)
+        finally:  # the run's wake-up stays only while someone watches it
+            self._watchers[run_id] -= 1
+            if not self._watchers[run_id]:
+                del self._watchers[run_id]
+                self._changes.pop(run_id, None)
 
     async def list_runs(
         self, where: RunFilter, page_size: int, page_token: str

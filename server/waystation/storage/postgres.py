@@ -337,13 +337,23 @@ class PostgresStore:
         )
         return [r["run_id"] for r in rows]
 
-    async def list_events(self, run_id: str, after: int, limit: int) -> EventPage:
+    async def list_events(
+        self, run_id: str, after: int, limit: int, max_chars: int | None = None
+    ) -> EventPage:
+        # The running total of the stored sizes picks the page in the database: an event
+        # past `max_chars` never reaches this process (octet_length reads a TOASTed value's
+        # size without decompressing it).
         rows = await self._fetch(
-            "SELECT event FROM events WHERE run_id = $1 AND sequence > $2"
-            " ORDER BY sequence LIMIT $3",
+            "SELECT event FROM ("
+            " SELECT sequence, event,"
+            " sum(octet_length(event)) OVER (ORDER BY sequence) - octet_length(event) AS before"
+            " FROM (SELECT sequence, event FROM events WHERE run_id = $1 AND sequence > $2"
+            " ORDER BY sequence LIMIT $3) AS page"
+            ") AS sized WHERE $4::bigint IS NULL OR before < $4::bigint ORDER BY sequence",
             run_id,
             after,
             limit,
+            max_chars,
         )
         return EventPage([json.loads(r["event"]) for r in rows], sum(len(r["event"]) for r in rows))
 

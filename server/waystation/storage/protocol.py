@@ -236,8 +236,12 @@ class SnapshotStore(Protocol):
         none): owner and lease set, version increased by one, so a former owner that still
         runs loses its next compare-and-set. Returns their ids, at most `limit`."""
 
-    async def list_events(self, run_id: str, after: int, limit: int) -> EventPage:
-        """The run's events with a sequence greater than `after`, in order, at most `limit`."""
+    async def list_events(
+        self, run_id: str, after: int, limit: int, max_chars: int | None = None
+    ) -> EventPage:
+        """The run's events with a sequence greater than `after`, in order, at most `limit`;
+        with `max_chars`, none after the one whose stored JSON brings the page to that many
+        characters (bytes, on PostgreSQL), so at least one, however large."""
 
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         """What an idempotency key led to, or None."""

@@ -589,8 +589,11 @@ class SqliteStore:
         if self._wal is not None and self._wal.broken:
             raise StoreUnavailable(f"sqlite: {self._wal.broken}")
 
-    async def _scan(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run a read that may scan in the reader's thread."""
+    async def _scan(
+        self, sql: str, params: Sequence[Any] = (), fetch: Callable[..., list[Any]] | None = None
+    ) -> list[Any]:
+        """Run a read that may scan in the reader's thread (`fetch` reads its rows: all of
+        them by default)."""
         db = self._reader
         assert db is not None, "store is not set up"
         self._check_durable()
@@ -598,7 +601,7 @@ class SqliteStore:
             # aiosqlite (pinned) runs a function in its connection's thread with `_execute`:
             # one hand-off for the whole read.
             rows: list[Any] = await db._execute(  # type: ignore[no-untyped-call]
-                _fetchall, db._conn, sql, params
+                fetch or _fetchall, db._conn, sql, params
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
@@ -648,10 +651,13 @@ class SqliteStore:
         )
         return [r[0] for r in rows]
 
-    async def list_events(self, run_id: str, after: int, limit: int) -> EventPage:
+    async def list_events(
+        self, run_id: str, after: int, limit: int, max_chars: int | None = None
+    ) -> EventPage:
         rows = await self._scan(
             "SELECT event FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (run_id, after, limit),
+            partial(_fetch_within, max_chars=max_chars),
         )
         return EventPage([json.loads(r[0]) for r in rows], sum(len(r[0]) for r in rows))
 
@@ -908,6 +914,22 @@ KNOWN_RUNS = 4096
 
 def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     return db.execute(sql, params).fetchall()
+
+
+def _fetch_within(
+    db: sqlite3.Connection, sql: str, params: Sequence[Any], max_chars: int | None
+) -> list[Any]:
+    """The rows of a query whose first column is text, up to the one that brings their
+    text to `max_chars` characters: the rest are never read."""
+    if max_chars is None:
+        return _fetchall(db, sql, params)
+    rows, size = [], 0
+    for row in db.execute(sql, params):
+        rows.append(row)
+        size += len(row[0])
+        if size >= max_chars:
+            break
+    return rows
 
 
 def _load(db: sqlite3.Connection, run_id: str) -> tuple[list[Any], list[Any]]:
