@@ -135,7 +135,8 @@ async def test_stored_input_that_the_new_schema_refuses_is_refused_before_the_re
 ) -> None:
     """v2's `ask` requires a `region` its stored input lacks: the resume, and its dry run,
     are refused WORKFLOW_CHANGED naming the field, and the run stays resumable (it failed
-    INVALID_STEP_INPUT once claimed, though the dry run had said yes)."""
+    INVALID_STEP_INPUT once claimed, though the dry run had said yes). So is a time travel
+    to it that gives no input (it failed the run the same way)."""
     log = tmp_path / "stricter.log"
     async with deployed(db, 1) as stub:
         await started(stub, "stricter", log)
@@ -145,6 +146,14 @@ async def test_stored_input_that_the_new_schema_refuses_is_refused_before_the_re
             assert_changed(error, "stricter", "ask", "stored input of step [ask]", "region")
         run = await stub.GetRun(rr.GetRunRequest(run_id="stricter"))
         assert run.status == RUN.RUN_STATUS_SUSPENDED
+        # Time travel to it on its stored input: the same refusal, pointing to input_data.
+        ask = message_pb2.StepPath(segments=["ask"])
+        travel = rr.TimeTravelRunRequest(run_id="stricter", step=ask)
+        error = await call_error(stub.TimeTravelRun(travel, timeout=20))
+        assert_changed(error, "stricter", "ask", "stored input (give input_data) of step [ask]")
+        assert (
+            await stub.GetRun(rr.GetRunRequest(run_id="stricter"))
+        ).result.version == run.result.version
     async with deployed(db, 1) as stub:
         assert (await resume(stub, "stricter")).status == RUN.RUN_STATUS_SUCCESS
     assert lines(log) == ["a", "ask:True"]

@@ -20,6 +20,7 @@ schemas, retry settings) apply to it as they do to new runs; docs/workflows.md s
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -98,17 +99,29 @@ def check_stored_data(workflow: Workflow, snapshot: RunSnapshot, records: Iterab
         record = snapshot.steps[path]
         step = nodes[split_items(path)[0]][1]
         assert isinstance(step, Step)
-        checks = [("input", step.input_schema, record.payload)]
+        _check_stored(workflow, snapshot, path, "input", step.input_schema, record.payload)
         if record.suspend_payload is not None:
-            checks.append(("suspend payload", step.suspend_schema, record.suspend_payload))
-        for what, model, data in checks:
-            try:
-                schema.parse(model, data)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{v.field}: {v.description}" for v in violations_from(exc, "", data)[:3]
-                )
-                text = f"the stored {what} of step {shown(path)} fails its schema ({problems})"
-                raise WorkflowChanged(
-                    snapshot.run.run_id, workflow.id, text, split_items(path)[0]
-                ) from exc
+            payload = record.suspend_payload
+            _check_stored(workflow, snapshot, path, "suspend payload", step.suspend_schema, payload)
+
+
+def check_stored_input(workflow: Workflow, snapshot: RunSnapshot, path: Path, node: Step) -> None:
+    """A time travel that gives no input runs the step on its stored input: it must pass the
+    step's input schema as deployed."""
+    record = snapshot.steps.get(path)
+    if record is not None:
+        what = "input (give input_data)"
+        _check_stored(workflow, snapshot, path, what, node.input_schema, record.payload)
+
+
+def _check_stored(
+    workflow: Workflow, snapshot: RunSnapshot, path: Path, what: str, model: Any, data: Any
+) -> None:
+    try:
+        schema.parse(model, data)
+    except ValidationError as exc:
+        found = violations_from(exc, "", data)[:3]
+        problems = "; ".join(f"{v.field}: {v.description}" for v in found)
+        text = f"the stored {what} of step {shown(path)} fails its schema ({problems})"
+        api = split_items(path)[0]
+        raise WorkflowChanged(snapshot.run.run_id, workflow.id, text, api) from exc

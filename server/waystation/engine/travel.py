@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from waystation.engine import schema
 from waystation.engine.commands import TimeTravelCommand
 from waystation.engine.definition import Branch, Foreach, Parallel, Step, Workflow, entry_members
+from waystation.engine.drift import check_stored_input
 from waystation.engine.errors import (
     EarlierStepSuspended,
     FieldViolation,
@@ -37,6 +38,8 @@ def plan(
     _check_not_in_items(workflow, target)
     if cmd.input_data is not None:
         _check_input(workflow, target, node, cmd.input_data)
+    elif isinstance(node, Step) and not _foreach_body(workflow, target):
+        check_stored_input(workflow, snapshot, target, node)  # a deploy may have changed it
     ancestors = {target[:d] for d in range(1, len(target))}
     later = [
         path
