@@ -182,17 +182,30 @@ async def test_a_sleeping_run_of_a_workflow_the_new_deploy_lacks_fails_naming_it
     assert "does not serve workflow 'napping'" in run.result.error.message
 
 
-async def test_a_timeout_that_cannot_resume_a_changed_run_leaves_the_others_to_act(
+async def test_timeouts_that_cannot_act_after_a_deploy_leave_the_others_to_act(
     db: Path, tmp_path: Path
 ) -> None:
-    """Two deadlines pass while the server is down: one would resume a run whose steps v2
-    moved, the other fails an unchanged run. Under v2 the first cannot act (its resume is
-    refused WORKFLOW_CHANGED, so it stays SUSPENDED, past its deadline); the second still
-    does, though it came due later (the refusal ended the upkeep's round before it)."""
+    """Deadlines pass while the server is down: 101 would resume runs whose steps v2 moved,
+    one fails an unchanged run. Under v2 the first cannot act (their resumes are refused
+    WORKFLOW_CHANGED), so those runs stay SUSPENDED past their deadlines; the last still
+    acts, though it came due after them. (The upkeep looks at 100 due runs at a time: the
+    refusal ended its round, and then the runs it could not act on took every place.)"""
+    log = str(tmp_path / "steps.log")
     async with deployed(db, 1) as stub:
-        await started(stub, "timed-reordered", tmp_path / "1.log")
-        await started(stub, "timed", tmp_path / "2.log")
-    await asyncio.sleep(2.5)
+        moved = [f"moved-{i}" for i in range(101)]
+        await asyncio.gather(
+            *(
+                stub.StartRun(
+                    rr.StartRunRequest(
+                        workflow_id="timed-reordered", run_id=run_id, input_data=value({"log": log})
+                    ),
+                    timeout=30,
+                )
+                for run_id in moved
+            )
+        )
+        await started(stub, "timed", tmp_path / "timed.log")
+    await asyncio.sleep(4.5)
     async with deployed(db, 2) as stub:
 
         async def failed() -> bool:
@@ -200,6 +213,7 @@ async def test_a_timeout_that_cannot_resume_a_changed_run_leaves_the_others_to_a
             return run.status == RUN.RUN_STATUS_FAILED
 
         await assert_eventually(failed, timeout=10)
-        moved = await stub.GetRun(rr.GetRunRequest(run_id="timed-reordered"))
-        assert moved.status == RUN.RUN_STATUS_SUSPENDED
-    assert lines(tmp_path / "1.log") == ["a"]
+        for run_id in (moved[0], moved[-1]):
+            run = await stub.GetRun(rr.GetRunRequest(run_id=run_id))
+            assert run.status == RUN.RUN_STATUS_SUSPENDED
+    assert lines(log) == ["a"] * 101

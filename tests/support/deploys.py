@@ -69,7 +69,7 @@ def _never(ctx: StepContext) -> bool:
 
 def build(version: int) -> dict[str, Workflow]:
     a, ask, z = _plain("a"), _ask(), _plain("z")
-    timed = _ask(timeout=1, on_timeout={"ok": False})
+    timed = _ask(timeout=3, on_timeout={"ok": False})
     v1 = version == 1
     inner = _sequence("inner-wf", _ask("inner" if v1 else "inner-renamed"))
     arms = [(_always, _plain("yes")), (_never, _plain("no"))]
@@ -96,12 +96,12 @@ def build(version: int) -> dict[str, Workflow]:
         .commit(),
         # v2's ask needs a region its stored input does not have
         "stricter": _sequence("stricter", a, _ask(input_schema=Job if v1 else RegionalJob)),
-        # v2 moves ask, which resumes itself 1 s after it suspends, before a
+        # v2 moves ask, which resumes itself 3 s after it suspends, before a
         "timed-reordered": _sequence("timed-reordered", a, timed, z)
         if v1
         else _sequence("timed-reordered", timed, a, z),
-        # unchanged: the run fails 2 s after ask suspends
-        "timed": _sequence("timed", a, _ask(timeout=2)),
+        # unchanged: the run fails 4 s after ask suspends
+        "timed": _sequence("timed", a, _ask(timeout=4)),
         # v2 no longer serves it
         **(
             {"napping": create_workflow(id="napping").sleep(30, id="nap").then(z).commit()}

@@ -131,6 +131,8 @@ class Engine(Upkeep):
         self._watchers: Counter[str] = Counter()  # open watches, by run
         self.draining = False
         """Set by `drain`: watches end (ServerDraining) rather than wait."""
+        self._unacted: set[str] = set()
+        self._told: set[str] = set()
         self._stalled: set[str] = set()
         """Runs whose execution here stopped on a store failure: RUNNING, with this
         replica's lease, driven by nobody until `_revive` (the upkeep, once the store

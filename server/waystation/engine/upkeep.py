@@ -41,6 +41,9 @@ log = logging.getLogger("waystation.engine")
 
 
 TIMEOUT = "timeout"
+UNACTED_RETRY = 60.0
+"""Seconds before a deadline that could not be acted on (the workflow changed under the
+run) is tried again: a deploy of the workflow as it was lets it act."""
 """The actor of a resume the timeout of a suspension made (a step's `resumed_by`)."""
 
 
@@ -91,6 +94,10 @@ class Upkeep:
         raise NotImplementedError
 
     _stalled: set[str]
+    _unacted: set[str]
+    """Suspended runs whose deadline passed that `_expire` could not act on: passed over
+    until the next retry (every UNACTED_RETRY seconds)."""
+    _told: set[str]
 
     async def _revive(self, run_id: str) -> None:
         raise NotImplementedError
@@ -166,11 +173,17 @@ class Upkeep:
         with its default data. Both are compare-and-set, so exactly one replica acts, and a
         restart picks up what a dead process left (the run is still SUSPENDED and due)."""
         trouble = Trouble("suspension timeouts")
+        again = now() + UNACTED_RETRY
         while True:
             await asyncio.sleep(interval)
+            if now() >= again:  # a deploy may have made them actionable again
+                self._unacted.clear()
+                again = now() + UNACTED_RETRY
             try:
-                for run_id in await self.store.due_runs(now(), limit=100):
-                    if run_id not in self._active:
+                # Runs it could not act on are passed over, and do not take the others' places.
+                due = await self.store.due_runs(now(), limit=100 + len(self._unacted))
+                for run_id in due:
+                    if run_id not in self._active and run_id not in self._unacted:
                         await self._expire(run_id)
             except Exception as exc:  # a conflict or a store hiccup: the next round retries
                 trouble.failed(exc)
@@ -179,8 +192,11 @@ class Upkeep:
 
     async def _expire(self, run_id: str) -> None:
         snapshot = await self.store.load(run_id)
-        workflow = self._workflows.get(snapshot.run.workflow_id) if snapshot else None
-        if snapshot is None or workflow is None or snapshot.run.status is not RunStatus.SUSPENDED:
+        if snapshot is None or snapshot.run.status is not RunStatus.SUSPENDED:
+            return
+        workflow = self._workflows.get(snapshot.run.workflow_id)
+        if workflow is None:
+            self._cannot_act(run_id, f"workflow {snapshot.run.workflow_id!r} is not served here")
             return
         moment = now()
         for path in suspended_records(workflow, snapshot.steps):
@@ -203,9 +219,25 @@ class Upkeep:
                     await self._accept_resume(cmd)  # the continuation runs on its own
             except (StoreConflict, ResumeConflict, RunNotSuspended, StepNotSuspended):
                 pass  # another replica (or a caller) got there first
-            except WorkflowChanged:  # not the round's failure: the other runs go on
-                log.debug("run %s cannot be resumed on its timeout: its workflow changed", run_id)
+            except WorkflowChanged as exc:  # not the round's failure: the other runs go on
+                self._cannot_act(run_id, exc.message)
             return
+        # Due, but no suspended step of the workflow as deployed has a deadline that passed.
+        self._cannot_act(run_id, "the step whose deadline passed is not in its workflow")
+
+    def _cannot_act(self, run_id: str, why: str) -> None:
+        """A suspension's deadline passed and cannot be acted on under the workflows served
+        here (a deploy changed them): the run waits, passed over until the next retry."""
+        if run_id not in self._told:
+            self._told.add(run_id)
+            log.warning(
+                "run %s: a suspension's deadline passed, but it cannot be acted on (%s); "
+                "trying again every %.0f s",
+                run_id,
+                why,
+                UNACTED_RETRY,
+            )
+        self._unacted.add(run_id)
 
     async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
         """A suspension expired with on_timeout="fail": the step fails, and with it the
