@@ -44,7 +44,12 @@ async def started(stub: Stub, workflow_id: str, log: Path, **data: Any) -> str:
         ),
         timeout=20,
     )
-    assert run.status == RUN.RUN_STATUS_SUSPENDED, run
+
+    async def suspended() -> bool:  # a run that sleeps first answers WAITING
+        got = await stub.GetRun(rr.GetRunRequest(run_id=run.run_id))
+        return bool(got.status == RUN.RUN_STATUS_SUSPENDED)
+
+    await assert_eventually(suspended, timeout=10)
     return run.run_id
 
 
@@ -80,7 +85,8 @@ async def test_steps_moved_or_added_before_a_suspended_step_refuse_its_resume(
     well, naming the step; nothing runs and the run stays SUSPENDED. Deployed as it was,
     each run resumes and ends as it would have."""
     logs = {
-        name: tmp_path / f"{name}.log" for name in ("reordered", "inserted", "renamed", "nested")
+        name: tmp_path / f"{name}.log"
+        for name in ("reordered", "inserted", "renamed", "nested", "slept")
     }
     async with deployed(db, 1) as stub:
         for name, log in logs.items():
@@ -98,6 +104,9 @@ async def test_steps_moved_or_added_before_a_suspended_step_refuse_its_resume(
                 assert_changed(error, name, step, *words)
             run = await stub.GetRun(rr.GetRunRequest(run_id=name))
             assert run.status == RUN.RUN_STATUS_SUSPENDED
+        # An id given by position is named as such: here the sleep's changed with b gone.
+        error = await call_error(resume(stub, "slept"))
+        assert_changed(error, "slept", "sleep-2", "never ran", "[sleep-2]: an id given by position")
         # By its old path or its label: the same refusal.
         assert_changed(
             await call_error(resume(stub, "nested", "inner-wf", "inner")),
@@ -105,12 +114,12 @@ async def test_steps_moved_or_added_before_a_suspended_step_refuse_its_resume(
             "inner-wf.inner",
         )
     for name, log in logs.items():
-        assert lines(log) == ["a"], name  # the resumes ran nothing
+        assert lines(log) == (["a", "b"] if name == "slept" else ["a"]), name  # nothing since
     async with deployed(db, 1) as stub:
-        for name in logs:
-            done = await resume(stub, name)
-            assert done.status == RUN.RUN_STATUS_SUCCESS, done
-    assert to_json(done.result)["ran"] == ["a", "inner:True", "z"]
+        done = {name: await resume(stub, name) for name in logs}
+    assert {r.status for r in done.values()} == {RUN.RUN_STATUS_SUCCESS}, done
+    assert to_json(done["nested"].result)["ran"] == ["a", "inner:True", "z"]
+    assert to_json(done["slept"].result)["ran"] == ["a", "b", "ask:True"]
 
 
 async def test_changes_after_the_point_a_run_reached_apply_to_it(db: Path, tmp_path: Path) -> None:
@@ -217,3 +226,58 @@ async def test_timeouts_that_cannot_act_after_a_deploy_leave_the_others_to_act(
             run = await stub.GetRun(rr.GetRunRequest(run_id=run_id))
             assert run.status == RUN.RUN_STATUS_SUSPENDED
     assert lines(log) == ["a"] * 101
+
+
+async def test_a_step_moved_into_or_out_of_a_foreach_refuses_the_resume(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2 runs `ask` in the items of a foreach where v1 ran it once, and the other way
+    round: a dry run said yes, and the resume failed the run (a foreach needs a list; the
+    step got the whole list). Both are refused WORKFLOW_CHANGED, and the runs wait."""
+    async with deployed(db, 1) as stub:
+        await started(stub, "itemized", tmp_path / "1.log")
+        await started(stub, "unitemized", tmp_path / "2.log")
+    async with deployed(db, 2) as stub:
+        for name, words in {
+            "itemized": "waits in this run as a step of its own, but now runs in the items",
+            "unitemized": "waits in this run in the items of a foreach, but is now a step",
+        }.items():
+            for dry in (True, False):
+                assert_changed(
+                    await call_error(resume(stub, name, validate_only=dry)), name, "ask", words
+                )
+            run = await stub.GetRun(rr.GetRunRequest(run_id=name))
+            assert run.status == RUN.RUN_STATUS_SUSPENDED
+
+
+async def test_time_travel_without_input_checks_a_nested_workflows_and_a_foreachs_stored_input(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2's nested workflow and the foreach's item step need a `region` that their stored
+    inputs lack: a time travel to either without input is refused WORKFLOW_CHANGED (it
+    turned the SUCCESS run FAILED), and the run is left as it was."""
+    async with deployed(db, 1) as stub:
+        run = await stub.StartRun(
+            rr.StartRunRequest(
+                workflow_id="finished",
+                run_id="finished",
+                input_data=value({"log": str(tmp_path / "log")}),
+            ),
+            timeout=20,
+        )
+        assert run.status == RUN.RUN_STATUS_SUCCESS, run
+    async with deployed(db, 2) as stub:
+        for target in ("each", "inside"):
+            travel = rr.TimeTravelRunRequest(
+                run_id="finished", step=message_pb2.StepPath(segments=[target])
+            )
+            error = await call_error(stub.TimeTravelRun(travel, timeout=20))
+            assert_changed(
+                error,
+                "finished",
+                target,
+                f"stored input (give input_data) of step [{target}]",
+                "region",
+            )
+        after = await stub.GetRun(rr.GetRunRequest(run_id="finished"))
+        assert (after.status, after.result.version) == (RUN.RUN_STATUS_SUCCESS, run.version)

@@ -26,13 +26,18 @@ class RegionalJob(Job):
     region: str  # a required field v2 adds
 
 
-def _plain(name: str) -> Any:
+def _plain(name: str, input_schema: type[BaseModel] | None = None) -> Any:
     async def execute(ctx: StepContext) -> dict[str, Any]:
         data = ctx.input_data
+        data = data.model_dump() if isinstance(data, BaseModel) else data
         record(data["log"], name)
         return {**data, "ran": [*data.get("ran", []), name]}
 
-    return create_step(id=name, execute=execute)
+    return create_step(id=name, input_schema=input_schema, execute=execute)
+
+
+def _nested_needing_region() -> Workflow:
+    return create_workflow(id="inside", input_schema=RegionalJob).then(_plain("z")).commit()
 
 
 def _ask(
@@ -50,6 +55,13 @@ def _ask(
         return {**data, "ran": [*data.get("ran", []), f"{name}:{ctx.resume_data.ok}"]}
 
     return create_step(id=name, input_schema=input_schema, resume_schema=Approval, execute=execute)
+
+
+def _fan() -> Any:
+    async def execute(ctx: StepContext) -> list[dict[str, Any]]:
+        return [{"log": ctx.input_data["log"], "ran": [str(i)]} for i in range(2)]
+
+    return create_step(id="fan", execute=execute)
 
 
 def _sequence(workflow_id: str, *steps: Any) -> Workflow:
@@ -102,6 +114,30 @@ def build(version: int) -> dict[str, Workflow]:
         else _sequence("timed-reordered", timed, a, z),
         # unchanged: the run fails 4 s after ask suspends
         "timed": _sequence("timed", a, _ask(timeout=4)),
+        # v2 runs ask in the items of a foreach
+        "itemized": _sequence("itemized", a, ask)
+        if v1
+        else create_workflow(id="itemized").then(a).foreach(ask).commit(),
+        # v2 runs ask, which v1 ran in the items of a foreach, once
+        "unitemized": create_workflow(id="unitemized").then(_fan()).foreach(ask).commit()
+        if v1
+        else _sequence("unitemized", _fan(), ask),
+        # v2's nested workflow, and the foreach's item step, need a region
+        "finished": create_workflow(id="finished")
+        .then(_fan())
+        .foreach(_plain("each", Job if v1 else RegionalJob))
+        .map(lambda ctx: ctx.input_data[0])
+        .then(_sequence("inside", _plain("z")) if v1 else _nested_needing_region())
+        .commit(),
+        # v2 drops b: the sleep's id, given by its position, changes from sleep-3 to sleep-2
+        "slept": create_workflow(id="slept")
+        .then(a)
+        .then(_plain("b"))
+        .sleep(0.01)
+        .then(ask)
+        .commit()
+        if v1
+        else create_workflow(id="slept").then(a).sleep(0.01).then(ask).commit(),
         # v2 no longer serves it
         **(
             {"napping": create_workflow(id="napping").sleep(30, id="nap").then(z).commit()}

@@ -19,6 +19,7 @@ schemas, retry settings) apply to it as they do to new runs; docs/workflows.md s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,8 +29,8 @@ from waystation.engine import schema
 from waystation.engine.definition import Branch, Foreach, Sleep, Step, Workflow, entry_members
 from waystation.engine.errors import WorkflowChanged, violations_from
 from waystation.engine.model import RunSnapshot, StepStatus
-from waystation.engine.paths import Path, format_path, is_prefix, shown, split_items
-from waystation.engine.result import graph
+from waystation.engine.paths import ITEM_MARK, Path, format_path, is_prefix, shown, split_items
+from waystation.engine.result import foreach_body, graph
 
 FINISHED = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
 WAITING = frozenset({StepStatus.SUSPENDED, StepStatus.RUNNING, StepStatus.WAITING})
@@ -43,10 +44,21 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
     for path, record in snapshot.steps.items():
         statuses.setdefault(split_items(path)[0], set()).add(record.status)
     waiting = [api for api, seen in statuses.items() if seen & WAITING]
+    itemized = _itemized(snapshot)
     for api in waiting:
         node = nodes.get(api, (0, None))[1]
         if node is None:
-            what = f"step [{format_path(api)}] waits in this run, but the workflow has no such step"
+            what = (
+                f"step [{format_path(api)}] waits in this run, but the workflow has no such step"
+                + _positional(api)
+            )
+            raise WorkflowChanged(run_id, workflow.id, what, api)
+        if (api in itemized) != foreach_body(workflow, api):
+            what = f"step [{format_path(api)}] waits in this run " + (
+                "in the items of a foreach, but is now a step of its own"
+                if api in itemized
+                else "as a step of its own, but now runs in the items of a foreach"
+            )
             raise WorkflowChanged(run_id, workflow.id, what, api)
         if isinstance(node, Workflow) and not any(
             len(w) > len(api) and is_prefix(api, w) for w in waiting
@@ -54,6 +66,31 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
             what = f"step [{format_path(api)}] waits in this run, but is now a nested workflow"
             raise WorkflowChanged(run_id, workflow.id, what, api)
     _check_order(workflow, (), statuses, run_id, workflow.id)
+
+
+def _positional(*paths: Path) -> str:
+    """A hint for ids that the workflow gave by position (`.sleep()`, `.map()` and blocks
+    without an id: "sleep-3"), which change when entries before them come or go."""
+    named = [format_path(p) for p in paths if _POSITIONAL.fullmatch(p[-1])]
+    if not named:
+        return ""
+    listed = ", ".join(f"[{n}]" for n in named)
+    return f" ({listed}: an id given by position, which changes when entries before it do)"
+
+
+_POSITIONAL = re.compile(r"(sleep|map|parallel|branch)-[0-9]+")
+
+
+def _itemized(snapshot: RunSnapshot) -> set[Path]:
+    """The API paths of the steps and nested workflows that ran as a foreach's body here."""
+    out: set[Path] = set()
+    for path, record in snapshot.steps.items():
+        if "count" in record.metadata:  # a foreach's aggregate record
+            out.add(split_items(path)[0])
+        for depth, segment in enumerate(path, 1):
+            if ITEM_MARK in segment:
+                out.add(split_items(path[:depth])[0])
+    return out
 
 
 def _check_order(
@@ -77,7 +114,7 @@ def _check_order(
             what = (
                 f"step [{format_path(later)}] has run, but [{format_path(earlier)}] now comes"
                 f" before it and {state} in this run: steps were added or moved before the"
-                " point the run had reached"
+                " point the run had reached" + _positional(earlier, later)
             )
             raise WorkflowChanged(run_id, top, what, earlier)
         # A branch asks its conditions once: its arms without a record were not chosen.
@@ -105,13 +142,18 @@ def check_stored_data(workflow: Workflow, snapshot: RunSnapshot, records: Iterab
             _check_stored(workflow, snapshot, path, "suspend payload", step.suspend_schema, payload)
 
 
-def check_stored_input(workflow: Workflow, snapshot: RunSnapshot, path: Path, node: Step) -> None:
-    """A time travel that gives no input runs the step on its stored input: it must pass the
-    step's input schema as deployed."""
+def check_stored_input(
+    workflow: Workflow, snapshot: RunSnapshot, path: Path, node: Step | Workflow
+) -> None:
+    """A time travel that gives no input runs its target on the stored input: it must pass
+    the target's input schema as deployed (each item's, for a foreach)."""
     record = snapshot.steps.get(path)
-    if record is not None:
-        what = "input (give input_data)"
-        _check_stored(workflow, snapshot, path, what, node.input_schema, record.payload)
+    if record is None:
+        return
+    what = "input (give input_data)"
+    items = record.payload if foreach_body(workflow, path) else [record.payload]
+    for item in items if isinstance(items, list) else []:
+        _check_stored(workflow, snapshot, path, what, node.input_schema, item)
 
 
 def _check_stored(

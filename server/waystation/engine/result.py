@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from waystation.engine.definition import Sleep, Step, Workflow, entry_members
+from waystation.engine.definition import Foreach, Sleep, Step, Workflow, entry_members
 from waystation.engine.model import JSON, LabelTarget, RunRecord, RunStatus, StepRecord, StepStatus
 from waystation.engine.paths import ITEM_MARK, Path, format_path, item_indices, split_items
 
@@ -66,6 +66,14 @@ def find(workflow: Workflow, path: Path) -> Node | None:
             return None
         node = child
     return node
+
+
+def foreach_body(workflow: Workflow, path: Path) -> bool:
+    """Whether the node at `path` is the body of a foreach (it runs once per item)."""
+    parent, node = find(workflow, path[:-1]), find(workflow, path)
+    return isinstance(parent, Workflow) and any(
+        isinstance(e, Foreach) and e.body is node for e in parent.entries
+    )
 
 
 def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list[Path]:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from waystation.engine import schema
 from waystation.engine.commands import TimeTravelCommand
-from waystation.engine.definition import Branch, Foreach, Parallel, Step, Workflow, entry_members
+from waystation.engine.definition import Branch, Parallel, Step, Workflow, entry_members
 from waystation.engine.drift import check_stored_input
 from waystation.engine.errors import (
     EarlierStepSuspended,
@@ -23,7 +23,7 @@ from waystation.engine.errors import (
 )
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
-from waystation.engine.result import find, graph, suspended_leaves
+from waystation.engine.result import find, foreach_body, graph, suspended_leaves
 
 
 def plan(
@@ -38,7 +38,7 @@ def plan(
     _check_not_in_items(workflow, target)
     if cmd.input_data is not None:
         _check_input(workflow, target, node, cmd.input_data)
-    elif isinstance(node, Step) and not _foreach_body(workflow, target):
+    else:
         check_stored_input(workflow, snapshot, target, node)  # a deploy may have changed it
     ancestors = {target[:d] for d in range(1, len(target))}
     later = [
@@ -105,21 +105,13 @@ def _check_not_in_items(workflow: Workflow, target: Path) -> None:
     """Refuse a step inside a foreach's nested workflow: it runs once per item, and a time
     travel names no item (the foreach itself can be the target)."""
     for depth in range(1, len(target)):
-        if _foreach_body(workflow, target[:depth]):
+        if foreach_body(workflow, target[:depth]):
             body = ".".join(target[:depth])
             raise InvalidArgument(
                 "step",
                 f"[{'.'.join(target)}] runs in each item of the foreach [{body}], and time"
                 f" travel cannot name an item: travel to [{body}] instead",
             )
-
-
-def _foreach_body(workflow: Workflow, path: Path) -> bool:
-    """Whether the node at `path` is the body of a foreach (it runs once per item)."""
-    parent, node = find(workflow, path[:-1]), find(workflow, path)
-    return isinstance(parent, Workflow) and any(
-        isinstance(e, Foreach) and e.body is node for e in parent.entries
-    )
 
 
 def _check_nothing_waits_before(
@@ -159,7 +151,7 @@ def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: 
     """Refuse new input that the target would refuse when it runs, before anything changes:
     a foreach's input is the list of its items, each checked against its body's schema."""
     items = {"input_data": data}
-    if _foreach_body(workflow, target):
+    if foreach_body(workflow, target):
         if not isinstance(data, list):
             kind = type(data).__name__
             wrong = FieldViolation("input_data", f"a foreach needs a list of items, got {kind}")
