@@ -37,13 +37,17 @@ async def deployed(db: Path, version: int) -> AsyncIterator[Stub]:
         yield stub
 
 
-async def started(stub: Stub, workflow_id: str, log: Path, **data: Any) -> str:
-    run = await stub.StartRun(
-        rr.StartRunRequest(
-            workflow_id=workflow_id, run_id=workflow_id, input_data=value({"log": str(log), **data})
-        ),
-        timeout=20,
+def start(stub: Stub, workflow_id: str, log: Path, run_id: str = "") -> Any:
+    """StartRun of `workflow_id` (run id: the workflow's, unless given) logging to `log`."""
+    request = rr.StartRunRequest(
+        workflow_id=workflow_id, run_id=run_id or workflow_id, input_data=value({"log": str(log)})
     )
+    return stub.StartRun(request, timeout=30)
+
+
+async def started(stub: Stub, workflow_id: str, log: Path) -> str:
+    """The run of `start`, once it is SUSPENDED."""
+    run = await start(stub, workflow_id, log)
 
     async def suspended() -> bool:  # a run that sleeps first answers WAITING
         got = await stub.GetRun(rr.GetRunRequest(run_id=run.run_id))
@@ -175,14 +179,7 @@ async def test_a_sleeping_run_of_a_workflow_the_new_deploy_lacks_fails_naming_it
     reason WORKFLOW_NOT_FOUND and a message naming the workflow (it said RUN_INTERRUPTED,
     which is `--recovery fail`'s)."""
     async with deployed(db, 1) as stub:
-        run = await stub.StartRun(
-            rr.StartRunRequest(
-                workflow_id="napping",
-                run_id="napping",
-                input_data=value({"log": str(tmp_path / "nap.log")}),
-            ),
-            timeout=20,
-        )
+        run = await start(stub, "napping", tmp_path / "nap.log")
         assert run.status == RUN.RUN_STATUS_WAITING
     async with deployed(db, 2) as stub:
         run = await stub.GetRun(rr.GetRunRequest(run_id="napping"))
@@ -199,20 +196,10 @@ async def test_timeouts_that_cannot_act_after_a_deploy_leave_the_others_to_act(
     WORKFLOW_CHANGED), so those runs stay SUSPENDED past their deadlines; the last still
     acts, though it came due after them. (The upkeep looks at 100 due runs at a time: the
     refusal ended its round, and then the runs it could not act on took every place.)"""
-    log = str(tmp_path / "steps.log")
+    log = tmp_path / "steps.log"
     async with deployed(db, 1) as stub:
         moved = [f"moved-{i}" for i in range(101)]
-        await asyncio.gather(
-            *(
-                stub.StartRun(
-                    rr.StartRunRequest(
-                        workflow_id="timed-reordered", run_id=run_id, input_data=value({"log": log})
-                    ),
-                    timeout=30,
-                )
-                for run_id in moved
-            )
-        )
+        await asyncio.gather(*(start(stub, "timed-reordered", log, run_id) for run_id in moved))
         await started(stub, "timed", tmp_path / "timed.log")
     await asyncio.sleep(4.5)
     async with deployed(db, 2) as stub:
@@ -257,14 +244,7 @@ async def test_time_travel_without_input_checks_a_nested_workflows_and_a_foreach
     inputs lack: a time travel to either without input is refused WORKFLOW_CHANGED (it
     turned the SUCCESS run FAILED), and the run is left as it was."""
     async with deployed(db, 1) as stub:
-        run = await stub.StartRun(
-            rr.StartRunRequest(
-                workflow_id="finished",
-                run_id="finished",
-                input_data=value({"log": str(tmp_path / "log")}),
-            ),
-            timeout=20,
-        )
+        run = await start(stub, "finished", tmp_path / "log")
         assert run.status == RUN.RUN_STATUS_SUCCESS, run
     async with deployed(db, 2) as stub:
         for target in ("each", "inside"):
