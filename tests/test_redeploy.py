@@ -261,3 +261,31 @@ async def test_time_travel_without_input_checks_a_nested_workflows_and_a_foreach
             )
         after = await stub.GetRun(rr.GetRunRequest(run_id="finished"))
         assert (after.status, after.result.version) == (RUN.RUN_STATUS_SUCCESS, run.version)
+
+
+async def test_a_run_asleep_during_a_deploy_that_moved_its_steps_waits_for_one_that_fits(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2 adds `x` before the sleep a run of v1 is in. v2 does not continue the run (it ran
+    `x`, slept again from the start, and left the old sleep WAITING: a run no deploy could
+    resume); RestartRun is refused WORKFLOW_CHANGED. v1 again continues it as it was."""
+    log = tmp_path / "dozing.log"
+    async with deployed(db, 1) as stub:
+        run = await start(stub, "dozing", log)
+        assert run.status == RUN.RUN_STATUS_WAITING
+    async with deployed(db, 2) as stub:
+        await asyncio.sleep(3.5)  # past its wake-up time
+        restart = rr.RestartRunRequest(run_id="dozing")
+        error = await call_error(stub.RestartRun(restart, timeout=20))
+        assert_changed(error, "dozing", "x", "[nap] has run, but [x] now comes before it")
+        still = await stub.GetRun(rr.GetRunRequest(run_id="dozing"))
+        assert still.status == RUN.RUN_STATUS_WAITING
+    assert lines(log) == ["a"]
+    async with deployed(db, 1) as stub:
+
+        async def finished() -> bool:
+            got = await stub.GetRun(rr.GetRunRequest(run_id="dozing"))
+            return bool(got.status == RUN.RUN_STATUS_SUCCESS)
+
+        await assert_eventually(finished, timeout=10)
+    assert lines(log) == ["a", "z"]

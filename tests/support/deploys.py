@@ -138,6 +138,15 @@ def build(version: int) -> dict[str, Workflow]:
         .commit()
         if v1
         else create_workflow(id="slept").then(a).sleep(0.01).then(ask).commit(),
+        # v2 adds x before the 3 s nap (which has an id: it is not renamed)
+        "dozing": create_workflow(id="dozing").then(a).sleep(3, id="nap").then(z).commit()
+        if v1
+        else create_workflow(id="dozing")
+        .then(a)
+        .then(_plain("x"))
+        .sleep(3, id="nap")
+        .then(z)
+        .commit(),
         # v2 no longer serves it
         **(
             {"napping": create_workflow(id="napping").sleep(30, id="nap").then(z).commit()}

@@ -60,8 +60,11 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
                 else "as a step of its own, but now runs in the items of a foreach"
             )
             raise WorkflowChanged(run_id, workflow.id, what, api)
-        if isinstance(node, Workflow) and not any(
-            len(w) > len(api) and is_prefix(api, w) for w in waiting
+        # (A RUNNING one may be a nested workflow whose first step had not begun.)
+        if (
+            isinstance(node, Workflow)
+            and StepStatus.SUSPENDED in statuses[api]
+            and not any(len(w) > len(api) and is_prefix(api, w) for w in waiting)
         ):
             what = f"step [{format_path(api)}] waits in this run, but is now a nested workflow"
             raise WorkflowChanged(run_id, workflow.id, what, api)

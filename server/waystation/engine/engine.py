@@ -816,6 +816,7 @@ class Engine(Upkeep):
             )
         run.request_context = merge_context(run.request_context, request_context)
         workflow = self.workflow(run.workflow_id)
+        check_fits(workflow, snapshot)  # a deploy since may have moved its steps
         # Take the run over by compare-and-set: a driver that is still alive loses its next
         # commit and stops, so the run is never driven twice from here on.
         expected = run.advance()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from waystation.engine.commands import ResumeCommand
 from waystation.engine.definition import Workflow
+from waystation.engine.drift import check_fits
 from waystation.engine.errors import (
     ResumeConflict,
     RunNotSuspended,
@@ -122,6 +123,11 @@ class Upkeep:
             waiting = snapshot.run.status is RunStatus.WAITING
             if workflow is None or (self._recovery == "fail" and not waiting):
                 await self._fail_interrupted(snapshot, workflow)
+                continue
+            try:
+                check_fits(workflow, snapshot)
+            except WorkflowChanged as exc:  # it waits (the lease lapses) for a deploy that fits
+                self._tell_once(run_id, f"run {run_id} cannot go on here: {exc.message}")
             else:
                 log.info("continuing run %s (its driver stopped)", run_id)
                 self._launch(Execution(self.store, workflow, snapshot))
@@ -228,16 +234,18 @@ class Upkeep:
     def _cannot_act(self, run_id: str, why: str) -> None:
         """A suspension's deadline passed and cannot be acted on under the workflows served
         here (a deploy changed them): the run waits, passed over until the next retry."""
+        self._tell_once(
+            run_id,
+            f"run {run_id}: a suspension's deadline passed, but it cannot be acted on ({why});"
+            f" trying again every {UNACTED_RETRY:.0f} s",
+        )
+        self._unacted.add(run_id)
+
+    def _tell_once(self, run_id: str, text: str) -> None:
+        """Warn of a run that a deploy left unable to go on, once per process."""
         if run_id not in self._told:
             self._told.add(run_id)
-            log.warning(
-                "run %s: a suspension's deadline passed, but it cannot be acted on (%s); "
-                "trying again every %.0f s",
-                run_id,
-                why,
-                UNACTED_RETRY,
-            )
-        self._unacted.add(run_id)
+            log.warning("%s", text)
 
     async def _time_out(self, snapshot: RunSnapshot, workflow: Workflow, path: Path) -> None:
         """A suspension expired with on_timeout="fail": the step fails, and with it the
