@@ -20,6 +20,7 @@ schemas, retry settings) apply to it as they do to new runs; docs/workflows.md s
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,10 +42,21 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
     run_id = snapshot.run.run_id
     nodes = graph(workflow)
     statuses: dict[Path, set[StepStatus]] = {}
+    itemized: set[Path] = set()  # what ran as a foreach's body (its items, its aggregate)
     for path, record in snapshot.steps.items():
-        statuses.setdefault(split_items(path)[0], set()).add(record.status)
-    waiting = [api for api, seen in statuses.items() if seen & WAITING]
-    itemized = _itemized(snapshot)
+        api = path
+        if any(ITEM_MARK in segment for segment in path):
+            api = split_items(path)[0]
+            itemized.update(api[:depth] for depth, s in enumerate(path, 1) if ITEM_MARK in s)
+        if "count" in record.metadata:  # a foreach's aggregate record
+            itemized.add(api)
+        found = statuses.get(api)
+        if found is None:
+            statuses[api] = {record.status}
+        else:
+            found.add(record.status)
+    waiting = [api for api, seen in statuses.items() if not seen.isdisjoint(WAITING)]
+    bodies = _foreach_bodies(workflow)
     for api in waiting:
         node = nodes.get(api, (0, None))[1]
         if node is None:
@@ -53,7 +65,7 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
                 + _positional(api)
             )
             raise WorkflowChanged(run_id, workflow.id, what, api)
-        if (api in itemized) != foreach_body(workflow, api):
+        if (api in itemized) != (api in bodies):
             what = f"step [{format_path(api)}] waits in this run " + (
                 "in the items of a foreach, but is now a step of its own"
                 if api in itemized
@@ -71,6 +83,20 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
     _check_order(workflow, (), statuses, run_id, workflow.id)
 
 
+def _foreach_bodies(workflow: Workflow) -> frozenset[Path]:
+    """The paths of the steps and nested workflows that are a foreach's body (once per
+    committed workflow, as its graph is)."""
+    found = _BODIES.get(workflow)
+    if found is None:
+        found = frozenset(path for path in graph(workflow) if foreach_body(workflow, path))
+        if workflow.committed:
+            _BODIES[workflow] = found
+    return found
+
+
+_BODIES: weakref.WeakKeyDictionary[Workflow, frozenset[Path]] = weakref.WeakKeyDictionary()
+
+
 def _positional(*paths: Path) -> str:
     """A hint for ids that the workflow gave by position (`.sleep()`, `.map()` and blocks
     without an id: "sleep-3"), which change when entries before them come or go."""
@@ -82,18 +108,6 @@ def _positional(*paths: Path) -> str:
 
 
 _POSITIONAL = re.compile(r"(sleep|map|parallel|branch)-[0-9]+")
-
-
-def _itemized(snapshot: RunSnapshot) -> set[Path]:
-    """The API paths of the steps and nested workflows that ran as a foreach's body here."""
-    out: set[Path] = set()
-    for path, record in snapshot.steps.items():
-        if "count" in record.metadata:  # a foreach's aggregate record
-            out.add(split_items(path)[0])
-        for depth, segment in enumerate(path, 1):
-            if ITEM_MARK in segment:
-                out.add(split_items(path[:depth])[0])
-    return out
 
 
 def _check_order(
