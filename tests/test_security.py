@@ -63,7 +63,15 @@ Metadata = tuple[tuple[str, str], ...]
 # Fresh random tokens per test session: a match in a log cannot be a coincidence.
 TOKENS = {
     name: f"ws-{name}-{secrets.token_hex(16)}"
-    for name in ("billing-ops", "orders-ops", "billing-reader", "root", "literal", "quoted")
+    for name in (
+        "billing-ops",
+        "orders-ops",
+        "billing-reader",
+        "billing-starter",
+        "root",
+        "literal",
+        "quoted",
+    )
 }
 WRONG_TOKEN = f"ws-wrong-{secrets.token_hex(16)}"
 DIGEST = hashlib.sha256(b"a token").hexdigest()
@@ -82,6 +90,7 @@ CREDENTIALS: list[dict[str, Any]] = [
         "actions": ["start", "resume", "cancel", "read"],
     },
     {"name": "billing-reader", "tenants": ["billing/"], "actions": ["read"]},
+    {"name": "billing-starter", "tenants": ["billing/"], "actions": ["start"]},
     {"name": "root", "actions": ["*"]},
     {"name": "literal", "tenants": ["a%b/", "c_d/"], "actions": ["*"]},
     {"name": "quoted", "tenants": [QUOTED_TENANT], "actions": ["*"]},
@@ -557,6 +566,44 @@ async def test_a_read_only_token_may_read_but_not_act(
     assert seen.status == RUN.RUN_STATUS_SUSPENDED and seen.result.version == run.version
     assert await listed(stub, as_("billing-reader")) == ["billing/1"]
     assert lines(log) == ["one"]
+
+
+async def test_a_token_without_the_read_action_may_not_read(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """billing-starter (actions ["start"]) starts a run of its tenant, but reading it, or
+    listing runs or workflows, is PERMISSION_DENIED for the action "read"."""
+    log = tmp_path / "log"
+    run = await start(stub, as_("billing-starter"), "billing/1", log)
+    assert run.status == RUN.RUN_STATUS_SUSPENDED
+    starter = as_("billing-starter")
+    reads = {
+        "GetRun": get(stub, starter, run.run_id),
+        "ListRuns": stub.ListRuns(rr.ListRunsRequest(), metadata=starter, timeout=5),
+        "ListWorkflows": stub.ListWorkflows(rr.ListWorkflowsRequest(), metadata=starter, timeout=5),
+        "GetWorkflow": stub.GetWorkflow(
+            rr.GetWorkflowRequest(workflow_id="counted"), metadata=starter, timeout=5
+        ),
+    }
+    for name, call in reads.items():
+        error = await call_error(call)
+        assert error.code == grpc.StatusCode.PERMISSION_DENIED, (name, error)
+        assert_denied(error, "billing-starter", "read")
+    assert_denied(await watch_error(stub, starter, run.run_id), "billing-starter", "read")
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+async def test_the_bearer_scheme_is_case_insensitive(
+    stub: WorkflowServiceStub, tmp_path: Path, scheme: str
+) -> None:
+    """`authorization: bearer <token>` (any case, as RFC 7235 makes auth schemes)
+    authenticates as `Bearer <token>` does."""
+    metadata = (("authorization", f"{scheme} {TOKENS['billing-ops']}"),)
+    run = await start(stub, metadata, "billing/1", tmp_path / "log")
+    assert run.status == RUN.RUN_STATUS_SUSPENDED
+    assert (await get(stub, metadata, run.run_id)).status == RUN.RUN_STATUS_SUSPENDED
+    resumed = await resume(stub, metadata, run.run_id)
+    assert resumed.steps["gate"].resumed_by == "billing-ops"
 
 
 @pytest.mark.parametrize("resource_id", ["orders/1", "", "billing", "xbilling/1", "BILLING/1"])
