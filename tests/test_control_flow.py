@@ -542,6 +542,54 @@ async def test_a_state_update_its_schema_refuses_fails_the_step_field_by_field(
     assert to_json(kept.result) == {"kept": {"hits": 0, "limit": 10}}
 
 
+async def test_a_state_update_the_steps_own_state_schema_refuses_fails_the_step(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A step's own `state_schema` checks set_state as the workflow's does: the workflow
+    has none, the step's refuses the update, and the step fails INVALID_STATE with the
+    field named."""
+    failed = await start(stub, "step-state-checked", {"update": {"hits": "many"}})
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    assert failed.error.reason == "INVALID_STATE"
+    assert failed.error.message == "state of step [sets-own] is invalid"
+    assert [v["field"] for v in to_json(failed.error.details)["violations"]] == ["hits"]
+    fine = await start(stub, "step-state-checked", {"update": {"hits": 2}})
+    assert fine.status == SUCCESS
+    assert to_json(fine.result) == {"state": {"hits": 2}}
+
+
+async def test_an_output_the_workflows_output_schema_refuses_fails_the_run(
+    stub: WorkflowServiceStub,
+) -> None:
+    """The workflow's `output_schema` is checked once its last step has finished: the step
+    succeeded, the run is FAILED INVALID_WORKFLOW_OUTPUT with the field named."""
+    done = await start(stub, "output-refused", "hello")
+    assert done.status == enums_pb2.RUN_STATUS_FAILED
+    assert done.error.reason == "INVALID_WORKFLOW_OUTPUT"
+    assert done.error.message == "workflow 'output-refused' output is invalid"
+    assert [v["field"] for v in to_json(done.error.details)["violations"]] == ["greeting"]
+    assert done.steps["says"].status == STEP.STEP_STATUS_SUCCESS
+    assert not done.HasField("result")
+
+
+async def test_input_a_nested_workflows_input_schema_refuses_fails_it_before_its_steps_run(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A nested workflow is a step: input that breaks its `input_schema` fails it at once,
+    INVALID_STEP_INPUT with the field named, and none of its steps runs (its own step has
+    no schema that would refuse it)."""
+    log = tmp_path / "nested.log"
+    done = await start(stub, "nested-input-checked", {"log": str(log), "n": "many"})
+    assert done.status == enums_pb2.RUN_STATUS_FAILED
+    assert done.error.reason == "INVALID_STEP_INPUT"
+    assert list(done.error.step.segments) == ["wants-numbers"]
+    assert done.error.message == "input of nested workflow [wants-numbers] is invalid"
+    assert [v["field"] for v in to_json(done.error.details)["violations"]] == ["n"]
+    assert done.steps["wants-numbers"].status == STEP.STEP_STATUS_FAILED
+    assert "wants-numbers.takes" not in done.steps
+    assert lines(log) == []
+
+
 # -- retries on resume --------------------------------------------------------------------
 
 

@@ -1083,7 +1083,12 @@ async def test_resume_data_that_no_answer_can_carry_is_refused_and_the_run_stays
 
 
 @pytest.mark.parametrize(
-    ("make", "problem"), [("bigint", "double's range"), ("surrogate", "UTF-8")]
+    ("make", "problem"),
+    [
+        ("bigint", "double's range"),
+        ("negative-bigint", "double's range"),
+        ("surrogate", "UTF-8"),
+    ],
 )
 async def test_a_step_output_no_answer_can_carry_fails_the_step_and_the_run_stays_readable(
     stub: Stub, make: str, problem: str

@@ -493,3 +493,25 @@ fails_once = (
     .then(create_step(id="after-flaky", execute=logs("after", {"done": True})))
     .commit()
 )
+
+
+async def _says(ctx: StepContext) -> dict[str, Any]:
+    return {"not_greeting": ctx.input_data}
+
+
+# output-refused: says returns what the workflow's output_schema Greeting refuses
+output_refused = (
+    create_workflow(id="output-refused", output_schema=Greeting)
+    .then(create_step(id="says", execute=_says))
+    .commit()
+)
+
+_wants_numbers = (
+    create_workflow(id="wants-numbers", input_schema=LogN)
+    .then(create_step(id="takes", execute=logs("takes")))
+    .commit()
+)
+
+# nested-input-checked: the nested workflow wants-numbers [takes (logs "takes"; no schema
+# of its own)] checks its input {log, n} against its input_schema LogN
+nested_input_checked = create_workflow(id="nested-input-checked").then(_wants_numbers).commit()

@@ -227,13 +227,16 @@ deep_output = create_workflow(id="deep-output").then(create_step(id="deep", exec
 
 class Uncarried(BaseModel):
     make: str = ""
-    """"bigint" or "surrogate": the step outputs a value no answer can carry."""
+    """"bigint", "negative-bigint" or "surrogate": the step outputs a value no answer can
+    carry."""
     n: int = 0
 
 
 async def _uncarried(ctx: StepContext) -> Any:
     if ctx.input_data["make"] == "bigint":
         return {"n": 10**400}
+    if ctx.input_data["make"] == "negative-bigint":
+        return {"n": -(10**400)}
     if ctx.input_data["make"] == "surrogate":
         return {"name": b"caf\xe9".decode("utf-8", "surrogateescape")}  # as os.fsdecode gives
     if ctx.resume_data is None:
@@ -409,6 +412,14 @@ async def _sets(ctx: StepContext) -> dict[str, Any]:
 state_checked = (
     create_workflow(id="state-checked", state_schema=Limited)
     .then(create_step(id="sets", retries=0, execute=_sets))
+    .commit()
+)
+
+# step-state-checked: the same step under a workflow without a state schema, the step's own
+# state_schema Limited checking the update
+step_state_checked = (
+    create_workflow(id="step-state-checked")
+    .then(create_step(id="sets-own", state_schema=Limited, retries=0, execute=_sets))
     .commit()
 )
 
