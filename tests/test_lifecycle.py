@@ -10,16 +10,22 @@ never runs the steps before it again.
 from __future__ import annotations
 
 import logging
+import sys
+import time
+import types
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.conftest import FLOW_WORKFLOWS
+from tests.conftest import FLOW_WORKFLOWS, serving, settings_for
 from tests.support.api import assert_eventually, call_error, path, paths, struct, to_json, value
+from tests.support.flows_extra import logs
 from tests.support.workflows import lines
+from waystation import create_step, create_workflow
 from waystation.api.v1 import enums_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
@@ -121,15 +127,87 @@ async def test_a_start_that_waits_is_answered_when_the_run_settles_waiting(
     assert done.result.version > waiting.version
 
 
-async def test_sleep_until_a_past_moment_does_not_wait(
+async def test_sleep_until_a_past_moment_does_not_wait_and_hands_its_input_on(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """`.sleep_until` a time already past lets the run go on at once."""
+    """`.sleep_until` a time already past lets the run go on at once. A sleep passes its
+    input through: GetRun shows it as the sleep's recorded output, and the next step got
+    it."""
     log = tmp_path / "until.log"
     done = await start(stub, "wake-past", {"log": str(log)})
     assert done.status == RUN.RUN_STATUS_SUCCESS
     assert done.steps["until"].status == STEP.STEP_STATUS_SUCCESS
     assert lines(log) == ["woke"]
+    stored = await get_run(stub, done.run_id)
+    assert to_json(stored.result.steps["until"].output) == {"log": str(log)}
+    assert to_json(stored.result.steps["woke"].output) == {"log": str(log)}
+
+
+def seconds(stamp: Any) -> float:
+    return float(stamp.seconds) + stamp.nanos / 1e9
+
+
+async def test_sleep_until_a_moment_ahead_waits_for_it_and_wakes_then(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.sleep_until(t)`, t two seconds ahead: the run is WAITING with t as its wake-up
+    time, and the step after the sleep runs at t, not at once."""
+    wake = datetime.now(UTC) + timedelta(seconds=2)
+    module = types.ModuleType(f"wake_soon_{uuid.uuid4().hex[:8]}")
+    module.wake_soon = (  # type: ignore[attr-defined]
+        create_workflow(id="wake-soon")
+        .sleep_until(wake, id="until")
+        .then(create_step(id="woke", execute=logs("woke")))
+        .commit()
+    )
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    log = tmp_path / "wake.log"
+    async with (
+        serving(settings_for(db_path, workflows=[module.__name__])) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = WorkflowServiceStub(channel)
+        waiting = await start(stub, "wake-soon", {"log": str(log)})
+        assert waiting.status == RUN.RUN_STATUS_WAITING
+        assert waiting.steps["until"].status == STEP.STEP_STATUS_WAITING
+        assert seconds(waiting.steps["until"].wake_time) == pytest.approx(
+            wake.timestamp(), abs=1e-3
+        )
+        assert lines(log) == []
+        done = await until_status(stub, waiting.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert lines(log) == ["woke"]
+    assert seconds(done.result.steps["woke"].started_at) >= wake.timestamp() - 0.05
+    assert time.time() >= wake.timestamp()
+
+
+async def test_a_waiting_run_lists_no_suspended_step_until_its_sleeping_branch_wakes(
+    stub: WorkflowServiceStub,
+) -> None:
+    """One parallel branch suspends while the other sleeps: the run is WAITING, and neither
+    the answer nor GetRun lists a suspended step (it cannot be resumed yet), though the
+    step is SUSPENDED and its label stays listed. Once the nap ends the run is SUSPENDED
+    and lists it."""
+    labels = message_pb2.OutputOptions(include_resume_labels=True)
+    waiting = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="ask-beside-a-nap",
+            run_id=f"nap-{uuid.uuid4().hex[:12]}",
+            input_data=value({}),
+            output_options=labels,
+        )
+    )
+    stored = (
+        await stub.GetRun(rr.GetRunRequest(run_id=waiting.run_id, output_options=labels))
+    ).result
+    for result in (waiting, stored):
+        assert result.status == RUN.RUN_STATUS_WAITING
+        assert paths(result) == []
+        assert dict(result.suspend_payload) == {}
+        assert result.steps["asks-beside"].status == STEP.STEP_STATUS_SUSPENDED
+        assert list(result.resume_labels) == ["beside-label"]
+    suspended = await until_status(stub, waiting.run_id, RUN.RUN_STATUS_SUSPENDED)
+    assert paths(suspended.result) == [["asks-beside"]]
+    assert to_json(suspended.result.suspend_payload["asks-beside"]) == {"asked": "asks-beside"}
 
 
 async def test_resume_of_a_waiting_run_is_refused(

@@ -515,3 +515,14 @@ _wants_numbers = (
 # nested-input-checked: the nested workflow wants-numbers [takes (logs "takes"; no schema
 # of its own)] checks its input {log, n} against its input_schema LogN
 nested_input_checked = create_workflow(id="nested-input-checked").then(_wants_numbers).commit()
+
+
+_naps_a_second = create_workflow(id="naps-a-second").sleep(1, id="short-nap").commit()
+
+# parallel: "asks-beside" suspends (label "beside-label") while the nested workflow
+# naps-a-second sleeps 1 s: the run is WAITING until the nap ends, then SUSPENDED
+ask_beside_a_nap = (
+    create_workflow(id="ask-beside-a-nap")
+    .parallel([asker("asks-beside", "beside-label"), _naps_a_second])
+    .commit()
+)
