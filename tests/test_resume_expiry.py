@@ -278,6 +278,49 @@ async def test_parallel_suspensions_expire_each_at_its_own_deadline(
     ), lines(log)
 
 
+async def test_a_parallel_suspension_that_times_out_fails_the_run_and_cancels_its_sibling(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`soon` expires with on_timeout "fail" while `late` still waits: the run is FAILED
+    RESUME_TIMEOUT naming `soon`, and `late` ends CANCELED (a failed run leaves no step
+    suspended), reported before the settle; neither step runs again."""
+    log = tmp_path / "log"
+    started = await start(stub, "expiry-apart", expiring(log, 0.5, "fail"))
+    assert [list(p.segments) for p in started.suspended] == [["soon"], ["late"]]
+
+    run = await settled(stub, started.run_id, RUN.RUN_STATUS_FAILED)
+    assert run.result.error.reason == "RESUME_TIMEOUT"
+    assert list(run.result.error.step.segments) == ["soon"]
+    steps = run.result.steps
+    assert steps["soon"].status == STEP.STEP_STATUS_FAILED
+    assert steps["late"].status == STEP.STEP_STATUS_CANCELED
+    assert steps["late"].HasField("ended_at")
+    assert not steps["late"].HasField("resume_deadline")
+    assert STEP.STEP_STATUS_SUSPENDED not in {s.status for s in steps.values()}
+    events = [e async for e in stub.WatchRun(rr.WatchRunRequest(run_id=started.run_id))]
+    canceled = [list(e.step.segments) for e in events if e.type == EV.RUN_EVENT_TYPE_STEP_CANCELED]
+    assert canceled == [["late"]]
+    assert events[-1].type == EV.RUN_EVENT_TYPE_RUN_SETTLED
+    assert counts(log) == Counter({"soon:run": 1, "late:run": 1})
+
+
+async def test_the_earliest_of_several_deadlines_is_the_one_that_acts(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Branches with timeouts of 1 s and 6 s: the run fails at the first deadline, about
+    1 s after it suspended, not once the later one has passed too."""
+    started = await start(stub, "expiry-apart", expiring(tmp_path / "log", 1.0, "fail"))
+    soon = seconds(started.steps["soon"].resume_deadline)
+    late = seconds(started.steps["late"].resume_deadline)
+    assert late - soon == pytest.approx(5.0, abs=0.1)
+
+    run = await settled(stub, started.run_id, RUN.RUN_STATUS_FAILED, timeout=10)
+    assert list(run.result.error.step.segments) == ["soon"]
+    ended = seconds(run.result.steps["soon"].ended_at)
+    assert soon <= ended < soon + 3  # the upkeep looks four times a second
+    assert ended < late
+
+
 async def test_foreach_items_expire_each_with_its_own_default(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

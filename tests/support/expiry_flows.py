@@ -86,6 +86,13 @@ expiry_pair = (
     .commit()
 )
 
+# parallel soon (timeout seconds) and late (timeout 6 x seconds): soon expires well first
+expiry_apart = (
+    create_workflow(id="expiry-apart", input_schema=Expiring)
+    .parallel([_branch("soon", 1.0), _branch("late", 6.0)])
+    .commit()
+)
+
 
 class Item(BaseModel):
     log: str
