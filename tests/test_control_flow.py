@@ -227,6 +227,29 @@ async def test_a_failed_parallel_branch_fails_the_run_over_a_suspended_one(
     assert error.reason == "RUN_NOT_SUSPENDED"
 
 
+@pytest.mark.parametrize(
+    ("workflow_id", "other", "other_status"),
+    [
+        ("bail-and-break", "quit", STEP.STEP_STATUS_SUCCESS),
+        ("break-and-abort", "stops", STEP.STEP_STATUS_CANCELED),
+    ],
+    ids=["over-a-bail", "over-an-abort"],
+)
+async def test_a_failed_parallel_branch_outranks_a_sibling_that_bails_or_aborts(
+    stub: WorkflowServiceStub, workflow_id: str, other: str, other_status: int
+) -> None:
+    """A parallel's outcome is its most severe member's: failed over canceled (abort) over
+    bailed. So a branch that raises fails the run STEP_FAILED, whether its sibling bailed
+    (which alone ends the run SUCCESS) or aborted (CANCELED ABORTED alone)."""
+    result = await start(stub, workflow_id)
+    assert result.status == enums_pb2.RUN_STATUS_FAILED
+    assert result.error.reason == "STEP_FAILED"
+    assert list(result.error.step.segments) == ["broken"]
+    assert result.steps["broken"].status == STEP.STEP_STATUS_FAILED
+    assert result.steps[other].status == other_status
+    assert not result.HasField("result")
+
+
 # -- branch -------------------------------------------------------------------------------
 
 

@@ -526,3 +526,22 @@ ask_beside_a_nap = (
     .parallel([asker("asks-beside", "beside-label"), _naps_a_second])
     .commit()
 )
+
+
+async def _aborts(ctx: StepContext) -> None:
+    ctx.abort()
+
+
+# parallel: "quit" bails, "broken" raises: the failure outranks the bail
+bail_and_break = (
+    create_workflow(id="bail-and-break")
+    .parallel([create_step(id="quit", execute=_bailer), create_step(id="broken", execute=_raiser)])
+    .commit()
+)
+
+# parallel: "broken" raises, "stops" aborts: the failure outranks the abort
+break_and_abort = (
+    create_workflow(id="break-and-abort")
+    .parallel([create_step(id="broken", execute=_raiser), create_step(id="stops", execute=_aborts)])
+    .commit()
+)
