@@ -10,6 +10,7 @@ step that fails on resume is retried with the same data. GetWorkflow shows each 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -695,6 +696,40 @@ async def test_the_workflow_retry_config_retries_a_failing_step(
     assert done.status == SUCCESS, done.error
     assert lines(log) == ["attempt:0", "attempt:1", "attempt:2"]
     assert to_json(done.result) == {"retry_count": 2}
+
+
+async def retried_twice(
+    stub: WorkflowServiceStub, workflow_id: str, log: Path
+) -> tuple[message_pb2.WorkflowResult, float]:
+    """Run `workflow_id`, whose step fails twice and then succeeds; check that it did, and
+    return the result with the seconds the run took."""
+    began = time.monotonic()
+    done = await start(stub, workflow_id, {"log": str(log)})
+    took = time.monotonic() - began
+    assert done.status == SUCCESS, done.error
+    assert lines(log) == ["attempt:0", "attempt:1", "attempt:2"]
+    return done, took
+
+
+async def test_the_workflow_retry_config_waits_its_delay_before_each_retry(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`retry_config={"attempts": 2, "delay": 0.5}`: a step that fails twice succeeds on its
+    third attempt, the run taking at least the two delays (about 1 s)."""
+    _, took = await retried_twice(stub, "spaced-retries", tmp_path / "retries.log")
+    assert took >= 0.9, took
+
+
+async def test_a_nested_workflow_without_a_retry_config_takes_the_top_workflows(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A step of a nested workflow that has no retry_config is retried by the top
+    workflow's: its attempts (two more tries: the step succeeds on its third) and its delay
+    (0.3 s before each retry)."""
+    done, took = await retried_twice(stub, "inherited-retries", tmp_path / "retries.log")
+    assert done.steps["no-retry-config.twice-failing"].attempt == 2
+    assert to_json(done.result) == {"retry_count": 2}
+    assert took >= 0.5, took
 
 
 async def test_output_that_breaks_the_output_schema_fails_the_attempt_with_its_fields(

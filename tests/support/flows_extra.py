@@ -242,6 +242,27 @@ workflow_retries = (
     .commit()
 )
 
+# the same with half a second between attempts
+spaced_retries = (
+    create_workflow(id="spaced-retries", retry_config={"attempts": 2, "delay": 0.5})
+    .then(create_step(id="twice-failing", execute=twice_failing))
+    .commit()
+)
+
+_no_retry_config = (
+    create_workflow(id="no-retry-config")
+    .then(create_step(id="twice-failing", execute=twice_failing))
+    .commit()
+)
+
+# the nested workflow no-retry-config [twice-failing] has no retry_config of its own; the
+# top workflow's is {attempts 2, delay 0.3}
+inherited_retries = (
+    create_workflow(id="inherited-retries", retry_config={"attempts": 2, "delay": 0.3})
+    .then(_no_retry_config)
+    .commit()
+)
+
 
 class Greeting(BaseModel):
     greeting: str
