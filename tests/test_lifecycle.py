@@ -386,6 +386,48 @@ async def test_time_travel_with_resume_data_continues_a_suspended_step(
     assert to_json(travelled.steps["gate"].resume_payload) == {"value": 41}
 
 
+async def test_time_travel_with_resume_data_and_new_input_runs_the_step_on_the_new_input(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Time travel to the suspended `gate` with resume data and input_data: `gate` runs on
+    the new input (it logs to the new log, and `two` after it), not on its stored one."""
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    started = await start(stub, "counted", {"log": str(old)})
+    travelled = await stub.TimeTravelRun(
+        travel(started.run_id, ("gate",), input_data={"log": str(new)}, resume_data={"value": 7})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(travelled.result) == {"value": 8}
+    assert lines(old) == ["one"]
+    assert lines(new) == ["gate", "two"]
+    assert to_json(travelled.steps["gate"].output) == {"log": str(new), "value": 7}
+
+
+async def test_time_travel_to_a_step_that_never_ran_needs_input_data(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """`after-flaky` never ran (`flaky-first` failed before it): with no stored input to
+    run it on, a travel to it without input_data is INVALID_ARGUMENT naming input_data,
+    and the run is kept; with input_data it runs."""
+    log = tmp_path / "flaky.log"
+    failed = await start(stub, "fails-once", {"log": str(log)})
+    assert failed.status == RUN.RUN_STATUS_FAILED
+    assert "after-flaky" not in failed.steps
+    error = await call_error(stub.TimeTravelRun(travel(failed.run_id, ("after-flaky",))))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert list(error.violations) == ["input_data"]
+    assert "never ran" in error.violations["input_data"]
+    kept = await get_run(stub, failed.run_id)
+    assert (kept.status, kept.result.version) == (RUN.RUN_STATUS_FAILED, failed.version)
+    assert lines(log) == ["flaky"]
+    travelled = await stub.TimeTravelRun(
+        travel(failed.run_id, ("after-flaky",), input_data={"log": str(log)})
+    )
+    assert travelled.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(travelled.result) == {"done": True}
+    assert lines(log) == ["flaky", "flaky", "after"]
+
+
 async def test_time_travel_with_resume_data_to_a_step_not_suspended_is_refused(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
