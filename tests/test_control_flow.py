@@ -820,6 +820,29 @@ wake-up time failed INTERNAL."""
         (lambda: _flow().sleep_until("2030-01-01"), TypeError, "datetime"),
         (lambda: _flow().sleep_until(_LAST_HOUR_IN_NEW_YORK), ValueError, "9999-12-31T23:59:59Z"),
         (lambda: _flow().sleep_until(datetime(2030, 1, 1)), ValueError, "timezone-aware"),
+        (
+            lambda: _flow().then(_step("a")).then(_step("a")),
+            ValueError,
+            "workflow 'bad-shape' already has a step with id 'a'",
+        ),
+        (lambda: _step("a#1"), ValueError, "step id 'a#1' may not contain '#'"),
+        (lambda: _step("a.b"), ValueError, "step id 'a.b' may not contain '.'"),
+        (lambda: _flow().commit(), ValueError, "workflow 'bad-shape' has no steps"),
+        (
+            lambda: _flow().then(_step("a")).commit().then(_step("b")),
+            ValueError,
+            "workflow 'bad-shape' is committed",
+        ),
+        (
+            lambda: _flow().then(create_workflow(id="inner").then(_step("a"))),
+            ValueError,
+            "nested workflow 'inner' must be committed",
+        ),
+        (
+            lambda: create_step(id="s", execute=lambda ctx: None),
+            TypeError,
+            "step 's': execute must be an async function",
+        ),
     ],
     ids=[
         "step-schema-int",
@@ -842,6 +865,13 @@ wake-up time failed INTERNAL."""
         "sleep-until-text",
         "sleep-until-past-timestamps",
         "sleep-until-naive",
+        "then-twice-one-id",
+        "step-id-with-hash",
+        "step-id-with-dot",
+        "commit-empty",
+        "then-after-commit",
+        "nested-uncommitted",
+        "sync-execute",
     ],
 )
 def test_a_definition_that_cannot_work_is_refused_when_it_is_made(
