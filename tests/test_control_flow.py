@@ -196,6 +196,27 @@ async def test_a_step_reads_the_workflow_input_and_an_earlier_steps_output(
     }
 
 
+async def test_a_step_of_a_nested_workflow_reads_a_top_level_steps_output(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`ctx.get_step_result` inside a nested workflow finds a step of the top workflow
+    (none of its own has that id), by id and by the step object."""
+    done = await start(stub, "nested-context-reads")
+    assert done.status == SUCCESS, done.error
+    read = to_json(done.result)
+    assert read["by_id"] == read["by_step"] == {"from": "first"}
+
+
+async def test_a_step_raising_an_exception_without_a_message_is_named_by_its_type(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A bare `raise KeyError()` has no text: the run's error says 'KeyError', not ''."""
+    failed = await start(stub, "bare-key-error")
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    assert (failed.error.reason, failed.error.message) == ("STEP_FAILED", "KeyError")
+    assert failed.steps["lookup"].error.message == "KeyError"
+
+
 async def test_writing_into_ctx_state_changes_no_state(
     stub: WorkflowServiceStub,
 ) -> None:
@@ -544,6 +565,20 @@ async def test_a_label_two_suspensions_share_names_each_in_turn(stub: WorkflowSe
     )
     assert done.status == enums_pb2.RUN_STATUS_SUCCESS
     assert dict(done.resume_labels) == {}
+
+
+async def test_a_suspension_with_an_empty_resume_label_fails_the_step(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A resume label is 1-200 characters: `suspend(..., resume_label="")` raises in the
+    step, which fails STEP_FAILED saying so; nothing is left suspended or labelled."""
+    labels = message_pb2.OutputOptions(include_resume_labels=True)
+    failed = await start(stub, "empty-label", output_options=labels)
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    assert failed.error.reason == "STEP_FAILED"
+    assert "a resume label is a string of 1-200 characters" in failed.error.message
+    assert failed.steps["unlabeled"].status == STEP.STEP_STATUS_FAILED
+    assert paths(failed) == [] and dict(failed.resume_labels) == {}
 
 
 async def test_a_state_update_its_schema_refuses_fails_the_step_field_by_field(

@@ -462,6 +462,19 @@ context_reads = (
     .commit()
 )
 
+# first-of-two -> the nested workflow reads-first [second-of-two]: the context finds
+# first-of-two though it is a step of the top workflow
+nested_context_reads = (
+    create_workflow(id="nested-context-reads")
+    .then(_first_step)
+    .then(
+        create_workflow(id="reads-first")
+        .then(create_step(id="second-of-two", execute=_second_of_two))
+        .commit()
+    )
+    .commit()
+)
+
 
 class Limits(BaseModel):
     hits: int = 0
@@ -564,5 +577,29 @@ bail_and_break = (
 break_and_abort = (
     create_workflow(id="break-and-abort")
     .parallel([create_step(id="broken", execute=_raiser), create_step(id="stops", execute=_aborts)])
+    .commit()
+)
+
+
+async def _empty_label(ctx: StepContext) -> None:
+    ctx.suspend({"asked": True}, resume_label="")
+
+
+# a step that suspends with an empty resume label
+empty_label = (
+    create_workflow(id="empty-label")
+    .then(create_step(id="unlabeled", resume_schema=Approve, execute=_empty_label))
+    .commit()
+)
+
+
+async def _bare_key_error(ctx: StepContext) -> None:
+    raise KeyError()  # str() of it is ""
+
+
+# a step that raises a KeyError without a message
+bare_key_error = (
+    create_workflow(id="bare-key-error")
+    .then(create_step(id="lookup", execute=_bare_key_error))
     .commit()
 )
