@@ -132,9 +132,14 @@ class LabelTarget:
         return (self.path, self.foreach_index) == split_items(record)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": list(self.path), "foreach_index": self.foreach_index}
-        if self.record is not None:
-            out["record"] = list(self.record)
+        """The stored form, made once (a run's header holds every label, and is written at
+        every commit): callers must not change it."""
+        out: dict[str, Any] | None = self.__dict__.get("_json")
+        if out is None:
+            out = {"path": list(self.path), "foreach_index": self.foreach_index}
+            if self.record is not None:
+                out["record"] = list(self.record)
+            self.__dict__["_json"] = out
         return out
 
     @classmethod
