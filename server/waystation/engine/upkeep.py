@@ -42,10 +42,10 @@ log = logging.getLogger("waystation.engine")
 
 
 TIMEOUT = "timeout"
+"""The actor of a resume the timeout of a suspension made (a step's `resumed_by`)."""
 UNACTED_RETRY = 60.0
 """Seconds before a deadline that could not be acted on (the workflow changed under the
 run) is tried again: a deploy of the workflow as it was lets it act."""
-"""The actor of a resume the timeout of a suspension made (a step's `resumed_by`)."""
 
 
 class Trouble:

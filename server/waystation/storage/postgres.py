@@ -341,8 +341,7 @@ class PostgresStore:
         self, run_id: str, after: int, limit: int, max_chars: int | None = None
     ) -> EventPage:
         # The running total of the stored sizes picks the page in the database: an event
-        # past `max_chars` never reaches this process (octet_length reads a TOASTed value's
-        # size without decompressing it).
+        # past `max_chars` never reaches this process.
         rows = await self._fetch(
             "SELECT event FROM ("
             " SELECT sequence, event,"
