@@ -20,7 +20,6 @@ schemas, retry settings) apply to it as they do to new runs; docs/workflows.md s
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +30,7 @@ from waystation.engine.definition import Branch, Foreach, Sleep, Step, Workflow,
 from waystation.engine.errors import WorkflowChanged, violations_from
 from waystation.engine.model import RunSnapshot, StepStatus
 from waystation.engine.paths import ITEM_MARK, Path, format_path, is_prefix, shown, split_items
-from waystation.engine.result import foreach_body, graph
+from waystation.engine.result import foreach_bodies, graph
 
 FINISHED = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
 WAITING = frozenset({StepStatus.SUSPENDED, StepStatus.RUNNING, StepStatus.WAITING})
@@ -56,7 +55,7 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
         else:
             found.add(record.status)
     waiting = [api for api, seen in statuses.items() if not seen.isdisjoint(WAITING)]
-    bodies = _foreach_bodies(workflow)
+    bodies = foreach_bodies(workflow)
     for api in waiting:
         node = nodes.get(api, (0, None))[1]
         if node is None:
@@ -81,20 +80,6 @@ def check_fits(workflow: Workflow, snapshot: RunSnapshot) -> None:
             what = f"step [{format_path(api)}] waits in this run, but is now a nested workflow"
             raise WorkflowChanged(run_id, workflow.id, what, api)
     _check_order(workflow, (), statuses, run_id, workflow.id)
-
-
-def _foreach_bodies(workflow: Workflow) -> frozenset[Path]:
-    """The paths of the steps and nested workflows that are a foreach's body (once per
-    committed workflow, as its graph is)."""
-    found = _BODIES.get(workflow)
-    if found is None:
-        found = frozenset(path for path in graph(workflow) if foreach_body(workflow, path))
-        if workflow.committed:
-            _BODIES[workflow] = found
-    return found
-
-
-_BODIES: weakref.WeakKeyDictionary[Workflow, frozenset[Path]] = weakref.WeakKeyDictionary()
 
 
 def _positional(*paths: Path) -> str:
@@ -168,7 +153,7 @@ def check_stored_input(
     if record is None:
         return
     what = "input (give input_data)"
-    items = record.payload if foreach_body(workflow, path) else [record.payload]
+    items = record.payload if path in foreach_bodies(workflow) else [record.payload]
     for item in items if isinstance(items, list) else []:
         _check_stored(workflow, snapshot, path, what, node.input_schema, item)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, TypeVar
 
 from waystation.engine.paths import Path, parse_path, split_items
@@ -134,12 +135,13 @@ class LabelTarget:
     def to_json(self) -> dict[str, Any]:
         """The stored form, made once (a run's header holds every label, and is written at
         every commit): callers must not change it."""
-        out: dict[str, Any] | None = self.__dict__.get("_json")
-        if out is None:
-            out = {"path": list(self.path), "foreach_index": self.foreach_index}
-            if self.record is not None:
-                out["record"] = list(self.record)
-            self.__dict__["_json"] = out
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": list(self.path), "foreach_index": self.foreach_index}
+        if self.record is not None:
+            out["record"] = list(self.record)
         return out
 
     @classmethod

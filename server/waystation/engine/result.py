@@ -70,10 +70,30 @@ def find(workflow: Workflow, path: Path) -> Node | None:
 
 def foreach_body(workflow: Workflow, path: Path) -> bool:
     """Whether the node at `path` is the body of a foreach (it runs once per item)."""
-    parent, node = find(workflow, path[:-1]), find(workflow, path)
-    return isinstance(parent, Workflow) and any(
-        isinstance(e, Foreach) and e.body is node for e in parent.entries
-    )
+    return path in foreach_bodies(workflow)
+
+
+def foreach_bodies(workflow: Workflow) -> frozenset[Path]:
+    """The paths of every foreach's body, nested ones too; found once for a committed
+    workflow, as its graph is."""
+    found = _BODIES.get(workflow)
+    if found is None:
+        found = frozenset(_bodies(workflow, ()))
+        if workflow.committed:
+            _BODIES[workflow] = found
+    return found
+
+
+def _bodies(workflow: Workflow, prefix: Path) -> Iterator[Path]:
+    for entry in workflow.entries:
+        if isinstance(entry, Foreach):
+            yield (*prefix, entry.body.id)
+        for node in [] if isinstance(entry, Sleep) else entry_members(entry):
+            if isinstance(node, Workflow):
+                yield from _bodies(node, (*prefix, node.id))
+
+
+_BODIES: weakref.WeakKeyDictionary[Workflow, frozenset[Path]] = weakref.WeakKeyDictionary()
 
 
 def suspended_records(workflow: Workflow, steps: dict[Path, StepRecord]) -> list[Path]:
