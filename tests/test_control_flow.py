@@ -396,6 +396,22 @@ async def test_loop_condition_sees_the_output_and_the_completed_iterations(
     assert lines(log) == ["body:0", "cond:1:1", "body:1", "cond:2:2", "body:2", "cond:3:3"]
 
 
+async def test_a_nested_loop_body_sees_the_iterations_done_at_every_depth(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """When the loop's body is a nested workflow, its steps (and those of a workflow nested
+    inside it) get the iterations done before theirs, as a step body does."""
+    log = tmp_path / "thrice-nested.log"
+    done = await start(stub, "thrice-nested", {"log": str(log)})
+    assert done.status == SUCCESS
+    assert to_json(done.result) == {"log": str(log), "ticks": 3}
+    assert lines(log) == [
+        *("body:0", "inner:0", "cond:1:1"),
+        *("body:1", "inner:1", "cond:2:2"),
+        *("body:2", "inner:2", "cond:3:3"),
+    ]
+
+
 # -- nested -------------------------------------------------------------------------------
 
 

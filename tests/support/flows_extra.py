@@ -169,6 +169,11 @@ async def _tick(ctx: StepContext) -> dict[str, Any]:
     return {**ctx.input_data, "ticks": ctx.input_data.get("ticks", 0) + 1}
 
 
+async def _tock(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], f"inner:{ctx.iteration_count}")
+    return dict(ctx.input_data)
+
+
 def _third(ctx: StepContext) -> bool:
     # The condition sees the body's output and how many iterations have completed.
     record(ctx.input_data["log"], f"cond:{ctx.iteration_count}:{ctx.input_data['ticks']}")
@@ -180,6 +185,16 @@ def _third(ctx: StepContext) -> bool:
 thrice = (
     create_workflow(id="thrice").dountil(create_step(id="tick", execute=_tick), _third).commit()
 )
+
+# the same loop with a nested workflow as its body, whose step sits one level down (and a
+# nested workflow inside that, two levels down): both log the iterations done before theirs
+_ticker = (
+    create_workflow(id="ticker")
+    .then(create_step(id="tick", execute=_tick))
+    .then(create_workflow(id="deeper").then(create_step(id="tock", execute=_tock)).commit())
+    .commit()
+)
+thrice_nested = create_workflow(id="thrice-nested").dountil(_ticker, _third).commit()
 
 
 async def _breaks(ctx: StepContext) -> None:

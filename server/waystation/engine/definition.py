@@ -176,8 +176,9 @@ class Workflow:
 
     def dowhile(self, step: Step | Workflow, condition: Condition) -> Self:
         """Run `step`, then again on its own output while `condition` holds (the condition
-        sees the output as `input_data` and the iterations done as `iteration_count`; a
-        step body's context has the iterations done before it as `iteration_count`)."""
+        sees the output as `input_data` and the iterations done as `iteration_count`; the
+        body's steps, also inside a nested workflow, have the iterations done before theirs
+        as `iteration_count`)."""
         step = self._step(".dowhile", step)
         return self._add(Loop(step.id, step, self._condition(".dowhile", condition), until=False))
 

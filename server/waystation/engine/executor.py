@@ -719,8 +719,21 @@ class Execution:
             retry_count=record.attempt,
         )
         ctx.foreach_index = split_items(path)[1]
-        ctx.iteration_count = record.metadata.get("iteration", 0)  # a loop body's
+        ctx.iteration_count = self._iterations_done(path, record)
         return ctx
+
+    def _iterations_done(self, path: Path, record: StepRecord) -> int:
+        """The iterations done before this one of the innermost loop around the step: the
+        step's own record holds them when it is the loop's body, the nested workflow's
+        around it when that is the body."""
+        if "iteration" in record.metadata:
+            return int(record.metadata["iteration"])
+        steps = self.snapshot.steps
+        for end in range(len(path) - 1, 0, -1):
+            outer = steps.get(path[:end])
+            if outer is not None and "iteration" in outer.metadata:
+                return int(outer.metadata["iteration"])
+        return 0
 
     async def _succeed(self, path: Path, record: StepRecord, output: JSON) -> None:
         done = self._ended(path, record, StepStatus.SUCCESS, output=output, error=None)
