@@ -61,7 +61,14 @@ from waystation.engine.errors import (
     VersionMismatch,
     WaystationError,
 )
-from waystation.engine.model import LabelTarget, RunRecord, RunSnapshot, StepRecord, evolve
+from waystation.engine.model import (
+    Labels,
+    LabelTarget,
+    RunRecord,
+    RunSnapshot,
+    StepRecord,
+    evolve,
+)
 from waystation.engine.paths import format_path, item_segment, parse_path, split_items
 from waystation.engine.result import WorkflowResultData
 from waystation.storage import Commit, SqliteStore
@@ -128,7 +135,10 @@ run_records = st.builds(
     request_context=json_objects,
     result=json_data,
     error=st.one_of(st.none(), json_objects),
-    resume_labels=st.dictionaries(st.text(max_size=8), label_targets, max_size=3),
+    # as the engine keeps them (`Labels`), or a plain dict as a caller of the store may
+    resume_labels=st.dictionaries(st.text(max_size=8), label_targets, max_size=3).flatmap(
+        lambda labels: st.sampled_from([labels, Labels(labels)])
+    ),
     resume_count=st.integers(0, 2**31),
     trace=st.dictionaries(st.text(max_size=8), st.text(max_size=32), max_size=3),
     event_sequence=st.integers(0, 2**53),
@@ -250,6 +260,87 @@ def test_a_run_header_reads_back_from_its_sql_row_as_it_was_written(
         columns |= {k: getattr(run, k) for k in ("status", "version", "create_time")}
         columns |= {k: getattr(run, k) for k in ("update_time", "owner", "lease_until")}
         assert RunRecord.from_columns(columns, stored(run.header_json())) == run
+
+    run_here(check, fuzz_seed, request)
+
+
+def test_a_runs_labels_keep_their_stored_form_through_every_change(
+    fuzz_seed: int, request: pytest.FixtureRequest
+) -> None:
+    """`Labels` keeps each label's stored JSON beside it: after any sequence of changes,
+    through every method that changes a dict, on labels made empty, read from the store or
+    copied (the copy changed on its own), `encoded()` is the labels' JSON in their order."""
+    names = st.sampled_from(["a", "b", "c", "d", "é\u2028", ""])  # few, so that they meet
+    changes = st.lists(
+        st.one_of(
+            st.tuples(st.just("set"), names, label_targets),
+            st.tuples(st.just("del"), names),
+            st.tuples(st.just("pop"), names),
+            st.tuples(st.just("popitem")),
+            st.tuples(st.just("clear")),
+            st.tuples(st.just("update"), st.dictionaries(names, label_targets, max_size=3)),
+            st.tuples(st.just("ior"), st.dictionaries(names, label_targets, max_size=3)),
+            st.tuples(st.just("setdefault"), names, label_targets),
+            st.tuples(st.just("copy")),
+            st.tuples(st.just("encode")),
+        ),
+        min_size=8,
+        max_size=40,
+    )
+    start = st.dictionaries(names, label_targets, max_size=4)
+
+    def change(labels: Labels, model: dict[str, LabelTarget], op: tuple[Any, ...]) -> Labels:
+        """Apply `op` to both; the labels to go on with (a copy goes on alone)."""
+        kind, *args = op
+        if kind == "set":
+            labels[args[0]] = model[args[0]] = args[1]
+        elif kind in ("del", "pop") and args[0] in model:
+            del model[args[0]]
+            if kind == "del":
+                del labels[args[0]]
+            else:
+                labels.pop(args[0])
+        elif kind == "popitem" and model:
+            assert labels.popitem() == model.popitem()
+        elif kind == "clear":
+            labels.clear()
+            model.clear()
+        elif kind == "update":
+            labels.update(args[0])
+            model.update(args[0])
+        elif kind == "ior":
+            labels |= args[0]
+            model |= args[0]
+        elif kind == "setdefault":
+            assert labels.setdefault(args[0], args[1]) == model.setdefault(args[0], args[1])
+        elif kind == "copy":
+            copied = labels.copy()
+            assert type(copied) is Labels
+            # The original changes (to as many labels, others); the copy must not.
+            original = dict(labels)
+            for label in list(labels)[:1]:
+                del labels[label]
+                labels["zz"] = LabelTarget(("zz",))
+                original.pop(label)
+                original["zz"] = labels["zz"]
+            assert json.loads(labels.encoded()) == {k: t.to_json() for k, t in original.items()}
+            return copied
+        elif kind == "encode":
+            labels.encoded()
+        return labels
+
+    @fuzz_settings(max_examples=150)
+    @given(start, changes)
+    def check(first: dict[str, LabelTarget], ops: list[tuple[Any, ...]]) -> None:
+        labels, model = Labels(first), dict(first)
+        for op in ops:
+            labels = change(labels, model, op)
+            if op[0] == "copy":
+                assert labels == model
+        assert labels == model and list(labels) == list(model)
+        stored = json.loads(labels.encoded())
+        assert list(stored) == list(model)
+        assert stored == {k: t.to_json() for k, t in model.items()}
 
     run_here(check, fuzz_seed, request)
 

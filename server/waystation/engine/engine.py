@@ -45,6 +45,7 @@ from waystation.engine.events import EventType, make_event, settle_events, step_
 from waystation.engine.executor import Execution, RunChanged, error_json, insert_run
 from waystation.engine.ids import check_new_run_id, check_run_id, check_workflow_id, new_run_id
 from waystation.engine.model import (
+    Labels,
     RunRecord,
     RunSnapshot,
     RunStatus,
@@ -415,7 +416,7 @@ class Engine(Upkeep):
         execution = await self._started(workflow, cmd, key, existing)
         self._launch(execution)
         run = execution.snapshot.run
-        accepted = evolve(run, resume_labels=dict(run.resume_labels))
+        accepted = evolve(run, resume_labels=run.resume_labels.copy())
         self.telemetry.runs_started.add(1, {"waystation.workflow_id": workflow.id})
         return accepted
 
@@ -856,7 +857,7 @@ class Engine(Upkeep):
         run.status, run.result, run.error = RunStatus.RUNNING, None, None
         run.request_context = merge_context(run.request_context, cmd.request_context)
         kept = {p for p in snapshot.steps if p not in dropped} | set(writes)
-        run.resume_labels = {k: t for k, t in run.resume_labels.items() if t.path in kept}
+        run.resume_labels = Labels((k, t) for k, t in run.resume_labels.items() if t.path in kept)
         execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call = "time_travel", cmd.trace
         execution.pending_events = [make_event(run, EventType.RUN_STARTED)]

@@ -270,7 +270,7 @@ class Execution:
 
     def tell_waiting(self) -> None:
         """Answer the callers waiting for the run: it is WAITING, as committed."""
-        run = evolve(self.snapshot.run, resume_labels=dict(self.snapshot.run.resume_labels))
+        run = evolve(self.snapshot.run, resume_labels=self.snapshot.run.resume_labels.copy())
         self.on_waiting(build_result(self.workflow, run, dict(self.snapshot.steps)))
 
     @property
@@ -421,7 +421,7 @@ class Execution:
         self.snapshot.steps.update(steps)
         self.held.update(steps)
         # The header as it is now, for `_save_held` (labels change in place).
-        self._held_run = evolve(run, resume_labels=dict(run.resume_labels))
+        self._held_run = evolve(run, resume_labels=run.resume_labels.copy())
 
     async def flush(self) -> None:
         """Commit the held records now: before user code runs, nothing may be held."""

@@ -8,10 +8,13 @@ steps it touched, never the whole run, so its cost does not grow with the run's 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, TypeVar
+
+import orjson
 
 from waystation.engine.paths import Path, parse_path, split_items
 
@@ -138,6 +141,11 @@ class LabelTarget:
         return self._json
 
     @cached_property
+    def encoded(self) -> bytes:
+        """The stored form as JSON text, made once (as `to_json`'s)."""
+        return orjson.dumps(self._json)
+
+    @cached_property
     def _json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": list(self.path), "foreach_index": self.foreach_index}
         if self.record is not None:
@@ -152,6 +160,75 @@ class LabelTarget:
             data.get("foreach_index"),
             tuple(record) if record is not None else None,
         )
+
+
+class Labels(dict[str, LabelTarget]):
+    """A run's resume labels, each kept beside its stored JSON (`"label":{...}`), so that
+    the header's labels are a join of bytes (`encoded`). The header holds every label and is
+    written at every commit: encoding them all anew made a foreach of n items that each
+    suspend with a label cost O(n^2) in Python (8,000 commits of up to 4,000 labels for
+    4,000 items).
+
+    `_stored` holds the stored form of every label, in the dict's order, or is empty until
+    `encoded` makes them (labels read from the store, which a resume may not write). Every
+    way of changing the dict keeps this so."""
+
+    __slots__ = ("_stored",)
+
+    def __init__(
+        self, items: Mapping[str, LabelTarget] | Iterable[tuple[str, LabelTarget]] = ()
+    ) -> None:
+        super().__init__(items)
+        self._stored: dict[str, bytes] = dict(items._stored) if isinstance(items, Labels) else {}
+
+    def __setitem__(self, label: str, target: LabelTarget) -> None:
+        kept = len(self._stored) == len(self)
+        super().__setitem__(label, target)
+        if kept:
+            self._stored[label] = _stored_label(label, target)
+
+    def __delitem__(self, label: str) -> None:
+        super().__delitem__(label)
+        self._stored.pop(label, None)
+
+    def pop(self, label: str, *default: Any) -> Any:
+        self._stored.pop(label, None)
+        return super().pop(label, *default)
+
+    def popitem(self) -> tuple[str, LabelTarget]:
+        label, target = super().popitem()
+        self._stored.pop(label, None)
+        return label, target
+
+    def clear(self) -> None:
+        super().clear()
+        self._stored.clear()
+
+    def update(self, *others: Any, **more: LabelTarget) -> None:
+        for label, target in dict(*others, **more).items():
+            self[label] = target
+
+    def setdefault(self, label: str, default: LabelTarget) -> LabelTarget:
+        if label not in self:
+            self[label] = default
+        return self[label]
+
+    def __ior__(self, other: Any) -> Labels:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def copy(self) -> Labels:
+        return Labels(self)
+
+    def encoded(self) -> bytes:
+        """The labels as the JSON object the header stores."""
+        if len(self._stored) != len(self):
+            self._stored = {label: _stored_label(label, t) for label, t in self.items()}
+        return b"{" + b",".join(self._stored.values()) + b"}"
+
+
+def _stored_label(label: str, target: LabelTarget) -> bytes:
+    return orjson.dumps(label) + b":" + target.encoded
 
 
 @dataclass
@@ -170,7 +247,7 @@ class RunRecord:
     request_context: dict[str, Any] = field(default_factory=dict)
     result: JSON = None
     error: dict[str, Any] | None = None
-    resume_labels: dict[str, LabelTarget] = field(default_factory=dict)
+    resume_labels: Labels = field(default_factory=Labels)
     resume_count: int = 0
     trace: dict[str, str] = field(default_factory=dict)
     event_sequence: int = 0
@@ -190,24 +267,28 @@ class RunRecord:
         self.update_time = now()
         return expected
 
-    def header_json(self) -> dict[str, Any]:
-        """The fields stored in the header's JSON column (the rest have columns)."""
-        return {
+    def header_json(self, labels: bool = True) -> dict[str, Any]:
+        """The fields stored in the header's JSON column (the rest have columns); without
+        the labels if asked (the store joins their kept stored forms instead)."""
+        fields = {
             "input": self.input,
             "state": self.state,
             "request_context": self.request_context,
             "result": self.result,
             "error": self.error,
-            "resume_labels": {k: v.to_json() for k, v in self.resume_labels.items()},
             "resume_count": self.resume_count,
             "trace": self.trace,
             "event_sequence": self.event_sequence,
             "wake_at": self.wake_at,
         }
+        if labels:
+            fields["resume_labels"] = {k: v.to_json() for k, v in self.resume_labels.items()}
+        return fields
 
     @classmethod
     def from_columns(cls, columns: dict[str, Any], header: dict[str, Any]) -> RunRecord:
-        labels = {k: LabelTarget.from_json(v) for k, v in header.get("resume_labels", {}).items()}
+        stored = header.get("resume_labels", {})
+        labels = Labels((k, LabelTarget.from_json(v)) for k, v in stored.items())
         return cls(
             **columns,
             input=header.get("input"),
@@ -257,7 +338,7 @@ def stop_unfinished(snapshot: RunSnapshot) -> dict[Path, StepRecord]:
     """What a run that ends FAILED or CANCELED does with the steps it leaves running,
     waiting or suspended (a parallel sibling, a foreach's other items): they end CANCELED,
     and the run's resume labels go, since nothing in it can be resumed any more."""
-    snapshot.run.resume_labels = {}
+    snapshot.run.resume_labels = Labels()
     return {
         path: ended(record, StepStatus.CANCELED)
         for path, record in snapshot.steps.items()

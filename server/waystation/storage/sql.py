@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from waystation.engine.model import RunRecord, RunStatus, StepRecord
+from waystation.engine.model import Labels, RunRecord, RunStatus, StepRecord
 from waystation.storage.protocol import Commit, Create, RequestKey, RunFilter, StoreError
 
 RUN_COLUMNS = (
@@ -66,8 +66,20 @@ def run_row(run: RunRecord, version: int | None = None) -> tuple[Any, ...]:
         run.owner,
         run.lease_until,
         run.due_at,
-        dumps(run.header_json()),
+        _header(run),
     )
+
+
+def _header(run: RunRecord) -> str:
+    """The header's JSON, its labels joined from the stored forms `Labels` keeps (a run's
+    labels are written at every commit of the run, and a wide one has thousands)."""
+    labels = run.resume_labels
+    stored = labels.encoded() if isinstance(labels, Labels) else Labels(labels).encoded()
+    fields = {**run.header_json(labels=False), "resume_labels": orjson.Fragment(stored)}
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # what `dumps` hands to the stdlib, which takes no Fragment
+        return dumps(run.header_json())
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
