@@ -97,6 +97,22 @@ async def test_two_parallel_suspensions_are_both_reported(stub: WorkflowServiceS
     assert "after" not in result.steps
 
 
+async def test_a_suspension_without_a_payload_lists_an_empty_one(
+    stub: WorkflowServiceStub,
+) -> None:
+    """`suspend()` with no payload: the result's suspend_payload holds {} for the step (as
+    Mastra's `result.suspendPayload`), and the step's own record holds none."""
+    result = await start(stub, "bare-suspend")
+    assert result.status == SUSPENDED
+    assert paths(result) == [["bare"]]
+    assert result.suspend_payload["bare"].WhichOneof("kind") == "struct_value"
+    assert to_json(result.suspend_payload["bare"]) == {}
+    assert not result.steps["bare"].HasField("suspend_payload")
+    done = await stub.ResumeRun(resume(result.run_id, {"ok": True}))
+    assert done.status == SUCCESS
+    assert to_json(done.result) == {"approved": True}
+
+
 async def test_stepless_resume_of_two_parallel_suspensions_is_ambiguous_and_lists_both(
     stub: WorkflowServiceStub,
 ) -> None:

@@ -618,3 +618,17 @@ bare_key_error = (
     .then(create_step(id="lookup", execute=_bare_key_error))
     .commit()
 )
+
+
+async def _bare_suspend(ctx: StepContext) -> dict[str, Any]:
+    if ctx.resume_data is None:
+        ctx.suspend()
+    return {"approved": ctx.resume_data.ok}
+
+
+# a step that suspends with no payload
+bare_suspend = (
+    create_workflow(id="bare-suspend")
+    .then(create_step(id="bare", resume_schema=Approve, execute=_bare_suspend))
+    .commit()
+)

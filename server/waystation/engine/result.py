@@ -211,7 +211,9 @@ def build_result(
         api = split_items(path)[0]
         if api not in suspended:
             suspended.append(api)
-            payloads[format_path(api)] = steps[path].suspend_payload
+            payload = steps[path].suspend_payload
+            # `suspend()` without a payload lists {} (as Mastra's `suspendPayload` does)
+            payloads[format_path(api)] = {} if payload is None else payload
     return WorkflowResultData(
         run_id=run.run_id,
         workflow_id=run.workflow_id,
