@@ -31,7 +31,9 @@ from waystation.engine.registry import load_workflows
 from waystation.engine.result import find, graph, walk
 
 WORKFLOWS = FLOW_WORKFLOWS
+RUNNING = enums_pb2.RUN_STATUS_RUNNING
 SUSPENDED = enums_pb2.RUN_STATUS_SUSPENDED
+WAITING = enums_pb2.RUN_STATUS_WAITING
 SUCCESS = enums_pb2.RUN_STATUS_SUCCESS
 STEP = enums_pb2.StepStatus
 KIND = enums_pb2.StepKind
@@ -95,6 +97,84 @@ async def test_two_parallel_suspensions_are_both_reported(stub: WorkflowServiceS
     assert result.steps["a"].status == STEP.STEP_STATUS_SUSPENDED
     assert result.steps["b"].status == STEP.STEP_STATUS_SUSPENDED
     assert "after" not in result.steps
+
+
+async def start_busy(stub: WorkflowServiceStub, workflow_id: str, log: Path, seconds: float) -> str:
+    """Start `workflow_id` (ask-while-busy...) without waiting; its run id once step "ask"
+    has suspended while "busy" still works (the run RUNNING)."""
+    run_id = f"{workflow_id}-{uuid.uuid4().hex[:12]}"
+    data = value({"log": str(log), "seconds": seconds})
+    started = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id=workflow_id, run_id=run_id, input_data=data, return_immediately=True
+        )
+    )
+    assert started.status in (RUNNING, SUSPENDED)
+
+    async def asked() -> bool:
+        result = await get_result(stub, run_id)
+        steps = result.steps
+        return "ask" in steps and steps["ask"].status == STEP.STEP_STATUS_SUSPENDED
+
+    await assert_eventually(asked)
+    assert (await get_result(stub, run_id)).status == RUNNING
+    return run_id
+
+
+async def test_a_branch_that_suspended_is_resumed_once_its_busy_sibling_ends(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A resume naming a parallel branch that suspended while its sibling still works
+    waits for the run to settle and then resumes it (Mastra refuses it, its issue #9430;
+    here it was RUN_NOT_SUSPENDED after the 2 s grace), by path or by label."""
+    for how in ({"step": path("ask")}, {"label": "ask-label"}):
+        log = tmp_path / f"busy-{len(how)}-{uuid.uuid4().hex[:6]}.log"
+        run_id = await start_busy(stub, "ask-while-busy", log, seconds=3)
+        done = await stub.ResumeRun(resume(run_id, {"ok": True}, **how))
+        assert done.status == SUCCESS
+        assert lines(log) == ["busy-start", "busy-end", "ask"]  # resumed after busy ended
+        assert to_json(done.result) == {
+            "after": {"ask": {"step": "ask", "ok": True}, "busy": {"busy": "done"}}
+        }
+
+
+async def test_a_refused_resume_of_a_branch_whose_sibling_works_is_answered_at_once(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Bad resume data for such a branch is refused before the run settles, and the branch
+    stays suspended; a resume whose deadline passes while it waits changes nothing."""
+    log = tmp_path / "busy-refused.log"
+    run_id = await start_busy(stub, "ask-while-busy", log, seconds=3)
+    error = await call_error(stub.ResumeRun(resume(run_id, {"ok": "maybe"}, step=path("ask"))))
+    assert error.reason == "INVALID_RESUME_DATA"
+    assert "busy-end" not in lines(log)
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await stub.ResumeRun(resume(run_id, {"ok": True}, step=path("ask")), timeout=0.5)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    async def settled() -> bool:
+        return (await get_result(stub, run_id)).status == SUSPENDED
+
+    await assert_eventually(settled)
+    result = await get_result(stub, run_id)
+    assert paths(result) == [["ask"]] and "ask" not in lines(log)
+    done = await stub.ResumeRun(resume(run_id, {"ok": False}, step=path("ask")))
+    assert done.status == SUCCESS
+    assert to_json(done.result)["after"]["ask"] == {"step": "ask", "ok": False}
+
+
+async def test_a_branch_waiting_for_its_busy_sibling_is_refused_once_the_sibling_sleeps(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """When the busy sibling goes on to a durable sleep, the waiting resume is answered as
+    a resume during a sleep is: RUN_NOT_SUSPENDED, the run WAITING."""
+    log = tmp_path / "busy-asleep.log"
+    run_id = await start_busy(stub, "ask-while-busy-then-asleep", log, seconds=1)
+    error = await call_error(stub.ResumeRun(resume(run_id, {"ok": True}, step=path("ask"))))
+    assert error.reason == "RUN_NOT_SUSPENDED"
+    assert lines(log) == ["busy-start", "busy-end"]
+    assert (await get_result(stub, run_id)).status == WAITING
+    await stub.CancelRun(rr.CancelRunRequest(run_id=run_id))
 
 
 async def test_a_suspension_without_a_payload_lists_an_empty_one(

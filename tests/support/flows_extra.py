@@ -632,3 +632,39 @@ bare_suspend = (
     .then(create_step(id="bare", resume_schema=Approve, execute=_bare_suspend))
     .commit()
 )
+
+
+async def _busy(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "busy-start")
+    await asyncio.sleep(ctx.input_data["seconds"])
+    record(ctx.input_data["log"], "busy-end")
+    return {"busy": "done"}
+
+
+async def _keep_input(ctx: StepContext) -> dict[str, Any]:
+    return {"after": ctx.input_data}
+
+
+# parallel ask (suspends at once, label ask-label; logs "ask" once resumed) and busy (works
+# `seconds`, logging busy-start and busy-end) -> after: output {"after": {ask, busy}}
+ask_while_busy = (
+    create_workflow(id="ask-while-busy")
+    .parallel([asker("ask", "ask-label"), create_step(id="busy", execute=_busy)])
+    .then(create_step(id="after", execute=_keep_input))
+    .commit()
+)
+
+# the same, but the busy branch then sleeps a minute (durably): the run goes WAITING
+ask_while_busy_then_asleep = (
+    create_workflow(id="ask-while-busy-then-asleep")
+    .parallel(
+        [
+            asker("ask"),
+            create_workflow(id="drowsy")
+            .then(create_step(id="busy", execute=_busy))
+            .sleep(60, id="nap")
+            .commit(),
+        ]
+    )
+    .commit()
+)

@@ -533,7 +533,7 @@ class Engine(Upkeep):
         key = RequestKey(f"resume:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
         if key and not cmd.validate_only and (seen := await self.store.get_request(key)):
             return await self._replay(seen)  # (a dry run answers the run as it is now)
-        snapshot = await self._wait_suspended(snapshot)
+        snapshot = await self._wait_suspended(snapshot, cmd)
         run = snapshot.run
         if not expired and cmd.actor != TIMEOUT and run.due_at is not None and run.due_at <= now():
             # A deadline passed that the upkeep has not acted on yet (it looks every quarter
@@ -612,10 +612,11 @@ class Engine(Upkeep):
         snapshot.steps.update(records)
         self._notify(run.run_id)
 
-    async def _wait_suspended(self, snapshot: RunSnapshot) -> RunSnapshot:
+    async def _wait_suspended(self, snapshot: RunSnapshot, cmd: ResumeCommand) -> RunSnapshot:
         """The run's snapshot once it is SUSPENDED. A run still RUNNING from its start is
-        given a short grace to reach its first suspension (as Mastra does); a run RUNNING
-        because another resume claimed it is a conflict at once."""
+        given a short grace to reach its first suspension (as Mastra does), unless the step
+        the resume names has suspended already: then the resume waits for the run to settle
+        (`waits`); a run RUNNING because another resume claimed it is a conflict at once."""
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         while True:
             run = snapshot.run
@@ -625,12 +626,31 @@ class Engine(Upkeep):
                 raise ResumeConflict(run.run_id, run.status, seen=snapshot, continuing=True)
             if run.status is RunStatus.SUSPENDED:
                 return snapshot
+            if run.status is RunStatus.RUNNING and self._suspended_already(cmd, snapshot):
+                # A parallel branch or a foreach item that suspended while the others still
+                # work: resumed once the run settles, as resumes of one run are applied one
+                # after the other (Mastra refuses it until then: its issues #9430, #10746).
+                raise ResumeConflict(run.run_id, run.status, seen=snapshot, waits=True)
             if run.status is not RunStatus.RUNNING or (
                 asyncio.get_running_loop().time() >= deadline
             ):
                 raise RunNotSuspended(run.run_id, run.status)
             await asyncio.sleep(0.025)
             snapshot = await self._existing_snapshot(run.run_id)
+
+    def _suspended_already(self, cmd: ResumeCommand, snapshot: RunSnapshot) -> bool:
+        """Whether a resume that names its step (or label) names one that has suspended in
+        `snapshot`, a run still at work; its data is checked now, so that a refusal does
+        not wait. A dry run, and a resume that names no step, do not wait."""
+        if cmd.validate_only or not (cmd.step or cmd.label):
+            return False
+        try:
+            workflow = self.workflow(snapshot.run.workflow_id)
+            path, _ = resolve(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
+        except WaystationError:
+            return False  # not suspended (yet): the grace, then the answer as the run is then
+        validate_resume_data(workflow, snapshot.run.run_id, path, cmd.resume_data)
+        return True
 
     async def _sibling_settled(
         self,
@@ -676,7 +696,9 @@ class Engine(Upkeep):
                 if record.suspended_at != mark:
                     return None
             if snapshot.run.status is RunStatus.WAITING:
-                return None  # a branch sleeps: no resume may wait that out (workflows.md)
+                # A branch sleeps: no resume may wait that out (workflows.md); one that
+                # waited for the run to settle is answered as it is, RUN_NOT_SUSPENDED.
+                return marks if conflict.waits else None
             active = self._active.get(cmd.run_id)
             if active is not None:  # until its caller is answered too
                 await asyncio.wait([active[1]], timeout=0.5)
