@@ -57,7 +57,12 @@ from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
 from waystation.storage.postgres import MIGRATIONS
 
-WORKFLOWS = ["tests.support.workflows", "tests.support.crash_flows", "tests.support.flows"]
+WORKFLOWS = [
+    "tests.support.workflows",
+    "tests.support.crash_flows",
+    "tests.support.flows",
+    "tests.support.flows_extra",
+]
 LEASE = 2.0
 """Seconds a replica holds a run; a dead replica's runs are taken over after this (plus up
 to LEASE / 3, the interval at which replicas look for expired leases)."""
@@ -398,6 +403,30 @@ async def test_branches_resumed_together_on_two_replicas_are_both_resumed(
         )
         statuses = sorted(answer.status for answer in answers)
         assert statuses == sorted([RUN.RUN_STATUS_SUCCESS, RUN.RUN_STATUS_SUSPENDED]), (i, statuses)
+
+
+async def test_a_branch_resumed_on_one_replica_while_its_sibling_works_on_another_waits(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """A resume sent to replica b, naming a branch that suspended while its sibling still
+    works on replica a, waits (polling the store) until the run settles there, then resumes
+    the branch: the sibling and the branch each ran once."""
+    a, b, _ = cluster
+    log = tmp_path / "busy-replicas.log"
+    run_id = new_id("busy")
+    data = {"log": str(log), "seconds": 3}
+    await start_run(a.stub, "ask-while-busy", run_id, data, return_immediately=True)
+
+    async def asked() -> bool:
+        steps = (await get_run(b.stub, run_id)).result.steps
+        return "ask" in steps and steps["ask"].status == enums_pb2.STEP_STATUS_SUSPENDED
+
+    await assert_eventually(asked, timeout=10)
+    assert "busy-end" not in lines(log)
+    request = rr.ResumeRequest(run_id=run_id, resume_data=value({"ok": True}), label="ask-label")
+    done = await b.stub.ResumeRun(request, timeout=20)
+    assert done.status == RUN.RUN_STATUS_SUCCESS
+    assert lines(log) == ["busy-start", "busy-end", "ask"]
 
 
 # -- takeover after a replica dies --------------------------------------------------------
