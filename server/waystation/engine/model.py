@@ -218,7 +218,10 @@ class Labels(dict[str, LabelTarget]):
         return self
 
     def copy(self) -> Labels:
-        return Labels(self)
+        copied = Labels.__new__(Labels)  # (a transition copies the run's labels)
+        dict.update(copied, self)
+        copied._stored = self._stored.copy()
+        return copied
 
     def encoded(self) -> bytes:
         """The labels as the JSON object the header stores."""
@@ -267,23 +270,25 @@ class RunRecord:
         self.update_time = now()
         return expected
 
-    def header_json(self, labels: bool = True) -> dict[str, Any]:
-        """The fields stored in the header's JSON column (the rest have columns); without
-        the labels if asked (the store joins their kept stored forms instead)."""
-        fields = {
+    def header_json(self, labels: Any = None) -> dict[str, Any]:
+        """The fields stored in the header's JSON column (the rest have columns), with
+        `labels` as the labels' stored form when given (the store passes their kept JSON)."""
+        return {
             "input": self.input,
             "state": self.state,
             "request_context": self.request_context,
             "result": self.result,
             "error": self.error,
+            "resume_labels": (
+                {k: v.to_json() for k, v in self.resume_labels.items()}
+                if labels is None
+                else labels
+            ),
             "resume_count": self.resume_count,
             "trace": self.trace,
             "event_sequence": self.event_sequence,
             "wake_at": self.wake_at,
         }
-        if labels:
-            fields["resume_labels"] = {k: v.to_json() for k, v in self.resume_labels.items()}
-        return fields
 
     @classmethod
     def from_columns(cls, columns: dict[str, Any], header: dict[str, Any]) -> RunRecord:

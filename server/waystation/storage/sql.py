@@ -75,8 +75,8 @@ def _header(run: RunRecord) -> str:
     labels are written at every commit of the run, and a wide one has thousands)."""
     labels = run.resume_labels
     stored = labels.encoded() if isinstance(labels, Labels) else Labels(labels).encoded()
-    fields = {**run.header_json(labels=False), "resume_labels": orjson.Fragment(stored)}
     try:
+        fields = run.header_json(orjson.Fragment(stored))
         return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:  # what `dumps` hands to the stdlib, which takes no Fragment
         return dumps(run.header_json())
