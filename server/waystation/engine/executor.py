@@ -719,15 +719,16 @@ class Execution:
             retry_count=record.attempt,
         )
         ctx.foreach_index = split_items(path)[1]
-        ctx.iteration_count = self._iterations_done(path, record)
+        if "iteration" in record.metadata:  # the loop's body
+            ctx.iteration_count = record.metadata["iteration"]
+        elif len(path) > 1:
+            ctx.iteration_count = self._iterations_done(path)
         return ctx
 
-    def _iterations_done(self, path: Path, record: StepRecord) -> int:
-        """The iterations done before this one of the innermost loop around the step: the
-        step's own record holds them when it is the loop's body, the nested workflow's
-        around it when that is the body."""
-        if "iteration" in record.metadata:
-            return int(record.metadata["iteration"])
+    def _iterations_done(self, path: Path) -> int:
+        """The iterations done before this one of the innermost loop around the step at
+        `path`, which is inside a nested workflow: that workflow's record holds them when
+        it is the loop's body."""
         steps = self.snapshot.steps
         for end in range(len(path) - 1, 0, -1):
             outer = steps.get(path[:end])

@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
 from typing import Any, TypeVar
 
 import orjson
@@ -137,20 +136,23 @@ class LabelTarget:
 
     def to_json(self) -> dict[str, Any]:
         """The stored form, made once (a run's header holds every label, and is written at
-        every commit): callers must not change it."""
-        return self._json
+        every commit): callers must not change it. Kept in the instance's `__dict__` by hand:
+        a `cached_property` takes a lock on every first read (Python 3.11)."""
+        stored: dict[str, Any] | None = self.__dict__.get("_json")
+        if stored is None:
+            stored = {"path": list(self.path), "foreach_index": self.foreach_index}
+            if self.record is not None:
+                stored["record"] = list(self.record)
+            self.__dict__["_json"] = stored
+        return stored
 
-    @cached_property
+    @property
     def encoded(self) -> bytes:
         """The stored form as JSON text, made once (as `to_json`'s)."""
-        return orjson.dumps(self._json)
-
-    @cached_property
-    def _json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": list(self.path), "foreach_index": self.foreach_index}
-        if self.record is not None:
-            out["record"] = list(self.record)
-        return out
+        text: bytes | None = self.__dict__.get("_encoded")
+        if text is None:
+            text = self.__dict__["_encoded"] = orjson.dumps(self.to_json())
+        return text
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelTarget:
