@@ -45,6 +45,17 @@ def start(stub: Stub, workflow_id: str, log: Path, run_id: str = "") -> Any:
     return stub.StartRun(request, timeout=30)
 
 
+def start_now(stub: Stub, workflow_id: str, log: Path) -> Any:
+    """StartRun of `workflow_id` answered at once (the run goes on in the server)."""
+    request = rr.StartRunRequest(
+        workflow_id=workflow_id,
+        run_id=workflow_id,
+        input_data=value({"log": str(log)}),
+        return_immediately=True,
+    )
+    return stub.StartRun(request, timeout=30)
+
+
 async def started(stub: Stub, workflow_id: str, log: Path) -> str:
     """The run of `start`, once it is SUSPENDED."""
     run = await start(stub, workflow_id, log)
@@ -289,3 +300,79 @@ async def test_a_run_asleep_during_a_deploy_that_moved_its_steps_waits_for_one_t
 
         await assert_eventually(finished, timeout=10)
     assert lines(log) == ["a", "z"]
+
+
+async def test_changes_inside_a_nested_workflow_or_a_passed_parallel_refuse_the_resume(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2 adds `pre` before `b` in the nested workflow the run waits in, adds `p3` to a
+    parallel the run has passed, and makes the waiting `ask` a nested workflow. Each resume
+    is refused WORKFLOW_CHANGED naming the step, and the run stays SUSPENDED: under v2
+    `pre` and `p3` would run after the resume and their outputs be lost."""
+    logs = {name: tmp_path / f"{name}.log" for name in ("deepened", "widened", "nestified")}
+    async with deployed(db, 1) as stub:
+        for name, log in logs.items():
+            await started(stub, name, log)
+    async with deployed(db, 2) as stub:
+        refusals = {
+            "deepened": ("deep.pre", "[deep.b] has run", "[deep.pre] now comes before it"),
+            "widened": ("p3", "[pick] has run", "[p3] now comes before it and never ran"),
+            "nestified": ("ask", "step [ask] waits in this run", "nested workflow"),
+        }
+        for name, (step, *words) in refusals.items():
+            assert_changed(await call_error(resume(stub, name)), name, step, *words)
+            run = await stub.GetRun(rr.GetRunRequest(run_id=name))
+            assert run.status == RUN.RUN_STATUS_SUSPENDED
+    assert lines(logs["deepened"]) == ["b"]
+    assert lines(logs["widened"]) == ["p1", "p2"]
+
+
+async def test_a_stored_suspend_payload_the_new_schema_refuses_is_refused_before_the_resume(
+    db: Path, tmp_path: Path
+) -> None:
+    """v2's `ask` has a suspend schema that needs a `region` the stored payload lacks: the
+    resume is refused WORKFLOW_CHANGED naming the field (it was accepted, and the run then
+    failed for good), and the run stays resumable under v1."""
+    log = tmp_path / "questioned.log"
+    async with deployed(db, 1) as stub:
+        await started(stub, "questioned", log)
+    async with deployed(db, 2) as stub:
+        for dry in (True, False):
+            error = await call_error(resume(stub, "questioned", validate_only=dry))
+            assert_changed(error, "questioned", "ask", "suspend payload of step [ask]", "region")
+        run = await stub.GetRun(rr.GetRunRequest(run_id="questioned"))
+        assert run.status == RUN.RUN_STATUS_SUSPENDED
+    async with deployed(db, 1) as stub:
+        assert (await resume(stub, "questioned")).status == RUN.RUN_STATUS_SUCCESS
+    assert lines(log) == ["a", "ask:True"]
+
+
+async def test_a_run_taken_over_whose_running_or_sleeping_step_was_renamed_is_not_driven(
+    db: Path, tmp_path: Path
+) -> None:
+    """A process dies while one run's `work` runs and another sleeps in `nap`; v2 renames
+    both. v2 takes neither over: they keep their status (RUNNING, WAITING) past the sleep's
+    end, and RestartRun of each is refused WORKFLOW_CHANGED naming the step."""
+    logs = {name: tmp_path / f"{name}.log" for name in ("working", "sleeping")}
+    server = ServerProcess(db, workflows=["tests.support.deploy_v1"])
+    async with serving(server) as stub:  # SIGKILLed on the way out, mid-step and asleep
+        for name, log in logs.items():
+            await start_now(stub, name, log)
+
+        async def at_work() -> bool:
+            return "work" in lines(logs["working"])
+
+        await assert_eventually(at_work, timeout=10)
+    async with deployed(db, 2) as stub:
+        await asyncio.sleep(1.5)  # the upkeep's first rounds, past nap2's 10 ms
+        for name, (status, step) in {
+            "working": (RUN.RUN_STATUS_RUNNING, "work"),
+            "sleeping": (RUN.RUN_STATUS_WAITING, "nap"),
+        }.items():
+            run = await stub.GetRun(rr.GetRunRequest(run_id=name))
+            assert run.status == status, name
+            restart = rr.RestartRunRequest(run_id=name)
+            error = await call_error(stub.RestartRun(restart, timeout=20))
+            assert_changed(error, name, step, f"step [{step}] waits in this run")
+    assert lines(logs["working"]) == ["a", "work"]
+    assert lines(logs["sleeping"]) == ["a"]

@@ -5,6 +5,7 @@ and adds it to the input's `ran`; `ask` suspends until resumed with {ok}."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,11 +27,20 @@ class RegionalJob(Job):
     region: str  # a required field v2 adds
 
 
-def _plain(name: str, input_schema: type[BaseModel] | None = None) -> Any:
+class Question(BaseModel):
+    q: str
+
+
+class RegionalQuestion(Question):
+    region: str  # a required field v2 adds to a suspend payload
+
+
+def _plain(name: str, input_schema: type[BaseModel] | None = None, seconds: float = 0) -> Any:
     async def execute(ctx: StepContext) -> dict[str, Any]:
         data = ctx.input_data
         data = data.model_dump() if isinstance(data, BaseModel) else data
         record(data["log"], name)
+        await asyncio.sleep(seconds)
         return {**data, "ran": [*data.get("ran", []), name]}
 
     return create_step(id=name, input_schema=input_schema, execute=execute)
@@ -45,6 +55,7 @@ def _ask(
     input_schema: type[BaseModel] | None = None,
     timeout: float | None = None,
     on_timeout: Any = "fail",
+    suspend_schema: type[BaseModel] | None = None,
 ) -> Any:
     async def execute(ctx: StepContext) -> dict[str, Any]:
         data = ctx.input_data
@@ -54,7 +65,13 @@ def _ask(
         record(data["log"], f"{name}:{ctx.resume_data.ok}")
         return {**data, "ran": [*data.get("ran", []), f"{name}:{ctx.resume_data.ok}"]}
 
-    return create_step(id=name, input_schema=input_schema, resume_schema=Approval, execute=execute)
+    return create_step(
+        id=name,
+        input_schema=input_schema,
+        suspend_schema=suspend_schema,
+        resume_schema=Approval,
+        execute=execute,
+    )
 
 
 def _fan() -> Any:
@@ -147,6 +164,38 @@ def build(version: int) -> dict[str, Workflow]:
         .sleep(3, id="nap")
         .then(z)
         .commit(),
+        # v2 adds pre before b in the nested workflow the run waits in
+        "deepened": _sequence(
+            "deepened",
+            _sequence("deep", _plain("b"), ask)
+            if v1
+            else _sequence("deep", _plain("pre"), _plain("b"), ask),
+        ),
+        # v2 adds p3 to the parallel the run has passed
+        "widened": create_workflow(id="widened")
+        .parallel(
+            [_plain("p1"), _plain("p2")] if v1 else [_plain("p1"), _plain("p2"), _plain("p3")],
+            id="par",
+        )
+        .map(lambda ctx: ctx.input_data["p1"], id="pick")
+        .then(ask)
+        .commit(),
+        # v2's suspend schema needs a region the stored suspend payload lacks
+        "questioned": _sequence(
+            "questioned", a, _ask(suspend_schema=Question if v1 else RegionalQuestion)
+        ),
+        # v2 makes ask a nested workflow
+        "nestified": _sequence("nestified", a, ask, z)
+        if v1
+        else _sequence("nestified", a, _sequence("ask", _plain("inner-step")), z),
+        # a process dies while work runs (a minute); v2 renames work
+        "working": _sequence("working", a, _plain("work", seconds=60), z)
+        if v1
+        else _sequence("working", a, _plain("work2"), z),
+        # the run sleeps in nap (a minute); v2 renames the sleep
+        "sleeping": create_workflow(id="sleeping").then(a).sleep(60, id="nap").then(z).commit()
+        if v1
+        else create_workflow(id="sleeping").then(a).sleep(0.01, id="nap2").then(z).commit(),
         # v2 no longer serves it
         **(
             {"napping": create_workflow(id="napping").sleep(30, id="nap").then(z).commit()}

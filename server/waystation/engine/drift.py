@@ -122,7 +122,15 @@ def _check_order(
         # A branch asks its conditions once: its arms without a record were not chosen.
         counted = ran if isinstance(entry, Branch) else found
         if unfinished is None and not (counted and all(f and f <= FINISHED for f in counted)):
-            unfinished = ((*prefix, members[0].id), bool(ran))
+            # Named by its first member that has not finished (one a deploy added to a
+            # parallel the run has passed, say), or its first when none ran.
+            pending = [
+                (m, f)
+                for m, f in zip(members, found, strict=True)
+                if not (f and f <= FINISHED) and (f or not isinstance(entry, Branch))
+            ]
+            member, seen = pending[0] if pending else (members[0], None)
+            unfinished = ((*prefix, member.id), bool(seen))
         if isinstance(entry, Foreach):
             continue  # its items stand at different points: a sequence each, not checked
         for member, seen in zip(members, found, strict=True):
