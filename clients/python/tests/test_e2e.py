@@ -31,6 +31,7 @@ from waystation_client import (
     RunNotFoundError,
     RunStatus,
     StepNotSuspendedError,
+    VersionMismatchError,
     WorkflowClient,
     WorkflowNotFoundError,
     WorkflowResult,
@@ -334,6 +335,48 @@ def test_sync_traceparent_keyword_comes_back_as_the_trace_id(client: WorkflowCli
         started.run_id, step=LEGAL, resume_data=APPROVAL, metadata={"traceparent": traceparent}
     )
     assert resumed.trace_id == trace_id
+
+
+def test_sync_resume_with_expected_version_zero_of_a_run_at_another_version_is_refused(
+    client: WorkflowClient,
+) -> None:
+    """0 is a version to compare with, not "no guard": the resume is refused, not applied."""
+    started = client.start_run("document-review", input_data=DOCUMENT)
+    assert started.version > 0
+
+    with pytest.raises(VersionMismatchError) as caught:
+        client.resume_run(started.run_id, step=LEGAL, resume_data=APPROVAL, expected_version=0)
+
+    error = caught.value
+    assert (error.expected_version, error.actual_version) == (0, started.version)
+    assert_waits_for_legal(client.get_run(started.run_id).result)
+
+
+def test_sync_include_resume_labels_alone_answers_the_resume_labels(
+    client: WorkflowClient,
+) -> None:
+    """include_resume_labels needs no include_state; without it the answer has no labels."""
+    started = client.start_run("document-review", input_data=DOCUMENT, include_resume_labels=True)
+    assert_waits_for_legal(started)
+    assert {label: list(at.step.segments) for label, at in started.resume_labels.items()} == {
+        "legal": LEGAL
+    }
+
+    plain = client.start_run("document-review", input_data=DOCUMENT)
+    assert not plain.resume_labels
+
+
+def test_sync_an_empty_step_text_resumes_the_one_suspended_step(client: WorkflowClient) -> None:
+    """`step=""` sends no path (not the path [""]), so the server resumes the only suspended
+    step, as it does for `step=None`."""
+    started = client.start_run("document-review", input_data=DOCUMENT)
+    assert_waits_for_legal(started)
+
+    legal = client.resume_run(started.run_id, step="", resume_data=APPROVAL)
+    assert_waits_for_editor(legal)
+
+    done = client.resume_run(started.run_id, step=None, resume_data=SIGN_OFF)
+    assert_published(done)
 
 
 def test_sync_expired_deadline_raises_deadline_exceeded_and_the_run_goes_on(

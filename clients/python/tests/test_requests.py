@@ -15,7 +15,9 @@ from waystation_client._requests import (
     restart_run_request,
     resume_request,
     start_run_request,
+    time_travel_run_request,
 )
+from waystation_client.v1 import message_pb2
 
 
 def test_a_step_path_is_split_on_dots_only_when_given_as_text() -> None:
@@ -32,6 +34,37 @@ def test_resume_request_sets_optional_zero_values_and_leaves_none_unset() -> Non
     assert list(request.step.segments) == ["a", "b"]
     assert from_value(request.resume_data) == {"ok": True}
     assert not resume_request("r").HasField("step")
+
+
+def test_an_empty_step_text_or_none_means_no_step_not_a_path_of_one_empty_segment() -> None:
+    """`step=""` is no path at all (the server then picks the one suspended step), as is
+    `step=None`; only a non-empty text is split on "."."""
+    assert list(step_path("").segments) == []
+    empty = resume_request("r", step="")
+    assert list(empty.step.segments) == []
+    assert not resume_request("r", step=None).HasField("step")
+    assert list(resume_request("r", step="a").step.segments) == ["a"]
+
+
+def test_resume_request_sends_expected_version_zero_as_a_value() -> None:
+    """expected_version is optional in the proto so that 0 can be compared with, not dropped."""
+    request = resume_request("r", expected_version=0)
+    assert request.HasField("expected_version") and request.expected_version == 0
+    assert resume_request("r", expected_version=7).expected_version == 7
+    assert not resume_request("r", expected_version=None).HasField("expected_version")
+
+
+def test_include_resume_labels_alone_sets_output_options() -> None:
+    """Every request with output options carries include_resume_labels without include_state."""
+    sent = [
+        start_run_request("w", include_resume_labels=True).output_options,
+        resume_request("r", include_resume_labels=True).output_options,
+        restart_run_request("r", include_resume_labels=True).output_options,
+        time_travel_run_request("r", "a", include_resume_labels=True).output_options,
+    ]
+    wanted = message_pb2.OutputOptions(include_state=False, include_resume_labels=True)
+    assert sent == [wanted] * 4
+    assert not start_run_request("w").HasField("output_options")
 
 
 def test_start_run_request_carries_json_data_and_output_options() -> None:

@@ -33,6 +33,34 @@ def test_integral_numbers_come_back_as_int_and_others_as_float() -> None:
     assert type(from_value(to_value(2.0**60))) is float
 
 
+@pytest.mark.parametrize("number", [2**53, -(2**53), 2**53 - 1], ids=["2**53", "-2**53", "2**53-1"])
+def test_integral_numbers_up_to_2_53_inclusive_come_back_as_int(number: int) -> None:
+    """|n| <= 2**53, the bound of a double's exact ints, is the bound included."""
+    back = from_value(to_value(number))
+    assert type(back) is int and back == number
+
+
+@pytest.mark.parametrize("number", [2**53 + 2, -(2**53 + 2)], ids=["2**53+2", "-(2**53+2)"])
+def test_integral_numbers_past_2_53_come_back_as_float(number: int) -> None:
+    """Past 2**53 a double's integral value need not be the int that was sent: a float."""
+    back = from_value(to_value(number))
+    assert type(back) is float and back == number
+
+
+def test_bools_are_bool_values_and_ints_and_floats_number_values() -> None:
+    """A bool is an int in Python, but JSON true is not the number 1."""
+    for flag in (True, False):
+        value = to_value(flag)
+        assert value.WhichOneof("kind") == "bool_value"
+        assert value.bool_value is flag
+        assert from_value(value) is flag
+    for number in (1, 0, 1.0, 0.0, 2.5):
+        value = to_value(number)
+        assert value.WhichOneof("kind") == "number_value"
+        assert value.number_value == number
+    assert to_struct({"b": True}).fields["b"].WhichOneof("kind") == "bool_value"
+
+
 def test_empty_containers_and_unset_values_keep_their_kind() -> None:
     assert to_value({}).WhichOneof("kind") == "struct_value"
     assert to_value([]).WhichOneof("kind") == "list_value"
