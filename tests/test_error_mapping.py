@@ -22,7 +22,9 @@ from tests.support.api import assert_eventually, call_error, path, value
 from waystation.api.v1 import enums_pb2, errordetails_pb2, message_pb2
 from waystation.api.v1 import request_response_pb2 as rr
 from waystation.api.v1.service_pb2_grpc import WorkflowServiceStub
-from waystation.engine import errors
+from waystation.engine import Engine, errors
+from waystation.engine.ids import MAX_ID
+from waystation.storage import SqliteStore
 from waystation.transport.errors import (
     DETAILS_BYTES,
     DOMAIN,
@@ -469,6 +471,13 @@ LONG = "x" * 201
         ("CancelRun", rr.CancelRunRequest(run_id="r-1", reason="x" * 1001), "reason"),
         ("ListRuns", rr.ListRunsRequest(resource_id=LONG), "resource_id"),
         ("ListRuns", rr.ListRunsRequest(workflow_id=LONG), "workflow_id"),
+        (
+            "StartRun",
+            rr.StartRunRequest(workflow_id=LONG, input_data=value(ORDER)),
+            "workflow_id",
+        ),
+        ("CreateRun", rr.CreateRunRequest(workflow_id=LONG), "workflow_id"),
+        ("GetWorkflow", rr.GetWorkflowRequest(workflow_id=LONG), "workflow_id"),
     ],
     ids=[
         "start-resource-id",
@@ -480,6 +489,9 @@ LONG = "x" * 201
         "cancel-reason",
         "list-runs-resource-id",
         "list-runs-workflow-id",
+        "start-workflow-id",
+        "create-workflow-id",
+        "get-workflow-id",
     ],
 )
 async def test_a_name_longer_than_the_server_keeps_is_invalid_argument(
@@ -493,6 +505,21 @@ async def test_a_name_longer_than_the_server_keeps_is_invalid_argument(
     assert list(error.violations) == [field]
     assert await run_count(stub) == 0
     await assert_still_serving(stub)
+
+
+def test_the_engine_checks_a_workflow_ids_length_itself(tmp_path: Path) -> None:
+    """The transport refuses a workflow id over 200 characters first (above), so the rows
+    there pass without the engine's own check; the engine refuses it too: 201 characters
+    are INVALID_ARGUMENT naming workflow_id, not a workflow that is merely not registered
+    (NOT_FOUND, as 200 characters are)."""
+    engine = Engine(SqliteStore(str(tmp_path / "unopened.db")), [])
+    with pytest.raises(errors.WorkflowNotFound) as missing:
+        engine.workflow("w" * MAX_ID)
+    assert lookup(missing.value) == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(errors.InvalidArgument) as refused:
+        engine.workflow("w" * (MAX_ID + 1))
+    assert lookup(refused.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in refused.value.violations] == ["workflow_id"]
 
 
 async def test_a_step_path_of_32_segments_is_taken(stub: WorkflowServiceStub) -> None:

@@ -731,6 +731,33 @@ async def test_time_travel_replaces_the_state_with_initial_state_checked_by_its_
     assert (await get_run(stub, done.run_id)).result.version == travelled.version
 
 
+async def test_time_travel_without_initial_state_keeps_the_runs_state(
+    stub: WorkflowServiceStub,
+) -> None:
+    """Without `initial_state` the run's workflow state is kept, not reset to the schema's
+    defaults: the step run again sees the hits the first run left (1) and adds one; with
+    `initial_state` it sees that state instead (the proto: "Replaces the workflow state")."""
+    done = await start(stub, "state-poked", {})
+    state = message_pb2.OutputOptions(include_state=True)
+    first = await stub.GetRun(rr.GetRunRequest(run_id=done.run_id, output_options=state))
+    assert to_json(first.result.state) == {"hits": 1, "limit": 3}
+    kept = await stub.TimeTravelRun(
+        travel(done.run_id, ("pokes",), input_data={}, output_options=state)
+    )
+    assert kept.status == RUN.RUN_STATUS_SUCCESS
+    assert to_json(kept.state) == {"hits": 2, "limit": 3}
+    replaced = await stub.TimeTravelRun(
+        travel(
+            done.run_id,
+            ("pokes",),
+            input_data={},
+            initial_state=struct({"hits": 7}),
+            output_options=state,
+        )
+    )
+    assert to_json(replaced.state) == {"hits": 8, "limit": 3}
+
+
 async def test_a_time_travel_request_id_is_scoped_to_its_run(stub: WorkflowServiceStub) -> None:
     """The same request id on two runs travels each: the second is not a replay of the
     first run's outcome."""

@@ -17,8 +17,17 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 from pydantic import BaseModel, ConfigDict
 
-from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, settings_for
-from tests.support.api import assert_eventually, call_error, paths, rich_error, to_json, value
+from tests.conftest import FLOW_WORKFLOWS, TEST_WORKFLOWS, serving, settings_for
+from tests.support.api import (
+    assert_eventually,
+    call_error,
+    path,
+    paths,
+    rich_error,
+    struct,
+    to_json,
+    value,
+)
 from tests.support.faulty_store import FaultyStore, is_create, settles, touches_step
 from tests.support.workflows import Booking, lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
@@ -547,6 +556,30 @@ async def test_list_runs_and_list_workflows_pages_hold_at_most_1000(tmp_path: Pa
         await running.stop(grace=0)
 
 
+async def test_list_workflows_without_a_page_size_answers_pages_of_100(tmp_path: Path) -> None:
+    """ListWorkflows with no page_size answers 100 workflows a page (the proto's default)
+    and a token for the rest: 1,001 registered workflows come on eleven pages, each id
+    once and in order."""
+    settings = settings_for(tmp_path / "many.db", workflows=["tests.support.many_workflows"])
+    async with (
+        serving(settings) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = Stub(channel)
+        seen: list[str] = []
+        sizes: list[int] = []
+        token = ""
+        for _ in range(20):
+            page = await stub.ListWorkflows(rr.ListWorkflowsRequest(page_token=token))
+            seen += [wf.workflow_id for wf in page.workflows]
+            sizes.append(len(page.workflows))
+            token = page.next_page_token
+            if not token:
+                break
+        assert sizes == [100] * 10 + [1]
+        assert seen == [f"many-{i:04d}" for i in range(1001)]
+
+
 async def test_a_page_token_for_another_time_window_is_invalid(stub: Stub) -> None:
     """A token issued under one `create_time_before` is refused under another, as under
     other filters (it would skip or repeat runs)."""
@@ -844,6 +877,71 @@ async def test_payloads_that_together_exceed_their_share_of_the_limit_are_refuse
         assert "together" in error.violations["input_data"]
         missing = await call_error(stub.GetRun(rr.GetRunRequest(run_id="together")))
         assert missing.code == grpc.StatusCode.NOT_FOUND
+
+
+PAYLOAD_LIMIT = 4 * 1024 * 1024 // 8
+"""The largest payload a request may carry on a server of the default --max-message-bytes
+(4 MiB): an eighth of it, 524,288 bytes, measured as the field's encoded protobuf size."""
+
+
+def sized(size: int, build: Any = struct) -> Any:
+    """A {"pad": "x..."} payload, built by `build` (`struct` or `value`), whose encoded size
+    (what the server measures: the field's ByteSize) is exactly `size` bytes."""
+    pad = size
+    while (got := build({"pad": "x" * pad}).ByteSize()) != size:
+        pad -= got - size
+    return build({"pad": "x" * pad})
+
+
+async def test_a_payload_of_exactly_the_limit_is_taken_and_one_byte_more_is_refused(
+    stub: Stub,
+) -> None:
+    """A payload may be as large as the limit (an eighth of --max-message-bytes, 524,288
+    bytes by default, as encoded): input of exactly that starts the run; one byte more is
+    INVALID_ARGUMENT naming the field and the limit, and no run exists."""
+    at_limit = rr.StartRunRequest(
+        workflow_id="remember", run_id="at-limit", input_data=sized(PAYLOAD_LIMIT, value)
+    )
+    started = await stub.StartRun(at_limit)
+    assert (started.run_id, started.status) == ("at-limit", SUSPENDED)
+    over = rr.StartRunRequest(
+        workflow_id="remember", run_id="over-limit", input_data=sized(PAYLOAD_LIMIT + 1, value)
+    )
+    error = await call_error(stub.StartRun(over))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.violations == {"input_data": f"larger than {PAYLOAD_LIMIT} bytes"}
+    missing = await call_error(stub.GetRun(rr.GetRunRequest(run_id="over-limit")))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("rpc", "field"),
+    [
+        ("ResumeRun", "request_context"),
+        ("TimeTravelRun", "initial_state"),
+        ("TimeTravelRun", "request_context"),
+    ],
+    ids=["resume-request-context", "time-travel-initial-state", "time-travel-request-context"],
+)
+async def test_every_payload_of_a_resume_or_time_travel_counts_against_the_limit(
+    stub: Stub, rpc: str, field: str
+) -> None:
+    """Request context and initial state are payloads as input and resume data are (README:
+    input, state, context, resume data): one byte over the limit on ResumeRun or
+    TimeTravelRun is INVALID_ARGUMENT naming the field, and the run is left as it was."""
+    started = await stub.StartRun(rr.StartRunRequest(workflow_id="remember", run_id="held"))
+    assert started.status == SUSPENDED
+    over = {field: sized(PAYLOAD_LIMIT + 1)}
+    request = (
+        rr.ResumeRequest(run_id="held", resume_data=value({"ok": True}), **over)
+        if rpc == "ResumeRun"
+        else rr.TimeTravelRunRequest(run_id="held", step=path("remember"), **over)
+    )
+    error = await call_error(getattr(stub, rpc)(request))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.violations == {field: f"larger than {PAYLOAD_LIMIT} bytes"}
+    run = await stub.GetRun(rr.GetRunRequest(run_id="held"))
+    assert (run.status, run.result.version) == (SUSPENDED, started.version)
 
 
 def _objects(levels: int) -> Any:
