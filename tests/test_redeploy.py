@@ -154,33 +154,38 @@ async def test_changes_after_the_point_a_run_reached_apply_to_it(db: Path, tmp_p
     assert lines(tmp_path / "armed.log") == ["yes", "ask:True"]
 
 
-async def test_stored_input_that_the_new_schema_refuses_is_refused_before_the_resume(
+async def test_stored_data_that_the_new_schemas_refuse_is_refused_before_the_resume(
     db: Path, tmp_path: Path
 ) -> None:
-    """v2's `ask` requires a `region` its stored input lacks: the resume, and its dry run,
-    are refused WORKFLOW_CHANGED naming the field, and the run stays resumable (it failed
-    INVALID_STEP_INPUT once claimed, though the dry run had said yes). So is a time travel
-    to it that gives no input (it failed the run the same way)."""
-    log = tmp_path / "stricter.log"
+    """v2's `ask` requires a `region` its stored input lacks (in `stricter`), or its stored
+    suspend payload lacks (in `questioned`): the resume, and its dry run, are refused
+    WORKFLOW_CHANGED naming the field, and the run stays resumable (it failed once claimed,
+    for good, though the dry run had said yes). So is a time travel to it that gives no
+    input (it failed the run the same way)."""
+    logs = {name: tmp_path / f"{name}.log" for name in ("stricter", "questioned")}
     async with deployed(db, 1) as stub:
-        await started(stub, "stricter", log)
+        for name, log in logs.items():
+            await started(stub, name, log)
     async with deployed(db, 2) as stub:
-        for dry in (True, False):
-            error = await call_error(resume(stub, "stricter", validate_only=dry))
-            assert_changed(error, "stricter", "ask", "stored input of step [ask]", "region")
-        run = await stub.GetRun(rr.GetRunRequest(run_id="stricter"))
-        assert run.status == RUN.RUN_STATUS_SUSPENDED
+        versions = {}
+        for name, what in (("stricter", "stored input"), ("questioned", "suspend payload")):
+            for dry in (True, False):
+                error = await call_error(resume(stub, name, validate_only=dry))
+                assert_changed(error, name, "ask", f"{what} of step [ask]", "region")
+            run = await stub.GetRun(rr.GetRunRequest(run_id=name))
+            assert run.status == RUN.RUN_STATUS_SUSPENDED
+            versions[name] = run.result.version
         # Time travel to it on its stored input: the same refusal, pointing to input_data.
         ask = message_pb2.StepPath(segments=["ask"])
         travel = rr.TimeTravelRunRequest(run_id="stricter", step=ask)
         error = await call_error(stub.TimeTravelRun(travel, timeout=20))
         assert_changed(error, "stricter", "ask", "stored input (give input_data) of step [ask]")
-        assert (
-            await stub.GetRun(rr.GetRunRequest(run_id="stricter"))
-        ).result.version == run.result.version
+        after = await stub.GetRun(rr.GetRunRequest(run_id="stricter"))
+        assert after.result.version == versions["stricter"]
     async with deployed(db, 1) as stub:
-        assert (await resume(stub, "stricter")).status == RUN.RUN_STATUS_SUCCESS
-    assert lines(log) == ["a", "ask:True"]
+        for name, log in logs.items():
+            assert (await resume(stub, name)).status == RUN.RUN_STATUS_SUCCESS
+            assert lines(log) == ["a", "ask:True"]
 
 
 async def test_a_sleeping_run_of_a_workflow_the_new_deploy_lacks_fails_naming_it(
@@ -327,26 +332,6 @@ async def test_changes_inside_a_nested_workflow_or_a_passed_parallel_refuse_the_
     assert lines(logs["widened"]) == ["p1", "p2"]
 
 
-async def test_a_stored_suspend_payload_the_new_schema_refuses_is_refused_before_the_resume(
-    db: Path, tmp_path: Path
-) -> None:
-    """v2's `ask` has a suspend schema that needs a `region` the stored payload lacks: the
-    resume is refused WORKFLOW_CHANGED naming the field (it was accepted, and the run then
-    failed for good), and the run stays resumable under v1."""
-    log = tmp_path / "questioned.log"
-    async with deployed(db, 1) as stub:
-        await started(stub, "questioned", log)
-    async with deployed(db, 2) as stub:
-        for dry in (True, False):
-            error = await call_error(resume(stub, "questioned", validate_only=dry))
-            assert_changed(error, "questioned", "ask", "suspend payload of step [ask]", "region")
-        run = await stub.GetRun(rr.GetRunRequest(run_id="questioned"))
-        assert run.status == RUN.RUN_STATUS_SUSPENDED
-    async with deployed(db, 1) as stub:
-        assert (await resume(stub, "questioned")).status == RUN.RUN_STATUS_SUCCESS
-    assert lines(log) == ["a", "ask:True"]
-
-
 async def test_a_run_taken_over_whose_running_or_sleeping_step_was_renamed_is_not_driven(
     db: Path, tmp_path: Path
 ) -> None:
@@ -359,10 +344,11 @@ async def test_a_run_taken_over_whose_running_or_sleeping_step_was_renamed_is_no
         for name, log in logs.items():
             await start_now(stub, name, log)
 
-        async def at_work() -> bool:
-            return "work" in lines(logs["working"])
+        async def at_work_and_asleep() -> bool:
+            asleep = await stub.GetRun(rr.GetRunRequest(run_id="sleeping"))
+            return "work" in lines(logs["working"]) and asleep.status == RUN.RUN_STATUS_WAITING
 
-        await assert_eventually(at_work, timeout=10)
+        await assert_eventually(at_work_and_asleep, timeout=10)
     async with deployed(db, 2) as stub:
         await asyncio.sleep(1.5)  # the upkeep's first rounds, past nap2's 10 ms
         for name, (status, step) in {
