@@ -270,7 +270,8 @@ def test_a_runs_labels_keep_their_stored_form_through_every_change(
     """`Labels` keeps each label's stored JSON beside it: after any sequence of changes,
     through every method that changes a dict, on labels made empty, read from the store or
     copied (the copy changed on its own), `encoded()` is the labels' JSON in their order."""
-    names = st.sampled_from(["a", "b", "c", "d", "é\u2028", ""])  # few, so that they meet
+    # Few, so that they meet; a lone surrogate, which only the stdlib's encoder writes.
+    names = st.sampled_from(["a", "b", "c", "d", "é\u2028", "", "\ud800"])
     changes = st.lists(
         st.one_of(
             st.tuples(st.just("set"), names, label_targets),

@@ -7,6 +7,7 @@ steps it touched, never the whole run, so its cost does not grow with the run's 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ class LabelTarget:
         """The stored form as JSON text, made once (as `to_json`'s)."""
         text: bytes | None = self.__dict__.get("_encoded")
         if text is None:
-            text = self.__dict__["_encoded"] = orjson.dumps(self.to_json())
+            text = self.__dict__["_encoded"] = _json_bytes(self.to_json())
         return text
 
     @classmethod
@@ -233,7 +234,16 @@ class Labels(dict[str, LabelTarget]):
 
 
 def _stored_label(label: str, target: LabelTarget) -> bytes:
-    return orjson.dumps(label) + b":" + target.encoded
+    return _json_bytes(label) + b":" + target.encoded
+
+
+def _json_bytes(value: Any) -> bytes:
+    """`value` as compact JSON; a string with a lone surrogate, which orjson refuses, by the
+    stdlib (escaped), as the store's `dumps` does."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 @dataclass
