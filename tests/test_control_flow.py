@@ -138,6 +138,33 @@ async def test_a_branch_that_suspended_is_resumed_once_its_busy_sibling_ends(
         }
 
 
+async def test_a_foreach_item_that_suspended_is_resumed_once_its_busy_sibling_item_ends(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """The same for the items of a foreach: item 0 suspends while item 1 works; a resume of
+    item 0 by index waits for the window to end, then resumes it."""
+    log = tmp_path / "items.log"
+    items = [{"log": str(log), "i": 0}, {"log": str(log), "i": 1, "seconds": 3}]
+    run_id = f"items-{uuid.uuid4().hex[:12]}"
+    await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="items-ask-while-busy",
+            run_id=run_id,
+            input_data=value(items),
+            return_immediately=True,
+        )
+    )
+
+    async def busy() -> bool:
+        return "busy-start:1" in lines(log)
+
+    await assert_eventually(busy)
+    done = await stub.ResumeRun(resume(run_id, {"ok": True}, step=path("item"), foreach_index=0))
+    assert done.status == SUCCESS
+    assert lines(log) == ["busy-start:1", "busy-end:1", "asked:0"]
+    assert to_json(done.result) == [{"i": 0, "ok": True}, {"i": 1}]
+
+
 async def test_a_refused_resume_of_a_branch_whose_sibling_works_is_answered_at_once(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

@@ -668,3 +668,28 @@ ask_while_busy_then_asleep = (
     )
     .commit()
 )
+
+
+async def _item_asks_or_works(ctx: StepContext) -> dict[str, Any]:
+    item = {**ctx.input_data, "i": int(ctx.input_data["i"])}  # (a number arrives as a float)
+    if "seconds" not in item:  # asks
+        if ctx.resume_data is None:
+            ctx.suspend({"item": item["i"]})
+        record(item["log"], f"asked:{item['i']}")
+        return {"i": item["i"], "ok": ctx.resume_data.ok}
+    record(item["log"], f"busy-start:{item['i']}")
+    await asyncio.sleep(item["seconds"])
+    record(item["log"], f"busy-end:{item['i']}")
+    return {"i": item["i"]}
+
+
+# foreach over [{log, i}, ...] at concurrency 2: an item without "seconds" suspends at once
+# (logs asked:<i> once resumed), one with "seconds" works that long (busy-start/end:<i>)
+items_ask_while_busy = (
+    create_workflow(id="items-ask-while-busy")
+    .foreach(
+        create_step(id="item", resume_schema=Approve, execute=_item_asks_or_works),
+        concurrency=2,
+    )
+    .commit()
+)
