@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from waystation.engine.model import Labels, RunRecord, RunStatus, StepRecord
+from waystation.engine.model import Labels, RunRecord, RunStatus, StepRecord, stored_json
 from waystation.storage.protocol import Commit, Create, RequestKey, RunFilter, StoreError
 
 RUN_COLUMNS = (
@@ -41,16 +41,8 @@ given theirs, so that a retry after an upgrade replays the first call's outcome 
 starting the run again. A key that a retry already stored anew is left as it is."""
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON, with orjson (a tenth of the stdlib's time; encoding was the largest
-    Python cost of a transition). What orjson refuses (integers beyond 64 bits, strings
-    with lone surrogates) goes to the stdlib encoder, which refuses NaN and infinities
-    (ValueError); orjson would write those as null, but none reaches a store: every user
-    value passes `schema.dump`/`normalize` first, which refuse them."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+dumps = stored_json
+"""Compact JSON, as the engine's model makes it (`model.stored_json`)."""
 
 
 def run_row(run: RunRecord, version: int | None = None) -> tuple[Any, ...]:
