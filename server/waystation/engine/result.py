@@ -68,14 +68,9 @@ def find(workflow: Workflow, path: Path) -> Node | None:
     return node
 
 
-def foreach_body(workflow: Workflow, path: Path) -> bool:
-    """Whether the node at `path` is the body of a foreach (it runs once per item)."""
-    return path in foreach_bodies(workflow)
-
-
 def foreach_bodies(workflow: Workflow) -> frozenset[Path]:
-    """The paths of every foreach's body, nested ones too; found once for a committed
-    workflow, as its graph is."""
+    """The paths of every foreach's body (it runs once per item), nested ones too; found
+    once for a committed workflow, as its graph is."""
     found = _BODIES.get(workflow)
     if found is None:
         found = frozenset(_bodies(workflow, ()))

@@ -23,7 +23,7 @@ from waystation.engine.errors import (
 )
 from waystation.engine.model import JSON, RunSnapshot, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import ITEM_MARK, Path, is_prefix, split_items
-from waystation.engine.result import find, foreach_body, graph, suspended_leaves
+from waystation.engine.result import find, foreach_bodies, graph, suspended_leaves
 
 
 def plan(
@@ -105,7 +105,7 @@ def _check_not_in_items(workflow: Workflow, target: Path) -> None:
     """Refuse a step inside a foreach's nested workflow: it runs once per item, and a time
     travel names no item (the foreach itself can be the target)."""
     for depth in range(1, len(target)):
-        if foreach_body(workflow, target[:depth]):
+        if target[:depth] in foreach_bodies(workflow):
             body = ".".join(target[:depth])
             raise InvalidArgument(
                 "step",
@@ -151,7 +151,7 @@ def _check_input(workflow: Workflow, target: Path, node: Step | Workflow, data: 
     """Refuse new input that the target would refuse when it runs, before anything changes:
     a foreach's input is the list of its items, each checked against its body's schema."""
     items = {"input_data": data}
-    if foreach_body(workflow, target):
+    if target in foreach_bodies(workflow):
         if not isinstance(data, list):
             kind = type(data).__name__
             wrong = FieldViolation("input_data", f"a foreach needs a list of items, got {kind}")
