@@ -10,9 +10,10 @@ step that fails on resume is retried with the same data. GetWorkflow shows each 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -190,18 +191,106 @@ async def test_a_refused_resume_of_a_branch_whose_sibling_works_is_answered_at_o
     assert to_json(done.result)["after"]["ask"] == {"step": "ask", "ok": False}
 
 
-async def test_a_branch_waiting_for_its_busy_sibling_is_refused_once_the_sibling_sleeps(
+async def test_a_branch_waiting_for_its_busy_sibling_is_resumed_once_the_sibling_sleeps(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """When the busy sibling goes on to a durable sleep, the waiting resume is answered as
-    a resume during a sleep is: RUN_NOT_SUSPENDED, the run WAITING."""
+    """When the busy sibling goes on to a durable sleep, the waiting resume goes on too: the
+    run settled WAITING with "ask" suspended, so "ask" is resumed during the sleep and the
+    resume is answered WAITING (it was RUN_NOT_SUSPENDED, as in Mastra during any sleep)."""
     log = tmp_path / "busy-asleep.log"
     run_id = await start_busy(stub, "ask-while-busy-then-asleep", log, seconds=1)
-    error = await call_error(stub.ResumeRun(resume(run_id, {"ok": True}, step=path("ask"))))
-    assert error.reason == "RUN_NOT_SUSPENDED"
-    assert lines(log) == ["busy-start", "busy-end"]
-    assert (await get_result(stub, run_id)).status == WAITING
+    done = await stub.ResumeRun(resume(run_id, {"ok": True}, step=path("ask")))
+    assert done.status == WAITING
+    assert lines(log) == ["busy-start", "busy-end", "ask"]
+    assert done.steps["ask"].status == STEP.STEP_STATUS_SUCCESS
+    assert done.steps["drowsy.nap"].status == STEP.STEP_STATUS_WAITING
+    assert paths(done) == []
     await stub.CancelRun(rr.CancelRunRequest(run_id=run_id))
+
+
+async def start_remind(stub: WorkflowServiceStub, log: Path) -> message_pb2.WorkflowResult:
+    """A run of approve-or-remind, settled WAITING: "approve" suspended, the nap asleep."""
+    started = await start(stub, "approve-or-remind", {"log": str(log)})
+    assert started.status == WAITING
+    assert paths(started) == [["approve"]]
+    assert to_json(started.suspend_payload["approve"]) == {"asked": "approve"}
+    assert started.steps["reminder.remind-nap"].status == STEP.STEP_STATUS_WAITING
+    return started
+
+
+async def test_a_branch_suspended_beside_a_sleeping_one_is_resumed_during_the_sleep(
+    stub: WorkflowServiceStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An approval beside a reminder that sleeps: the run is WAITING, lists "approve" as
+    suspended, and a resume of it (by label) runs it at once, answered WAITING with the nap
+    still asleep. The nap wakes at its stored time and the run ends once; the execution
+    that slept before the resume stopped quietly (no warning of a run changed elsewhere)."""
+    log = tmp_path / "remind.log"
+    started = await start_remind(stub, log)
+    wake = started.steps["reminder.remind-nap"].wake_time.ToDatetime(UTC)
+    resumed = await stub.ResumeRun(resume(started.run_id, {"ok": True}, label="approve-label"))
+    answered = datetime.now(UTC)
+    assert answered < wake
+    assert resumed.status == WAITING
+    assert lines(log) == ["approve"]
+    assert resumed.steps["approve"].status == STEP.STEP_STATUS_SUCCESS
+    assert resumed.steps["reminder.remind-nap"].status == STEP.STEP_STATUS_WAITING
+    assert resumed.steps["reminder.remind-nap"].wake_time.ToDatetime(UTC) == wake
+    assert paths(resumed) == [] and "approve-label" not in resumed.resume_labels
+
+    async def ended() -> bool:
+        return (await get_result(stub, started.run_id)).status == SUCCESS
+
+    await assert_eventually(ended, timeout=10)
+    done = await get_result(stub, started.run_id)
+    assert lines(log) == ["approve", "remind"]
+    assert done.steps["reminder.remind"].started_at.ToDatetime(UTC) >= wake
+    await asyncio.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert to_json(done.result) == {
+        "after": {"approve": {"step": "approve", "ok": True}, "reminder": {"reminded": True}}
+    }
+
+
+async def test_a_refused_resume_during_a_sleep_leaves_the_run_waiting(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Bad resume data during the nap is refused and changes nothing; a resume that names
+    no step (one is suspended) then resumes it, still during the nap."""
+    log = tmp_path / "remind-refused.log"
+    started = await start_remind(stub, log)
+    error = await call_error(stub.ResumeRun(resume(started.run_id, {"ok": "maybe"})))
+    assert error.reason == "INVALID_RESUME_DATA"
+    after = await get_result(stub, started.run_id)
+    assert (after.status, after.version, paths(after)) == (WAITING, started.version, [["approve"]])
+    resumed = await stub.ResumeRun(resume(started.run_id, {"ok": False}))
+    assert resumed.status == WAITING
+    assert lines(log) == ["approve"]
+    assert output(resumed, "approve") == {"step": "approve", "ok": False}
+
+
+async def test_concurrent_resumes_during_a_sleep_continue_the_run_once(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """Two resumes of the suspended step during the nap: one wins, the other is a
+    RESUME_CONFLICT; the step runs once, the nap wakes once, the run ends once."""
+    log = tmp_path / "remind-race.log"
+    started = await start_remind(stub, log)
+    answers = await asyncio.gather(
+        *(stub.ResumeRun(resume(started.run_id, {"ok": True}, step=path("approve"))) for _ in "ab"),
+        return_exceptions=True,
+    )
+    won = [a for a in answers if isinstance(a, message_pb2.WorkflowResult)]
+    lost = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert [w.status for w in won] == [WAITING] and len(lost) == 1
+    assert lost[0].code() == grpc.StatusCode.ABORTED
+
+    async def ended() -> bool:
+        return (await get_result(stub, started.run_id)).status == SUCCESS
+
+    await assert_eventually(ended, timeout=10)
+    await asyncio.sleep(0.3)
+    assert lines(log) == ["approve", "remind"]
 
 
 async def test_a_suspension_without_a_payload_lists_an_empty_one(

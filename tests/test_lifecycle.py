@@ -1,7 +1,8 @@
 """The rest of a run's lifecycle, through a real server: durable sleep (WAITING),
 CancelRun, TimeTravelRun, DeleteRun and RestartRun's preconditions.
 
-A sleeping run is WAITING and cannot be resumed; a cancel stops it for good. A cancel of a
+A sleeping run is WAITING, and resumable only where a step is suspended beside the sleep;
+a cancel stops it for good. A cancel of a
 running step is seen by the step; a cancel of a finished run changes nothing. Time travel
 re-executes from a named step (with new input, or resume data for a suspended step) and
 never runs the steps before it again.
@@ -180,13 +181,12 @@ async def test_sleep_until_a_moment_ahead_waits_for_it_and_wakes_then(
     assert time.time() >= wake.timestamp()
 
 
-async def test_a_waiting_run_lists_no_suspended_step_until_its_sleeping_branch_wakes(
+async def test_a_waiting_run_lists_the_step_suspended_beside_its_sleeping_branch(
     stub: WorkflowServiceStub,
 ) -> None:
-    """One parallel branch suspends while the other sleeps: the run is WAITING, and neither
-    the answer nor GetRun lists a suspended step (it cannot be resumed yet), though the
-    step is SUSPENDED and its label stays listed. Once the nap ends the run is SUSPENDED
-    and lists it."""
+    """One parallel branch suspends while the other sleeps: the run is WAITING, and both
+    the answer and GetRun list the suspended step, its payload and its label (it can be
+    resumed during the sleep). Once the nap ends the run is SUSPENDED and lists it still."""
     labels = message_pb2.OutputOptions(include_resume_labels=True)
     waiting = await stub.StartRun(
         rr.StartRunRequest(
@@ -201,8 +201,8 @@ async def test_a_waiting_run_lists_no_suspended_step_until_its_sleeping_branch_w
     ).result
     for result in (waiting, stored):
         assert result.status == RUN.RUN_STATUS_WAITING
-        assert paths(result) == []
-        assert dict(result.suspend_payload) == {}
+        assert paths(result) == [["asks-beside"]]
+        assert to_json(result.suspend_payload["asks-beside"]) == {"asked": "asks-beside"}
         assert result.steps["asks-beside"].status == STEP.STEP_STATUS_SUSPENDED
         assert list(result.resume_labels) == ["beside-label"]
     suspended = await until_status(stub, waiting.run_id, RUN.RUN_STATUS_SUSPENDED)

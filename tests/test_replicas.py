@@ -44,6 +44,7 @@ from tests.support.api import (
     RichError,
     assert_eventually,
     call_error,
+    path,
     rich_error,
     struct,
     to_json,
@@ -427,6 +428,31 @@ async def test_a_branch_resumed_on_one_replica_while_its_sibling_works_on_anothe
     done = await b.stub.ResumeRun(request, timeout=20)
     assert done.status == RUN.RUN_STATUS_SUCCESS
     assert lines(log) == ["busy-start", "busy-end", "ask"]
+
+
+async def test_a_branch_resumed_on_one_replica_while_its_sibling_sleeps_on_another(
+    cluster: list[Replica], tmp_path: Path
+) -> None:
+    """approve-or-remind runs on replica a: "approve" suspends while the reminder sleeps
+    2 s there, the run WAITING. A resume sent to replica b claims it and runs "approve"
+    there at once (answered WAITING); a finds its lease gone and stops its sleep; b sleeps
+    on to the stored wake-up time. The reminder and the run end once."""
+    a, b, _ = cluster
+    log = tmp_path / "remind-replicas.log"
+    run_id = new_id("remind")
+    started = await start_run(a.stub, "approve-or-remind", run_id, {"log": str(log)})
+    assert started.status == RUN.RUN_STATUS_WAITING
+    wake = started.steps["reminder.remind-nap"].wake_time.ToNanoseconds() / 1e9
+    request = rr.ResumeRequest(run_id=run_id, resume_data=value({"ok": True}), step=path("approve"))
+    resumed = await b.stub.ResumeRun(request, timeout=20)
+    assert resumed.status == RUN.RUN_STATUS_WAITING
+    assert lines(log) == ["approve"]
+
+    run = await wait_for_status(a.stub, run_id, RUN.RUN_STATUS_SUCCESS, timeout=15)
+    assert run.result.steps["reminder.remind"].started_at.ToNanoseconds() / 1e9 >= wake
+    await asyncio.sleep(LEASE / 2)  # a's sleep, had it gone on, would have woken by now
+    assert lines(log) == ["approve", "remind"]
+    assert f"run {run_id} is no longer this replica's" in a.process.log
 
 
 # -- takeover after a replica dies --------------------------------------------------------

@@ -15,6 +15,7 @@ tests count side effects (STYLE.md rule 21) instead of trusting the final status
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import Counter
@@ -302,6 +303,44 @@ async def test_a_parallel_suspension_that_times_out_fails_the_run_and_cancels_it
     assert canceled == [["late"]]
     assert events[-1].type == EV.RUN_EVENT_TYPE_RUN_SETTLED
     assert counts(log) == Counter({"soon:run": 1, "late:run": 1})
+
+
+@pytest.mark.parametrize("on_timeout", ["fail", "default"])
+async def test_a_suspension_beside_a_sleeping_branch_times_out_during_the_sleep(
+    stub: WorkflowServiceStub, tmp_path: Path, on_timeout: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`soon` suspends with a 0.5 s timeout while its sibling sleeps 4 s (the run WAITING):
+    the timeout acts at its deadline, not when the nap ends. "default" resumes `soon` with
+    its default during the nap, and the nap still wakes once at its stored time; "fail"
+    fails the run at once, the nap ends CANCELED and never wakes. Either way the execution
+    that slept stops quietly (no warning of a run changed elsewhere)."""
+    log = tmp_path / "log"
+    started = await start(stub, "expiry-beside-a-nap", expiring(log, 0.5, on_timeout, default=7))
+    assert started.status == RUN.RUN_STATUS_WAITING
+    assert [list(p.segments) for p in started.suspended] == [["soon"]]
+    wake = seconds(started.steps["nap-then-wake.long-nap"].wake_time)
+    if on_timeout == "fail":
+        run = await settled(stub, started.run_id, RUN.RUN_STATUS_FAILED)
+        assert time.time() < wake
+        assert run.result.error.reason == "RESUME_TIMEOUT"
+        assert run.result.steps["nap-then-wake.long-nap"].status == STEP.STEP_STATUS_CANCELED
+        await asyncio.sleep(wake - time.time() + 0.5)
+        assert counts(log) == Counter({"soon:run": 1})
+        assert (await get(stub, started.run_id)).status == RUN.RUN_STATUS_FAILED
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        return
+
+    async def resumed() -> bool:
+        return "soon:resumed:7" in lines(log)
+
+    await assert_eventually(resumed, timeout=3)
+    assert time.time() < wake
+    assert (await get(stub, started.run_id)).status == RUN.RUN_STATUS_WAITING
+    run = await settled(stub, started.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert seconds(run.result.steps["nap-then-wake.woke"].started_at) >= wake
+    await asyncio.sleep(0.3)
+    assert counts(log) == Counter({"soon:run": 2, "soon:resumed:7": 1, "woke": 1})
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_the_earliest_of_several_deadlines_is_the_one_that_acts(

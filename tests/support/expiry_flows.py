@@ -94,6 +94,28 @@ expiry_apart = (
 )
 
 
+async def _woke(ctx: StepContext) -> dict[str, Any]:
+    record(ctx.input_data["log"], "woke")
+    return {"woke": True}
+
+
+# parallel soon (timeout seconds) beside the nested workflow nap-then-wake [long-nap sleeps
+# 4 s, then woke logs "woke"]: soon's timeout passes while the run is WAITING
+expiry_beside_a_nap = (
+    create_workflow(id="expiry-beside-a-nap", input_schema=Expiring)
+    .parallel(
+        [
+            _branch("soon", 1.0),
+            create_workflow(id="nap-then-wake")
+            .sleep(4, id="long-nap")
+            .then(create_step(id="woke", execute=_woke))
+            .commit(),
+        ]
+    )
+    .commit()
+)
+
+
 class Item(BaseModel):
     log: str
     seconds: float

@@ -669,6 +669,24 @@ ask_while_busy_then_asleep = (
     .commit()
 )
 
+# parallel "approve" (suspends, label approve-label; logs "approve" once resumed) and the
+# nested workflow reminder [remind-nap sleeps 2 s, then remind logs "remind"] -> after:
+# output {"after": {approve, reminder}}; input {log}. The run is WAITING while the nap lasts
+approve_or_remind = (
+    create_workflow(id="approve-or-remind")
+    .parallel(
+        [
+            asker("approve", "approve-label"),
+            create_workflow(id="reminder")
+            .sleep(2, id="remind-nap")
+            .then(create_step(id="remind", execute=logs("remind", {"reminded": True})))
+            .commit(),
+        ]
+    )
+    .then(create_step(id="after", execute=_keep_input))
+    .commit()
+)
+
 
 async def _item_asks_or_works(ctx: StepContext) -> dict[str, Any]:
     item = {**ctx.input_data, "i": int(ctx.input_data["i"])}  # (a number arrives as a float)

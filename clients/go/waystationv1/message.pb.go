@@ -541,7 +541,8 @@ type WorkflowResult struct {
 	// Step results keyed by the text form of the step's path: top-level steps by id, steps of
 	// nested workflows as "wrapper.inner".
 	Steps map[string]*StepResult `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Every suspended leaf, nested ones included, when status is SUSPENDED.
+	// Every suspended leaf, nested ones included, when status is SUSPENDED, or WAITING with a
+	// step suspended beside a branch that sleeps (it can be resumed during the sleep).
 	Suspended []*StepPath `protobuf:"bytes,7,rep,name=suspended,proto3" json:"suspended,omitempty"`
 	// The payload of each suspended leaf, keyed by the text form of its path.
 	SuspendPayload map[string]*structpb.Value `protobuf:"bytes,8,rep,name=suspend_payload,json=suspendPayload,proto3" json:"suspend_payload,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`

@@ -64,7 +64,7 @@ from waystation.engine.resume import (
     validate_resume_data,
 )
 from waystation.engine.tracing import CallTrace, Telemetry
-from waystation.engine.upkeep import TIMEOUT, Upkeep
+from waystation.engine.upkeep import TIMEOUT, Asleep, Upkeep
 from waystation.storage.protocol import (
     Commit,
     Cursor,
@@ -543,7 +543,7 @@ class Engine(Upkeep):
         if cmd.expected_version is not None and cmd.expected_version != run.version:
             raise VersionMismatch(run.run_id, cmd.expected_version, run.version)
         workflow = self.workflow(run.workflow_id)
-        if run.status is RunStatus.SUSPENDED:
+        if run.status in (RunStatus.SUSPENDED, RunStatus.WAITING):
             check_fits(workflow, snapshot)  # a deploy since may have moved its steps
         try:
             path, records = resolve(workflow, snapshot, cmd.step, cmd.label, cmd.foreach_index)
@@ -572,11 +572,38 @@ class Engine(Upkeep):
         key: RequestKey | None,
     ) -> Execution:
         link_to = dict(snapshot.run.trace)  # the context stored when the run suspended
+        asleep = self._asleep_here(workflow, snapshot)
         await self._claim(snapshot, target, cmd, key)
+        if asleep is not None:
+            self._supersede(asleep)
         self.telemetry.runs_resumed.add(1, {"waystation.workflow_id": workflow.id})
         execution = Execution(self.store, workflow, snapshot, [key] if key else [])
         execution.kind, execution.call, execution.link_to = "resume", cmd.trace, link_to
         return execution
+
+    def _asleep_here(self, workflow: Workflow, snapshot: RunSnapshot) -> Asleep | None:
+        """The execution of this process that drives `snapshot`'s run, if the run is
+        WAITING (a branch sleeps beside the suspended one a resume claims), with its task
+        and, if it has not told its callers yet, the result it would have told them."""
+        active = self._active.get(snapshot.run.run_id)
+        if active is None or snapshot.run.status is not RunStatus.WAITING:
+            return None
+        execution, task = active
+        answer = self._answers.get(task)
+        if answer is None or answer.done():
+            return execution, task, None
+        return execution, task, build_result(workflow, evolve(snapshot.run), dict(snapshot.steps))
+
+    def _supersede(self, asleep: Asleep) -> None:
+        """A claim of a WAITING run landed while an execution sleeps in it here: it stops
+        without writing anything more, and the claim's continuation sleeps on in its place,
+        until the same stored wake-up times. Callers not told yet get the run as it settled."""
+        execution, task, as_settled = asleep
+        execution.shutting_down = True
+        answer = self._answers.pop(task, None)
+        if answer is not None and not answer.done() and as_settled is not None:
+            answer.set_result(as_settled)
+        task.cancel()
 
     async def _claim(
         self,
@@ -613,13 +640,19 @@ class Engine(Upkeep):
         self._notify(run.run_id)
 
     async def _wait_suspended(self, snapshot: RunSnapshot, cmd: ResumeCommand) -> RunSnapshot:
-        """The run's snapshot once it is SUSPENDED. A run still RUNNING from its start is
-        given a short grace to reach its first suspension (as Mastra does), unless the step
-        the resume names has suspended already: then the resume waits for the run to settle
-        (`waits`); a run RUNNING because another resume claimed it is a conflict at once."""
+        """The run's snapshot once it can be resumed: SUSPENDED, or WAITING with a step
+        suspended beside the branches that sleep (Mastra refuses any resume during a sleep).
+        A run still RUNNING from its start is given a short grace to reach its first
+        suspension (as Mastra does), unless the step the resume names has suspended already:
+        then the resume waits for the run to settle; a run RUNNING because another resume
+        claimed it is a conflict at once."""
         deadline = asyncio.get_running_loop().time() + self._resume_grace
         while True:
             run = snapshot.run
+            if run.status is RunStatus.WAITING and any(
+                record.status is StepStatus.SUSPENDED for record in snapshot.steps.values()
+            ):
+                return snapshot  # (its sleeping execution, if here, is not resuming anything)
             if self._resuming_here(run.run_id) or (
                 run.status is RunStatus.RUNNING and run.resume_count > 0
             ):
@@ -630,7 +663,7 @@ class Engine(Upkeep):
                 # A parallel branch or a foreach item that suspended while the others still
                 # work: resumed once the run settles, as resumes of one run are applied one
                 # after the other (Mastra refuses it until then: its issues #9430, #10746).
-                raise ResumeConflict(run.run_id, run.status, seen=snapshot, waits=True)
+                raise ResumeConflict(run.run_id, run.status, seen=snapshot)
             if run.status is not RunStatus.RUNNING or (
                 asyncio.get_running_loop().time() >= deadline
             ):
@@ -696,9 +729,7 @@ class Engine(Upkeep):
                 if record.suspended_at != mark:
                     return None
             if snapshot.run.status is RunStatus.WAITING:
-                # A branch sleeps: no resume may wait that out (workflows.md); one that
-                # waited for the run to settle is answered as it is, RUN_NOT_SUSPENDED.
-                return marks if conflict.waits else None
+                return marks  # settled, a branch asleep: the suspended ones can be resumed
             active = self._active.get(cmd.run_id)
             if active is not None:  # until its caller is answered too
                 await asyncio.wait([active[1]], timeout=0.5)

@@ -350,7 +350,6 @@ class ResumeConflict(ConflictError):
         status: str,
         seen: Any = None,
         continuing: bool = False,
-        waits: bool = False,
     ) -> None:
         super().__init__(
             f"run {run_id!r} was resumed by another caller (status now {status}); "
@@ -362,10 +361,6 @@ class ResumeConflict(ConflictError):
         """The run as the losing resume read it (a RunSnapshot), or None."""
         self.continuing = continuing
         """Whether `seen` is the run while the winner's continuation was going on."""
-        self.waits = waits
-        """Whether the resume named a step that suspended while the run, from its start,
-        still worked: it waits for the run to settle and then claims (no caller sees this
-        conflict unless another resume took that step meanwhile)."""
 
 
 class VersionMismatch(ConflictError):

@@ -264,6 +264,7 @@ class Execution:
         run = self.snapshot.run
         if steps or run.status is not RunStatus.WAITING:
             run.status, run.wake_at = RunStatus.WAITING, min(self.sleeping.values())
+            run.due_at = self._due_at()  # a step suspended beside the sleep may time out
             await self.commit(steps, durable=True)
         self.tell_waiting()
         return True
@@ -428,6 +429,17 @@ class Execution:
         if self.held:
             await self.commit({})
 
+    def _due_at(self) -> float | None:
+        """When the first timeout of a suspended step passes (the upkeep acts on it then)."""
+        return min(
+            (
+                r.metadata["expires_at"]
+                for r in self.snapshot.steps.values()
+                if r.status is StepStatus.SUSPENDED and "expires_at" in r.metadata
+            ),
+            default=None,
+        )
+
     async def _settle(self, outcome: Outcome) -> WorkflowResultData:
         run = self.snapshot.run
         stopped: dict[Path, StepRecord] = {}
@@ -451,14 +463,7 @@ class Execution:
         run.result = outcome.output if run.status is RunStatus.SUCCESS else None
         run.error = outcome.error if outcome.kind in ("failed", "canceled") else None
         run.wake_at = None
-        run.due_at = None
-        if run.status is RunStatus.SUSPENDED:
-            deadlines = [
-                r.metadata["expires_at"]
-                for r in self.snapshot.steps.values()
-                if r.status is StepStatus.SUSPENDED and "expires_at" in r.metadata
-            ]
-            run.due_at = min(deadlines, default=None)
+        run.due_at = self._due_at() if run.status is RunStatus.SUSPENDED else None
         result = build_result(
             self.workflow, evolve(run, version=run.version + 1), self.snapshot.steps
         )

@@ -198,8 +198,8 @@ def build_result(
         elif key in items:  # a step of a foreach's nested body: one record per item
             listed[key] = _gathered(r for i, r in items[key].items() if len(i) == 1)
     records = suspended_records(workflow, steps) if workflow else _stored_suspended(steps)
-    if run.status is not RunStatus.SUSPENDED:
-        records = []
+    if run.status not in (RunStatus.SUSPENDED, RunStatus.WAITING):
+        records = []  # (WAITING: suspended beside a branch that sleeps, and resumable)
     payloads: dict[str, JSON] = {}
     suspended: list[Path] = []
     for path in records:

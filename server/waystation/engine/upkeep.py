@@ -43,6 +43,9 @@ log = logging.getLogger("waystation.engine")
 
 TIMEOUT = "timeout"
 """The actor of a resume the timeout of a suspension made (a step's `resumed_by`)."""
+Asleep = tuple[Execution, "asyncio.Task[WorkflowResultData]", "WorkflowResultData | None"]
+"""An execution here that sleeps in a WAITING run, its task, and the result its callers are
+to be told if it has not told them yet (see `Engine._asleep_here`)."""
 UNACTED_RETRY = 60.0
 """Seconds before a deadline that could not be acted on (the workflow changed under the
 run) is tried again: a deploy of the workflow as it was lets it act."""
@@ -92,6 +95,12 @@ class Upkeep:
         raise NotImplementedError
 
     async def _accept_resume(self, cmd: ResumeCommand) -> Any:
+        raise NotImplementedError
+
+    def _asleep_here(self, workflow: Workflow, snapshot: RunSnapshot) -> Asleep | None:
+        raise NotImplementedError
+
+    def _supersede(self, asleep: Asleep) -> None:
         raise NotImplementedError
 
     _stalled: set[str]
@@ -189,7 +198,7 @@ class Upkeep:
                 # Runs it could not act on are passed over, and do not take the others' places.
                 due = await self.store.due_runs(now(), limit=100 + len(self._unacted))
                 for run_id in due:
-                    if run_id not in self._active and run_id not in self._unacted:
+                    if run_id not in self._unacted:
                         await self._expire(run_id)
             except Exception as exc:  # a conflict or a store hiccup: the next round retries
                 trouble.failed(exc)
@@ -197,8 +206,14 @@ class Upkeep:
                 trouble.worked()
 
     async def _expire(self, run_id: str) -> None:
+        """Act on the suspensions of `run_id` whose timeout passed: in a SUSPENDED run no
+        continuation drives (one that does is settling), or in a WAITING one, suspended
+        beside a branch that sleeps."""
         snapshot = await self.store.load(run_id)
-        if snapshot is None or snapshot.run.status is not RunStatus.SUSPENDED:
+        if snapshot is None or not (
+            snapshot.run.status is RunStatus.WAITING
+            or (snapshot.run.status is RunStatus.SUSPENDED and run_id not in self._active)
+        ):
             return
         workflow = self._workflows.get(snapshot.run.workflow_id)
         if workflow is None:
@@ -251,8 +266,10 @@ class Upkeep:
         """A suspension expired with on_timeout="fail": the step fails, and with it the
         nested workflows and the foreach around it, and the run."""
         run = snapshot.run
+        asleep = self._asleep_here(workflow, snapshot)  # a WAITING run's sleep, if here
         expected = run.advance()
         run.status, run.due_at = RunStatus.FAILED, None
+        self._release(run)  # (a replica that slept in a WAITING run stops: its lease is gone)
         run.error = error_json(
             "RESUME_TIMEOUT",
             f"step {shown(path)} was not resumed before its deadline",
@@ -264,6 +281,8 @@ class Upkeep:
             if p == path or p in snapshot.steps
         }
         await self._settle_failed(snapshot, workflow, expected, failed)
+        if asleep is not None:
+            self._supersede(asleep)
         self._notify(run.run_id)
 
     async def _fail_interrupted(self, snapshot: RunSnapshot, workflow: Workflow | None) -> None:

@@ -325,7 +325,8 @@ class PostgresStore:
 
     async def due_runs(self, now: float, limit: int) -> list[str]:
         rows = await self._fetch(
-            "SELECT run_id FROM runs WHERE status = 'suspended' AND due_at <= $1 LIMIT $2",
+            "SELECT run_id FROM runs WHERE status IN ('suspended', 'waiting')"
+            " AND due_at <= $1 LIMIT $2",
             now,
             limit,
         )

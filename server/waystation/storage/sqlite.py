@@ -640,7 +640,8 @@ class SqliteStore:
     async def due_runs(self, now: float, limit: int) -> list[str]:
         rows = self._read(
             _fetchall,
-            "SELECT run_id FROM runs WHERE status = 'suspended' AND due_at <= ? LIMIT ?",
+            "SELECT run_id FROM runs WHERE status IN ('suspended', 'waiting')"
+            " AND due_at <= ? LIMIT ?",
             (now, limit),
         )
         return [r[0] for r in rows]

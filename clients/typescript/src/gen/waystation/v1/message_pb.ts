@@ -370,7 +370,8 @@ export type WorkflowResult = Message<"waystation.v1.WorkflowResult"> & {
   steps: { [key: string]: StepResult };
 
   /**
-   * Every suspended leaf, nested ones included, when status is SUSPENDED.
+   * Every suspended leaf, nested ones included, when status is SUSPENDED, or WAITING with a
+   * step suspended beside a branch that sleeps (it can be resumed during the sleep).
    *
    * @generated from field: repeated waystation.v1.StepPath suspended = 7;
    */

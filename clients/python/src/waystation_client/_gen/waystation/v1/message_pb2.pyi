@@ -441,7 +441,9 @@ class WorkflowResult(_message.Message):
 
     @_builtins.property
     def suspended(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepPath]:
-        """Every suspended leaf, nested ones included, when status is SUSPENDED."""
+        """Every suspended leaf, nested ones included, when status is SUSPENDED, or WAITING with a
+        step suspended beside a branch that sleeps (it can be resumed during the sleep).
+        """
 
     @_builtins.property
     def suspend_payload(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Value]:
