@@ -125,6 +125,41 @@ async def test_a_run_killed_mid_step_finishes_after_restart_and_completed_steps_
     assert counts == {"start:A": 1, "done:A": 1, "start:B": 2, "done:B": 1}
 
 
+async def test_a_run_killed_after_a_resume_during_its_sleep_wakes_once_after_restart(
+    db: Path, tmp_path: Path
+) -> None:
+    """approve-or-remind: "approve" is resumed while the reminder sleeps (2 s), then the
+    process is killed; the next one continues the sleep to its stored wake-up time, and the
+    reminder and the resumed step each ran once."""
+    server = ServerProcess(db, workflows=[*WORKFLOWS, "tests.support.flows_extra"])
+    log = tmp_path / "remind.log"
+    try:
+        await start(server)
+        async with client(server) as stub:
+            started = await stub.StartRun(
+                rr.StartRunRequest(
+                    workflow_id="approve-or-remind",
+                    run_id="remind",
+                    input_data=value({"log": str(log)}),
+                )
+            )
+            assert started.status == enums_pb2.RUN_STATUS_WAITING
+            resumed = await stub.ResumeRun(
+                rr.ResumeRequest(run_id="remind", resume_data=value({"ok": True}))
+            )
+            assert resumed.status == enums_pb2.RUN_STATUS_WAITING
+        await kill(server)
+        await start(server)
+        async with client(server) as stub:
+            run = await eventually_status(stub, "remind", enums_pb2.RUN_STATUS_SUCCESS)
+    finally:
+        if server.running:
+            server.kill()
+    wake = started.steps["reminder.remind-nap"].wake_time.ToNanoseconds()
+    assert run.result.steps["reminder.remind"].started_at.ToNanoseconds() >= wake
+    assert lines(log) == ["approve", "remind"]
+
+
 async def test_a_run_killed_between_retries_goes_on_from_the_next_attempt(
     process: ServerProcess, tmp_path: Path
 ) -> None:
