@@ -653,9 +653,11 @@ class Engine(Upkeep):
                 record.status is StepStatus.SUSPENDED for record in snapshot.steps.values()
             ):
                 return snapshot  # (its sleeping execution, if here, is not resuming anything)
-            if self._resuming_here(run.run_id) or (
+            if (self._resuming_here(run.run_id) and run.status is not RunStatus.WAITING) or (
                 run.status is RunStatus.RUNNING and run.resume_count > 0
             ):
+                # (A continuation that settled WAITING, asleep, has settled: a resume then is
+                # answered as the run is, the same on every replica and after a restart.)
                 raise ResumeConflict(run.run_id, run.status, seen=snapshot, continuing=True)
             if run.status is RunStatus.SUSPENDED:
                 return snapshot
