@@ -166,8 +166,9 @@ async def test_live_watch_follows_a_run_through_suspend_and_resume(
 async def test_live_watch_of_a_sleeping_run_stays_open_until_it_wakes_and_settles(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """A WAITING run is not final: its watch shows the sleep starting while the run is
-    WAITING, and ends only after the run wakes and settles SUCCESS."""
+    """A WAITING run is not final: its watch shows the sleep starting and the run settling
+    WAITING (RUN_SETTLED, as enums.proto promises for a waiting run, with the nap's wake-up
+    time in its result), and ends only after the run wakes and settles SUCCESS."""
     started = await stub.StartRun(
         rr.StartRunRequest(
             workflow_id="sleepy-1",
@@ -181,12 +182,17 @@ async def test_live_watch_of_a_sleeping_run_stays_open_until_it_wakes_and_settle
     assert shape(events) == [
         (STARTED, []),
         (STEP_STARTED, ["nap"]),
+        (SETTLED, []),
         (SUCCEEDED, ["nap"]),
         (STEP_STARTED, ["woke"]),
         (SUCCEEDED, ["woke"]),
         (SETTLED, []),
     ]
     assert events[1].run_status == RUN.RUN_STATUS_WAITING
+    assert events[2].run_status == RUN.RUN_STATUS_WAITING
+    assert events[2].result.status == RUN.RUN_STATUS_WAITING
+    assert events[1].step_result.HasField("wake_time")
+    assert events[2].result.steps["nap"].wake_time == events[1].step_result.wake_time
     assert events[-1].run_status == RUN.RUN_STATUS_SUCCESS
 
 

@@ -258,14 +258,24 @@ class Execution:
 
     async def settle_asleep(self, steps: dict[Path, StepRecord]) -> bool:
         """If every strand of the run sleeps: commit `steps` with the run WAITING (until the
-        first sleeper wakes), durably, answer the callers waiting for the run, and say so."""
+        first sleeper wakes), durably, with its RUN_SETTLED event, answer the callers waiting
+        for the run, and say so."""
         if not self.sleeping or self.strands != len(self.sleeping):
             return False
         run = self.snapshot.run
         if steps or run.status is not RunStatus.WAITING:
+            settling = run.status is not RunStatus.WAITING
             run.status, run.wake_at = RunStatus.WAITING, min(self.sleeping.values())
             run.due_at = self._due_at()  # a step suspended beside the sleep may time out
-            await self.commit(steps, durable=True)
+            settled = []
+            if settling:  # (a sleep that begins while the run is WAITING settles nothing)
+                # The steps' events first, in sequence (the commit finds nothing new in them).
+                self.pending_events += step_events(run, self.snapshot.steps, steps)
+                self.snapshot.steps.update(steps)
+                as_settled = evolve(run, version=run.version + 1)
+                result = build_result(self.workflow, as_settled, self.snapshot.steps)
+                settled.append(make_event(run, EventType.RUN_SETTLED, result=result.to_json()))
+            await self.commit(steps, durable=True, extra_events=settled)
         self.tell_waiting()
         return True
 
