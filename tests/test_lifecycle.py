@@ -210,6 +210,42 @@ async def test_a_waiting_run_lists_the_step_suspended_beside_its_sleeping_branch
     assert to_json(suspended.result.suspend_payload["asks-beside"]) == {"asked": "asks-beside"}
 
 
+async def test_a_retried_call_first_answered_waiting_gets_that_answer_again(
+    stub: WorkflowServiceStub, tmp_path: Path
+) -> None:
+    """A StartRun answered WAITING (its first step a sleep: the run is inserted asleep) and
+    a ResumeRun answered WAITING (a step resumed while its sibling sleeps), each retried with
+    its request id after the run has ended: each retry gets its first call's answer, WAITING
+    at that call's version, not the run as it now stands (DESIGN §4)."""
+    log = tmp_path / "retried.log"
+    start_request = rr.StartRunRequest(
+        workflow_id="sleepy-1",
+        run_id=f"sleepy-{uuid.uuid4().hex[:12]}",
+        request_id="start-once",
+        input_data=value({"log": str(log)}),
+    )
+    first_start = await stub.StartRun(start_request)
+    assert first_start.status == RUN.RUN_STATUS_WAITING
+    await until_status(stub, first_start.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert await stub.StartRun(start_request) == first_start
+
+    started = await stub.StartRun(
+        rr.StartRunRequest(
+            workflow_id="approve-or-remind",
+            run_id=f"remind-{uuid.uuid4().hex[:12]}",
+            input_data=value({"log": str(log)}),
+        )
+    )
+    resume_request = rr.ResumeRequest(
+        run_id=started.run_id, resume_data=value({"ok": True}), request_id="resume-once"
+    )
+    first_resume = await stub.ResumeRun(resume_request)
+    assert first_resume.status == RUN.RUN_STATUS_WAITING
+    await until_status(stub, started.run_id, RUN.RUN_STATUS_SUCCESS)
+    assert await stub.ResumeRun(resume_request) == first_resume
+    assert lines(log) == ["woke", "approve", "remind"]
+
+
 async def test_resume_of_a_waiting_run_is_refused(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:

@@ -456,6 +456,20 @@ async def test_create_run_records_its_request_key(store: SnapshotStore) -> None:
     assert await store.get_request(RequestKey("start:other", "req-1")) is None
 
 
+async def test_create_run_may_record_its_requests_outcome(store: SnapshotStore) -> None:
+    """create_run with a request key and an outcome (a run that settles in its first
+    commit, asleep) records both; an outcome without a key records nothing."""
+    key = RequestKey("start:wf", "req-1")
+    outcome = {"status": "waiting", "version": 1}
+    await store.create_run(new_run("r1"), key, outcome=outcome)
+    await store.create_run(new_run("r2"), outcome=outcome)
+
+    seen = await store.get_request(key)
+    assert seen is not None
+    assert (seen.run_id, seen.outcome) == ("r1", outcome)
+    assert await store.load_run("r2") is not None
+
+
 async def test_commit_records_a_new_request_key(store: SnapshotStore) -> None:
     """A commit with new_request records the key for the run."""
     run = await created(store, "r1")

@@ -166,10 +166,13 @@ class FaultyStore:
         *,
         durable: bool = True,
         steps: Mapping[str, Any] | None = None,
+        outcome: dict[str, Any] | None = None,
     ) -> None:
         await self._write(
-            Create(run, request, events, durable, steps or {}),
-            lambda: self.inner.create_run(run, request, events, durable=durable, steps=steps),
+            Create(run, request, events, durable, steps or {}, outcome),
+            lambda: self.inner.create_run(
+                run, request, events, durable=durable, steps=steps, outcome=outcome
+            ),
         )
 
     async def commit(self, commit: Commit) -> None:

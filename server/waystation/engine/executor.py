@@ -82,10 +82,11 @@ async def insert_run(
     events: list[dict[str, Any]],
     durable: bool,
     steps: dict[str, StepRecord] | None = None,
+    outcome: dict[str, Any] | None = None,
 ) -> None:
     """Store a new run; RunAlreadyExists if its id or its request key is taken."""
     try:
-        await store.create_run(run, key, events, durable=durable, steps=steps)
+        await store.create_run(run, key, events, durable=durable, steps=steps, outcome=outcome)
     except StoreConflict:
         existing = await store.load_run(run.run_id)
         raise RunAlreadyExists(run.run_id, existing.status if existing else "unknown") from None
@@ -267,15 +268,22 @@ class Execution:
             settling = run.status is not RunStatus.WAITING
             run.status, run.wake_at = RunStatus.WAITING, min(self.sleeping.values())
             run.due_at = self._due_at()  # a step suspended beside the sleep may time out
-            settled = []
+            settled, outcomes = [], {}
             if settling:  # (a sleep that begins while the run is WAITING settles nothing)
                 # The steps' events first, in sequence (the commit finds nothing new in them).
                 self.pending_events += step_events(run, self.snapshot.steps, steps)
                 self.snapshot.steps.update(steps)
                 as_settled = evolve(run, version=run.version + 1)
                 result = build_result(self.workflow, as_settled, self.snapshot.steps)
-                settled.append(make_event(run, EventType.RUN_SETTLED, result=result.to_json()))
-            await self.commit(steps, durable=True, extra_events=settled)
+                outcome = result.to_json()
+                settled.append(make_event(run, EventType.RUN_SETTLED, result=outcome))
+                # The callers are answered WAITING now: a retry of theirs gets this answer.
+                outcomes = {key: outcome for key in self.requests}
+            await self.commit(steps, durable=True, extra_events=settled, settled_requests=outcomes)
+            if settling:
+                self.requests = []
+                self.on_waiting(result)
+                return True
         self.tell_waiting()
         return True
 
@@ -376,8 +384,9 @@ class Execution:
         records = {format_path(p): r for p, r in steps.items()}
         try:
             if not self.stored:
+                settled_requests = extra.pop("settled_requests", {})  # (it settled WAITING)
                 assert not deleted and not extra, "a run's first commit is a step's start"
-                await self._insert(records, events, durable)
+                await self._insert(records, events, durable, settled_requests)
             else:
                 await self.store.commit(
                     Commit(
@@ -400,10 +409,15 @@ class Execution:
         self.on_commit(run.run_id)
 
     async def _insert(
-        self, records: dict[str, StepRecord], events: list[dict[str, Any]], durable: bool
+        self,
+        records: dict[str, StepRecord],
+        events: list[dict[str, Any]],
+        durable: bool,
+        outcomes: dict[RequestKey, dict[str, Any]],
     ) -> None:
         key = self.requests[0] if self.requests else None
-        await insert_run(self.store, self.snapshot.run, key, events, durable, records)
+        outcome = outcomes.get(key) if key is not None else None
+        await insert_run(self.store, self.snapshot.run, key, events, durable, records, outcome)
         self.stored = True
         self.on_stored()
 

@@ -165,8 +165,10 @@ class PostgresStore:
         *,
         durable: bool = True,
         steps: Mapping[str, StepRecord] | None = None,
+        outcome: dict[str, Any] | None = None,
     ) -> None:
-        await self._committer.submit(encode(Create(run, request, events, durable, steps or {})))
+        create = Create(run, request, events, durable, steps or {}, outcome)
+        await self._committer.submit(encode(create))
 
     async def commit(self, commit: Commit) -> None:
         await self._committer.submit(encode(commit))

@@ -125,6 +125,9 @@ class Create:
     events: Sequence[dict[str, Any]] = ()
     durable: bool = True
     steps: Mapping[str, StepRecord] = field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
+    """The outcome of `request` when the run settles in its first commit (a start whose
+    first entry is a sleep): a retry of the request is answered it."""
 
 
 @dataclass(frozen=True)
@@ -196,10 +199,11 @@ class SnapshotStore(Protocol):
         *,
         durable: bool = True,
         steps: Mapping[str, StepRecord] | None = None,
+        outcome: dict[str, Any] | None = None,
     ) -> None:
-        """Insert a new run at `run.version`, with its request key, first events and
-        first step records. StoreConflict if the run or the request key exists. `durable`
-        as in `Commit`."""
+        """Insert a new run at `run.version`, with its request key (and that request's
+        outcome, if the run settles at once), first events and first step records.
+        StoreConflict if the run or the request key exists. `durable` as in `Commit`."""
 
     async def commit(self, commit: Commit) -> None:
         """Apply one transition atomically: the header is written with version

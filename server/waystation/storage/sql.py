@@ -140,7 +140,9 @@ class Encoded:
         """Raises ValueError / TypeError for values JSON cannot hold."""
         if isinstance(op, Create):
             steps = _steps(op.steps)
-            return cls(op, run_row(op.run), steps, [], _events(op.events), op.request, [])
+            key, outcome = op.request, op.outcome
+            settled = [] if key is None or outcome is None else [_outcome(key, outcome)]
+            return cls(op, run_row(op.run), steps, [], _events(op.events), key, settled)
         return cls(
             op,
             run_row(op.run, version=op.expected_version + 1),
@@ -148,7 +150,7 @@ class Encoded:
             list(op.deleted_prefixes),
             _events(op.events),
             op.new_request,
-            [(dumps(o), k.scope, k.request_id) for k, o in op.settled_requests.items()],
+            [_outcome(k, o) for k, o in op.settled_requests.items()],
         )
 
     @property
@@ -158,6 +160,10 @@ class Encoded:
     @property
     def expected_version(self) -> int:
         return self.op.expected_version if isinstance(self.op, Commit) else -1
+
+
+def _outcome(key: RequestKey, outcome: dict[str, Any]) -> tuple[str, str, str]:
+    return dumps(outcome), key.scope, key.request_id
 
 
 def _steps(steps: Mapping[str, StepRecord]) -> list[tuple[str, str]]:

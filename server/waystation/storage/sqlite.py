@@ -463,8 +463,9 @@ class SqliteStore:
         *,
         durable: bool = True,
         steps: Mapping[str, StepRecord] | None = None,
+        outcome: dict[str, Any] | None = None,
     ) -> None:
-        create = Create(run, request, events, durable, steps or {})
+        create = Create(run, request, events, durable, steps or {}, outcome)
         await self._write(encode(create), durable=durable)
 
     async def commit(self, commit: Commit) -> None:
