@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.api import (
     RichError,
@@ -98,6 +99,10 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
             served.store.clear()
             await served.store.free_disk()
             await served.server.stop(grace=1.0)
+
+
+SERVING_HEALTH = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -421,6 +426,37 @@ async def test_a_locked_database_answers_unavailable_until_the_lock_is_released(
     assert result.status == SUCCESS
     assert counts(s.log("locked-start")) == ran_once("one")
     assert counts(s.log("locked-resume")) == ran_once("one", "gate", "two")
+
+
+async def test_health_is_not_serving_while_the_database_refuses_writes(serve: Serve) -> None:
+    """While another connection holds the write lock beyond the writer's busy timeout, the
+    lease upkeep's writes fail: within a round of it (a third of the lease) both health
+    statuses are NOT_SERVING, and a health Watch is told; GetRun still answers. Once the
+    lock is released they are SERVING again, and the Watch is told that too."""
+    s = await serve(lease_seconds=0.9)
+    version = (await start_suspended(s, "health-outage")).version
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{s.server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING_HEALTH
+
+        async def statuses() -> set[int]:
+            return {
+                (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+                for name in ("", "waystation.v1.WorkflowService")
+            }
+
+        async with s.store.locked(busy_timeout=0.2):
+            await assert_eventually(lambda: _true_after(statuses(), {NOT_SERVING}), timeout=5)
+            assert (await watch.read()).status == NOT_SERVING
+            await assert_still_suspended(s, "health-outage", version)
+        await assert_eventually(lambda: _true_after(statuses(), {SERVING_HEALTH}), timeout=5)
+        assert (await watch.read()).status == SERVING_HEALTH
+        watch.cancel()
+
+
+async def _true_after(answer: Awaitable[set[int]], expected: set[int]) -> bool:
+    return await answer == expected
 
 
 async def test_a_run_interrupted_by_a_lock_mid_execution_is_continued_after_the_lock_ends(

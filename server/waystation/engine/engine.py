@@ -134,6 +134,7 @@ class Engine(Upkeep):
         """Set by `drain`: watches end (ServerDraining) rather than wait."""
         self._unacted: set[str] = set()
         self._told: set[str] = set()
+        self.on_store_health: Callable[[bool], None] = lambda reachable: None
         self._stalled: set[str] = set()
         """Runs whose execution here stopped on a store failure: RUNNING, with this
         replica's lease, driven by nobody until `_revive` (the upkeep, once the store

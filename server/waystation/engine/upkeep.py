@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from waystation.engine.commands import ResumeCommand
@@ -33,7 +34,13 @@ from waystation.engine.model import (
 )
 from waystation.engine.paths import Path, enclosing, format_path, shown, split_items
 from waystation.engine.result import WorkflowResultData, build_result, suspended_records
-from waystation.storage.protocol import Commit, SnapshotStore, StoreConflict, StoreError
+from waystation.storage.protocol import (
+    Commit,
+    SnapshotStore,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from waystation.engine.engine import Recovery
@@ -103,6 +110,9 @@ class Upkeep:
     def _supersede(self, asleep: Asleep) -> None:
         raise NotImplementedError
 
+    on_store_health: Callable[[bool], None]
+    """Told after each round of the lease upkeep whether the store took its writes (False
+    only when it failed with StoreUnavailable); the transport's health service follows it."""
     _stalled: set[str]
     _unacted: set[str]
     """Suspended runs whose deadline passed that `_expire` could not act on: passed over
@@ -162,8 +172,11 @@ class Upkeep:
                 await self._take_over(now())
             except Exception as exc:  # the store may be briefly unavailable: try again
                 trouble.failed(exc)
+                if isinstance(exc, StoreUnavailable):
+                    self.on_store_health(False)
             else:
                 trouble.worked()
+                self.on_store_health(True)
 
     def _stop_lost(self, sent: dict[str, Execution], renewed: set[str]) -> None:
         """Stop the executions whose run the renewal found no longer ours: another replica

@@ -94,6 +94,8 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
         super().__init__()
         self._statuses: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
         self._draining = False
+        self._store_reachable = True
+        self._following: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Event | None = None
         """Set (and replaced) whenever a status changes: what watchers wait on."""
 
@@ -102,6 +104,28 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
             self._statuses[service] = status
             self._wake()
         await super().set(service, status)
+
+    def follow_store(self, reachable: bool) -> None:
+        """Every status NOT_SERVING while the store refuses the engine's writes (a replica
+        cut off from its database, a full disk, a lock held too long), SERVING again once
+        it takes them: a load balancer or a readiness probe then sends calls to replicas
+        that can act on them. A drain's NOT_SERVING stays."""
+        if reachable == self._store_reachable or self._draining:
+            return
+        self._store_reachable = reachable
+        if reachable:
+            log.info("the store takes writes again: health SERVING")
+        else:
+            log.warning("the store refuses writes: health NOT_SERVING until it takes them")
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if reachable
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in list(self._statuses):
+            task = asyncio.get_running_loop().create_task(self.set(service, status))
+            self._following.add(task)
+            task.add_done_callback(self._following.discard)
 
     async def enter_graceful_shutdown(self) -> None:
         self._draining = True
@@ -226,6 +250,7 @@ async def create_server(
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    engine.on_store_health = health_servicer.follow_store
     log.info(
         "serving on %s (port %d), %d workflows, %d runs recovered",
         settings.listen,
