@@ -351,6 +351,7 @@ class Execution:
         deleted: list[Path] | None = None,
         extra_events: list[dict[str, Any]] | None = None,
         durable: bool = False,
+        settled_requests: dict[RequestKey, dict[str, Any]] | None = None,
         **extra: Any,
     ) -> None:
         """Commit a transition: the header as it is now, the held records, and the records
@@ -384,9 +385,8 @@ class Execution:
         records = {format_path(p): r for p, r in steps.items()}
         try:
             if not self.stored:
-                settled_requests = extra.pop("settled_requests", {})  # (it settled WAITING)
                 assert not deleted and not extra, "a run's first commit is a step's start"
-                await self._insert(records, events, durable, settled_requests)
+                await self._insert(records, events, durable, settled_requests or {})
             else:
                 await self.store.commit(
                     Commit(
@@ -396,6 +396,7 @@ class Execution:
                         deleted_prefixes=[format_path(p) for p in deleted or []],
                         events=events,
                         durable=durable,
+                        settled_requests=settled_requests or {},
                         **extra,
                     )
                 )
