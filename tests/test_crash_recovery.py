@@ -48,16 +48,20 @@ def process(db: Path) -> Iterator[ServerProcess]:
             server.kill()
 
 
-async def start_run(stub: Stub, workflow_id: str, run_id: str, data: Any) -> None:
+async def start_run(
+    stub: Stub, workflow_id: str, run_id: str, data: Any, *, wait: bool = False
+) -> message_pb2.WorkflowResult:
+    """Start a run: answered once it is accepted, or with `wait` once it settles."""
     started = await stub.StartRun(
         rr.StartRunRequest(
             workflow_id=workflow_id,
             run_id=run_id,
             input_data=value(data),
-            return_immediately=True,
+            return_immediately=not wait,
         )
     )
     assert started.run_id == run_id
+    return started
 
 
 async def get_run(stub: Stub, run_id: str) -> message_pb2.Run:
@@ -136,13 +140,8 @@ async def test_a_run_killed_after_a_resume_during_its_sleep_wakes_once_after_res
     try:
         await start(server)
         async with client(server) as stub:
-            started = await stub.StartRun(
-                rr.StartRunRequest(
-                    workflow_id="approve-or-remind",
-                    run_id="remind",
-                    input_data=value({"log": str(log)}),
-                )
-            )
+            data = {"log": str(log)}
+            started = await start_run(stub, "approve-or-remind", "remind", data, wait=True)
             assert started.status == enums_pb2.RUN_STATUS_WAITING
             resumed = await stub.ResumeRun(
                 rr.ResumeRequest(run_id="remind", resume_data=value({"ok": True}))
@@ -268,13 +267,8 @@ async def test_a_resume_accepted_before_the_kill_is_not_lost(
     log = tmp_path / "counted.log"
     await start(process)
     async with client(process) as stub:
-        started = await stub.StartRun(
-            rr.StartRunRequest(
-                workflow_id="counted",
-                run_id="acked",
-                input_data=value({"log": str(log), "seconds": 3}),
-            )
-        )
+        data = {"log": str(log), "seconds": 3}
+        started = await start_run(stub, "counted", "acked", data, wait=True)
         assert started.status == enums_pb2.RUN_STATUS_SUSPENDED
         expired = await call_error(
             stub.ResumeRun(

@@ -68,6 +68,14 @@ async def started(stub: Stub, workflow_id: str, log: Path) -> str:
     return run.run_id
 
 
+async def started_under_v1(db: Path, logs: dict[str, Path]) -> None:
+    """A run of each workflow of `logs` (its id the workflow's), started under deploy v1
+    until it is SUSPENDED."""
+    async with deployed(db, 1) as stub:
+        for name, log in logs.items():
+            await started(stub, name, log)
+
+
 def resume(stub: Stub, run_id: str, *step: str, validate_only: bool = False) -> Any:
     return stub.ResumeRun(
         rr.ResumeRequest(
@@ -103,9 +111,7 @@ async def test_steps_moved_or_added_before_a_suspended_step_refuse_its_resume(
         name: tmp_path / f"{name}.log"
         for name in ("reordered", "inserted", "renamed", "nested", "slept")
     }
-    async with deployed(db, 1) as stub:
-        for name, log in logs.items():
-            await started(stub, name, log)
+    await started_under_v1(db, logs)
     async with deployed(db, 2) as stub:
         refusals = {
             "reordered": ("ask", "[a] has run", "has not finished"),
@@ -163,9 +169,7 @@ async def test_stored_data_that_the_new_schemas_refuse_is_refused_before_the_res
     for good, though the dry run had said yes). So is a time travel to it that gives no
     input (it failed the run the same way)."""
     logs = {name: tmp_path / f"{name}.log" for name in ("stricter", "questioned")}
-    async with deployed(db, 1) as stub:
-        for name, log in logs.items():
-            await started(stub, name, log)
+    await started_under_v1(db, logs)
     async with deployed(db, 2) as stub:
         versions = {}
         for name, what in (("stricter", "stored input"), ("questioned", "suspend payload")):
@@ -315,9 +319,7 @@ async def test_changes_inside_a_nested_workflow_or_a_passed_parallel_refuse_the_
     is refused WORKFLOW_CHANGED naming the step, and the run stays SUSPENDED: under v2
     `pre` and `p3` would run after the resume and their outputs be lost."""
     logs = {name: tmp_path / f"{name}.log" for name in ("deepened", "widened", "nestified")}
-    async with deployed(db, 1) as stub:
-        for name, log in logs.items():
-            await started(stub, name, log)
+    await started_under_v1(db, logs)
     async with deployed(db, 2) as stub:
         refusals = {
             "deepened": ("deep.pre", "[deep.b] has run", "[deep.pre] now comes before it"),
