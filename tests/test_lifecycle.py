@@ -794,26 +794,47 @@ async def test_time_travel_without_initial_state_keeps_the_runs_state(
     assert to_json(replaced.state) == {"hits": 8, "limit": 3}
 
 
+def poke_once(run_id: str, hits: int) -> rr.TimeTravelRunRequest:
+    """Travel `state-poked` back to its step, from `hits`, with request id travel-once."""
+    return travel(
+        run_id,
+        ("pokes",),
+        input_data={},
+        initial_state=struct({"hits": hits}),
+        request_id="travel-once",
+        output_options=message_pb2.OutputOptions(include_state=True),
+    )
+
+
 async def test_a_time_travel_request_id_is_scoped_to_its_run(stub: WorkflowServiceStub) -> None:
     """The same request id on two runs travels each: the second is not a replay of the
     first run's outcome."""
     runs = [await start(stub, "state-poked", {}) for _ in range(2)]
-    state = message_pb2.OutputOptions(include_state=True)
     answers = [
-        await stub.TimeTravelRun(
-            travel(
-                run.run_id,
-                ("pokes",),
-                input_data={},
-                initial_state=struct({"hits": hits}),
-                request_id="travel-once",
-                output_options=state,
-            )
-        )
+        await stub.TimeTravelRun(poke_once(run.run_id, hits))
         for run, hits in zip(runs, (10, 20), strict=True)
     ]
     assert [a.run_id for a in answers] == [r.run_id for r in runs]
     assert [to_json(a.state)["hits"] for a in answers] == [11, 21]
+
+
+async def test_a_time_travel_request_id_replays_a_retry_and_refuses_other_arguments(
+    stub: WorkflowServiceStub,
+) -> None:
+    """A TimeTravelRun retried with its request id gets the first outcome and runs
+    nothing again; one that reuses the id with another initial state is INVALID_ARGUMENT
+    on `request_id` and changes nothing."""
+    run = await start(stub, "state-poked", {})
+
+    first = await stub.TimeTravelRun(poke_once(run.run_id, 10))
+    again = await stub.TimeTravelRun(poke_once(run.run_id, 10))
+    error = await call_error(stub.TimeTravelRun(poke_once(run.run_id, 20)))
+
+    assert (to_json(first.state)["hits"], again.version) == (11, first.version)
+    assert (error.code, set(error.violations)) == (grpc.StatusCode.INVALID_ARGUMENT, {"request_id"})
+    state = message_pb2.OutputOptions(include_state=True)
+    after = await stub.GetRun(rr.GetRunRequest(run_id=run.run_id, output_options=state))
+    assert (to_json(after.result.state)["hits"], after.result.version) == (11, first.version)
 
 
 async def test_time_travel_of_a_running_run_is_refused(

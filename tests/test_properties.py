@@ -53,6 +53,7 @@ from waystation.engine import Engine, ResumeCommand, RunStatus, StartCommand, St
 from waystation.engine.errors import (
     InvalidResumeData,
     LabelNotFound,
+    RequestReused,
     ResumeConflict,
     RunAlreadyExists,
     RunNotFound,
@@ -488,6 +489,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.background: list[Background] = []
         self.frozen: dict[tuple[str, str], int] = {}
         self.acknowledged: dict[tuple[str, str], WorkflowResultData] = {}
+        self.asked: dict[tuple[str, str], ResumeCommand] = {}  # the calls acknowledged
         self.counter = 0
         self.run(self._open)
 
@@ -668,6 +670,7 @@ class EngineMachine(RuleBasedStateMachine):
         assert before is not None and result.version > before.run.version
         if command.request_id:
             self.acknowledged[(run, command.request_id)] = result
+            self.asked[(run, command.request_id)] = command
 
     def assert_refusal(self, exc: Exception, model: RunModel, how: str, value: Any) -> None:
         """The reason a resume was refused, in the order the engine checks."""
@@ -746,8 +749,8 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 2**16))
     def repeat_an_acknowledged_request(self, pick: int) -> None:
-        """A repeated request id returns the first call's outcome and acts no more, even
-        with other resume data."""
+        """A repeated request id returns the first call's outcome and acts no more; reused
+        with other resume data, it is refused and acts not at all."""
         # The pick is drawn whatever the state: which requests were acknowledged depends
         # on timing (crashes), and Hypothesis needs the same draws when it replays.
         if not self.acknowledged:
@@ -755,13 +758,17 @@ class EngineMachine(RuleBasedStateMachine):
         self.settle()
         keys = sorted(self.acknowledged)
         key = keys[pick % len(keys)]
-        run, request_id = key
+        run = key[0]
         before, log = self.load(run), lines(self.models[run].log)
-        command = ResumeCommand(run, resume_data={"value": 1000}, request_id=request_id)
+        retry = replace(self.asked[key])
+        other = {"value": 1000 if retry.resume_data != {"value": 1000} else 1001}
+        reused = replace(retry, resume_data=other)
         assert self.engine is not None
         engine = self.engine
-        replayed = self.run(lambda: engine.resume_run(command))
+        replayed = self.run(lambda: engine.resume_run(retry))
         assert replayed.to_json() == self.acknowledged[key].to_json()
+        with pytest.raises(RequestReused):
+            self.run(lambda: engine.resume_run(reused))
         assert snapshot_json(self.load(run)) == snapshot_json(before)
         assert lines(self.models[run].log) == log
 

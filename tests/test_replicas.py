@@ -521,7 +521,8 @@ async def test_a_restart_merges_its_request_context_key_by_key_over_the_stored_o
     """RestartRun's `request_context` is merged key by key over the one the run was
     started with, and the step that runs again sees the merge: through the API, and through
     `waystation runs restart --context`. Each run's step B ran twice (cut short by the
-    SIGKILL), step A once."""
+    SIGKILL), step A once. The restart's request id replays its outcome to a retry, and
+    refuses a call that reuses it with another context."""
     dying, survivor = long_leased
     stored = {"tenant": "t1", "kept": 1}
     logs = {run_id: tmp_path / f"{run_id}.log" for run_id in ("by-api", "by-cli")}
@@ -541,12 +542,17 @@ async def test_a_restart_merges_its_request_context_key_by_key_over_the_stored_o
     await kill(dying)
 
     merged = {"tenant": "t2", "kept": 1, "added": True}
-    restart = rr.RestartRunRequest(
-        run_id="by-api", force=True, request_context=struct({"tenant": "t2", "added": True})
-    )
+    asked = {"run_id": "by-api", "force": True, "request_id": "restart-once"}
+    over = struct({"tenant": "t2", "added": True})
+    restart = rr.RestartRunRequest(**asked, request_context=over)
     by_api = await survivor.stub.RestartRun(restart, timeout=15)
     assert by_api.status == RUN.RUN_STATUS_SUCCESS
     assert to_json(by_api.result)["context"] == merged
+    again = await survivor.stub.RestartRun(restart, timeout=15)  # not RUN_NOT_ACTIVE: a replay
+    assert (again.status, again.version) == (by_api.status, by_api.version)
+    reused = rr.RestartRunRequest(**asked, request_context=struct({"tenant": "t3"}))
+    error = await call_error(survivor.stub.RestartRun(reused, timeout=15))
+    assert (error.code, set(error.violations)) == (grpc.StatusCode.INVALID_ARGUMENT, {"request_id"})
 
     command = [sys.executable, "-m", "waystation.cli", "--server", survivor.process.address]
     args = ["--json", "runs", "restart", "by-cli", "--force"]

@@ -511,18 +511,56 @@ async def test_validate_only_does_not_use_up_its_request_id(
 async def test_repeated_request_id_returns_the_first_outcome_without_acting_twice(
     stub: WorkflowServiceStub, tmp_path: Path
 ) -> None:
-    """A second ResumeRun with the same request_id (even with other data) answers the first
-    call's outcome: same result, same version, and the steps ran once."""
+    """A second ResumeRun with the same request_id and arguments (a retry) answers the first
+    call's outcome: same result, same version, and the steps ran once. What the caller
+    waits or traces by is not an argument: a retry may carry another trace."""
     started, log = await start_counted(stub, tmp_path)
     first = await stub.ResumeRun(resume(started.run_id, {"value": 1}, request_id="req-a"))
 
-    again = await stub.ResumeRun(resume(started.run_id, {"value": 99}, request_id="req-a"))
+    tracing = message_pb2.TracingOptions(tags=["retry"])
+    retry = resume(started.run_id, {"value": 1}, request_id="req-a", tracing_options=tracing)
+    again = await stub.ResumeRun(retry)
 
     assert first.status == SUCCESS
     assert again.status == SUCCESS
     assert to_json(again.result) == to_json(first.result) == {"value": 2}
     assert again.version == first.version
     assert lines(log) == ["one", "gate", "two"]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"resume_data": value({"value": 99})},
+        {"request_context": struct({"tenant": "b"})},
+        {"retry_count": 1},
+        {"step": path("gate")},
+        {"expected_version": 2},
+    ],
+    ids=["data", "context", "retry-count", "step-named", "expected-version"],
+)
+async def test_a_request_id_reused_with_other_arguments_is_invalid_argument(
+    stub: WorkflowServiceStub, tmp_path: Path, other: dict[str, Any]
+) -> None:
+    """A request id names one call. Sent again with anything else asked, it is refused
+    (INVALID_ARGUMENT on `request_id`) and nothing runs: answering the first call's outcome
+    would tell the caller that a call was carried out that never was. The retry as it was
+    still gets its outcome."""
+    started, log = await start_counted(stub, tmp_path)
+    asked: dict[str, Any] = {"resume_data": value({"value": 1}), "request_id": "req-a"}
+    first = await stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id, **asked))
+    before = await observe(stub, started.run_id, log)
+
+    error = await call_error(
+        stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id, **{**asked, **other}))
+    )
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert set(error.violations) == {"request_id"}
+    assert "first used for a ResumeRun with other arguments" in error.violations["request_id"]
+    assert await observe(stub, started.run_id, log) == before
+    again = await stub.ResumeRun(rr.ResumeRequest(run_id=started.run_id, **asked))
+    assert (again.status, again.version) == (first.status, first.version)
 
 
 async def test_repeated_request_id_while_the_first_call_runs_answers_its_outcome(

@@ -236,6 +236,32 @@ async def test_start_run_with_a_repeated_request_id_returns_the_first_run(
     assert [r.run_id for r in listed.runs] == [first.run_id]
 
 
+async def test_a_start_request_id_reused_with_other_input_is_refused_and_starts_nothing(
+    stub: Stub, log: Path, tmp_path: Path
+) -> None:
+    """A request id names one call: a StartRun that reuses it with other input is
+    INVALID_ARGUMENT on `request_id` and starts nothing (the first call's run would pass
+    for a run of this input). A retry that waits or traces differently is the same call
+    and gets the first run."""
+    first = await start_counted(stub, log, request_id="start-once")
+    other_log = tmp_path / "other.log"
+
+    error = await call_error(start_counted(stub, other_log, request_id="start-once"))
+
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert set(error.violations) == {"request_id"}
+    assert "first used for a StartRun with other arguments" in error.violations["request_id"]
+    tagged = message_pb2.TracingOptions(tags=["retry"])
+    retried = await start_counted(
+        stub, log, request_id="start-once", return_immediately=True, tracing_options=tagged
+    )
+    assert (retried.run_id, retried.version) == (first.run_id, first.version)
+    assert lines(log) == ["one"]
+    assert not other_log.exists()
+    listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted"))
+    assert [r.run_id for r in listed.runs] == [first.run_id]
+
+
 async def test_a_start_request_id_is_scoped_to_its_workflow_and_a_resume_one_to_its_run(
     stub: Stub, log: Path
 ) -> None:
@@ -400,6 +426,19 @@ async def test_create_run_with_a_repeated_request_id_returns_the_first_run(stub:
 
     assert again.run_id == first.run_id
     assert again.status == enums_pb2.RUN_STATUS_PENDING
+    listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted"))
+    assert [r.run_id for r in listed.runs] == [first.run_id]
+
+
+async def test_a_create_request_id_reused_for_another_run_id_is_refused(stub: Stub) -> None:
+    """A CreateRun that reuses a request id to name a run of its own is INVALID_ARGUMENT
+    on `request_id`, and creates nothing."""
+    asked = {"workflow_id": "counted", "resource_id": "r", "request_id": "create-1"}
+    first = await stub.CreateRun(rr.CreateRunRequest(**asked))
+
+    error = await call_error(stub.CreateRun(rr.CreateRunRequest(**asked, run_id="named")))
+
+    assert (error.code, set(error.violations)) == (grpc.StatusCode.INVALID_ARGUMENT, {"request_id"})
     listed = await stub.ListRuns(rr.ListRunsRequest(workflow_id="counted"))
     assert [r.run_id for r in listed.runs] == [first.run_id]
 

@@ -30,6 +30,7 @@ from waystation.storage import (
 )
 from waystation.storage.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from waystation.storage.postgres import PostgresStore
+from waystation.storage.sql import REQUEST_FINGERPRINTS, REQUEST_SCOPES_WITH_RESOURCE
 from waystation.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
 
@@ -441,16 +442,17 @@ async def test_a_page_of_events_stops_at_the_event_that_fills_max_chars(
 
 
 async def test_create_run_records_its_request_key(store: SnapshotStore) -> None:
-    """create_run with a request key records it for the run, without an outcome; a second
-    run with the same key conflicts and is not created."""
-    key = RequestKey("start:wf", "req-1")
+    """create_run with a request key records it for the run, with the call's fingerprint
+    and without an outcome; a second run with the same key (whatever its fingerprint)
+    conflicts and is not created."""
+    key = RequestKey("start:wf", "req-1", "f1")
     await store.create_run(new_run("r1"), key)
 
-    seen = await store.get_request(key)
+    seen = await store.get_request(RequestKey("start:wf", "req-1", "asked-anew"))
     assert seen is not None
-    assert (seen.run_id, seen.outcome) == ("r1", None)
+    assert (seen.run_id, seen.outcome, seen.fingerprint) == ("r1", None, "f1")
     with pytest.raises(StoreConflict):
-        await store.create_run(new_run("r2"), key)
+        await store.create_run(new_run("r2"), RequestKey("start:wf", "req-1", "f2"))
     assert await store.load_run("r2") is None
     assert await store.get_request(RequestKey("start:wf", "other")) is None
     assert await store.get_request(RequestKey("start:other", "req-1")) is None
@@ -471,15 +473,15 @@ async def test_create_run_may_record_its_requests_outcome(store: SnapshotStore) 
 
 
 async def test_commit_records_a_new_request_key(store: SnapshotStore) -> None:
-    """A commit with new_request records the key for the run."""
+    """A commit with new_request records the key for the run, with its fingerprint."""
     run = await created(store, "r1")
-    key = RequestKey("resume:r1", "req-1")
+    key = RequestKey("resume:r1", "req-1", "f1")
 
     await store.commit(Commit(advanced(run), 1, new_request=key))
 
     seen = await store.get_request(key)
     assert seen is not None
-    assert seen.run_id == "r1"
+    assert (seen.run_id, seen.fingerprint) == ("r1", "f1")
 
 
 async def test_a_duplicate_new_request_key_makes_the_commit_conflict_with_nothing_written(
@@ -651,8 +653,7 @@ async def test_request_keys_a_server_before_a72d16d_stored_replay_after_the_upgr
     await first.create_run(new_run("modern", resource_id="b"), RequestKey("start:wf:b", "req-3"))
     await first.create_run(new_run("retried"), RequestKey("start:wf:team-a", "req-4"))
     await first.close()
-    versions = len(SQLITE_MIGRATIONS if backend == "sqlite" else POSTGRES_MIGRATIONS)
-    await raw_sql(backend, tmp_path, f"DELETE FROM schema_version WHERE version >= {versions}")
+    await as_before_migration(backend, tmp_path, REQUEST_SCOPES_WITH_RESOURCE)
 
     upgraded = open_backend(backend, tmp_path)
     await upgraded.setup()
@@ -673,6 +674,44 @@ async def test_request_keys_a_server_before_a72d16d_stored_replay_after_the_upgr
         assert await upgraded.get_request(RequestKey("start:wf", "req-1")) is None
     finally:
         await upgraded.close()
+
+
+async def test_request_keys_stored_before_fingerprints_have_none_after_the_upgrade(
+    backend: str, tmp_path: Path
+) -> None:
+    """Keys an older server stored have no fingerprint (the engine replays them for any
+    arguments, as that server did); keys stored after the upgrade keep theirs."""
+    first = open_backend(backend, tmp_path)
+    await first.setup()
+    await first.create_run(new_run("old"), RequestKey("start:wf", "req-1"))
+    await first.close()
+    await as_before_migration(backend, tmp_path, REQUEST_FINGERPRINTS)
+
+    upgraded = open_backend(backend, tmp_path)
+    await upgraded.setup()
+    try:
+        await upgraded.create_run(new_run("new"), RequestKey("start:wf", "req-2", "f2"))
+        old = await upgraded.get_request(RequestKey("start:wf", "req-1", "f1"))
+        new = await upgraded.get_request(RequestKey("start:wf", "req-2"))
+        assert old is not None and new is not None
+        assert (old.run_id, old.fingerprint, new.run_id, new.fingerprint) == (
+            "old",
+            "",
+            "new",
+            "f2",
+        )
+    finally:
+        await upgraded.close()
+
+
+async def as_before_migration(backend: str, tmp_path: Path, migration: str) -> None:
+    """The database as a server that knew the migrations before `migration` left it: the
+    columns of later ones dropped, their versions forgotten, so that setup() runs them."""
+    migrations = SQLITE_MIGRATIONS if backend == "sqlite" else POSTGRES_MIGRATIONS
+    known = migrations.index(migration)  # versions 1..known came before it
+    if known <= migrations.index(REQUEST_FINGERPRINTS):
+        await raw_sql(backend, tmp_path, "ALTER TABLE requests DROP COLUMN fingerprint")
+    await raw_sql(backend, tmp_path, f"DELETE FROM schema_version WHERE version > {known}")
 
 
 async def test_a_lease_renewal_returns_the_runs_it_renewed(store: SnapshotStore) -> None:

@@ -189,7 +189,8 @@ type CreateRunRequest struct {
 	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// The resource (tenant, user, thread) the run belongs to.
 	ResourceId string `protobuf:"bytes,3,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
-	// Idempotency key: a repeated request_id returns the first call's run.
+	// Idempotency key: a repeated request_id returns the first call's run; reused with
+	// another run_id, INVALID_ARGUMENT (request_id).
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -273,7 +274,9 @@ type StartRunRequest struct {
 	TracingOptions *TracingOptions `protobuf:"bytes,7,opt,name=tracing_options,json=tracingOptions,proto3" json:"tracing_options,omitempty"`
 	// Output options.
 	OutputOptions *OutputOptions `protobuf:"bytes,8,opt,name=output_options,json=outputOptions,proto3" json:"output_options,omitempty"`
-	// Idempotency key: a repeated request_id returns the first call's outcome.
+	// Idempotency key: a repeated request_id returns the first call's outcome; reused with
+	// another run_id, input_data, initial_state or request_context, INVALID_ARGUMENT
+	// (request_id). A retry may change its tracing and output options and return_immediately.
 	RequestId string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Return as soon as the run is started (status RUNNING) instead of waiting until it settles.
 	ReturnImmediately bool `protobuf:"varint,10,opt,name=return_immediately,json=returnImmediately,proto3" json:"return_immediately,omitempty"`
@@ -405,7 +408,10 @@ type ResumeRequest struct {
 	TracingOptions *TracingOptions `protobuf:"bytes,9,opt,name=tracing_options,json=tracingOptions,proto3" json:"tracing_options,omitempty"`
 	// Output options.
 	OutputOptions *OutputOptions `protobuf:"bytes,10,opt,name=output_options,json=outputOptions,proto3" json:"output_options,omitempty"`
-	// Idempotency key: a repeated request_id returns the first call's outcome.
+	// Idempotency key: a repeated request_id returns the first call's outcome; reused with
+	// another step, label, foreach_index, resume_data, request_context, retry_count or
+	// expected_version, INVALID_ARGUMENT (request_id). A retry may change its tracing and
+	// output options. A dry run neither uses nor records it.
 	RequestId string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Dry run: every check, no change; answers the run's current result.
 	ValidateOnly bool `protobuf:"varint,12,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
@@ -878,7 +884,8 @@ type RestartRunRequest struct {
 	TracingOptions *TracingOptions `protobuf:"bytes,3,opt,name=tracing_options,json=tracingOptions,proto3" json:"tracing_options,omitempty"`
 	// Output options.
 	OutputOptions *OutputOptions `protobuf:"bytes,4,opt,name=output_options,json=outputOptions,proto3" json:"output_options,omitempty"`
-	// Idempotency key.
+	// Idempotency key: a repeated request_id returns the first call's outcome; reused with
+	// another request_context or force, INVALID_ARGUMENT (request_id).
 	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Take the run over although another replica's lease on it has not expired, for an
 	// operator who knows that replica is dead. Without it such a run waits for its lease to
@@ -979,7 +986,9 @@ type TimeTravelRunRequest struct {
 	TracingOptions *TracingOptions `protobuf:"bytes,7,opt,name=tracing_options,json=tracingOptions,proto3" json:"tracing_options,omitempty"`
 	// Output options.
 	OutputOptions *OutputOptions `protobuf:"bytes,8,opt,name=output_options,json=outputOptions,proto3" json:"output_options,omitempty"`
-	// Idempotency key.
+	// Idempotency key: a repeated request_id returns the first call's outcome; reused with
+	// another step, input_data, resume_data, initial_state or request_context,
+	// INVALID_ARGUMENT (request_id).
 	RequestId     string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

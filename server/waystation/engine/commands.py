@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,9 @@ class StartCommand:
     return_immediately: bool = False
     trace: CallTrace | None = None
 
+    def fingerprint(self) -> str:
+        return fingerprint(self.run_id, self.input_data, self.initial_state, self.request_context)
+
 
 @dataclass
 class ResumeCommand:
@@ -40,6 +45,17 @@ class ResumeCommand:
     actor: str = ""
     """Who resumes (recorded with the step): the authenticated caller's name."""
 
+    def fingerprint(self) -> str:
+        return fingerprint(
+            self.step,
+            self.label,
+            self.foreach_index,
+            self.resume_data,
+            self.request_context,
+            self.retry_count,
+            self.expected_version,
+        )
+
 
 @dataclass
 class TimeTravelCommand:
@@ -51,3 +67,19 @@ class TimeTravelCommand:
     request_context: dict[str, Any] = field(default_factory=dict)
     trace: CallTrace | None = None
     request_id: str = ""
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            self.step, self.input_data, self.resume_data, self.initial_state, self.request_context
+        )
+
+
+def fingerprint(*arguments: Any) -> str:
+    """A digest of what a call asks for, stored with its request id (`RequestKey`): a retry
+    repeats it, a request id reused for another call does not. How the caller waits for
+    the answer, or traces it, is not part of it."""
+    try:
+        text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=repr)
+    except TypeError:  # keys of mixed types, which cannot be sorted
+        text = repr(arguments)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -21,12 +21,18 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from waystation.engine import schema, travel
-from waystation.engine.commands import ResumeCommand, StartCommand, TimeTravelCommand
+from waystation.engine.commands import (
+    ResumeCommand,
+    StartCommand,
+    TimeTravelCommand,
+    fingerprint,
+)
 from waystation.engine.definition import Step, Workflow
 from waystation.engine.drift import check_fits, check_stored_data
 from waystation.engine.errors import (
     InvalidArgument,
     InvalidInput,
+    RequestReused,
     ResumeConflict,
     RunActive,
     RunAlreadyExists,
@@ -357,15 +363,16 @@ class Engine(Upkeep):
         workflow = self.workflow(workflow_id)
         # The resource is part of the key: a replay only ever answers a run of the resource
         # the caller was allowed to name.
-        key = RequestKey(f"create:{workflow.id}:{resource_id}", request_id) if request_id else None
-        if key and (seen := await self.store.get_request(key)):
+        scope = f"create:{workflow.id}:{resource_id}"
+        key = RequestKey(scope, request_id, fingerprint(run_id)) if request_id else None
+        if seen := await self._seen(key):
             return await self._existing_run(seen.run_id)
         run = RunRecord(_run_id(run_id), workflow.id, resource_id, RunStatus.PENDING, version=1)
         try:
             await self._insert(run, key)
         except RunAlreadyExists:
             # A concurrent call with the same request id may have won the insert.
-            if key and (seen := await self.store.get_request(key)):
+            if seen := await self._seen(key):
                 return await self._existing_run(seen.run_id)
             raise
         return run
@@ -385,8 +392,8 @@ class Engine(Upkeep):
         if existing is not None:  # a PENDING run starts under its own resource, given or not
             cmd = dataclasses.replace(cmd, resource_id=_start_resource(existing, cmd))
         scope = f"start:{workflow.id}:{cmd.resource_id}"
-        key = RequestKey(scope, cmd.request_id) if cmd.request_id else None
-        if key and (seen := await self.store.get_request(key)):
+        key = RequestKey(scope, cmd.request_id, cmd.fingerprint()) if cmd.request_id else None
+        if seen := await self._seen(key):
             return await self._replay(seen, wait=not cmd.return_immediately)
         # Shielded: once the run is stored it is launched, even if this call's deadline
         # expires during the insert (else it would wait for a lease takeover).
@@ -399,7 +406,7 @@ class Engine(Upkeep):
             return await self._outcome(self._drive_after(started, f"start:{workflow.id}"))
         except RunAlreadyExists:
             # A concurrent call with the same request id may have won the insert.
-            if key and (seen := await self.store.get_request(key)):
+            if seen := await self._seen(key):
                 return await self._replay(seen, wait=not cmd.return_immediately)
             raise
 
@@ -531,8 +538,9 @@ class Engine(Upkeep):
         """Check every rule, claim the suspension and launch the continuation; or the answer
         at once for a replayed request id or a dry run."""
         snapshot = await self._existing_snapshot(cmd.run_id, cmd.workflow_id)
-        key = RequestKey(f"resume:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
-        if key and not cmd.validate_only and (seen := await self.store.get_request(key)):
+        scope = f"resume:{cmd.run_id}"
+        key = RequestKey(scope, cmd.request_id, cmd.fingerprint()) if cmd.request_id else None
+        if not cmd.validate_only and (seen := await self._seen(key)):
             return await self._replay(seen)  # (a dry run answers the run as it is now)
         snapshot = await self._wait_suspended(snapshot, cmd)
         run = snapshot.run
@@ -634,7 +642,7 @@ class Engine(Upkeep):
             now_run = await self.store.load_run(run.run_id)
             if now_run is None or now_run.create_time != run.create_time:
                 raise RunNotFound(run.run_id) from None  # deleted meanwhile (and made again)
-            if key and (seen := await self.store.get_request(key)):
+            if seen := await self._seen(key):
                 raise SameRequest(seen) from None
             raise ResumeConflict(run.run_id, now_run.status, seen=snapshot) from None
         snapshot.steps.update(records)
@@ -746,6 +754,14 @@ class Engine(Upkeep):
         active = self._active.get(run_id)
         return active is not None and active[0].kind == "resume"
 
+    async def _seen(self, key: RequestKey | None) -> RequestRecord | None:
+        """What the first call with this request id led to, if there was one; refused when
+        that call asked for something else (a retry repeats its call as it was)."""
+        seen = await self.store.get_request(key) if key else None
+        if seen and seen.fingerprint and key and seen.fingerprint != key.fingerprint:
+            raise RequestReused(key.request_id, key.scope)
+        return seen
+
     async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
         execution runs here, wait for it (unless the call asked not to wait: then the run as
@@ -851,8 +867,9 @@ class Engine(Upkeep):
         """Continue a run left RUNNING or WAITING by a process that died. A run whose lease
         another replica holds is taken over only with `force` (its driver may be alive)."""
         check_run_id(run_id)
-        key = RequestKey(f"restart:{run_id}", request_id) if request_id else None
-        if key and (seen := await self.store.get_request(key)):
+        asked = fingerprint(request_context, force)
+        key = RequestKey(f"restart:{run_id}", request_id, asked) if request_id else None
+        if seen := await self._seen(key):
             return await self._replay(seen)
         snapshot = await self.store.load(run_id)
         if snapshot is None:
@@ -889,8 +906,9 @@ class Engine(Upkeep):
     async def time_travel_run(self, cmd: TimeTravelCommand) -> WorkflowResultData:
         """Re-execute from `cmd.step`, keeping the results of the steps before it."""
         check_run_id(cmd.run_id)
-        key = RequestKey(f"travel:{cmd.run_id}", cmd.request_id) if cmd.request_id else None
-        if key and (seen := await self.store.get_request(key)):
+        scope = f"travel:{cmd.run_id}"
+        key = RequestKey(scope, cmd.request_id, cmd.fingerprint()) if cmd.request_id else None
+        if seen := await self._seen(key):
             return await self._replay(seen)
         snapshot = await self.store.load(cmd.run_id)
         if snapshot is None:

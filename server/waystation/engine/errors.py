@@ -19,6 +19,7 @@
     │   ├── InvalidResumeData           INVALID_RESUME_DATA
     │   ├── InvalidInput                INVALID_INPUT
     │   └── InvalidArgument             INVALID_ARGUMENT
+    │       └── RequestReused           INVALID_ARGUMENT (a request id first used for another call)
     ├── ConflictError
     │   ├── ResumeConflict              RESUME_CONFLICT
     │   └── VersionMismatch             VERSION_MISMATCH
@@ -306,6 +307,27 @@ class InvalidArgument(InvalidDataError):
     def __init__(self, field: str, description: str, *more: FieldViolation) -> None:
         violations = [FieldViolation(field, description), *more]
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations), violations)
+
+
+class RequestReused(InvalidArgument):
+    """A request id sent again with other arguments: it names a call, and a retry repeats
+    the call as it was (the idempotency-key rule of Stripe's API and of the IETF draft)."""
+
+    CALLS = {
+        "create": "CreateRun",
+        "start": "StartRun",
+        "resume": "ResumeRun",
+        "restart": "RestartRun",
+        "travel": "TimeTravelRun",
+    }
+
+    def __init__(self, request_id: str, scope: str) -> None:
+        call = self.CALLS.get(scope.split(":", 1)[0], "call")
+        super().__init__(
+            "request_id",
+            f"request id {request_id!r} was first used for a {call} with other arguments; a"
+            " retry must repeat its call as it was, and a new call needs a new request id",
+        )
 
 
 class Violations:

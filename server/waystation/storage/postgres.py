@@ -35,6 +35,7 @@ from waystation.storage.protocol import (
     conflict,
 )
 from waystation.storage.sql import (
+    REQUEST_FINGERPRINTS,
     REQUEST_SCOPES_WITH_RESOURCE,
     RUN_COLUMNS,
     Encoded,
@@ -98,6 +99,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_due ON runs (status, due_at) WHERE due_at IS NOT NULL;
     """,
     REQUEST_SCOPES_WITH_RESOURCE,
+    REQUEST_FINGERPRINTS,
 ]
 
 MIGRATION_LOCK = 0x57415953  # pg_advisory_xact_lock key: "WAYS"
@@ -361,14 +363,16 @@ class PostgresStore:
 
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         rows = await self._fetch(
-            "SELECT run_id, outcome FROM requests WHERE scope = $1 AND request_id = $2",
+            "SELECT run_id, outcome, fingerprint FROM requests"
+            " WHERE scope = $1 AND request_id = $2",
             key.scope,
             key.request_id,
         )
         if not rows:
             return None
-        outcome = rows[0]["outcome"]
-        return RequestRecord(key, rows[0]["run_id"], json.loads(outcome) if outcome else None)
+        row = rows[0]
+        outcome = json.loads(row["outcome"]) if row["outcome"] else None
+        return RequestRecord(key, row["run_id"], outcome, row["fingerprint"])
 
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -456,10 +460,11 @@ class _Conflict(Exception):
 
 async def _insert_request(conn: asyncpg.Connection, key: RequestKey, run_id: str) -> bool:
     status = await conn.execute(
-        "INSERT INTO requests (scope, request_id, run_id) VALUES ($1, $2, $3)"
+        "INSERT INTO requests (scope, request_id, run_id, fingerprint) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT DO NOTHING",
         key.scope,
         key.request_id,
         run_id,
+        key.fingerprint,
     )
     return bool(status == "INSERT 0 1")

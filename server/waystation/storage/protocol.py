@@ -83,10 +83,15 @@ class StoreInUse(StoreError):
 
 @dataclass(frozen=True)
 class RequestKey:
-    """An idempotency key: `scope` names the operation ("start:wf", "resume:run")."""
+    """An idempotency key: `scope` names the operation ("start:wf", "resume:run").
+
+    `fingerprint` digests the call's arguments and is stored with the key, so that a
+    request id reused with other arguments can be told from a retry. It is not part of the
+    key's identity: the key names one call, whatever it asked for."""
 
     scope: str
     request_id: str
+    fingerprint: str = field(default="", compare=False)
 
 
 @dataclass
@@ -96,6 +101,8 @@ class RequestRecord:
     key: RequestKey
     run_id: str
     outcome: dict[str, Any] | None = None
+    fingerprint: str = ""
+    """The first call's (`RequestKey.fingerprint`); empty for keys stored before it was."""
 
 
 @dataclass

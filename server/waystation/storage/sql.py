@@ -40,6 +40,10 @@ resource since a72d16d ("start:wf:resource", was "start:wf"); the keys stored be
 given theirs, so that a retry after an upgrade replays the first call's outcome instead of
 starting the run again. A key that a retry already stored anew is left as it is."""
 
+REQUEST_FINGERPRINTS = "ALTER TABLE requests ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''"
+"""A migration of both backends: each key keeps its call's `RequestKey.fingerprint`. Keys
+stored before it have none and replay for any arguments, as they did."""
+
 
 dumps = stored_json
 """Compact JSON, as the engine's model makes it (`model.stored_json`)."""

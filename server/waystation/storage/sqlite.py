@@ -63,6 +63,7 @@ from waystation.storage.protocol import (
     conflict,
 )
 from waystation.storage.sql import (
+    REQUEST_FINGERPRINTS,
     REQUEST_SCOPES_WITH_RESOURCE,
     RUN_COLUMNS,
     Encoded,
@@ -133,6 +134,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_due ON runs (status, due_at) WHERE due_at IS NOT NULL;
     """,
     REQUEST_SCOPES_WITH_RESOURCE,
+    REQUEST_FINGERPRINTS,
 ]
 
 PRAGMAS = [
@@ -666,13 +668,13 @@ class SqliteStore:
     async def get_request(self, key: RequestKey) -> RequestRecord | None:
         rows = self._read(
             _fetchall,
-            "SELECT run_id, outcome FROM requests WHERE scope = ? AND request_id = ?",
+            "SELECT run_id, outcome, fingerprint FROM requests WHERE scope = ? AND request_id = ?",
             (key.scope, key.request_id),
         )
         if not rows:
             return None
-        run_id, outcome = rows[0]
-        return RequestRecord(key, run_id, json.loads(outcome) if outcome else None)
+        run_id, outcome, fingerprint = rows[0]
+        return RequestRecord(key, run_id, json.loads(outcome) if outcome else None, fingerprint)
 
 
 def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
@@ -820,8 +822,9 @@ def _apply_encoded(db: sqlite3.Connection, e: Encoded, known: KnownRuns) -> bool
     )
     if e.new_request is not None:
         inserted = db.execute(
-            "INSERT OR IGNORE INTO requests (scope, request_id, run_id) VALUES (?, ?, ?)",
-            (e.new_request.scope, e.new_request.request_id, e.run_id),
+            "INSERT OR IGNORE INTO requests (scope, request_id, run_id, fingerprint)"
+            " VALUES (?, ?, ?, ?)",
+            (e.new_request.scope, e.new_request.request_id, e.run_id, e.new_request.fingerprint),
         ).rowcount
         if inserted != 1:
             return False

@@ -117,7 +117,9 @@ class CreateRunRequest(_message.Message):
     resource_id: _builtins.str
     """The resource (tenant, user, thread) the run belongs to."""
     request_id: _builtins.str
-    """Idempotency key: a repeated request_id returns the first call's run."""
+    """Idempotency key: a repeated request_id returns the first call's run; reused with
+    another run_id, INVALID_ARGUMENT (request_id).
+    """
     def __init__(
         self,
         *,
@@ -159,7 +161,10 @@ class StartRunRequest(_message.Message):
     empty, or give that one (another is INVALID_ARGUMENT).
     """
     request_id: _builtins.str
-    """Idempotency key: a repeated request_id returns the first call's outcome."""
+    """Idempotency key: a repeated request_id returns the first call's outcome; reused with
+    another run_id, input_data, initial_state or request_context, INVALID_ARGUMENT
+    (request_id). A retry may change its tracing and output options and return_immediately.
+    """
     return_immediately: _builtins.bool
     """Return as soon as the run is started (status RUNNING) instead of waiting until it settles."""
     @_builtins.property
@@ -234,7 +239,11 @@ class ResumeRequest(_message.Message):
     retry_count: _builtins.int
     """The retry count the resumed step starts from (ctx.retry_count)."""
     request_id: _builtins.str
-    """Idempotency key: a repeated request_id returns the first call's outcome."""
+    """Idempotency key: a repeated request_id returns the first call's outcome; reused with
+    another step, label, foreach_index, resume_data, request_context, retry_count or
+    expected_version, INVALID_ARGUMENT (request_id). A retry may change its tracing and
+    output options. A dry run neither uses nor records it.
+    """
     validate_only: _builtins.bool
     """Dry run: every check, no change; answers the run's current result."""
     expected_version: _builtins.int
@@ -475,7 +484,9 @@ class RestartRunRequest(_message.Message):
     Required.
     """
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key: a repeated request_id returns the first call's outcome; reused with
+    another request_context or force, INVALID_ARGUMENT (request_id).
+    """
     force: _builtins.bool
     """Take the run over although another replica's lease on it has not expired, for an
     operator who knows that replica is dead. Without it such a run waits for its lease to
@@ -529,7 +540,10 @@ class TimeTravelRunRequest(_message.Message):
     run_id: _builtins.str
     """The run. Required."""
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key: a repeated request_id returns the first call's outcome; reused with
+    another step, input_data, resume_data, initial_state or request_context,
+    INVALID_ARGUMENT (request_id).
+    """
     @_builtins.property
     def step(self) -> _message_pb2.StepPath:
         """The step to re-execute from. Required."""

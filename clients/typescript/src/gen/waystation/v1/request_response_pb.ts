@@ -124,7 +124,8 @@ export type CreateRunRequest = Message<"waystation.v1.CreateRunRequest"> & {
   resourceId: string;
 
   /**
-   * Idempotency key: a repeated request_id returns the first call's run.
+   * Idempotency key: a repeated request_id returns the first call's run; reused with
+   * another run_id, INVALID_ARGUMENT (request_id).
    *
    * @generated from field: string request_id = 4;
    */
@@ -202,7 +203,9 @@ export type StartRunRequest = Message<"waystation.v1.StartRunRequest"> & {
   outputOptions?: OutputOptions | undefined;
 
   /**
-   * Idempotency key: a repeated request_id returns the first call's outcome.
+   * Idempotency key: a repeated request_id returns the first call's outcome; reused with
+   * another run_id, input_data, initial_state or request_context, INVALID_ARGUMENT
+   * (request_id). A retry may change its tracing and output options and return_immediately.
    *
    * @generated from field: string request_id = 9;
    */
@@ -301,7 +304,10 @@ export type ResumeRequest = Message<"waystation.v1.ResumeRequest"> & {
   outputOptions?: OutputOptions | undefined;
 
   /**
-   * Idempotency key: a repeated request_id returns the first call's outcome.
+   * Idempotency key: a repeated request_id returns the first call's outcome; reused with
+   * another step, label, foreach_index, resume_data, request_context, retry_count or
+   * expected_version, INVALID_ARGUMENT (request_id). A retry may change its tracing and
+   * output options. A dry run neither uses nor records it.
    *
    * @generated from field: string request_id = 11;
    */
@@ -548,7 +554,8 @@ export type RestartRunRequest = Message<"waystation.v1.RestartRunRequest"> & {
   outputOptions?: OutputOptions | undefined;
 
   /**
-   * Idempotency key.
+   * Idempotency key: a repeated request_id returns the first call's outcome; reused with
+   * another request_context or force, INVALID_ARGUMENT (request_id).
    *
    * @generated from field: string request_id = 5;
    */
@@ -634,7 +641,9 @@ export type TimeTravelRunRequest = Message<"waystation.v1.TimeTravelRunRequest">
   outputOptions?: OutputOptions | undefined;
 
   /**
-   * Idempotency key.
+   * Idempotency key: a repeated request_id returns the first call's outcome; reused with
+   * another step, input_data, resume_data, initial_state or request_context,
+   * INVALID_ARGUMENT (request_id).
    *
    * @generated from field: string request_id = 9;
    */
