@@ -222,6 +222,35 @@ async def health_statuses(stream: Any) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+async def test_reflection_finds_a_method_by_its_full_name(
+    channel: grpc.aio.Channel, version: str
+) -> None:
+    """grpcurl's `describe waystation.v1.WorkflowService.ResumeRun` asks for the file that
+    holds the method's full name: it is its service's file (also for health's methods). A
+    name that is no method stays NOT_FOUND."""
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )()
+    symbols = [f"{SERVICE}.ResumeRun", "grpc.health.v1.Health.Check", f"{SERVICE}.NoSuchRpc"]
+    for symbol in symbols:
+        await call.write(reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+    await call.done_writing()
+    resume, check, missing = [response async for response in call]
+
+    for response, (name, service) in [
+        (resume, ("waystation/v1/service.proto", "WorkflowService")),
+        (check, ("grpc_health/v1/health.proto", "Health")),
+    ]:
+        raw = response.file_descriptor_response.file_descriptor_proto
+        assert raw, response
+        proto = descriptor_pb2.FileDescriptorProto.FromString(raw[0])
+        assert (proto.name, proto.service[0].name) == (name, service)
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
 async def test_reflection_v1_answers_as_v1alpha_does(channel: grpc.aio.Channel) -> None:
     """Newer tools ask grpc.reflection.v1 first (some do not fall back to v1alpha, the only
     version grpcio-reflection serves): it lists the services and describes itself."""

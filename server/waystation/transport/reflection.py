@@ -6,6 +6,11 @@ back; some do not fall back. The two versions' messages are the same fields unde
 package, so v1 is served here by the same servicer, its messages decoded and encoded with
 v1alpha's classes, and its descriptor (v1alpha's, renamed) added to the default pool so that
 reflection describes it too.
+
+The servicer also finds a method by its full name (`waystation.v1.WorkflowService.StartRun`,
+what grpcurl's `describe Service.Method` asks for, and what Go's and Java's reflection
+answer): protobuf's upb descriptor pool finds services, messages, fields and enum values by
+name, but not methods, so grpcio-reflection alone answered NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -29,10 +34,22 @@ def enable(services: list[str], server: grpc.aio.Server) -> None:
     """Serve reflection (v1 and v1alpha) for `services` and for itself."""
     _add_v1_descriptor()
     names = [*services, reflection.SERVICE_NAME, V1_SERVICE_NAME]
-    servicer = ReflectionServicer(names)
+    servicer = _Reflection(names)
     service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
     add_checked(servicer, service, server)
     add_checked(servicer, service, server, V1_SERVICE_NAME)
+
+
+class _Reflection(ReflectionServicer):  # type: ignore[misc]  # grpcio-reflection is untyped
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        """A method's name is answered with its service's file."""
+        service, _, method = fully_qualified_name.rpartition(".")
+        try:
+            if method in self._pool.FindServiceByName(service).methods_by_name:
+                fully_qualified_name = service
+        except KeyError:
+            pass
+        return super()._file_containing_symbol(request, fully_qualified_name)
 
 
 def _add_v1_descriptor() -> None:
