@@ -1113,6 +1113,54 @@ async def test_a_run_stalled_longer_than_its_lease_goes_on_once_the_store_takes_
         await running.stop(grace=1.0)
 
 
+@pytest.mark.parametrize("call", ["ResumeRun", "TimeTravelRun"])
+async def test_one_request_sent_twice_at_once_answers_both_copies_its_outcome(
+    db_path: Path, log: Path, call: str
+) -> None:
+    """The same call (request id and arguments) sent twice at once, as a hedged request or
+    a retry racing its first try is: one copy read the request id before the other took
+    the run, and looked at the run after, finding the other's execution at work. It was
+    refused (RESUME_CONFLICT, which tells its caller someone else resumed; RUN_ACTIVE)
+    where it should get the first's outcome. An outside audit found it on PostgreSQL,
+    whose reads lag so; here the copy's read of the request id is answered late."""
+    store = FaultyStore(SqliteStore(str(db_path)))
+    running = await create_server(settings_for(db_path), store=store)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = Stub(channel)
+            slowly = logged(log, seconds=1.0)  # the gate's resumed run, and the slow step
+            counted = rr.StartRunRequest(workflow_id="counted", input_data=slowly)
+            started = await stub.StartRun(counted)
+            if call == "ResumeRun":
+                request: Any = rr.ResumeRequest(
+                    run_id=started.run_id, resume_data=value({"value": 1}), request_id="twice"
+                )
+                expected = ["one", "gate", "two"]
+            else:
+                slow = rr.StartRunRequest(workflow_id="slow", input_data=logged(log))
+                done = await stub.StartRun(slow)
+                request = rr.TimeTravelRunRequest(
+                    run_id=done.run_id, step=path("slow"), input_data=slowly, request_id="twice"
+                )
+                expected = ["one", "slow", "slow"]
+            send = getattr(stub, call)
+            store.delay_request_reads(0.3)
+            copy = asyncio.ensure_future(send(request))
+
+            async def copy_has_read() -> bool:
+                return not store.slow_request_reads
+
+            await assert_eventually(copy_has_read)
+            first = await send(request)
+            again = await copy
+
+            assert (again.status, again.version) == (first.status, first.version)
+            assert first.status == enums_pb2.RUN_STATUS_SUCCESS
+            assert lines(log) == expected
+    finally:
+        await running.stop(grace=1.0)
+
+
 async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_serving(
     small_server: RunningServer, log: Path
 ) -> None:

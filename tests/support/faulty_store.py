@@ -13,9 +13,10 @@ The faults follow the protocol's error contract (storage/protocol.py): a failed 
 StoreUnavailable and writes nothing. The full disk and the locked database are SQLite's own
 behaviour (`PRAGMA max_page_count` on the writer; a second connection in `BEGIN IMMEDIATE`
 beyond the writer's busy timeout), so the error and its message come from the real backend.
-Injected failures and delays hit `commit` and `create_run` (the transitions); every other
-method (reads, lease upkeep, deletes, whatever the protocol gains) goes straight to the
-wrapped store. The full disk and the lock hit every write, as they would in production.
+Injected failures and delays hit `commit` and `create_run` (the transitions), and slow
+answers `get_request`; every other method (reads, lease upkeep, deletes, whatever the
+protocol gains) goes straight to the wrapped store. The full disk and the lock hit every
+write, as they would in production.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class FaultyStore:
         """The writes that an injected failure refused, in order."""
         self.delayed: list[Write] = []
         self._landing: set[asyncio.Task[None]] = set()
+        self.slow_request_reads: list[float] = []
 
     def __getattr__(self, name: str) -> Any:
         # Only called for what this class does not define: the reads, setup, close, ...
@@ -113,6 +115,18 @@ class FaultyStore:
         every read) and their writers answered `seconds` later, as the group committer
         answers a batch only once its fsync returns."""
         self.faults.append(_Fault(when, count, answer_after=seconds))
+
+    def delay_request_reads(self, seconds: float, count: int = 1) -> None:
+        """A slow network to the database: the next `count` lookups of a request id read
+        at once and are answered `seconds` later, so their caller goes on with what was
+        stored before a write that landed meanwhile (PostgreSQL replicas see this)."""
+        self.slow_request_reads += [seconds] * count
+
+    async def get_request(self, key: RequestKey) -> Any:
+        found = await self.inner.get_request(key)
+        if self.slow_request_reads:
+            await asyncio.sleep(self.slow_request_reads.pop(0))
+        return found
 
     def clear(self) -> None:
         """Remove the injected failures and delays (not the full disk or a held lock)."""

@@ -518,6 +518,8 @@ class Engine(Upkeep):
             except SameRequest as same:  # a call with this request id claimed it first
                 return await self._replay(same.seen)
             except ResumeConflict as conflict:
+                if first := await self._first_try(_resume_key(cmd), cmd.run_id):
+                    return await self._replay(first)  # it was this call, sent twice at once
                 marks = await self._sibling_settled(cmd, conflict, marks)
                 if marks is None:
                     raise
@@ -538,9 +540,8 @@ class Engine(Upkeep):
         """Check every rule, claim the suspension and launch the continuation; or the answer
         at once for a replayed request id or a dry run."""
         snapshot = await self._existing_snapshot(cmd.run_id, cmd.workflow_id)
-        scope = f"resume:{cmd.run_id}"
-        key = RequestKey(scope, cmd.request_id, cmd.fingerprint()) if cmd.request_id else None
-        if not cmd.validate_only and (seen := await self._seen(key)):
+        key = _resume_key(cmd)
+        if seen := await self._seen(key):
             return await self._replay(seen)  # (a dry run answers the run as it is now)
         snapshot = await self._wait_suspended(snapshot, cmd)
         run = snapshot.run
@@ -758,9 +759,23 @@ class Engine(Upkeep):
         """What the first call with this request id led to, if there was one; refused when
         that call asked for something else (a retry repeats its call as it was)."""
         seen = await self.store.get_request(key) if key else None
-        if seen and seen.fingerprint and key and seen.fingerprint != key.fingerprint:
-            raise RequestReused(key.request_id, key.scope)
+        if seen and key:
+            _check_same_call(key, seen.fingerprint)
         return seen
+
+    async def _first_try(self, key: RequestKey | None, run_id: str) -> RequestRecord | None:
+        """For a call refused because the run was busy or changed under it: its request
+        id's first call, when that is what took the run (a retry that raced it, or one
+        request sent twice at once), for the refused one to answer that call's outcome.
+        The first call's execution here holds the key before the store has it."""
+        if key is None:
+            return None
+        active = self._active.get(run_id)
+        for first in active[0].requests if active else ():
+            if first == key:
+                _check_same_call(key, first.fingerprint)
+                return RequestRecord(first, run_id)
+        return await self._seen(key)
 
     async def _replay(self, seen: RequestRecord, wait: bool = True) -> WorkflowResultData:
         """The first call's outcome for a repeated request id. While the first call's
@@ -871,6 +886,21 @@ class Engine(Upkeep):
         key = RequestKey(f"restart:{run_id}", request_id, asked) if request_id else None
         if seen := await self._seen(key):
             return await self._replay(seen)
+        try:
+            return await self._restart(run_id, request_context, trace, key, force)
+        except RunNotActive:
+            if first := await self._first_try(key, run_id):
+                return await self._replay(first)  # it was this call, sent twice at once
+            raise
+
+    async def _restart(
+        self,
+        run_id: str,
+        request_context: dict[str, Any],
+        trace: CallTrace | None,
+        key: RequestKey | None,
+        force: bool,
+    ) -> WorkflowResultData:
         snapshot = await self.store.load(run_id)
         if snapshot is None:
             raise RunNotFound(run_id)
@@ -910,6 +940,16 @@ class Engine(Upkeep):
         key = RequestKey(scope, cmd.request_id, cmd.fingerprint()) if cmd.request_id else None
         if seen := await self._seen(key):
             return await self._replay(seen)
+        try:
+            return await self._time_travel(cmd, key)
+        except (RunActive, StoreConflict):
+            if first := await self._first_try(key, cmd.run_id):
+                return await self._replay(first)  # it was this call, sent twice at once
+            raise
+
+    async def _time_travel(
+        self, cmd: TimeTravelCommand, key: RequestKey | None
+    ) -> WorkflowResultData:
         snapshot = await self.store.load(cmd.run_id)
         if snapshot is None:
             raise RunNotFound(cmd.run_id)
@@ -1070,3 +1110,17 @@ def _decode_token(token: str, where: RunFilter) -> Cursor | None:
             " list again without it",
         )
     return cursor
+
+
+def _resume_key(cmd: ResumeCommand) -> RequestKey | None:
+    """A resume's request key; none for a dry run, which neither uses nor records it."""
+    if not cmd.request_id or cmd.validate_only:
+        return None
+    return RequestKey(f"resume:{cmd.run_id}", cmd.request_id, cmd.fingerprint())
+
+
+def _check_same_call(key: RequestKey, first: str) -> None:
+    """RequestReused unless `key`'s call asks what the one with fingerprint `first` did (a
+    key stored before fingerprints has none, and matches any call)."""
+    if first and key.fingerprint and first != key.fingerprint:
+        raise RequestReused(key.request_id, key.scope)
