@@ -242,7 +242,8 @@ async def test_a_start_request_id_reused_with_other_input_is_refused_and_starts_
     """A request id names one call: a StartRun that reuses it with other input is
     INVALID_ARGUMENT on `request_id` and starts nothing (the first call's run would pass
     for a run of this input). A retry that waits or traces differently is the same call
-    and gets the first run."""
+    and gets the first run, also when it writes a number another way (0 as -0.0, as
+    JavaScript's JSON.stringify loses the sign: an outside audit found it refused)."""
     first = await start_counted(stub, log, request_id="start-once")
     other_log = tmp_path / "other.log"
 
@@ -252,9 +253,14 @@ async def test_a_start_request_id_reused_with_other_input_is_refused_and_starts_
     assert set(error.violations) == {"request_id"}
     assert "first used for a StartRun with other arguments" in error.violations["request_id"]
     tagged = message_pb2.TracingOptions(tags=["retry"])
-    retried = await start_counted(
-        stub, log, request_id="start-once", return_immediately=True, tracing_options=tagged
+    retry = rr.StartRunRequest(
+        workflow_id="counted",
+        input_data=logged(log, seconds=-0.0),
+        request_id="start-once",
+        return_immediately=True,
+        tracing_options=tagged,
     )
+    retried = await stub.StartRun(retry)
     assert (retried.run_id, retried.version) == (first.run_id, first.version)
     assert lines(log) == ["one"]
     assert not other_log.exists()

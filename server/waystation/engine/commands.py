@@ -78,8 +78,22 @@ def fingerprint(*arguments: Any) -> str:
     """A digest of what a call asks for, stored with its request id (`RequestKey`): a retry
     repeats it, a request id reused for another call does not. How the caller waits for
     the answer, or traces it, is not part of it."""
+    canonical = _numbers_as_equal(arguments)
     try:
-        text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=repr)
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=repr)
     except TypeError:  # keys of mixed types, which cannot be sorted
         text = repr(arguments)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _numbers_as_equal(value: Any) -> Any:
+    """`value` with its whole floats as integers: numbers that compare equal are the same
+    argument, whichever way a retry writes them (1, 1.0; 0, -0.0, which many JSON writers
+    send as 0: JavaScript's JSON.stringify(-0) is "0")."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {key: _numbers_as_equal(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers_as_equal(item) for item in value]
+    return value
