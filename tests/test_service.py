@@ -792,6 +792,54 @@ async def test_a_step_that_always_raises_fails_the_run_after_its_retries(stub: S
     assert (await status_of(stub, result.run_id)) == enums_pb2.RUN_STATUS_FAILED
 
 
+@pytest.mark.parametrize(
+    ("how", "kind", "message"),
+    [
+        ("exit", "SystemExit", "2"),
+        ("interrupt", "KeyboardInterrupt", "KeyboardInterrupt"),
+        ("unprintable", "_Unprintable", "_Unprintable"),
+    ],
+)
+async def test_a_step_that_exits_or_cannot_say_why_fails_its_run_and_the_server_serves_on(
+    db_path: Path, how: str, kind: str, message: str
+) -> None:
+    """A step that calls sys.exit() (argparse on bad arguments), raises KeyboardInterrupt,
+    or raises an exception whose str() raises, fails its run STEP_FAILED naming the step
+    and the type, as any step failure does. An outside audit found the first two stopped
+    the server's event loop (every call after timed out), and again at every restart, whose
+    recovery ran the step once more; the third failed the run INTERNAL, naming no step.
+    The server is restarted on the same store to show nothing is left to recover."""
+    for restart in range(2):
+        running = await create_server(settings_for(db_path), store=SqliteStore(str(db_path)))
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = Stub(channel)
+                if not restart:
+                    await assert_quits(stub, how, kind, message)
+                listed = await stub.ListRuns(rr.ListRunsRequest(), timeout=10)
+                statuses = {r.workflow_id: r.status for r in listed.runs}
+                assert statuses["quits"] == enums_pb2.RUN_STATUS_FAILED
+                served = await stub.StartRun(rr.StartRunRequest(workflow_id="fails"), timeout=10)
+                assert served.error.reason == "STEP_FAILED"
+        finally:
+            await running.stop(grace=1.0)
+
+
+async def assert_quits(stub: Stub, how: str, kind: str, message: str) -> None:
+    """`quits` fails STEP_FAILED naming its step and `kind`; `quits-in-condition` fails
+    CONDITION_FAILED when its condition exits, and succeeds otherwise."""
+    asked = value({"how": how})
+    failed = await stub.StartRun(rr.StartRunRequest(workflow_id="quits", input_data=asked))
+    assert failed.status == enums_pb2.RUN_STATUS_FAILED
+    error = failed.error
+    assert (error.reason, error.type, error.message) == ("STEP_FAILED", kind, message)
+    assert list(error.step.segments) == ["quit"]
+    assert failed.steps["quit"].status == enums_pb2.STEP_STATUS_FAILED
+    branch = rr.StartRunRequest(workflow_id="quits-in-condition", input_data=asked)
+    judged = await stub.StartRun(branch, timeout=10)
+    assert judged.error.reason == ("CONDITION_FAILED" if how == "exit" else "")
+
+
 async def test_a_resume_whose_deadline_expires_still_finishes_the_run(
     stub: Stub, log: Path
 ) -> None:

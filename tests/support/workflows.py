@@ -457,3 +457,39 @@ chatty = (
     .dountil(create_step(id="tick", execute=_tick), _ticked_enough)
     .commit()
 )
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails too")
+
+
+async def _quit(ctx: StepContext) -> None:
+    how = ctx.input_data["how"]
+    if how == "exit":
+        raise SystemExit(2)  # what argparse does on bad arguments
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    raise _Unprintable
+
+
+def _quitting(ctx: Any) -> bool:
+    if ctx.input_data["how"] == "exit":
+        raise SystemExit(3)
+    return True
+
+
+# quits: a step that raises SystemExit, KeyboardInterrupt or an exception whose str() fails
+quits = create_workflow(id="quits").then(create_step(id="quit", execute=_quit)).commit()
+
+
+async def _nothing(ctx: StepContext) -> dict[str, Any]:
+    return {}
+
+
+# quits-in-condition: a branch condition that calls sys.exit() when `how` is "exit"
+quits_in_condition = (
+    create_workflow(id="quits-in-condition")
+    .branch([(_quitting, create_step(id="chosen", execute=_nothing))])
+    .commit()
+)

@@ -32,6 +32,7 @@ from waystation.engine.definition import (
     Step,
     Workflow,
 )
+from waystation.engine.errors import USER_FAILURES, exception_text
 from waystation.engine.executor import Execution, Outcome, combine, error_json, outcome_record
 from waystation.engine.model import JSON, RunStatus, StepRecord, StepStatus, evolve, now
 from waystation.engine.paths import Path, item_segment
@@ -103,11 +104,12 @@ async def _branch(
                 await _evaluate(ex, cond, path, value, init)
                 for (cond, _), path in zip(branch.arms, paths, strict=True)
             ]
-        except Exception as exc:
+        except USER_FAILURES as exc:
+            raised = exception_text(exc)
             return Outcome(
                 "failed",
                 error=error_json(
-                    "CONDITION_FAILED", f"a condition of {branch.id} raised: {exc}", prefix, exc
+                    "CONDITION_FAILED", f"a condition of {branch.id} raised: {raised}", prefix, exc
                 ),
             )
         chosen = [s for s, ok in zip(branch.members, verdicts, strict=True) if ok]
@@ -135,12 +137,12 @@ async def _loop(
                 holds = await _evaluate(
                     ex, loop.condition, path, record.output, init, iteration + 1
                 )
-            except Exception as exc:
+            except USER_FAILURES as exc:
                 return Outcome(
                     "failed",
                     error=error_json(
                         "CONDITION_FAILED",
-                        f"the condition of loop {loop.id} raised: {exc}",
+                        f"the condition of loop {loop.id} raised: {exception_text(exc)}",
                         path,
                         exc,
                     ),

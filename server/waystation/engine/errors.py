@@ -330,6 +330,21 @@ class RequestReused(InvalidArgument):
         )
 
 
+USER_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+"""What a user's code (a step, a condition) may raise as its own failure. SystemExit (a
+step's sys.exit(), argparse on bad arguments) and KeyboardInterrupt are among them: let
+through, they stop the server's event loop, and again at every recovery of the run."""
+
+
+def exception_text(exc: BaseException) -> str:
+    """What a user's exception says: its str, or its type's name when it says nothing or
+    when its own __str__ raises."""
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
 class Violations:
     """The problems of a request's fields, all of them: each check runs even when an earlier
     one failed, and `raise_any` refuses the request with one violation per problem (as

@@ -39,7 +39,13 @@ from waystation.engine.context import (
     SuspendSignal,
 )
 from waystation.engine.definition import Entry, RetryConfig, Step, Workflow
-from waystation.engine.errors import NO_DATA, RunAlreadyExists, violations_from
+from waystation.engine.errors import (
+    NO_DATA,
+    USER_FAILURES,
+    RunAlreadyExists,
+    exception_text,
+    violations_from,
+)
 from waystation.engine.events import EventType, make_event, step_events
 from waystation.engine.model import (
     JSON,
@@ -321,7 +327,7 @@ class Execution:
             except RunAlreadyExists as exc:  # its first commit found the id taken
                 finish(span, "already_exists", str(exc))
                 raise  # this run never existed; the caller answers ALREADY_EXISTS
-            except Exception as exc:  # an engine bug must not leave a run RUNNING forever
+            except USER_FAILURES as exc:  # an engine bug must not leave a run RUNNING forever
                 log.exception("run %s failed inside the engine", self.run_id)
                 outcome = Outcome(
                     "failed",
@@ -711,12 +717,19 @@ class Execution:
             if not (self.shutting_down or self.lost):
                 await self.commit({path: self._ended(path, record, StepStatus.CANCELED)})
             raise
-        except Exception as exc:  # the step's own failure: retried, then recorded
+        except USER_FAILURES as exc:  # the step's own failure: retried, then recorded
             finish(span, "failed", exc)
-            log.info("step %s of run %s failed: %r", format_path(path), self.run_id, exc)
+            text = exception_text(exc)
+            log.info(
+                "step %s of run %s failed: %s: %s",
+                format_path(path),
+                self.run_id,
+                type(exc).__name__,
+                text,
+            )
             self._last_error = error_json(
                 "STEP_FAILED",
-                str(exc) or type(exc).__name__,
+                text,
                 path,
                 exc,
                 traceback="".join(traceback.format_exception(exc))[-2000:],

@@ -17,7 +17,7 @@ import json
 import secrets
 import string
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
-from waystation.engine.errors import InvalidArgument, Violations
+from waystation.engine.errors import InvalidArgument, Violations, exception_text
 from waystation.engine.model import RunRecord
 
 PREFIX = "waystation"
@@ -261,6 +261,8 @@ def finish(span: trace.Span, status: str, error: BaseException | str | None = No
     """Record how a run or step span ended."""
     span.set_attribute(f"{PREFIX}.status", status)
     if isinstance(error, BaseException):
-        span.record_exception(error)
+        with suppress(Exception):  # a user's exception whose __str__ raises
+            span.record_exception(error)
+        error = exception_text(error)
     if error is not None:
-        span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.set_status(Status(StatusCode.ERROR, error))
