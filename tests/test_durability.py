@@ -21,6 +21,7 @@ from tests.support.server_process import ServerProcess, client, kill, start
 from tests.support.workflows import lines
 from waystation.api.v1 import enums_pb2, message_pb2, service_pb2_grpc
 from waystation.api.v1 import request_response_pb2 as rr
+from waystation.engine.engine import STOP_WAIT
 
 Stub = service_pb2_grpc.WorkflowServiceStub
 GRACE = 5.0
@@ -157,6 +158,46 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_calls(
         assert await stopped == 0
         assert time.monotonic() - signalled < GRACE
     assert lines(log) == ["slow"]
+
+
+async def test_a_step_that_ignores_its_cancellation_is_left_behind_by_cancel_and_sigterm(
+    process: ServerProcess, tmp_path: Path
+) -> None:
+    """A step catches its cancellation and goes on (a catch-everything poller). CancelRun
+    answers CANCELED once the step has had its few seconds, the run is CANCELED and can
+    be deleted; a second such run does not hold SIGTERM past the grace and those seconds.
+    An outside audit found CancelRun never answered, the run could never be cancelled or
+    deleted, and the server, told to stop, was still running twelve minutes later."""
+    logs = [tmp_path / f"stubborn-{i}.log" for i in range(2)]
+    await start(process)
+    async with client(process) as stub:
+        started = []
+        for log in logs:
+            data = value({"log": str(log), "seconds": 60})
+            started.append(
+                await stub.StartRun(
+                    rr.StartRunRequest(
+                        workflow_id="stubborn", input_data=data, return_immediately=True
+                    )
+                )
+            )
+
+        async def polling() -> bool:
+            return all(lines(log) == ["polling"] for log in logs)
+
+        await assert_eventually(polling)
+        asked = time.monotonic()
+        canceled = await stub.CancelRun(rr.CancelRunRequest(run_id=started[0].run_id), timeout=20)
+        assert canceled.status == enums_pb2.RUN_STATUS_CANCELED
+        assert time.monotonic() - asked < STOP_WAIT + 3
+        assert await run_status(stub, started[0].run_id) == enums_pb2.RUN_STATUS_CANCELED
+        await stub.DeleteRun(rr.DeleteRunRequest(run_id=started[0].run_id))
+
+    signalled = time.monotonic()
+    assert await asyncio.to_thread(process.stop, signal.SIGTERM, 40) == 0
+    assert time.monotonic() - signalled < GRACE + STOP_WAIT + 5
+    assert "did not stop within" in process.log
+    assert [lines(log) for log in logs] == [["polling"], ["polling"]]
 
 
 async def test_a_run_interrupted_inside_a_resumed_step_is_continued_at_startup(

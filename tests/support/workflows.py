@@ -5,6 +5,7 @@ processes killed with SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime
 from pathlib import Path
@@ -493,3 +494,18 @@ quits_in_condition = (
     .branch([(_quitting, create_step(id="chosen", execute=_nothing))])
     .commit()
 )
+
+
+async def _stubborn(ctx: StepContext) -> dict[str, Any]:
+    """A poller that catches everything around its wait, cancellation too, and goes on."""
+    until = time.monotonic() + ctx.input_data["seconds"]
+    record(ctx.input_data["log"], "polling")
+    while time.monotonic() < until:
+        with contextlib.suppress(BaseException):  # the mistake this workflow makes on purpose
+            await asyncio.sleep(0.05)
+    record(ctx.input_data["log"], "gave up")
+    return {}
+
+
+# stubborn: a step that ignores its cancellation for `seconds`, then returns
+stubborn = create_workflow(id="stubborn").then(create_step(id="poll", execute=_stubborn)).commit()

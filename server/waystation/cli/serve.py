@@ -7,10 +7,12 @@ here, inside the command, so that the client commands work without it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
+from collections.abc import Coroutine
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -168,10 +170,39 @@ def serve_command(
     if os.getcwd() not in sys.path:  # as `python -m` would: the project's own modules
         sys.path.insert(0, os.getcwd())
     try:
-        asyncio.run(serve(settings))
+        run_to_the_end(serve(settings))
     except CannotStart as exc:
         typer.echo(f"waystation serve: cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def run_to_the_end(main: Coroutine[Any, Any, None], wait: float = 1.0) -> None:
+    """`asyncio.run(main)`, but a task that ignores its cancellation (a step that catches
+    it and goes on, which the engine has left behind) gets `wait` seconds at the end, and
+    then the process exits without it: asyncio.run waited for it for ever, and a task
+    that also swallows the GeneratorExit of its destruction spins on at the interpreter's
+    exit. By then the calls are answered and the store is closed."""
+    loop = asyncio.new_event_loop()
+    stuck: set[asyncio.Task[Any]] = set()
+    served = False
+    try:
+        loop.run_until_complete(main)
+        served = True
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                _, stuck = loop.run_until_complete(asyncio.wait(left, timeout=wait))
+            if not stuck:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            if stuck:
+                logging.shutdown()  # flushed: os._exit does not
+                os._exit(0 if served else 1)
+            loop.close()
 
 
 def _file_option(value: str | None, option: str, envvar: str, turns_on: str) -> str:

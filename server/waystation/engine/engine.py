@@ -94,6 +94,12 @@ ELSEWHERE_POLL = 0.1
 for its outcome (a replayed request id, an execution that lost the run)."""
 
 
+STOP_WAIT = 5.0
+"""Seconds a cancelled execution has to stop (its step sees the cancellation and may clean
+up). One whose step catches the cancellation and goes on is left behind: CancelRun
+cancels the run in the store all the same, and a shutdown does not wait for it."""
+
+
 WATCH_PAGE_CHARS = 1 << 20
 """What a page of a WatchRun's stored events may take, as JSON; 500 events of 128 KB held
 570 MB for five watchers that did not read."""
@@ -179,7 +185,17 @@ class Engine(Upkeep):
         for execution, task in list(self._active.values()):
             execution.shutting_down = True
             task.cancel()
-        await asyncio.gather(*(t for _, t in self._active.values()), return_exceptions=True)
+        left = {run_id: task for run_id, (_, task) in self._active.items()}
+        if left:
+            await asyncio.wait(left.values(), timeout=STOP_WAIT)
+        for run_id, task in left.items():
+            if not task.done():
+                log.error(
+                    "run %s did not stop within %.0f s of its cancellation (a step catches it"
+                    " and goes on): left behind; it stays RUNNING, for the next process",
+                    run_id,
+                    STOP_WAIT,
+                )
 
     def _launch(self, execution: Execution) -> asyncio.Task[WorkflowResultData]:
         """Drive an execution that is accepted already in a task of its own."""
@@ -819,11 +835,30 @@ class Engine(Upkeep):
             if active is not None and run.status in (RunStatus.RUNNING, RunStatus.WAITING):
                 active[1].cancel(reason or "run canceled")
                 try:
-                    return await self._outcome(active[1], final=True)
+                    done, _ = await asyncio.wait([active[1]], timeout=STOP_WAIT)
+                    if done:
+                        return await self._outcome(active[1], final=True)
                 except asyncio.CancelledError:
                     continue
+                self._abandon(run_id, *active)
             if await self._cancel_stored(run_id, reason):
                 return (await self.get_run(run_id))[1]
+
+    def _abandon(
+        self, run_id: str, execution: Execution, task: asyncio.Task[WorkflowResultData]
+    ) -> None:
+        """Leave behind an execution whose step ignores its cancellation: it writes nothing
+        more (the cancel's commit moves the run's version from under it), and the run is
+        no longer this process's to drive (so it can be deleted, or started anew)."""
+        log.error(
+            "run %s did not stop within %.0f s of its cancellation (a step catches it and"
+            " goes on): left behind, and canceled in the store",
+            run_id,
+            STOP_WAIT,
+        )
+        execution.lost = True
+        if self._active.get(run_id, (None, None))[1] is task:
+            del self._active[run_id]
 
     async def _cancel_stored(self, run_id: str, reason: str) -> bool:
         """Cancel a run that no task of this process drives; False if it changed meanwhile."""
