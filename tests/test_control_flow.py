@@ -1095,6 +1095,8 @@ wake-up time failed INTERNAL."""
         ),
         (lambda: _step("a#1"), ValueError, "step id 'a#1' may not contain '#'"),
         (lambda: _step("a.b"), ValueError, "step id 'a.b' may not contain '.'"),
+        (lambda: _step("s" * 201), ValueError, "is longer than 200 characters"),
+        (lambda: create_workflow(id="w" * 201), ValueError, "is longer than 200 characters"),
         (lambda: _flow().commit(), ValueError, "workflow 'bad-shape' has no steps"),
         (
             lambda: _flow().then(_step("a")).commit().then(_step("b")),
@@ -1136,6 +1138,8 @@ wake-up time failed INTERNAL."""
         "then-twice-one-id",
         "step-id-with-hash",
         "step-id-with-dot",
+        "step-id-too-long",
+        "workflow-id-too-long",
         "commit-empty",
         "then-after-commit",
         "nested-uncommitted",

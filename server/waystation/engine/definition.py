@@ -18,6 +18,7 @@ from typing import Any, Self
 
 from waystation.engine import schema
 from waystation.engine.context import StepContext
+from waystation.engine.ids import MAX_ID
 from waystation.engine.model import LATEST_TIME, LONGEST_WAIT
 from waystation.engine.paths import ITEM_MARK, SEPARATOR
 
@@ -70,6 +71,8 @@ def _check_id(kind: str, value: str) -> str:
     for reserved in (SEPARATOR, ITEM_MARK):
         if reserved in value:
             raise ValueError(f"{kind} id {value!r} may not contain {reserved!r}")
+    if len(value) > MAX_ID:  # the API refuses longer ids: such a workflow could not start
+        raise ValueError(f"{kind} id {value[:40]!r}... is longer than {MAX_ID} characters")
     return value
 
 
