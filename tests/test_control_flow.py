@@ -1312,16 +1312,19 @@ async def test_a_bail_in_a_foreach_item_ends_the_run_and_the_foreach(
 async def test_a_bail_in_a_parallel_branch_cancels_the_suspended_sibling(
     stub: WorkflowServiceStub,
 ) -> None:
-    """A run that bailed holds no suspended step: nothing lists it, no label leads to it."""
+    """A run that bailed holds no suspended step: nothing lists it, no label leads to it,
+    in the answer or stored. (The stored labels were read without include_resume_labels,
+    so never; an outside audit found the label kept.)"""
     labels = message_pb2.OutputOptions(include_resume_labels=True)
     result = await start(stub, "parallel-bail", output_options=labels)
     assert result.status == SUCCESS
     assert to_json(result.result) == {"bailed": True}
-    stored = await get_result(stub, result.run_id)
+    asked = rr.GetRunRequest(run_id=result.run_id, output_options=labels)
+    stored = (await stub.GetRun(asked)).result
     assert stored.steps["quit"].status == STEP.STEP_STATUS_SUCCESS
     assert stored.steps["sibling"].status == STEP.STEP_STATUS_CANCELED
     assert not stored.suspended
-    assert not stored.resume_labels
+    assert (dict(result.resume_labels), dict(stored.resume_labels)) == ({}, {})
 
 
 async def watched(stub: WorkflowServiceStub, run_id: str) -> list[message_pb2.RunEvent]:

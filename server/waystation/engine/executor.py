@@ -608,14 +608,14 @@ class Execution:
         suspended or waiting, a foreach cut short), ended CANCELED, their resume labels
         dropped: a workflow that bailed holds no step still running, waiting or suspended."""
         unfinished = (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED)
-        abandoned = {
-            p: ended(r, StepStatus.CANCELED)
+        left = {
+            p: r
             for p, r in self.snapshot.steps.items()
             if r.status in unfinished and p != prefix and is_prefix(prefix, p)
         }
-        for path, record in abandoned.items():
-            self._drop_labels(path, record, also_ended=abandoned)
-        return abandoned
+        for path, record in left.items():  # as they were: ended, a record names no label
+            self._drop_labels(path, record, also_ended=left)
+        return {p: ended(r, StepStatus.CANCELED) for p, r in left.items()}
 
     async def fail(self, path: Path, record: StepRecord, error: dict[str, Any]) -> Outcome:
         """The step failed for good (and, if it had been suspended, waits no more)."""
