@@ -502,6 +502,21 @@ def test_serve_exits_1_at_once_when_its_workflows_cannot_be_loaded(
     assert "Traceback" not in server.log
 
 
+def test_serve_names_the_line_of_a_workflows_module_that_does_not_compile(
+    tmp_path: Path,
+) -> None:
+    """A SyntaxError's traceback ends in the import machinery: the line named the standard
+    library's importlib (an outside audit), where it now names the user's file and line."""
+    (tmp_path / "typo_flows.py").write_text("x = 1\ndef f(:\n")
+    server = ServerProcess(tmp_path / "typo.db", workflows=["typo_flows"], cwd=tmp_path)
+    with pytest.raises(RuntimeError, match="exited during startup"):
+        server.start()
+    assert server.stop(timeout=5) == 1
+    said = " ".join(server.log.split())
+    assert f"importing typo_flows: {tmp_path / 'typo_flows.py'}:2: SyntaxError" in said
+    assert "importlib" not in said
+
+
 def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
     """A second server on a busy address exits 1 instead of sharing the port's calls
     (gRPC's default SO_REUSEPORT would split them between two stores), and the first

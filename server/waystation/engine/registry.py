@@ -48,7 +48,10 @@ def _import(name: str) -> ModuleType:
 
 def _where(exc: BaseException) -> str:
     """`path:line: ` of the innermost frame of the traceback outside this package and the
-    import machinery, or "" when there is none."""
+    import machinery, or "" when there is none; for a SyntaxError, the place in the file
+    that could not be compiled (its traceback ends in the import machinery)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: "
     ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     frames = [
         frame
