@@ -190,12 +190,7 @@ class Engine(Upkeep):
             await asyncio.wait(left.values(), timeout=STOP_WAIT)
         for run_id, task in left.items():
             if not task.done():
-                log.error(
-                    "run %s did not stop within %.0f s of its cancellation (a step catches it"
-                    " and goes on): left behind; it stays RUNNING, for the next process",
-                    run_id,
-                    STOP_WAIT,
-                )
+                _left_behind(run_id, "it stays RUNNING, for the next process")
 
     def _launch(self, execution: Execution) -> asyncio.Task[WorkflowResultData]:
         """Drive an execution that is accepted already in a task of its own."""
@@ -850,12 +845,7 @@ class Engine(Upkeep):
         """Leave behind an execution whose step ignores its cancellation: it writes nothing
         more (the cancel's commit moves the run's version from under it), and the run is
         no longer this process's to drive (so it can be deleted, or started anew)."""
-        log.error(
-            "run %s did not stop within %.0f s of its cancellation (a step catches it and"
-            " goes on): left behind, and canceled in the store",
-            run_id,
-            STOP_WAIT,
-        )
+        _left_behind(run_id, "canceled in the store")
         execution.lost = True
         if self._active.get(run_id, (None, None))[1] is task:
             del self._active[run_id]
@@ -1152,6 +1142,16 @@ def _resume_key(cmd: ResumeCommand) -> RequestKey | None:
     if not cmd.request_id or cmd.validate_only:
         return None
     return RequestKey(f"resume:{cmd.run_id}", cmd.request_id, cmd.fingerprint())
+
+
+def _left_behind(run_id: str, then: str) -> None:
+    log.error(
+        "run %s did not stop within %.0f s of its cancellation (a step catches it and goes"
+        " on): left behind, %s",
+        run_id,
+        STOP_WAIT,
+        then,
+    )
 
 
 def _check_same_call(key: RequestKey, first: str) -> None:
